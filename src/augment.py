@@ -1,0 +1,89 @@
+"""Batched augmentation on uint8/float tensors, on whatever device the batch lives on.
+
+Random numbers come from an explicit `torch.Generator`, so a run is reproducible step by step
+(and after a resume) without touching global RNG state.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → float (B, 3, H, W), (x/255 - mean) / std."""
+    return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, mode: str = "reflect") -> torch.Tensor:
+    """Pad by `padding` and crop back at a random offset per image (one gather for the batch)."""
+    if padding == 0:
+        return x
+    b, c, h, w = x.shape
+    xp = F.pad(x.float() if mode == "reflect" else x, (padding,) * 4,
+               mode="reflect" if mode == "reflect" else "constant").to(x.dtype)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return xp[bi, ci, rows, cols]                                                # (B, C, H, W)
+
+
+def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero one `size`x`size` square per image at a random centre (may overlap the border)."""
+    if size == 0:
+        return x
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), generator=gen, device=gen.device).to(x.device)
+    cx = torch.randint(0, w, (b,), generator=gen, device=gen.device).to(x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((ys - cy[:, None, None]).abs() <= size // 2) & ((xs - cx[:, None, None]).abs() <= size // 2)
+    return x.masked_fill(inside[:, None], 0)
+
+
+def autoaugment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """torchvision's AutoAugment (CIFAR10 policy), one policy draw per image: the seed recipe's
+    expensive part, kept for fidelity; uint8 in, uint8 out, on the CPU."""
+    from torchvision.transforms import v2
+
+    aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+    dev = x.device
+    # torchvision draws from the global RNG: fork it so our generator alone decides the result
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = torch.stack([aa(img) for img in x.cpu()])
+    return out.to(dev)
+
+
+def augment_batch(x: torch.Tensor, cfg, gen: torch.Generator) -> torch.Tensor:
+    """The configured training transform on a uint8 batch: flip, crop, AutoAugment, cutout."""
+    if cfg.hflip:
+        x = random_hflip(x, gen)
+    x = random_crop(x, cfg.crop_padding, gen, cfg.crop_pad_mode)
+    if cfg.autoaugment:
+        x = autoaugment(x, gen)
+    return cutout(x, cfg.cutout, gen)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """MixUp: x' = λx + (1-λ)x[perm]; returns (x', y, y[perm], λ) with λ ~ Beta(α, α)."""
+    import numpy as np
+
+    # torch.distributions.Beta draws from the global RNG; NumPy seeded from our generator does not
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+    rng = np.random.default_rng(seed)
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
+    return lam * x + (1 - lam) * x[perm], y, y[perm], lam

@@ -1,0 +1,104 @@
+"""Evaluation: batched prediction (with optional flip TTA) and the metrics built on a confusion matrix."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.augment import normalize
+
+
+def autocast_for(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when asked; a no-op elsewhere (bf16 on a plain AVX2 CPU is slower)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   batch_size: int = 1000, tta_flip: bool = False, amp: bool = False,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU for uint8 images x (N, 3, H, W), in large batches."""
+    model.eval()
+    device = mean.device
+    out = []
+    for xb in x.split(batch_size):
+        xb = normalize(xb.to(device, non_blocking=True), mean, std)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, amp):
+            logits = model(xb).float()
+            if tta_flip:  # average the logits of the image and its mirror
+                logits = 0.5 * (logits + model(xb.flip(3)).float())
+        out.append(logits.cpu())
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+             **kw) -> dict:
+    """{'loss', 'acc', 'logits'} of `model` on (x, y)."""
+    logits = predict_logits(model, x, mean, std, **kw)
+    loss = F.cross_entropy(logits, y.cpu()).item()
+    acc = (logits.argmax(1) == y.cpu()).float().mean().item()
+    return {"loss": loss, "acc": acc, "logits": logits}
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """cm[i, j] = number of images of class i predicted as class j."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Recall of each class: diagonal over row sums (NaN for a class with no images)."""
+    rows = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rows > 0, np.diag(cm) / np.maximum(rows, 1), np.nan)
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Unweighted mean over classes of F1 = 2·TP / (2·TP + FP + FN)."""
+    tp = np.diag(cm).astype(float)
+    fp = cm.sum(0) - tp
+    fn = cm.sum(1) - tp
+    denom = 2 * tp + fp + fn
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(f1.mean())
+
+
+def most_confused(cm: np.ndarray, classes: list[str], n: int = 5) -> list[dict]:
+    """The `n` unordered class pairs with the most mistakes in either direction (a↔b)."""
+    k = len(classes)
+    pairs = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            a_as_b, b_as_a = int(cm[i, j]), int(cm[j, i])
+            if a_as_b + b_as_a:
+                pairs.append({"pair": f"{classes[i]}<->{classes[j]}", "total": a_as_b + b_as_a,
+                              f"{classes[i]}_as_{classes[j]}": a_as_b, f"{classes[j]}_as_{classes[i]}": b_as_a})
+    pairs.sort(key=lambda d: (-d["total"], d["pair"]))
+    return pairs[:n]
+
+
+def summarize(y_true: np.ndarray, logits: torch.Tensor, classes: list[str], top_confused: int = 5,
+              loss: Optional[float] = None) -> dict:
+    """The evaluate stage's metrics from true labels and logits."""
+    y_pred = logits.argmax(1).numpy()
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    pca = per_class_accuracy(cm)
+    out = {
+        "test_acc": float(np.trace(cm) / cm.sum()),
+        "test_images": int(cm.sum()),
+        "macro_f1": macro_f1(cm),
+        "per_class_acc": {c: float(a) for c, a in zip(classes, pca)},
+        "most_confused": most_confused(cm, classes, top_confused),
+    }
+    if loss is not None:
+        out["test_loss"] = float(loss)
+    return out

@@ -1,0 +1,39 @@
+"""Figures of the data: one sample per class, the class distribution per split."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from src.figures import grid, to_hwc
+
+
+def samples_per_class(x, y, classes: list[str], per_class: int = 1):
+    """A grid: `per_class` training images of each class, titled with the class name."""
+    fig, axes = grid(len(classes) * per_class, cols=min(10, len(classes)) if per_class == 1 else per_class)
+    y = np.asarray(y)
+    k = 0
+    for c, name in enumerate(classes):
+        for idx in np.flatnonzero(y == c)[:per_class]:
+            axes[k].imshow(to_hwc(x[idx]), interpolation="nearest")
+            axes[k].set_title(name, fontsize=9)
+            k += 1
+    fig.suptitle("One training image per class", fontsize=11)
+    return fig
+
+
+def class_distribution(counts: dict[str, dict[str, int]], classes: list[str]):
+    """Grouped bars: images per class in the train, val and test splits."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(classes) + 2), 3.6))
+    splits = list(counts)
+    width = 0.8 / len(splits)
+    pos = np.arange(len(classes))
+    for i, split in enumerate(splits):
+        vals = [counts[split][c] for c in classes]
+        bars = ax.bar(pos + (i - (len(splits) - 1) / 2) * width, vals, width, label=split)
+        ax.bar_label(bars, fontsize=7, padding=1)
+    ax.set_xticks(pos, classes, rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title("Images per class and split")
+    ax.legend(frameon=False, ncols=len(splits))
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
