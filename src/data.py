@@ -6,6 +6,7 @@ augments them in batches on the training device, with no per-image Python work.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import pickle
 import shutil
@@ -76,7 +77,7 @@ def download_archive(url: str, md5: str, dest: Path, retries: int = 4, backoff_s
                 raise OSError(f"md5 mismatch: got {got}, expected {md5}")
             part.replace(dest)
             return dest
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
             last = str(getattr(exc, "reason", exc))
             part.unlink(missing_ok=True)
             if attempt < retries:
@@ -97,7 +98,7 @@ def _safe_extract(archive: Path, into: Path) -> None:
 
 def install_raw(out_dir: Path, url: str, md5: str, mirror: Optional[str] = None, *, retries: int = 4,
                 backoff_s: float = 2.0, timeout_s: float = 60.0, progress: bool = True,
-                log: Callable[[str], None] = print) -> Path:
+                log: Callable[[str], None] = print, expect_rows: Optional[int] = 10000) -> Path:
     """Put a verified `cifar-10-batches-py/` under `out_dir` from a mirror or the official URL.
 
     Everything is assembled in a temporary folder beside `out_dir` and moved into place only once
@@ -125,7 +126,7 @@ def install_raw(out_dir: Path, url: str, md5: str, mirror: Optional[str] = None,
             archive = download_archive(url, md5, tmp / ARCHIVE_NAME, retries, backoff_s, timeout_s, progress, log)
             _safe_extract(archive, tmp)
             archive.unlink()
-        verify_batches(tmp / BATCHES_DIR)
+        verify_batches(tmp / BATCHES_DIR, expect_rows)
         if md5sum(tmp / BATCHES_DIR / "data_batch_1") != OFFICIAL_MD5["data_batch_1"]:
             log("download: note: these files are NOT the official CIFAR-10 release (md5 differs); "
                 "their structure checks out, so they are used as they are")

@@ -213,19 +213,24 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 def _one_line(err: ValidationError, raw: dict) -> str:
     e = err.errors()[0]
-    loc = tuple(p for p in e["loc"] if not isinstance(p, int) or True)
-    key = ".".join(str(p) for p in loc if not str(p).startswith(("list[", "literal[", "function-after")))
+    # drop pydantic's union-member tags ("list[str]", "literal['all']") from the location
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    key = ".".join(str(p) for p in loc)
     if e["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(str(loc[-1]), _known_keys(Params, loc), n=1)
         more = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
         return f"params.yaml: unknown key {key!r}{more}"
     value: Any = raw
-    for p in e["loc"]:
+    for p in loc:
         try:
             value = value[p]
         except (KeyError, IndexError, TypeError):
             break
     msg = e["msg"].removeprefix("Value error, ")
+    if key == "data.classes" and e["type"] in ("literal_error", "list_type"):
+        msg = "must be 'all' or a list of CIFAR-10 class names"
+    if isinstance(value, dict):  # a check across keys of one section names its keys itself
+        return f"params.yaml: {key}.{msg}"
     return f"params.yaml: {key}={value!r}: {msg}"
 
 

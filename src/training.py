@@ -217,6 +217,7 @@ class RunState:
     history: list = field(default_factory=list)
     best_val_acc: float = -1.0
     best_epoch: int = 0
+    partial_epoch: tuple = (0.0, 0, 0)  # loss sum, correct, seen of an epoch interrupted mid-way
 
 
 def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
@@ -315,9 +316,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
         epoch = st.step // spe
         order = _epoch_order(n, tc.seed, epoch).to(device)
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
+        loss_sum = torch.tensor(float(st.partial_epoch[0]), device=device)
+        correct = torch.tensor(int(st.partial_epoch[1]), device=device)
+        seen = int(st.partial_epoch[2])
+        st.partial_epoch = (0.0, 0, 0)
         t_epoch = time.perf_counter()
         for i in range(st.step % spe, spe):
             s = st.step
@@ -375,6 +377,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
                     st.total_steps = st.step  # out of time: this is the last step
             if stop_flag is not None and stop_flag.get("stop"):
                 st.elapsed = elapsed()
+                st.partial_epoch = (loss_sum.item(), int(correct.item()), seen)
                 save_resume()
                 bar.close()
                 raise TrainingInterrupted(f"{stop_flag['stop']} at step {st.step}: saved {resume_path}; "

@@ -1,0 +1,148 @@
+"""The download stage's logic: official archive by URL (md5, truncation, retries) and a mirror."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import pickle
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data import DataError, install_raw, read_batch
+from tests.conftest import make_archive
+
+
+def _md5(p: Path) -> str:
+    return hashlib.md5(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def archive(small_batches, tmp_path_factory) -> Path:
+    return make_archive(small_batches / "cifar-10-batches-py", tmp_path_factory.mktemp("arc") / "cifar-10-python.tar.gz")
+
+
+def _install(out, url, md5, mirror=None, **kw):
+    logs: list[str] = []
+    kw.setdefault("retries", 0)
+    path = install_raw(out, url, md5, mirror, backoff_s=0, progress=False, log=logs.append, expect_rows=200, **kw)
+    return path, logs
+
+
+def test_archive_from_url_good_md5(archive, small_batches, tmp_path):
+    path, logs = _install(tmp_path / "raw", archive.as_uri(), _md5(archive))
+    x, y = read_batch(path / "data_batch_3")
+    x0, y0 = read_batch(small_batches / "cifar-10-batches-py" / "data_batch_3")
+    assert np.array_equal(x, x0) and np.array_equal(y, y0)
+    assert any("NOT the official" in line for line in logs)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_bad_md5_fails_and_leaves_nothing(archive, tmp_path):
+    with pytest.raises(DataError, match="md5 mismatch"):
+        _install(tmp_path / "raw", archive.as_uri(), "0" * 32, retries=1)
+    assert not (tmp_path / "raw").exists()
+    assert list(tmp_path.iterdir()) == []  # no temp folder left behind
+
+
+def test_truncated_archive_is_a_clear_error(archive, tmp_path):
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataError, match="truncated or corrupted"):
+        _install(tmp_path / "raw", cut.as_uri(), _md5(cut))
+    assert not (tmp_path / "raw").exists()
+
+
+def test_network_down_says_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="CIFAR10_MIRROR"):
+        _install(tmp_path / "raw", "http://127.0.0.1:9/cifar.tar.gz", "0" * 32, retries=1, timeout_s=2)
+
+
+def test_mirror_folder_and_archive(small_batches, archive, tmp_path):
+    path, logs = _install(tmp_path / "a", "unused", "0" * 32, mirror=str(small_batches))
+    assert (path / "test_batch").is_file() and any("mirror" in line for line in logs)
+    mirror2 = tmp_path / "m2"
+    mirror2.mkdir()
+    shutil.copy(archive, mirror2 / "cifar-10-python.tar.gz")
+    path2, _ = _install(tmp_path / "b", "unused", "0" * 32, mirror=str(mirror2))
+    assert _md5(path2 / "data_batch_1") == _md5(small_batches / "cifar-10-batches-py" / "data_batch_1")
+
+
+def test_missing_mirror(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        _install(tmp_path / "raw", "unused", "0" * 32, mirror=str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("garbage", "not a readable CIFAR-10 pickle"),
+    ("shape", "expected uint8"),
+    ("labels", "labels out of range"),
+    ("missing", "missing"),
+])
+def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match):
+    mirror = tmp_path / "m"
+    shutil.copytree(small_batches, mirror)
+    f = mirror / "cifar-10-batches-py" / "data_batch_2"
+    if damage == "garbage":
+        f.write_bytes(f.read_bytes()[:1000])
+    elif damage == "missing":
+        f.unlink()
+    else:
+        d = pickle.loads(f.read_bytes(), encoding="latin1")
+        if damage == "shape":
+            d["data"] = d["data"][:, :100]
+        else:
+            d["labels"][0] = 12
+        f.write_bytes(pickle.dumps(d))
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "keep").write_text("an earlier good download")  # must survive a failed attempt
+    with pytest.raises(DataError, match=match) as e:
+        _install(out, "unused", "0" * 32, mirror=str(mirror))
+    assert "data_batch_2" in str(e.value)
+    assert (out / "keep").read_text() == "an earlier good download"
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Fails the first `fail` requests (500, then a cut-off body), then serves the archive."""
+    payload = b""
+    fail = 2
+    seen = 0
+
+    def do_GET(self):  # noqa: N802
+        cls = type(self)
+        cls.seen += 1
+        if cls.seen == 1:
+            self.send_error(500)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(cls.payload)))
+        self.end_headers()
+        if cls.seen <= cls.fail:
+            self.wfile.write(cls.payload[:100])  # connection drops mid-body
+            return
+        self.wfile.write(cls.payload)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_flaky_server_retries_then_succeeds(archive, tmp_path):
+    _Flaky.payload, _Flaky.seen = archive.read_bytes(), 0
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/cifar-10-python.tar.gz"
+        path, logs = _install(tmp_path / "raw", url, _md5(archive), retries=3, timeout_s=5)
+        assert (path / "batches.meta").is_file()
+        assert _Flaky.seen == 3
+        assert sum("retrying" in line for line in logs) == 2
+        # and with too few retries, a clear error and no data
+        _Flaky.seen = 0
+        with pytest.raises(DataError, match="after 2 attempts"):
+            _install(tmp_path / "raw2", url, _md5(archive), retries=1, timeout_s=5)
+        assert not (tmp_path / "raw2").exists()
+    finally:
+        srv.shutdown()

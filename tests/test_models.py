@@ -1,0 +1,34 @@
+"""The networks: the notebook's exact parameter count and shapes; the fast net's whitening layer."""
+from __future__ import annotations
+
+import torch
+
+from src.models import build_model, conv_layers, count_params
+from src.params import ModelParams
+
+
+def test_seed_cnn_matches_the_notebook():
+    m = build_model(ModelParams(name="seed_cnn"), 10)
+    assert count_params(m) == 4_079_429
+    per_layer = [p.numel() for p in m.parameters()]
+    # conv, BN (weight+bias) per block, then the Linear layer: the notebook's table
+    convs = [4800, 190400, 236691, 1414400, 589824, 1638400]
+    assert [p.numel() for n, p in m.named_parameters() if n.endswith("conv.weight")] == convs
+    assert sum(per_layer[-2:]) == 2570
+    assert [c.kernel_size[0] for _, c in conv_layers(m)] == [5, 5, 3, 5, 3, 5]
+    out = m.eval()(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10)
+    assert count_params(build_model(ModelParams(name="seed_cnn"), 3)) == 4_079_429 - 7 * 257
+
+
+def test_fast_cnn_shapes_and_whitening():
+    m = build_model(ModelParams(), 3)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    x = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+    m.init_whitening(x, eps=1e-6)
+    out = m.whiten(x)  # (64, 24, 31, 31): the first 12 channels are whitened directions
+    flat = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = torch.cov(flat.T)
+    assert torch.allclose(cov, torch.eye(12), atol=0.05)
+    assert not m.whiten.weight.requires_grad
+    assert count_params(m, trainable_only=True) < count_params(m)

@@ -1,0 +1,77 @@
+"""Bad params stop with one line naming the key, the value and what is allowed."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from src.params import ParamsError, check_runtime, load_params, parse_params
+from tests.conftest import REPO
+
+BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_change(path: str, value):
+    raw = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    d = raw
+    for k in parents:
+        d = d[k]
+    d[last] = value
+    return raw
+
+
+def test_committed_params_are_valid():
+    p = load_params(REPO / "params.yaml")
+    assert p.model.name in ("fast_cnn", "seed_cnn") and p.train.epochs >= 1
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    ("data.classes", ["airplane", "dgo"], ["data.classes", "unknown class 'dgo'", "did you mean 'dog'"]),
+    ("data.classes", ["cat", "cat", "dog"], ["data.classes", "listed twice"]),
+    ("data.classes", ["cat"], ["data.classes", "at least 2 classes"]),
+    ("data.classes", "some", ["data.classes", "'some'"]),
+    ("data.train_per_class", 4900, ["train_per_class=4900", "more than the data holds"]),
+    ("data.val_per_class", 5000, ["val_per_class=5000", "leaves no training images"]),
+    ("data.test_per_class", 1001, ["data.test_per_class=1001", "less than or equal to 1000"]),
+    ("train.epochs", 0, ["train.epochs=0", "greater than or equal to 1"]),
+    ("train.epochs", -3, ["train.epochs=-3"]),
+    ("train.batch_size", 0, ["train.batch_size=0"]),
+    ("train.lr", 0, ["train.lr=0", "greater than 0"]),
+    ("train.lr", -0.1, ["train.lr=-0.1"]),
+    ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
+    ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
+    ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
+    ("model.name", "seed-cnn", ["did you mean 'seed_cnn'"]),
+    ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd' or 'adamw'"]),
+    ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
+    ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
+    ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
+])
+def test_bad_values_give_one_clear_line(path, value, expect):
+    with pytest.raises(ParamsError) as e:
+        parse_params(with_change(path, value))
+    msg = str(e.value)
+    assert "\n" not in msg
+    for part in expect:
+        assert part in msg, msg
+
+
+def test_runtime_checks():
+    p = parse_params(with_change("train.batch_size", 512))
+    with pytest.raises(ParamsError, match=r"train.batch_size=512: larger than the training split \(300 images\)"):
+        check_runtime(p, n_train=300)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ParamsError, match="no CUDA GPU"):
+            check_runtime(parse_params(with_change("train.device", "cuda")), n_train=1000)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    (tmp_path / "p.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "p.yaml")
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")

@@ -1,0 +1,146 @@
+"""The training loop: schedule, learning, resume, NaN, time budget — on tiny synthetic data, CPU."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from src.models import build_model, init_from_data
+from src.params import parse_params
+from src.training import (FitConfig, NonFiniteLoss, TrainingInterrupted, fit, load_checkpoint, one_cycle,
+                          cycle_momentum)
+from tests.conftest import synthetic_images
+
+
+def tiny_data(n_train=240, n_val=60, classes=3, seed=0):
+    def make(n, s):
+        y = np.arange(n) % classes
+        x = synthetic_images(y, s).reshape(n, 3, 32, 32)
+        return torch.from_numpy(x), torch.from_numpy(y).long()
+    return (*make(n_train, seed), *make(n_val, seed + 1))
+
+
+def params(**train):
+    t = {"epochs": 3, "batch_size": 32, "lr": 0.02, "threads": 1, **train}
+    return parse_params({"train": t, "model": {"fast_cnn": {"widths": [8, 16, 16]}}})
+
+
+def run(tmp_path, p, model=None, flag=None, data=None):
+    tx, ty, vx, vy = data or tiny_data()
+    mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+    torch.manual_seed(p.train.seed)
+    if model is None:
+        model = build_model(p.model, 3)
+        init_from_data(model, p.model, tx, mean, std)
+    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp",
+                    meta={"model_name": p.model.name, "classes": ["a", "b", "c"]}, progress=False,
+                    log=lambda s: None)
+    return fit(model, tx, ty, vx, vy, mean, std, torch.device("cpu"), cfg, flag), model
+
+
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+def test_one_cycle_matches_torch(anneal):
+    total, peak = 57, 0.3
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=total, pct_start=0.3,
+                                                anneal_strategy=anneal, div_factor=25, final_div_factor=1e4)
+    for s in range(total):
+        assert one_cycle(s, total, peak, 0.3, 25, 1e4, anneal) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        assert cycle_momentum(s, total, 0.3, anneal=anneal) == pytest.approx(opt.param_groups[0]["momentum"], rel=1e-9)
+        opt.step()
+        sched.step()
+
+
+def test_a_few_epochs_learn(tmp_path):
+    res, _ = run(tmp_path, params(epochs=4))
+    h = res["history"]
+    assert h[-1]["train_loss"] < h[0]["train_loss"] - 0.1
+    assert h[-1]["val_acc"] > 0.9  # the synthetic classes are easy
+    assert res["best_val_acc"] == max(r["val_acc"] for r in h)
+    assert res["steps"] == 4 * (240 // 32)
+
+
+class _StopAfter(dict):
+    """A stop flag that turns on after `n` checks (one check per training step)."""
+
+    def __init__(self, n):
+        super().__init__(stop=None)
+        self.n = n
+
+    def get(self, key, default=None):
+        self.n -= 1
+        return "SIGINT" if self.n < 0 else None
+
+    def __getitem__(self, key):
+        return "SIGINT"
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
+    p = params(epochs=3, ema_decay=0.9)
+    ref, ref_model = run(tmp_path / "a", p)
+    with pytest.raises(TrainingInterrupted, match="run the same command again"):
+        run(tmp_path / "b", p, flag=_StopAfter(10))  # mid-epoch 2
+    ck = load_checkpoint(tmp_path / "b" / "run" / "resume.pt")
+    assert ck["state"]["step"] == 11
+    res, model = run(tmp_path / "b", p)
+    for k, v in ref_model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert res["history"] == ref["history"]
+
+
+def test_changed_params_start_fresh(tmp_path):
+    p = params(epochs=2)
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, p, flag=_StopAfter(3))
+    tx, ty, vx, vy = tiny_data()
+    mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+    logs = []
+    model = build_model(p.model, 3)
+    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="other",
+                    meta={}, progress=False, log=logs.append)
+    res = fit(model, tx, ty, vx, vy, mean, std, torch.device("cpu"), cfg)
+    assert any("starting fresh" in line for line in logs)
+    assert res["steps"] == 2 * (240 // 32)
+
+
+class _NaNAfter(nn.Module):
+    def __init__(self, inner, n):
+        super().__init__()
+        self.inner, self.n = inner, n
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.n -= 1
+            if self.n < 0:
+                return out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    p = params(epochs=3)
+    inner = build_model(p.model, 3)
+    with pytest.raises(NonFiniteLoss, match="became nan at step 10 .*Lower train.lr"):
+        run(tmp_path, p, model=_NaNAfter(inner, 9))
+    ck = load_checkpoint(tmp_path / "run" / "resume.pt")
+    assert ck["state"]["step"] == 7  # end of epoch 1, before the NaN
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("budget", [4.0, 0.8])
+def test_time_budget_is_honoured(tmp_path, budget):
+    data = tiny_data(n_train=2000, n_val=100)
+    t0 = time.perf_counter()
+    res, _ = run(tmp_path, params(time_budget_s=budget, batch_size=64), data=data)
+    wall = time.perf_counter() - t0
+    assert res["seconds"] <= budget * 1.1 + 0.05, res["seconds"]
+    assert res["seconds"] >= budget * 0.7
+    assert res["history"] and math.isfinite(res["history"][-1]["val_loss"])
+    assert wall < budget + 3
+    if budget < 1:
+        assert res["steps"] < 2000 // 64  # less than one epoch, and still a model with metrics
+        assert res["history"][-1]["partial"] is True
