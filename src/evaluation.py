@@ -13,28 +13,58 @@ from src.augment import normalize
 
 
 def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when asked; a no-op elsewhere (bf16 on a plain AVX2 CPU is slower)."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA or the CPU when `amp`; a no-op otherwise."""
+    if amp and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast is ~1.8x
+    faster for the fast net; on a plain AVX2 laptop CPU it would be emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x translated by (dy, dx) pixels, the uncovered border filled by reflection."""
+    s = max(abs(dy), abs(dx))
+    xp = F.pad(x, (s, s, s, s), mode="reflect")
+    h, w = x.shape[-2:]
+    return xp[..., s - dy:s - dy + h, s - dx:s - dx + w]
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   batch_size: int = 1000, tta_flip: bool = False, amp: bool = False,
+                   batch_size: int = 1000, tta_flip: bool = False, tta_shift: int = 0, amp: bool = False,
                    channels_last: bool = False) -> torch.Tensor:
-    """Logits (N, K) float32 on the CPU for uint8 images x (N, 3, H, W), in large batches."""
+    """Logits (N, K) float32 on the CPU for uint8 images x (N, 3, H, W), in large batches.
+
+    Test-time augmentation: `tta_flip` averages each image with its mirror; `tta_shift` > 0 also
+    averages copies moved by that many pixels up-left and down-right (weights 1/2, 1/4, 1/4)."""
     model.eval()
     device = mean.device
+
+    def views(xb: torch.Tensor) -> torch.Tensor:
+        logits = model(xb).float()
+        if tta_flip:
+            logits = 0.5 * (logits + model(xb.flip(3)).float())
+        return logits
+
     out = []
     for xb in x.split(batch_size):
         xb = normalize(xb.to(device, non_blocking=True), mean, std)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast_for(device, amp):
-            logits = model(xb).float()
-            if tta_flip:  # average the logits of the image and its mirror
-                logits = 0.5 * (logits + model(xb.flip(3)).float())
+            logits = views(xb)
+            if tta_shift:
+                logits = 0.5 * logits + 0.25 * (views(_shifted(xb, -tta_shift, -tta_shift))
+                                                 + views(_shifted(xb, tta_shift, tta_shift)))
         out.append(logits.cpu())
     return torch.cat(out)
 

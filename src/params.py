@@ -102,7 +102,7 @@ class AugmentParams(_Section):
 
 
 class FastCNNParams(_Section):
-    widths: list[int] = Field([32, 64, 128], min_length=3, max_length=3)
+    widths: list[int] = Field([64, 128, 256], min_length=3, max_length=3)
     whiten_width: int = Field(12, ge=2)  # patch-whitening eigenvectors kept (x2 with negatives)
     whiten_eps: float = Field(5e-4, gt=0)
     scaling: float = Field(1 / 9, gt=0)
@@ -142,7 +142,7 @@ class TrainParams(_Section):
     time_budget_s: Optional[float] = Field(None, gt=0)
     batch_size: int = Field(256, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.02, gt=0)
+    lr: float = Field(0.03, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
@@ -167,6 +167,7 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     batch_size: int = Field(1000, ge=1)
     tta_flip: bool = True
+    tta_shift: int = Field(1, ge=0, le=4)
     top_confused: int = Field(5, ge=1)
 
 
@@ -232,6 +233,14 @@ def _one_line(err: ValidationError, raw: dict) -> str:
     if isinstance(value, dict):  # a check across keys of one section names its keys itself
         return f"params.yaml: {key}.{msg}"
     return f"params.yaml: {key}={value!r}: {msg}"
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with the keys of `over` replaced, recursing into nested mappings (like `-S` overrides)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
 
 
 def parse_params(raw: dict) -> Params:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.augment import augment_batch, mixup, normalize
-from src.evaluation import autocast_for, evaluate
+from src.evaluation import autocast_for, cpu_has_bf16, evaluate
 from src.io import atomic_torch_save
 
 CHECKPOINT_VERSION = 1
@@ -71,7 +71,8 @@ def setup_runtime(cfg, device: torch.device) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     return {
         "threads": torch.get_num_threads(),
-        "amp": cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"),
+        "amp": cfg.amp == "bf16" or (cfg.amp == "auto" and (device.type == "cuda"
+                                                           or (device.type == "cpu" and cpu_has_bf16()))),
         "channels_last": cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type in ("cpu", "cuda")),
     }
 
@@ -322,6 +323,14 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
         st.partial_epoch = (0.0, 0, 0)
         t_epoch = time.perf_counter()
         for i in range(st.step % spe, spe):
+            # checked before a step, so an epoch's end-of-epoch work is never cut off
+            if stop_flag is not None and stop_flag.get("stop"):
+                st.elapsed = elapsed()
+                st.partial_epoch = (loss_sum.item(), int(correct.item()), seen)
+                save_resume()
+                bar.close()
+                raise TrainingInterrupted(f"{stop_flag['stop']} at step {st.step}: saved {resume_path}; "
+                                          f"run the same command again (dvc repro) to resume")
             s = st.step
             if st.total_steps is not None:
                 lr = set_hparams(opt, tc, s, st.total_steps)
@@ -375,13 +384,6 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
                     bar.refresh()
                 if elapsed() > budget:
                     st.total_steps = st.step  # out of time: this is the last step
-            if stop_flag is not None and stop_flag.get("stop"):
-                st.elapsed = elapsed()
-                st.partial_epoch = (loss_sum.item(), int(correct.item()), seen)
-                save_resume()
-                bar.close()
-                raise TrainingInterrupted(f"{stop_flag['stop']} at step {st.step}: saved {resume_path}; "
-                                          f"run the same command again (dvc repro) to resume")
             if st.total_steps is not None and st.step >= st.total_steps:
                 break
         train_time = time.perf_counter() - t_epoch

@@ -23,9 +23,10 @@ if __name__ == "__main__":
         model.to(device)
         mean, std = torch.tensor(ck["mean"], device=device), torch.tensor(ck["std"], device=device)
         x, y = sub.test_x, sub.test_y
-        res = evaluate(model, x, y, mean, std, batch_size=p.evaluate.batch_size, tta_flip=p.evaluate.tta_flip)
+        res = evaluate(model, x, y, mean, std, batch_size=p.evaluate.batch_size, tta_flip=p.evaluate.tta_flip,
+                       tta_shift=p.evaluate.tta_shift)
         metrics = summarize(y.numpy(), res["logits"], sub.classes, p.evaluate.top_confused, res["loss"])
-        metrics.update({"tta_flip": p.evaluate.tta_flip, "best_epoch": ck["epoch"]})
+        metrics.update({"tta_flip": p.evaluate.tta_flip, "tta_shift": p.evaluate.tta_shift, "best_epoch": ck["epoch"]})
         pred = res["logits"].argmax(1).numpy()
         conf = res["logits"].softmax(1).max(1).values.numpy()
         names = sub.classes

@@ -1,15 +1,19 @@
 """Synthetic CIFAR-10 in the official python layout, made by the tests (no real data needed)."""
 from __future__ import annotations
 
-import io
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from src.params import CIFAR10_CLASSES
+from src.params import CIFAR10_CLASSES, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,3 +69,55 @@ def full_mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mirror_full")
     write_batches(root / "cifar-10-batches-py", rows=10000)
     return root
+
+
+# ----------------------------------------------------------------------------- end-to-end repo
+
+TINY = {
+    "data": {"classes": ["cat", "dog", "ship"], "train_per_class": 60, "val_per_class": 20, "test_per_class": 20},
+    "model": {"fast_cnn": {"widths": [8, 16, 16]}},
+    "train": {"epochs": 2, "batch_size": 32, "threads": 1},
+    "evaluate": {"batch_size": 64},
+}
+
+
+merge = deep_merge
+
+
+def sh(repo: Path, *cmd: str, check: bool = True, env_extra: dict | None = None, timeout: float = 600):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def make_repo(dest: Path, mirror: Path, over: dict | None = None) -> Path:
+    dest.mkdir(parents=True)
+    for name in ("src", "stages"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, dest / name)
+    for extra in ("dvc_plots_template.html", "templates"):
+        if (REPO / extra).exists():
+            (shutil.copytree if (REPO / extra).is_dir() else shutil.copy)(REPO / extra, dest / extra)
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), merge(TINY, over or {}))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(dest, "git", "init", "-q", "-b", "main")
+    sh(dest, "dvc", "init", "-q")
+    shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory, full_mirror) -> Path:
+    r = make_repo(tmp_path_factory.mktemp("e2e") / "lab", full_mirror)
+    out = sh(r, "dvc", "repro", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+    assert "NOT the official" in out.stdout + out.stderr
+    sh(r, "git", "add", "-A")
+    sh(r, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro")
+    return r

@@ -17,61 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-
-TINY = {
-    "data": {"classes": ["cat", "dog", "ship"], "train_per_class": 60, "val_per_class": 20, "test_per_class": 20},
-    "model": {"fast_cnn": {"widths": [8, 16, 16]}},
-    "train": {"epochs": 2, "batch_size": 32, "threads": 1},
-    "evaluate": {"batch_size": 64},
-}
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
-
-
-def sh(repo: Path, *cmd: str, check: bool = True, env_extra: dict | None = None, timeout: float = 600):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
-
-
-def make_repo(dest: Path, mirror: Path, over: dict | None = None) -> Path:
-    dest.mkdir(parents=True)
-    for name in ("src", "stages"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, dest / name)
-    for extra in ("dvc_plots_template.html", "templates"):
-        if (REPO / extra).exists():
-            (shutil.copytree if (REPO / extra).is_dir() else shutil.copy)(REPO / extra, dest / extra)
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), merge(TINY, over or {}))
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(dest, "git", "init", "-q", "-b", "main")
-    sh(dest, "dvc", "init", "-q")
-    shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
-    sh(dest, "git", "add", "-A")
-    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, full_mirror) -> Path:
-    r = make_repo(tmp_path_factory.mktemp("e2e") / "lab", full_mirror)
-    out = sh(r, "dvc", "repro", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
-    assert "NOT the official" in out.stdout + out.stderr
-    sh(r, "git", "add", "-A")
-    sh(r, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro")
-    return r
-
+from tests.conftest import REPO, merge, sh
 
 def read(repo: Path, path: str) -> dict:
     return json.loads((repo / path).read_text())
@@ -91,6 +37,25 @@ def test_repro_writes_metrics_and_plots(repo):
     assert correct / 60 == pytest.approx(ev["test_acc"])
     assert (repo / "dvclive/train/plots/metrics/val/acc.tsv").read_text().count("\n") == 3
     assert (repo / "models/best.pt").is_file() and (repo / "models/last.pt").is_file()
+
+
+def test_visualize_figures_agree_with_metrics(repo):
+    fig, ev, th = read(repo, "plots/visualize.json"), read(repo, "metrics/eval.json"), read(repo, "metrics/theory.json")
+    cm = fig["confusion"]["matrix"]
+    assert fig["confusion"]["total"] == sum(map(sum, cm)) == ev["test_images"]
+    assert sum(cm[i][i] for i in range(len(cm))) / fig["confusion"]["total"] == pytest.approx(ev["test_acc"])
+    assert fig["first_layer"]["tiles"] == fig["first_layer"]["out_channels"] == 24  # fast_cnn's whitening layer
+    # the feature-map panels have the layers' real shapes: 32 -> whiten 31 -> pools 15, 7, 3
+    maps = fig["feature_maps"]["cat_1"]
+    assert maps["features.group1.pool"]["shape"] == [8, 15, 15]
+    assert maps["features.group3"]["panel_shape"] == [3, 3]
+    assert set(fig["feature_maps"]) == {"cat_1", "dog_1", "ship_1"}
+    pngs = {p.name for p in (repo / "plots/visualize").glob("*.png")}
+    assert {"filters_first_layer.png", "filters_deep_layer.png", "gradcam.png", "training_curves.png",
+            "sample_predictions.png", "per_class_accuracy.png", "confusion_matrix.png",
+            "augmentation.png", "feature_maps_cat_1.png"} <= pngs
+    assert th["networks"]["seed_cnn"]["total_params"] == 4_079_429
+    assert len(list((repo / "plots/theory").glob("*.png"))) == 7
 
 
 def test_second_repro_changes_nothing(repo):
@@ -129,3 +94,112 @@ def test_seed_recipe_model_counts_parameters(repo):
     assert read(repo, "metrics/eval.json")["test_images"] == 200
     sh(repo, "git", "checkout", "--", ".")
     sh(repo, "dvc", "checkout", "-q", check=False)
+
+
+# ----------------------------------------------------------------------------- interruptions, reproducibility
+
+TIMING_KEYS = {"seconds", "train_seconds", "images_per_s"}
+LONGER = {"train": {"epochs": 20}, "model": {"fast_cnn": {"widths": [32, 64, 64]}}}
+
+
+def _train(repo: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(repo, sys.executable, "-m", "stages.train", check=check)
+
+
+def _outputs(repo: Path) -> dict:
+    sh(repo, sys.executable, "-m", "stages.evaluate")
+    train = {k: v for k, v in read(repo, "metrics/train.json").items() if k not in TIMING_KEYS}
+    import torch
+
+    def weights(path: str) -> dict:
+        # torch.save stamps each file with a random serialization id, so compare the contents
+        ck = torch.load(repo / path, weights_only=False)
+        flat = {f"model.{k}": v.numpy().tobytes() for k, v in ck.pop("model").items()}
+        opt = ck.pop("optimizer", None)
+        if opt is not None:
+            flat.update({f"opt.{i}.{k}": v.numpy().tobytes() if torch.is_tensor(v) else v
+                         for i, st in opt["state"].items() for k, v in st.items()})
+        return {**flat, "meta": json.dumps(ck, sort_keys=True, default=str)}
+
+    return {"train": train, "eval": (repo / "metrics/eval.json").read_bytes(),
+            "best": weights("models/best.pt"), "last": weights("models/last.pt"),
+            "log": (repo / "dvclive/train/plots/metrics/val/acc.tsv").read_bytes()}
+
+
+def _interrupt(repo: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start the train stage, send `sig` once its first epoch checkpoint exists, wait for it."""
+    shutil.rmtree(repo / "models", ignore_errors=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    resume = repo / ".cache/train/resume.pt"
+    deadline = time.time() + 120
+    while not resume.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # land somewhere inside a later epoch
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def longer(repo):
+    params = repo / "params.yaml"
+    original = params.read_text()
+    params.write_text(yaml.safe_dump(merge(yaml.safe_load(original), LONGER), sort_keys=False))
+    shutil.rmtree(repo / ".cache", ignore_errors=True)
+    _train(repo)
+    first = _outputs(repo)
+    yield repo, first
+    params.write_text(original)
+    shutil.rmtree(repo / ".cache", ignore_errors=True)
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout", "-q", "--force", check=False)
+
+
+def test_same_params_same_bytes(longer):
+    repo, first = longer
+    _train(repo)
+    second = _outputs(repo)
+    assert second == first  # weights, eval metrics, logs byte for byte; train.json but for timings
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_resumes_to_the_same_result(longer, sig):
+    repo, first = longer
+    r = _interrupt(repo, sig)
+    assert r.returncode != 0
+    if sig != signal.SIGKILL:
+        assert r.returncode == 130
+        assert "interrupted" in r.stderr and "run the same command again" in r.stderr
+    assert (repo / ".cache/train/resume.pt").exists()
+    assert not (repo / "models/best.pt").exists()  # nothing final is written by an interrupted run
+    again = _train(repo)
+    assert "resuming from .cache/train/resume.pt" in again.stdout + again.stderr
+    assert not (repo / ".cache/train").exists()
+    assert _outputs(repo) == first
+
+
+def test_corrupted_and_mismatched_checkpoints_are_clear_errors(longer):
+    repo, _ = longer
+    best = repo / "models/best.pt"
+    good = best.read_bytes()
+    try:
+        best.write_bytes(good[: len(good) // 3])
+        r = sh(repo, sys.executable, "-m", "stages.evaluate", check=False)
+        assert r.returncode == 2 and "models/best.pt: not a readable checkpoint" in r.stderr
+        import torch
+
+        ck = torch.load(repo / "models/last.pt", weights_only=False)
+        ck["classes"] = ["cat", "dog"]
+        torch.save(ck, best)
+        r = sh(repo, sys.executable, "-m", "stages.evaluate", check=False)
+        assert r.returncode == 2 and "trained on classes ['cat', 'dog']" in r.stderr
+        ck["classes"] = ["cat", "dog", "ship"]
+        ck["model_name"] = "seed_cnn"
+        ck["params"]["model"]["name"] = "seed_cnn"
+        torch.save(ck, best)
+        r = sh(repo, sys.executable, "-m", "stages.evaluate", check=False)
+        assert r.returncode == 2 and "weights of model 'seed_cnn' do not fit this model" in r.stderr
+    finally:
+        best.write_bytes(good)

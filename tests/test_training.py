@@ -71,7 +71,7 @@ class _StopAfter(dict):
         super().__init__(stop=None)
         self.n = n
 
-    def get(self, key, default=None):
+    def get(self, key, default=None):  # asked before each step: stop once n steps are done
         self.n -= 1
         return "SIGINT" if self.n < 0 else None
 
@@ -79,13 +79,15 @@ class _StopAfter(dict):
         return "SIGINT"
 
 
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("stop_at", [10, 7])  # mid-epoch 2; exactly at the end of epoch 1 (7 steps/epoch)
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, stop_at):
     p = params(epochs=3, ema_decay=0.9)
     ref, ref_model = run(tmp_path / "a", p)
     with pytest.raises(TrainingInterrupted, match="run the same command again"):
-        run(tmp_path / "b", p, flag=_StopAfter(10))  # mid-epoch 2
+        run(tmp_path / "b", p, flag=_StopAfter(stop_at))
     ck = load_checkpoint(tmp_path / "b" / "run" / "resume.pt")
-    assert ck["state"]["step"] == 11
+    assert ck["state"]["step"] == stop_at
+    assert len(ck["state"]["history"]) == stop_at // 7
     res, model = run(tmp_path / "b", p)
     for k, v in ref_model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
@@ -96,6 +98,7 @@ def test_changed_params_start_fresh(tmp_path):
     p = params(epochs=2)
     with pytest.raises(TrainingInterrupted):
         run(tmp_path, p, flag=_StopAfter(3))
+    assert load_checkpoint(tmp_path / "run" / "resume.pt")["state"]["step"] == 3
     tx, ty, vx, vy = tiny_data()
     mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
     logs = []
@@ -133,7 +136,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("budget", [4.0, 0.8])
 def test_time_budget_is_honoured(tmp_path, budget):
-    data = tiny_data(n_train=2000, n_val=100)
+    data = tiny_data(n_train=8000, n_val=100)
     t0 = time.perf_counter()
     res, _ = run(tmp_path, params(time_budget_s=budget, batch_size=64), data=data)
     wall = time.perf_counter() - t0
@@ -142,5 +145,5 @@ def test_time_budget_is_honoured(tmp_path, budget):
     assert res["history"] and math.isfinite(res["history"][-1]["val_loss"])
     assert wall < budget + 3
     if budget < 1:
-        assert res["steps"] < 2000 // 64  # less than one epoch, and still a model with metrics
+        assert res["steps"] < 8000 // 64  # less than one epoch, and still a model with metrics
         assert res["history"][-1]["partial"] is True

@@ -34,6 +34,7 @@ def class_distribution(counts: dict[str, dict[str, int]], classes: list[str]):
     ax.set_xticks(pos, classes, rotation=30, ha="right")
     ax.set_ylabel("images")
     ax.set_title("Images per class and split")
-    ax.legend(frameon=False, ncols=len(splits))
+    ax.set_ylim(0, 1.22 * max(max(counts[s].values()) for s in splits))
+    ax.legend(frameon=False, ncols=len(splits), loc="upper center")
     ax.spines[["top", "right"]].set_visible(False)
     return fig

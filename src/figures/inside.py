@@ -1,0 +1,166 @@
+"""Looking inside a trained CNN: filters, feature maps and Grad-CAM.
+
+Activations are taken with forward hooks (the model is not edited), so the same code serves
+`seed_cnn`, `fast_cnn` and any model whose convolutions sit in a `features` Sequential.
+Each function returns (figure, data): `data` holds the arrays drawn, for tests and metrics.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from src.figures import GREEN, RED, to_hwc
+from src.models import conv_layers
+
+
+# ----------------------------------------------------------------------------- filters
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    """Scale one filter to [0, 1] on its own."""
+    lo, hi = a.min(), a.max()
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def first_layer_filters(model: nn.Module, cols: int = 16):
+    """Every filter of the first conv layer as an RGB tile, each scaled to [0, 1] on its own."""
+    name, conv = conv_layers(model)[0]
+    w = conv.weight.detach().cpu().float().numpy()          # (O, 3, kh, kw)
+    tiles = np.stack([_unit(f).transpose(1, 2, 0) for f in w])  # (O, kh, kw, 3)
+    n = len(tiles)
+    cols = min(cols, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.75, rows * 0.75 + 0.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, tile in enumerate(tiles):
+        axes.flat[k].imshow(tile, interpolation="nearest")
+    frozen = "" if conv.weight.requires_grad else " (frozen: set from the data's patch statistics)"
+    fig.suptitle(f"First conv layer '{name}': {n} filters, weight {tuple(w.shape)}{frozen}\n"
+                 f"each filter scaled to [0, 1] on its own", fontsize=10)
+    return fig, {"layer": name, "tiles": tiles, "out_channels": conv.out_channels}
+
+
+def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inputs: int):
+    """A few filters of a deeper conv layer, one small heatmap per (filter, input channel)."""
+    convs = conv_layers(model)
+    name, conv = convs[min(layer_index, len(convs) - 1)]
+    w = conv.weight.detach().cpu().float().numpy()           # (O, C, kh, kw)
+    shown = w[:n_filters, :n_inputs]
+    o, c = shown.shape[:2]
+    fig, axes = plt.subplots(o, c, figsize=(c * 1.0 + 0.8, o * 1.0 + 0.9), squeeze=False)
+    v = np.abs(shown).max() or 1.0
+    for i in range(o):
+        for j in range(c):
+            ax = axes[i, j]
+            im = ax.imshow(shown[i, j], cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"in {j}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"filter {i}", fontsize=8)
+    fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02)
+    fig.suptitle(f"Conv layer '{name}', weight {tuple(w.shape)}: {o} filters × {c} input channels "
+                 f"({conv.kernel_size[0]}×{conv.kernel_size[1]} kernels)", fontsize=10)
+    return fig, {"layer": name, "weights": shown, "shape": tuple(w.shape)}
+
+
+# ----------------------------------------------------------------------------- feature maps
+
+def feature_layers(model: nn.Module) -> list[str]:
+    """The layers whose outputs are shown: each conv block/group of `model.features` and each
+    pooling layer, in forward order (a group's own pooling comes before the group's output)."""
+    names: list[str] = []
+    for child_name, child in model.features.named_children():
+        full = f"features.{child_name}"
+        if isinstance(child, (nn.MaxPool2d, nn.AvgPool2d)):
+            names.append(full)
+        elif isinstance(child, nn.Sequential):
+            names += [f"{full}.{n}" for n, m in child.named_children() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+            names.append(full)
+    return names
+
+
+@torch.no_grad()
+def activations(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules for input x (B, 3, H, W), captured with forward hooks."""
+    mods = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, o.detach().float().cpu()))
+             for n in layers]
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n_channels: int, title: str):
+    """One row per layer: the input, then the `n_channels` strongest maps (by mean activation)."""
+    layers = list(acts)
+    cols = n_channels + 1
+    fig, axes = plt.subplots(len(layers), cols, figsize=(cols * 1.25, len(layers) * 1.38 + 0.6), squeeze=False)
+    shown: dict[str, dict] = {}
+    for r, name in enumerate(layers):
+        a = acts[name][0]                                    # (C, H, W)
+        strongest = torch.argsort(a.mean(dim=(1, 2)), descending=True)[:n_channels]
+        axes[r, 0].imshow(to_hwc(image_u8), interpolation="nearest")
+        axes[r, 0].set_ylabel(f"{name.removeprefix('features.')}\n{a.shape[0]}×{a.shape[1]}×{a.shape[2]}",
+                              fontsize=8, rotation=0, ha="right", va="center")
+        for k in range(n_channels):
+            ax = axes[r, k + 1]
+            if k < len(strongest):
+                ax.imshow(a[strongest[k]].numpy(), cmap="viridis", interpolation="nearest")
+                ax.set_title(f"ch {int(strongest[k])}", fontsize=7, pad=2)
+            else:
+                ax.axis("off")
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+        shown[name] = {"shape": tuple(a.shape), "channels": strongest.tolist(),
+                       "panel_shape": tuple(a[strongest[0]].shape)}
+    fig.suptitle(title + "\nrows: deeper layers; columns: the channels with the largest mean activation",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig, shown
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+
+def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: Optional[nn.Module] = None) -> np.ndarray:
+    """Grad-CAM heatmaps (B, H, W) in [0, 1] for the given target classes, from `layer`
+    (default: the last conv layer), with pytorch-grad-cam."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer = layer if layer is not None else conv_layers(model)[-1][1]
+    model.eval()
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+
+
+def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], pred: list[str],
+                   conf: list[float], layer_name: str):
+    """Pairs of (image, image + heatmap), titled true / predicted (confidence), green or red."""
+    n = len(images_u8)
+    cols = min(6, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.8, rows * 3.7 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k in range(n):
+        r, c = 2 * (k // cols), k % cols
+        img = to_hwc(images_u8[k])
+        ok = true[k] == pred[k]
+        axes[r, c].imshow(img, interpolation="nearest")
+        axes[r, c].set_title(f"{true[k]} → {pred[k]}\n({conf[k]:.0%})", fontsize=8, color=GREEN if ok else RED)
+        axes[r + 1, c].imshow(img, interpolation="nearest")
+        axes[r + 1, c].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+    fig.suptitle(f"Grad-CAM from '{layer_name}' for the predicted class: where the network looked\n"
+                 f"(green: right, red: wrong; true → predicted)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,257 @@
+"""Figures that teach the operations of src.theory, with the numbers printed in the cells.
+
+Every number drawn comes from the src.theory function named in the panel's title; the tests read
+the numbers back from the figures' text and compare them with those functions.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
+
+from src import theory as T
+
+CMAP = "RdBu_r"
+COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3"]
+
+
+def fmt(v: float) -> str:
+    """Integers without a decimal point, others with two digits."""
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
+
+
+def draw_matrix(ax, m: np.ndarray, title: str = "", cmap: str = CMAP, numbers: bool = True,
+                grey: np.ndarray | None = None, vmax: float | None = None, fontsize: int = 10,
+                span: tuple[float, float] | None = None) -> None:
+    """A matrix as coloured cells with its values printed; `grey` masks cells drawn as padding.
+
+    CMAP (diverging) is centred on 0; other colour maps span the matrix's own range."""
+    import matplotlib as mpl
+
+    m = np.asarray(m, dtype=float)
+    if cmap == CMAP:
+        v = vmax if vmax is not None else (np.nanmax(np.abs(m)) if m.size else 1.0) or 1.0
+        lo, hi = -v, v
+    else:
+        lo, hi = span if span is not None else ((np.nanmin(m), np.nanmax(m)) if m.size else (0.0, 1.0))
+        hi = hi if hi > lo else lo + 1
+    ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi)
+    if grey is not None:
+        ax.imshow(np.where(grey, 1.0, np.nan), cmap="Greys", vmin=0, vmax=4, alpha=0.9)
+    if numbers:
+        cm = mpl.colormaps[cmap]
+        for (i, j), val in np.ndenumerate(m):
+            r, g, b, _ = cm((val - lo) / (hi - lo))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5 and not (grey is not None and grey[i, j])
+            ax.text(j, i, fmt(val), ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black", gid="cell")
+    ax.set_xticks(np.arange(m.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(m.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.set_title(title, fontsize=10)
+
+
+def outline(ax, i: int, j: int, h: int, w: int, colour: str = COLOURS[0], lw: float = 3,
+            inset: float = 0.04) -> None:
+    """Outline cells [i, i+h) x [j, j+w); `inset` shrinks the box so overlapping boxes stay visible."""
+    ax.add_patch(Rectangle((j - 0.5 + inset, i - 0.5 + inset), w - 2 * inset, h - 2 * inset, fill=False,
+                           edgecolor=colour, linewidth=lw, zorder=10, clip_on=False))
+
+
+def cell_values(ax) -> np.ndarray:
+    """The numbers printed in a panel's cells, row by row (for tests)."""
+    return np.array([float(t.get_text()) for t in ax.texts if t.get_gid() == "cell"])
+
+
+# ----------------------------------------------------------------------------- 1. ReLU
+
+def relu_figure(x: np.ndarray):
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
+    y = T.relu(x)
+    v = np.abs(x).max()
+    draw_matrix(axes[0], x, "input x", vmax=v)
+    draw_matrix(axes[1], y, "relu(x) = max(0, x)", vmax=v)
+    fig.suptitle("ReLU keeps positive values and sets negative ones to 0", fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------- 2. sliding kernel
+
+def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int]):
+    """Input with the receptive field of output `pos` outlined, the kernel, the feature map filled
+    up to `pos`, and the weighted sum of that position written out."""
+    y = T.relu(T.conv2d(x, w, b))
+    i, j = pos
+    kh, kw = w.shape
+    fig = plt.figure(figsize=(11, 4.6))
+    gs = fig.add_gridspec(2, 3, height_ratios=[4, 1.3])
+    ax_x, ax_w, ax_y = (fig.add_subplot(gs[0, k]) for k in range(3))
+    draw_matrix(ax_x, x, f"input X {x.shape[0]}×{x.shape[1]}")
+    outline(ax_x, i, j, kh, kw)
+    draw_matrix(ax_w, w, f"kernel W {kh}×{kw}, bias b = {fmt(b)}")
+    filled = np.full(y.shape, np.nan)
+    order = [(a, c) for a in range(y.shape[0]) for c in range(y.shape[1])]
+    for a, c in order[: order.index((i, j)) + 1]:
+        filled[a, c] = y[a, c]
+    ax_y.imshow(np.nan_to_num(filled, nan=0.0), cmap=CMAP, vmin=-np.abs(y).max(), vmax=np.abs(y).max())
+    for (a, c), val in np.ndenumerate(filled):
+        if not np.isnan(val):
+            ax_y.text(c, a, fmt(val), ha="center", va="center", fontsize=10, gid="cell")
+    ax_y.set_xticks(np.arange(y.shape[1] + 1) - 0.5, minor=True)
+    ax_y.set_yticks(np.arange(y.shape[0] + 1) - 0.5, minor=True)
+    ax_y.grid(which="minor", color="white", linewidth=1.5)
+    ax_y.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax_y.set_title(f"feature map Y = relu(W * X + b), {y.shape[0]}×{y.shape[1]}", fontsize=10)
+    outline(ax_y, i, j, 1, 1)
+    patch = x[i:i + kh, j:j + kw]
+    terms = " + ".join(f"({fmt(a)})·({fmt(c)})" for a, c in zip(w.ravel(), patch.ravel()))
+    z = float((w * patch).sum() + b)
+    ax_t = fig.add_subplot(gs[1, :])
+    ax_t.axis("off")
+    ax_t.text(0.0, 0.5, f"Y[{i},{j}] = f(Σ w·x + b) = f({terms} + {fmt(b)})\n"
+                        f"        = f({fmt(z)}) = {fmt(max(z, 0.0))}     with f = ReLU",
+              fontsize=9.5, family="monospace", va="center", gid="sum")
+    fig.suptitle("A kernel slides over the input: each output is a weighted sum of one receptive field",
+                 fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------- 3, 4. stride, padding
+
+def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int = 4):
+    y = T.conv2d(x, w, stride=stride)
+    n, f = x.shape[0], w.shape[0]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), gridspec_kw={"width_ratios": [5, 3, 2.4]})
+    draw_matrix(axes[0], x, f"input {n}×{n}, receptive fields of each output")
+    for k, (a, c) in enumerate(np.ndindex(*y.shape)):
+        outline(axes[0], a * stride, c * stride, f, f, COLOURS[k % 4], lw=2.5, inset=0.06 + 0.09 * k)
+    draw_matrix(axes[1], w, f"kernel {f}×{f}")
+    draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}")
+    for k, (a, c) in enumerate(np.ndindex(*y.shape)):
+        outline(axes[2], a, c, 1, 1, COLOURS[k % 4])
+    small = T.output_size(caption_n, f, 0, stride)
+    fig.text(0.02, -0.06,
+             f"stride S = {stride}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + 0)/{stride} + 1 = "
+             f"{T.output_size(n, f, 0, stride)}.\n"
+             f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
+             f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2; "
+             f"a 2×2 output needs a 5×5 input.", fontsize=9.5, va="top")
+    fig.suptitle(f"Stride {stride}: the kernel jumps {stride} pixels, so the output shrinks", fontsize=11)
+    return fig
+
+
+def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
+    xp = T.pad2d(x, padding)
+    y = T.conv2d(x, w, padding=padding)
+    n, f = x.shape[0], w.shape[0]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2), gridspec_kw={"width_ratios": [5, 3, 3]})
+    mask = np.ones_like(xp, dtype=bool)
+    mask[padding:-padding, padding:-padding] = False
+    draw_matrix(axes[0], xp, f"input {n}×{n} padded with zeros (grey) to {xp.shape[0]}×{xp.shape[1]}", grey=mask)
+    outline(axes[0], 0, 0, f, f)
+    draw_matrix(axes[1], w, f"kernel {f}×{f}")
+    draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}: same size as the input")
+    outline(axes[2], 0, 0, 1, 1)
+    fig.text(0.02, -0.04, f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
+             f"{T.output_size(n, f, padding, 1)}", fontsize=9.5)
+    fig.suptitle("Padding keeps the size, so border pixels are used as often as the others", fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------- 5. pooling
+
+def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray):
+    fig = plt.figure(figsize=(12, 7.2))
+    gs = fig.add_gridspec(2, 4, height_ratios=[1, 1])
+    ax = [fig.add_subplot(gs[0, k]) for k in range(3)]
+    span = (fmap.min(), fmap.max())
+    draw_matrix(ax[0], fmap, "feature map 4×4", cmap="viridis", span=span)
+    for k, (a, c) in enumerate(np.ndindex(2, 2)):
+        outline(ax[0], 2 * a, 2 * c, 2, 2, COLOURS[k])
+    draw_matrix(ax[1], T.max_pool2d(fmap, 2), "max_pool2d(k=2)\nthe largest of each window", cmap="viridis",
+                span=span)
+    draw_matrix(ax[2], T.avg_pool2d(fmap, 2), "avg_pool2d(k=2)\nthe mean of each window", cmap="viridis",
+                span=span)
+    note = fig.add_subplot(gs[0, 3])
+    note.axis("off")
+    note.text(0, 0.5, "2×2 windows, stride 2:\neach colour is one window.\n\nMax pooling keeps the strongest\n"
+                      "response (is the feature there?);\naverage pooling keeps the mean\n(how much of it?).\n\n"
+                      "Output: (4 − 2)/2 + 1 = 2 per side.", fontsize=9.5, va="center")
+    for a_ in ax[1:3]:
+        for k, (a, c) in enumerate(np.ndindex(2, 2)):
+            outline(a_, a, c, 1, 1, COLOURS[k])
+    # global average pooling: C maps → C numbers
+    sub = gs[1, 0:2].subgridspec(1, stack.shape[0] + 1, wspace=0.3)
+    for c in range(stack.shape[0]):
+        a_ = fig.add_subplot(sub[0, c])
+        draw_matrix(a_, stack[c], f"map {c}", cmap="viridis", fontsize=8, span=(stack.min(), stack.max()))
+    gap = T.global_avg_pool(stack)
+    a_ = fig.add_subplot(sub[0, -1])
+    draw_matrix(a_, gap[:, None], "global avg pool\n(one mean per map)", cmap="viridis", span=(stack.min(), stack.max()))
+    sub2 = gs[1, 2:4].subgridspec(1, small_stack.shape[0] + 1, wspace=0.3,
+                                  width_ratios=[1] * small_stack.shape[0] + [0.6])
+    for c in range(small_stack.shape[0]):
+        a_ = fig.add_subplot(sub2[0, c])
+        draw_matrix(a_, small_stack[c], f"map {c}", cmap="viridis", span=(small_stack.min(), small_stack.max()))
+    a_ = fig.add_subplot(sub2[0, -1])
+    draw_matrix(a_, T.flatten(small_stack)[:, None], "flatten", cmap="viridis",
+                span=(small_stack.min(), small_stack.max()))
+    fig.suptitle("Pooling shrinks maps; global average pooling and flattening turn maps into a vector",
+                 fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------- 6. network table
+
+def network_figure(tables: dict[str, list[dict]]):
+    n_rows = max(len(t) for t in tables.values())
+    fig, axes = plt.subplots(1, len(tables), figsize=(7.2 * len(tables), 0.28 * n_rows + 1.6))
+    axes = np.atleast_1d(axes)
+    for ax, (name, rows) in zip(axes, tables.items()):
+        ax.axis("off")
+        cells = [[r["layer"].removeprefix("features."), r["type"], "×".join(map(str, r["formula_shape"])),
+                  "×".join(map(str, r["torch_shape"])), f"{r['params']:,}" if r["params"] else ""] for r in rows]
+        cells.append(["total", "", "", "", f"{sum(r['params'] for r in rows):,}"])
+        t = ax.table(cellText=cells, colLabels=["layer", "type", "output_size()", "PyTorch", "params"],
+                     loc="upper center", cellLoc="left", colLoc="left",
+                     colWidths=[0.27, 0.25, 0.18, 0.18, 0.12])
+        t.auto_set_font_size(False)
+        t.set_fontsize(8)
+        t.scale(1, 1.15)
+        for (r, c), cell in t.get_celld().items():
+            if r == 0 or r == len(cells):
+                cell.set_text_props(weight="bold")
+            if r > 0 and r <= len(rows) and c in (2, 3) and rows[r - 1]["formula_shape"] != rows[r - 1]["torch_shape"]:
+                cell.set_facecolor("#fdd")
+        ax.set_title(name, fontsize=11)
+    fig.suptitle("Each layer's output shape: the formula next to PyTorch, and its parameters", fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------- 7. real image
+
+def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[str, np.ndarray]):
+    """Hand-made kernels on a real image: convolution, ReLU, max pooling, step by step."""
+    fig, axes = plt.subplots(len(kernels), 5, figsize=(13, 2.9 * len(kernels)))
+    for r, (name, k) in enumerate(kernels.items()):
+        conv = T.conv2d(gray, k)  # no padding: zero borders would look like edges
+        act = T.relu(conv)
+        pooled = T.max_pool2d(act, 2)
+        axes[r, 0].imshow(image_hwc, interpolation="nearest")
+        axes[r, 0].set_title(f"input {image_hwc.shape[0]}×{image_hwc.shape[1]} (grey used)", fontsize=9)
+        draw_matrix(axes[r, 1], k, f"{name} kernel", numbers=True)
+        v = np.abs(conv).max() or 1
+        for ax, img, title, cmap, lo in ((axes[r, 2], conv, f"conv2d → {conv.shape[0]}×{conv.shape[1]}", CMAP, -v),
+                                         (axes[r, 3], act, "ReLU", "magma", 0),
+                                         (axes[r, 4], pooled, f"max_pool2d(2) → {pooled.shape[0]}×{pooled.shape[1]}",
+                                          "magma", 0)):
+            im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=v, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle("Edge detectors on a CIFAR-10 image: convolution finds edges, ReLU keeps one sign, "
+                 "pooling halves the size", fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,136 @@
+"""src.theory against torch.nn.functional on random cases, bad arguments, and the theory figures'
+numbers against the functions that computed them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src import theory as T
+from src.figures import theory as TF
+
+RNG = np.random.default_rng(1234)
+
+
+def _t(a):
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_conv2d_matches_torch(case):
+    rng = np.random.default_rng(case)
+    c, o = rng.integers(1, 4), rng.integers(1, 4)
+    kh, kw = rng.integers(1, 5), rng.integers(1, 5)
+    s, p = int(rng.integers(1, 4)), int(rng.integers(0, 3))
+    h, w = rng.integers(max(kh, kw), 12, size=2)
+    x = rng.normal(size=(c, h, w))
+    wt = rng.normal(size=(o, c, kh, kw))
+    b = rng.normal(size=o)
+    ours = T.conv2d(x, wt, b, stride=s, padding=p)
+    ref = F.conv2d(_t(x)[None], _t(wt), _t(b), stride=s, padding=p)[0].numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10)
+    assert ours.shape[1] == T.output_size(int(h), int(kh), p, s)
+
+
+def test_conv2d_2d_inputs():
+    x, w = RNG.normal(size=(6, 7)), RNG.normal(size=(3, 3))
+    ref = F.conv2d(_t(x)[None, None], _t(w)[None, None], padding=1)[0, 0].numpy()
+    np.testing.assert_allclose(T.conv2d(x, w, padding=1), ref, rtol=1e-10)
+    assert T.conv2d(x, w, b=2.0).shape == (4, 5)
+
+
+@pytest.mark.parametrize("case", range(30))
+def test_pooling_relu_flatten_match_torch(case):
+    rng = np.random.default_rng(100 + case)
+    k = int(rng.integers(1, 4))
+    s = None if case % 2 else int(rng.integers(1, 4))
+    x = rng.normal(size=(int(rng.integers(1, 4)), *rng.integers(k, 11, size=2)))
+    np.testing.assert_allclose(T.max_pool2d(x, k, s), F.max_pool2d(_t(x), k, s).numpy())
+    np.testing.assert_allclose(T.avg_pool2d(x, k, s), F.avg_pool2d(_t(x), k, s).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(T.relu(x), F.relu(_t(x)).numpy())
+    np.testing.assert_allclose(T.global_avg_pool(x), F.adaptive_avg_pool2d(_t(x), 1).numpy().reshape(-1), rtol=1e-12)
+    np.testing.assert_array_equal(T.flatten(x), torch.flatten(_t(x)).numpy())
+
+
+def test_output_size_formula_and_floor():
+    assert T.output_size(5, 3, 0, 2) == 2
+    assert T.output_size(4, 3, 0, 2) == 1  # the lab caption's 4x4 case: (4-3)/2+1 = 1.5 → 1, as PyTorch
+    assert T.output_size(3, 3, 1, 1) == 3
+    assert T.output_size(32, 5, 2, 1) == 32
+    for n, f, p, s in [(7, 3, 1, 2), (10, 4, 0, 3), (9, 2, 1, 2)]:
+        assert T.output_size(n, f, p, s) == F.conv2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, f, f),
+                                                     stride=s, padding=p).shape[-1]
+
+
+@pytest.mark.parametrize("args,name", [
+    ((0, 3, 0, 1), "n (input size)"), ((5, 0, 0, 1), "f (kernel size)"), ((5, 3, -1, 1), "p (padding)"),
+    ((5, 3, 0, 0), "s (stride)"), ((2, 5, 0, 1), "f (kernel size)"), ((5.5, 3, 0, 1), "n (input size)"),
+])
+def test_output_size_bad_arguments(args, name):
+    with pytest.raises(ValueError, match=rf"^{name.replace('(', '[(]').replace(')', '[)]')}"):
+        T.output_size(*args)
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="w has 2 input channels but x has 3"):
+        T.conv2d(np.zeros((3, 5, 5)), np.zeros((1, 2, 3, 3)))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        T.conv2d(np.zeros((5, 5)), np.zeros((3, 3)), stride=0)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        T.conv2d(np.zeros((5, 5)), np.zeros((3, 3)), padding=-1)
+    with pytest.raises(ValueError, match="x must be"):
+        T.max_pool2d(np.zeros(5), 2)
+    with pytest.raises(ValueError, match="k .window size. must be >= 1"):
+        T.avg_pool2d(np.zeros((4, 4)), 0)
+
+
+def test_network_tables_match_the_notebook():
+    from src.models import build_model
+    from src.params import ModelParams
+
+    rows = T.layer_table(build_model(ModelParams(name="seed_cnn"), 10))
+    assert [r["params"] for r in rows if r["params"]] == [4800, 128, 190400, 238, 236691, 442, 1414400, 512,
+                                                         589824, 512, 1638400, 512, 2570]
+    assert all(r["formula_shape"] == r["torch_shape"] for r in rows)
+    fast = T.layer_table(build_model(ModelParams(name="fast_cnn"), 10))
+    assert fast[0]["torch_shape"] == [24, 31, 31] and all(r["formula_shape"] == r["torch_shape"] for r in fast)
+
+
+def test_figures_print_the_numbers_the_functions_compute():
+    x = RNG.integers(-9, 10, (4, 5)).astype(float)
+    fig = TF.relu_figure(x)
+    np.testing.assert_array_equal(TF.cell_values(fig.axes[0]), x.ravel())
+    np.testing.assert_array_equal(TF.cell_values(fig.axes[1]), T.relu(x).ravel())
+
+    cx, cw = RNG.integers(0, 10, (5, 5)).astype(float), RNG.integers(-1, 2, (3, 3)).astype(float)
+    fig = TF.conv_step_figure(cx, cw, 1.0, (2, 2))  # the last position: the whole map is filled
+    np.testing.assert_array_equal(TF.cell_values(fig.axes[2]), T.relu(T.conv2d(cx, cw, 1.0)).ravel())
+    text = [t.get_text() for t in fig.axes[3].texts if t.get_gid() == "sum"][0]
+    z = (cw * cx[2:5, 2:5]).sum() + 1
+    assert f"= f({TF.fmt(z)}) = {TF.fmt(max(z, 0))}" in text
+
+    sx, sw = RNG.integers(0, 10, (5, 5)).astype(float), RNG.integers(-1, 2, (3, 3)).astype(float)
+    fig = TF.stride_figure(sx, sw, 2)
+    out = TF.cell_values(fig.axes[2])
+    assert out.size == 4
+    np.testing.assert_array_equal(out, T.conv2d(sx, sw, stride=2).ravel())
+    assert "PyTorch gives 1×1" in " ".join(t.get_text() for t in fig.texts)
+
+    px, pw = RNG.integers(1, 10, (3, 3)).astype(float), RNG.integers(-1, 2, (3, 3)).astype(float)
+    fig = TF.padding_figure(px, pw, 1)
+    np.testing.assert_array_equal(TF.cell_values(fig.axes[0]), T.pad2d(px, 1).ravel())
+    np.testing.assert_array_equal(TF.cell_values(fig.axes[2]), T.conv2d(px, pw, padding=1).ravel())
+
+    fmap = RNG.integers(0, 10, (4, 4)).astype(float)
+    stack, small = RNG.integers(0, 10, (3, 3, 3)).astype(float), RNG.integers(0, 10, (2, 2, 2)).astype(float)
+    fig = TF.pooling_figure(fmap, stack, small)
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    np.testing.assert_array_equal(TF.cell_values(by_title["max_pool2d(k=2)\nthe largest of each window"]),
+                                  T.max_pool2d(fmap, 2).ravel())
+    np.testing.assert_allclose(TF.cell_values(by_title["avg_pool2d(k=2)\nthe mean of each window"]),
+                               T.avg_pool2d(fmap, 2).ravel())
+    np.testing.assert_allclose(TF.cell_values(by_title["global avg pool\n(one mean per map)"]),
+                               T.global_avg_pool(stack).round(2))
+    np.testing.assert_array_equal(TF.cell_values(by_title["flatten"]), T.flatten(small))
