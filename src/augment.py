@@ -5,8 +5,6 @@ Random numbers come from an explicit `torch.Generator`, so a run is reproducible
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 

@@ -30,9 +30,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Prob = float  # ranged with Field(ge=0, le=1) where used
-
-
 class DownloadParams(_Section):
     url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     md5: str = Field("c58f30108f718f92721af3b95e74349a", pattern=r"^[0-9a-f]{32}$")

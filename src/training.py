@@ -6,12 +6,10 @@ uninterrupted one would, on the CPU.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -79,35 +77,37 @@ def setup_runtime(cfg, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- schedule
 
+def _anneal(start: float, end: float, pct: float, how: str) -> float:
+    """From `start` (pct=0) to `end` (pct=1), by a cosine or a straight line (as OneCycleLR)."""
+    if how == "cos":
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+    return (end - start) * pct + start
+
+
+def _phase(step: int, total: int, pct_start: float) -> tuple[bool, float]:
+    """(in the rising phase?, progress within that phase) of OneCycleLR's two phases."""
+    up_end = float(pct_start * total) - 1
+    if step <= up_end:
+        return True, step / up_end if up_end > 0 else 1.0
+    return False, min(1.0, (step - up_end) / max(total - 1 - up_end, 1e-12))
+
+
 def one_cycle(step: int, total: int, peak: float, pct_start: float, div_factor: float = 25.0,
               final_div_factor: float = 1e4, anneal: str = "cos") -> float:
     """The value of torch's OneCycleLR (two phases) at `step` of `total`, as a pure function,
     so the schedule can be sized after the run has started (time budget)."""
     initial = peak / div_factor
-    final = initial / final_div_factor
-    up_end = float(pct_start * total) - 1
-    down_end = float(total) - 1
-
-    def interp(start: float, end: float, pct: float) -> float:
-        if anneal == "cos":
-            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-        return (end - start) * pct + start
-
-    if step <= up_end:
-        return interp(initial, peak, step / up_end if up_end > 0 else 1.0)
-    return interp(peak, final, min(1.0, (step - up_end) / max(down_end - up_end, 1e-12)))
+    rising, pct = _phase(step, total, pct_start)
+    if rising:
+        return _anneal(initial, peak, pct, anneal)
+    return _anneal(peak, initial / final_div_factor, pct, anneal)
 
 
 def cycle_momentum(step: int, total: int, pct_start: float, base: float = 0.85, top: float = 0.95,
                    anneal: str = "cos") -> float:
     """OneCycleLR's momentum: top → base while the lr rises, back to top while it falls."""
-    # the same shape as the lr, mirrored: reuse one_cycle with initial=top, peak=base, final=top
-    up_end = float(pct_start * total) - 1
-    pct = step / up_end if step <= up_end and up_end > 0 else min(1.0, (step - up_end) / max(total - 1 - up_end, 1e-12))
-    start, end = (top, base) if step <= up_end else (base, top)
-    if anneal == "cos":
-        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-    return (end - start) * pct + start
+    rising, pct = _phase(step, total, pct_start)
+    return _anneal(top, base, pct, anneal) if rising else _anneal(base, top, pct, anneal)
 
 
 def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
@@ -190,6 +190,18 @@ def load_weights(model: nn.Module, ck: dict, path: Path, classes: Optional[list[
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"{path}: weights of model {ck.get('model_name')!r} do not fit this model "
                               f"({first}); retrain (dvc repro train)") from None
+
+
+def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
+    """The model saved in checkpoint `path`, rebuilt from the params it was trained with."""
+    from src.models import build_model
+    from src.params import parse_params
+
+    ck = load_checkpoint(path)
+    trained = parse_params({k: ck["params"][k] for k in ("data", "augment", "model", "train")})
+    model = build_model(trained.model, len(ck["classes"]))
+    load_weights(model, ck, path, classes)
+    return model, {**ck, "trained_params": trained}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -399,10 +411,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
                "train_acc": correct.item() / max(seen, 1), "val_loss": val["loss"], "val_acc": val["acc"],
                "lr": lr, "partial": st.step % spe != 0}
         st.history.append(row)
-        if val["acc"] > st.best_val_acc:
+        if val["acc"] >= st.best_val_acc:  # on a tie, the later (further annealed) epoch
             st.best_val_acc, st.best_epoch = val["acc"], epoch + 1
             atomic_torch_save({"format": CHECKPOINT_VERSION, **cfg.meta, "epoch": epoch + 1,
-                               "val_acc": val["acc"], "model": copy.deepcopy(eval_model.state_dict())}, best_path)
+                               "val_acc": val["acc"], "model": eval_model.state_dict()}, best_path)
         if budget is not None and st.total_steps is not None and st.step < st.total_steps:
             size_budget(st.train_time / max(st.step, 1), last_eval_cost)  # re-measure with real numbers
             bar.total = st.total_steps

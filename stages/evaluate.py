@@ -7,18 +7,13 @@ import torch
 from src.data import Subset
 from src.evaluation import evaluate, summarize
 from src.io import write_json, write_text
-from src.models import build_model
-from src.training import load_checkpoint, load_weights, resolve_device
-from src.params import parse_params
+from src.training import load_trained, resolve_device
 from stages._common import stage
 
 if __name__ == "__main__":
     with stage("evaluate") as p:
         sub = Subset.load(Path("data/subset.pt"))
-        ck = load_checkpoint(Path("models/best.pt"))
-        trained = parse_params({k: ck["params"][k] for k in ("data", "augment", "model", "train")})
-        model = build_model(trained.model, len(ck["classes"]))
-        load_weights(model, ck, Path("models/best.pt"), sub.classes)
+        model, ck = load_trained(Path("models/best.pt"), sub.classes)
         device = resolve_device(p.train.device)
         model.to(device)
         mean, std = torch.tensor(ck["mean"], device=device), torch.tensor(ck["std"], device=device)

@@ -12,9 +12,7 @@ from src.data import Subset
 from src.evaluation import confusion_matrix, evaluate, per_class_accuracy
 from src.figures import inside, results
 from src.io import read_json, save_figure, write_json
-from src.models import build_model
-from src.params import parse_params
-from src.training import load_checkpoint, load_weights
+from src.training import load_trained
 from stages._common import stage
 
 OUT = Path("plots/visualize")
@@ -33,10 +31,8 @@ if __name__ == "__main__":
     with stage("visualize") as p:
         v = p.visualize
         sub = Subset.load(Path("data/subset.pt"))
-        ck = load_checkpoint(Path("models/best.pt"))
-        trained = parse_params({k: ck["params"][k] for k in ("data", "augment", "model", "train")})
-        model = build_model(trained.model, len(ck["classes"]))
-        load_weights(model, ck, Path("models/best.pt"), sub.classes)
+        model, ck = load_trained(Path("models/best.pt"), sub.classes)
+        trained = ck["trained_params"]
         model.eval()
         mean, std = torch.tensor(ck["mean"]), torch.tensor(ck["std"])
         classes = sub.classes

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, merge, sh
+from tests.conftest import merge, sh
 
 def read(repo: Path, path: str) -> dict:
     return json.loads((repo / path).read_text())
