@@ -19,9 +19,10 @@ import torch
 
 from src.data import BATCHES_DIR, channel_stats, load_cifar10, mirror_from_env, read_class_names, select_subset
 from src.evaluation import evaluate
-from src.models import build_model, count_params, init_from_data
+from src.models import build_model, count_params
 from src.params import CIFAR10_MEAN, CIFAR10_STD, Params, deep_merge as merge, load_params, parse_params
-from src.training import FitConfig, fit, resolve_device
+from src.runtime import resolve_device
+from src.training import FitConfig, fit, init_from_data
 
 # The notebook's recipe, as -S overrides of params.yaml would set it (see README).
 SEED_RECIPE = {
@@ -60,17 +61,17 @@ def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int,
     torch.manual_seed(seed)
     model = build_model(p.model, len(sub.classes))
     flops = train_flops_per_image(build_model(p.model, len(sub.classes)))
-    init_from_data(model, p.model, sub.train_x, mean, std)
+    init_from_data(model, sub.train_x, mean, std)
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=work, fingerprint=f"bench-{time.time()}",
                     meta={}, eval_batch_size=p.evaluate.batch_size, progress=False, log=lambda s: None)
-    res = fit(model, sub.train_x, sub.train_y, sub.val_x, sub.val_y, mean, std, device, cfg)
+    res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
     best = torch.load(work / "best.pt", weights_only=False)["model"]
     model.load_state_dict(best)
     test = evaluate(model, sub.test_x, sub.test_y, mean.to(device), std.to(device), batch_size=1000,
-                    tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift, channels_last=res["channels_last"])
-    return {"test_acc": test["acc"], "images_per_s": res["images_per_s"], "seconds": res["seconds"],
-            "epochs": res["epochs_equivalent"], "steps": res["steps"], "params": count_params(model),
-            "train_gflop_per_image": flops / 1e9, "achieved_gflop_s": flops * res["images_per_s"] / 1e9}
+                    tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift, channels_last=res.runtime.channels_last)
+    return {"test_acc": test["acc"], "images_per_s": res.images_per_s, "seconds": res.seconds,
+            "epochs": res.epochs_equivalent, "steps": res.steps, "params": count_params(model),
+            "train_gflop_per_image": flops / 1e9, "achieved_gflop_s": flops * res.images_per_s / 1e9}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from src.errors import DataError
 from src.io import atomic_torch_save
 
 BATCHES_DIR = "cifar-10-batches-py"
@@ -31,10 +32,6 @@ META_FILE = "batches.meta"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 # md5 of the files inside the official archive: used to tell the official release from a copy.
 OFFICIAL_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f"}
-
-
-class DataError(RuntimeError):
-    """Data that can't be used; the message says which file and what to do."""
 
 
 # ----------------------------------------------------------------------------- download

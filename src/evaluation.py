@@ -1,7 +1,6 @@
 """Evaluation: batched prediction (with optional flip TTA) and the metrics built on a confusion matrix."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Optional
 
 import numpy as np
@@ -10,24 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.augment import normalize
-
-
-def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA or the CPU when `amp`; a no-op otherwise."""
-    if amp and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast is ~1.8x
-    faster for the fast net; on a plain AVX2 laptop CPU it would be emulated and slower."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from src.runtime import autocast_for
 
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -132,3 +114,23 @@ def summarize(y_true: np.ndarray, logits: torch.Tensor, classes: list[str], top_
     if loss is not None:
         out["test_loss"] = float(loss)
     return out
+
+
+def predictions_csv(y_true: np.ndarray, logits: torch.Tensor, classes: list[str]) -> str:
+    """One row per image, in order: actual,predicted,confidence (DVC's confusion plots read it)."""
+    pred = logits.argmax(1).numpy()
+    conf = logits.softmax(1).max(1).values.numpy()
+    return "actual,predicted,confidence\n" + "".join(
+        f"{classes[a]},{classes[b]},{c:.4f}\n" for a, b, c in zip(y_true, pred, conf))
+
+
+def read_predictions(path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true, predicted, confidence) arrays back from a `predictions_csv` file."""
+    import csv
+
+    index = {c: i for i, c in enumerate(classes)}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    true = np.array([index[r["actual"]] for r in rows], dtype=np.int64)
+    pred = np.array([index[r["predicted"]] for r in rows], dtype=np.int64)
+    return true, pred, np.array([float(r["confidence"]) for r in rows])

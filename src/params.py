@@ -1,7 +1,8 @@
-"""The schema of params.yaml: every key typed, ranged and documented, checked before a stage runs.
+"""The schema of params.yaml: every key typed, ranged and required, checked before a stage runs.
 
-A wrong value raises :class:`ParamsError` with one line naming the key, the value and what is
-allowed; stages print that line and exit non-zero before touching any output.
+params.yaml is the one source of values: the schema says what is allowed, never what the default
+is. A wrong or missing value raises :class:`ParamsError` with one line naming the key, the value
+and what is allowed; stages print that line and exit non-zero before touching any output.
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from src.errors import ParamsError
+from src.schema import Section
+
+__all__ = ["ParamsError", "Params", "load_params", "parse_params", "parse_section", "check_runtime", "deep_merge"]
+
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
@@ -19,32 +25,28 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # what the notebook hard-codes
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 TRAIN_PER_CLASS_MAX = 5000
 TEST_PER_CLASS_MAX = 1000
-MODEL_NAMES = ("fast_cnn", "seed_cnn")
 
 
-class ParamsError(ValueError):
-    """A params.yaml value that is not allowed; the message is one line for the user."""
+def did_you_mean(value: str, allowed) -> str:
+    hint = difflib.get_close_matches(str(value), list(allowed), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DownloadParams(Section):
+    url: str
+    md5: str = Field(pattern=r"^[0-9a-f]{32}$")
+    retries: int = Field(ge=0, le=20)
+    backoff_s: float = Field(ge=0)
+    timeout_s: float = Field(gt=0)
 
 
-class DownloadParams(_Section):
-    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    md5: str = Field("c58f30108f718f92721af3b95e74349a", pattern=r"^[0-9a-f]{32}$")
-    retries: int = Field(4, ge=0, le=20)
-    backoff_s: float = Field(2.0, ge=0)
-    timeout_s: float = Field(60.0, gt=0)
-
-
-class DataParams(_Section):
-    classes: Union[Literal["all"], list[str]] = "all"
-    train_per_class: Optional[int] = Field(None, ge=1)
-    val_per_class: int = Field(500, ge=1)
-    test_per_class: Optional[int] = Field(None, ge=1, le=TEST_PER_CLASS_MAX)
-    seed: int = Field(0, ge=0)
-    normalize: Union[Literal["computed", "cifar10"], list[list[float]]] = "computed"
+class DataParams(Section):
+    classes: Union[Literal["all"], list[str]]
+    train_per_class: Optional[int] = Field(ge=1)
+    val_per_class: int = Field(ge=1)
+    test_per_class: Optional[int] = Field(ge=1, le=TEST_PER_CLASS_MAX)
+    seed: int = Field(ge=0)
+    normalize: Union[Literal["computed", "cifar10"], list[list[float]]]
 
     @field_validator("classes")
     @classmethod
@@ -54,9 +56,8 @@ class DataParams(_Section):
         seen: set[str] = set()
         for name in v:
             if name not in CIFAR10_CLASSES:
-                hint = difflib.get_close_matches(name, CIFAR10_CLASSES, n=1)
-                more = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ValueError(f"unknown class {name!r}{more}; allowed: {', '.join(CIFAR10_CLASSES)} or 'all'")
+                raise ValueError(f"unknown class {name!r}{did_you_mean(name, CIFAR10_CLASSES)}; "
+                                 f"allowed: {', '.join(CIFAR10_CLASSES)} or 'all'")
             if name in seen:
                 raise ValueError(f"class {name!r} is listed twice")
             seen.add(name)
@@ -89,141 +90,124 @@ class DataParams(_Section):
         return list(CIFAR10_CLASSES) if self.classes == "all" else list(self.classes)
 
 
-class AugmentParams(_Section):
-    hflip: bool = True
-    crop_padding: int = Field(4, ge=0, le=16)
-    crop_pad_mode: Literal["reflect", "zeros"] = "reflect"
-    cutout: int = Field(0, ge=0, le=32)
-    autoaugment: bool = False
-    mixup_alpha: float = Field(0.0, ge=0)
+class AugmentParams(Section):
+    hflip: bool
+    crop_padding: int = Field(ge=0, le=16)
+    crop_pad_mode: Literal["reflect", "zeros"]
+    cutout: int = Field(ge=0, le=32)
+    autoaugment: bool
+    mixup_alpha: float = Field(ge=0)
 
 
-class FastCNNParams(_Section):
-    widths: list[int] = Field([64, 128, 256], min_length=3, max_length=3)
-    whiten_width: int = Field(12, ge=2)  # patch-whitening eigenvectors kept (x2 with negatives)
-    whiten_eps: float = Field(5e-4, gt=0)
-    scaling: float = Field(1 / 9, gt=0)
+class ModelParams(Section):
+    """`name` picks a model of src/models/; `model.<name>` is that model's own section, checked
+    against the model's params class when the model is built (`src.models.model_section`), so this
+    module needs no model code."""
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
 
-    @field_validator("widths")
-    @classmethod
-    def _pos(cls, v: list[int]) -> list[int]:
-        if any(w < 1 for w in v):
-            raise ValueError("every width must be >= 1")
-        return v
+    def raw_section(self, name: Optional[str] = None) -> Optional[dict]:
+        """The mapping under `model.<name>` in params.yaml (the chosen model's by default)."""
+        return (self.model_extra or {}).get(name or self.name)
 
 
-class SeedCNNParams(_Section):
-    widths: list[int] = Field([64, 119, 221, 256, 256, 256], min_length=6, max_length=6)
-    kernels: list[int] = Field([5, 5, 3, 5, 3, 5], min_length=6, max_length=6)
-    dropout2d: float = Field(0.1, ge=0, le=1)
-    dropout: float = Field(0.38, ge=0, le=1)
+class TrainParams(Section):
+    epochs: int = Field(ge=1)
+    time_budget_s: Optional[float] = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["sgd", "adamw"]
+    lr: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    nesterov: bool
+    weight_decay: float = Field(ge=0)
+    max_lr_factor: float = Field(ge=1)
+    pct_start: float = Field(gt=0, lt=1)
+    anneal: Literal["cos", "linear"]
+    div_factor: float = Field(ge=1)
+    final_div_factor: float = Field(ge=1)
+    cycle_momentum: bool
+    label_smoothing: float = Field(ge=0, le=1)
+    grad_clip: Optional[float] = Field(gt=0)
+    ema_decay: Optional[float] = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    threads: Optional[int] = Field(ge=1)
+    channels_last: Literal["auto", "on", "off"]
+    amp: Literal["auto", "bf16", "off"]
+    compile: bool
+    deterministic: bool
 
 
-class ModelParams(_Section):
-    name: str = "fast_cnn"
-    fast_cnn: FastCNNParams = FastCNNParams()
-    seed_cnn: SeedCNNParams = SeedCNNParams()
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in MODEL_NAMES:
-            hint = difflib.get_close_matches(v, MODEL_NAMES, n=1)
-            more = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"unknown model {v!r}{more}; allowed: {', '.join(MODEL_NAMES)}")
-        return v
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1)
+    tta_flip: bool
+    tta_shift: int = Field(ge=0, le=4)
+    top_confused: int = Field(ge=1)
 
 
-class TrainParams(_Section):
-    epochs: int = Field(10, ge=1)
-    time_budget_s: Optional[float] = Field(None, gt=0)
-    batch_size: int = Field(256, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.03, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
-    max_lr_factor: float = Field(10.0, ge=1)
-    pct_start: float = Field(0.25, gt=0, lt=1)
-    anneal: Literal["cos", "linear"] = "linear"
-    div_factor: float = Field(25.0, ge=1)
-    final_div_factor: float = Field(1e4, ge=1)
-    cycle_momentum: bool = False
-    label_smoothing: float = Field(0.2, ge=0, le=1)
-    grad_clip: Optional[float] = Field(None, gt=0)
-    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: Optional[int] = Field(None, ge=1)
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    amp: Literal["auto", "bf16", "off"] = "auto"
-    compile: bool = False
-    deterministic: bool = True
+class VisualizeParams(Section):
+    images_per_class: int = Field(ge=1, le=10)
+    feature_channels: int = Field(ge=1, le=64)
+    deep_filter_layer: int = Field(ge=0)  # index among conv layers, 0 = first
+    deep_filter_count: int = Field(ge=1, le=32)
+    deep_filter_inputs: int = Field(ge=1, le=32)
+    gradcam_images: int = Field(ge=1, le=32)
+    prediction_grid: int = Field(ge=1, le=100)
+    mistakes: int = Field(ge=1, le=100)
+    augment_examples: int = Field(ge=1, le=32)
+    dpi: int = Field(ge=50, le=400)
+    seed: int = Field(ge=0)
 
 
-class EvaluateParams(_Section):
-    batch_size: int = Field(1000, ge=1)
-    tta_flip: bool = True
-    tta_shift: int = Field(1, ge=0, le=4)
-    top_confused: int = Field(5, ge=1)
+class TheoryParams(Section):
+    seed: int = Field(ge=0)
+    image_index: int = Field(ge=0)  # test image used for the real-filter figure
+    dpi: int = Field(ge=50, le=400)
 
 
-class VisualizeParams(_Section):
-    images_per_class: int = Field(1, ge=1, le=10)
-    feature_channels: int = Field(8, ge=1, le=64)
-    deep_filter_layer: int = Field(1, ge=0)  # index among conv layers, 0 = first
-    deep_filter_count: int = Field(6, ge=1, le=32)
-    deep_filter_inputs: int = Field(6, ge=1, le=32)
-    gradcam_images: int = Field(6, ge=1, le=32)
-    prediction_grid: int = Field(24, ge=1, le=100)
-    mistakes: int = Field(16, ge=1, le=100)
-    augment_examples: int = Field(8, ge=1, le=32)
-    dpi: int = Field(110, ge=50, le=400)
-    seed: int = Field(0, ge=0)
+class Params(Section):
+    download: DownloadParams
+    data: DataParams
+    augment: AugmentParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    visualize: VisualizeParams
+    theory: TheoryParams
 
 
-class TheoryParams(_Section):
-    seed: int = Field(0, ge=0)
-    image_index: int = Field(0, ge=0)  # test image used for the real-filter figure
-    dpi: int = Field(110, ge=50, le=400)
-
-
-class Params(_Section):
-    download: DownloadParams = DownloadParams()
-    data: DataParams = DataParams()
-    augment: AugmentParams = AugmentParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    visualize: VisualizeParams = VisualizeParams()
-    theory: TheoryParams = TheoryParams()
-
-
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names that are allowed at `loc` (for a "did you mean")."""
+def _section_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+    """The section class that holds the last key of `loc` (for a "did you mean")."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return []
-        model = field.annotation
-    return list(model.model_fields)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
 
 
-def _one_line(err: ValidationError, raw: dict) -> str:
+def _one_line(err: ValidationError, raw: dict, schema: Optional[type[BaseModel]] = None,
+              prefix: tuple = ()) -> str:
+    """The first error as `params.yaml: key=value: what is allowed`; `prefix` is where `raw` sits."""
     e = err.errors()[0]
     # drop pydantic's union-member tags ("list[str]", "literal['all']") from the location
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-    key = ".".join(str(p) for p in loc)
-    if e["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(str(loc[-1]), _known_keys(Params, loc), n=1)
-        more = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
-        return f"params.yaml: unknown key {key!r}{more}"
     value: Any = raw
     for p in loc:
         try:
             value = value[p]
         except (KeyError, IndexError, TypeError):
             break
+    inner, loc = loc, (*prefix, *loc)
+    key = ".".join(str(p) for p in loc)
+    if e["type"] == "extra_forbidden":
+        holder = _section_at(schema or Params, inner)
+        hint = difflib.get_close_matches(str(loc[-1]), list(holder.model_fields) if holder else [], n=1)
+        more = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
+        return f"params.yaml: unknown key {key!r}{more}"
+    if e["type"] == "missing":
+        return f"params.yaml: {key}: missing (every key must be set; the committed params.yaml has them all)"
     msg = e["msg"].removeprefix("Value error, ")
     if key == "data.classes" and e["type"] in ("literal_error", "list_type"):
         msg = "must be 'all' or a list of CIFAR-10 class names"
@@ -243,10 +227,17 @@ def deep_merge(base: dict, over: dict) -> dict:
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping; raises ParamsError with a one-line message."""
     try:
-        p = Params.model_validate(raw or {})
+        return Params.model_validate(raw or {})
     except ValidationError as err:
         raise ParamsError(_one_line(err, raw or {})) from None
-    return p
+
+
+def parse_section(schema: type[Section], raw: dict, key: str) -> Section:
+    """Validate one section that sits at `key` (e.g. "model.fast_cnn"); errors name the full key."""
+    try:
+        return schema.model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(_one_line(err, raw or {}, schema, tuple(key.split(".")))) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

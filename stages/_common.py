@@ -1,20 +1,17 @@
-"""What every stage does first: load and check params, and turn known errors into one line."""
+"""What every stage does: load and check params, run its `main`, and turn known errors into one line."""
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable
 
-from src.data import DataError
-from src.params import ParamsError, load_params, Params
-from src.training import CheckpointError, NonFiniteLoss, TrainingInterrupted
+from src.errors import CheckpointError, DataError, NonFiniteLoss, ParamsError, TrainingInterrupted
+from src.params import Params, load_params
 
 
-@contextmanager
-def stage(name: str) -> Iterator[Params]:
-    """Yield validated params; known failures print one line to stderr and exit non-zero."""
+def run_stage(name: str, main: Callable[[Params], None]) -> None:
+    """Call `main(params)`; a known failure prints `<name>: error: <one line>` and exits non-zero."""
     try:
-        yield load_params("params.yaml")
+        main(load_params("params.yaml"))
     except (ParamsError, DataError, CheckpointError, NonFiniteLoss) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         sys.exit(2)

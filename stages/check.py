@@ -4,12 +4,18 @@ Every other stage depends on its output, so DVC stops here on a bad value, befor
 the outputs of the stages that would rerun. The output never changes while the params are valid,
 so this stage never makes another one rerun."""
 from src.io import write_text
-from src.params import CIFAR10_CLASSES, TRAIN_PER_CLASS_MAX, check_runtime
-from stages._common import stage
+from src.models import model_section
+from src.params import CIFAR10_CLASSES, TRAIN_PER_CLASS_MAX, Params, check_runtime
+from stages._common import run_stage
+
+
+def main(p: Params) -> None:
+    model_section(p.model)  # the chosen model's section, checked against its own params class
+    per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
+    n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
+    check_runtime(p, n_train=per_class * n_classes)
+    write_text("data/params.ok", "params.yaml is valid\n")
+
 
 if __name__ == "__main__":
-    with stage("check") as p:
-        per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
-        n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
-        check_runtime(p, n_train=per_class * n_classes)
-        write_text("data/params.ok", "params.yaml is valid\n")
+    run_stage("check", main)

@@ -3,12 +3,18 @@ import sys
 from pathlib import Path
 
 from src.data import install_raw, mirror_from_env
-from stages._common import stage
+from src.params import Params
+from stages._common import run_stage
+
+OUT = Path("data/raw")
+
+
+def main(p: Params) -> None:
+    d = p.download
+    path = install_raw(OUT, d.url, d.md5, mirror_from_env(), retries=d.retries, backoff_s=d.backoff_s,
+                       timeout_s=d.timeout_s, progress=sys.stderr.isatty())
+    print(f"download: CIFAR-10 ready in {path}")
+
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "data/raw")
-    with stage("download") as p:
-        d = p.download
-        path = install_raw(out, d.url, d.md5, mirror_from_env(), retries=d.retries, backoff_s=d.backoff_s,
-                           timeout_s=d.timeout_s, progress=sys.stderr.isatty())
-        print(f"download: CIFAR-10 ready in {path}")
+    run_stage("download", main)

@@ -5,58 +5,70 @@ from pathlib import Path
 
 import torch
 
+from src.checkpoints import fingerprint, save_checkpoint
 from src.data import Subset
-from src.io import atomic_torch_save, read_json, write_json
-from src.models import build_model, count_params, init_from_data
-from src.params import check_runtime
-from src.training import CHECKPOINT_VERSION, FitConfig, fingerprint, fit, resolve_device, stop_on_signals
-from stages._common import stage
+from src.io import atomic_path, read_json, write_json
+from src.models import build_model, count_params
+from src.params import Params, check_runtime
+from src.runtime import resolve_device
+from src.training import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
+from stages._common import run_stage
 
 RUN_DIR = Path(".cache/train")  # resumable state between an interruption and the next run; not a DVC out
 
+
+def log_epoch(live, row: EpochRow) -> None:
+    """One epoch into DVCLive: train/loss, train/acc, train/lr, val/loss, val/acc."""
+    for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        split, name = k.split("_", 1) if k != "lr" else ("train", "lr")
+        live.log_metric(f"{split}/{name}", row[k])
+    live.next_step()
+
+
+def summary(res: FitResult, model: torch.nn.Module, p: Params) -> dict:
+    """metrics/train.json."""
+    return {
+        "best_val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
+        "epochs_equivalent": round(res.epochs_equivalent, 4), "steps": res.steps,
+        "params": count_params(model), "trainable_params": count_params(model, trainable_only=True),
+        "final_val_acc": res.history[-1]["val_acc"], "final_train_loss": res.history[-1]["train_loss"],
+        "model": p.model.name, "device": str(res.runtime.device), "threads": res.runtime.threads,
+        "time_budget_s": p.train.time_budget_s,
+        "seconds": round(res.seconds, 2), "train_seconds": round(res.train_seconds, 2),
+        "images_per_s": round(res.images_per_s, 1),
+    }
+
+
+def main(p: Params) -> None:
+    from dvclive import Live
+
+    sub = Subset.load(Path("data/subset.pt"))
+    check_runtime(p, sub.train_y.numel())
+    stats = read_json("metrics/stats.json")
+    mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
+    device = resolve_device(p.train.device)
+    torch.manual_seed(p.train.seed)
+    model = build_model(p.model, len(sub.classes))
+    init_from_data(model, sub.train_x, mean, std)
+    used = {"data": p.data.model_dump(), "augment": p.augment.model_dump(), "model": p.model.model_dump(),
+            "train": p.train.model_dump()}
+    meta = {"model_name": p.model.name, "classes": sub.classes, "mean": mean.tolist(), "std": std.tolist(),
+            "params": used}
+    with Live(dir="dvclive/train", dvcyaml=None, save_dvc_exp=False, report=None) as live, \
+            stop_on_signals() as flag:
+        cfg = FitConfig(train=p.train, augment=p.augment, run_dir=RUN_DIR, meta=meta,
+                        fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
+                        eval_batch_size=p.evaluate.batch_size, on_epoch=lambda row: log_epoch(live, row))
+        res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag)
+    with atomic_path("models/best.pt") as tmp:
+        shutil.copyfile(RUN_DIR / "best.pt", tmp)
+    save_checkpoint("models/last.pt", res.model_state, meta, epoch=res.epochs_run, step=res.steps,
+                    optimizer=res.optimizer_state)
+    write_json("metrics/train.json", summary(res, model, p))
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    print(f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
+          f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s)")
+
+
 if __name__ == "__main__":
-    with stage("train") as p:
-        sub = Subset.load(Path("data/subset.pt"))
-        check_runtime(p, sub.train_y.numel())
-        stats = read_json("metrics/stats.json")
-        mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
-        device = resolve_device(p.train.device)
-        torch.manual_seed(p.train.seed)
-        model = build_model(p.model, len(sub.classes))
-        init_from_data(model, p.model, sub.train_x, mean, std)
-        used = {"data": p.data.model_dump(), "augment": p.augment.model_dump(), "model": p.model.model_dump(),
-                "train": p.train.model_dump()}
-        meta = {"model_name": p.model.name, "classes": sub.classes, "mean": mean.tolist(), "std": std.tolist(),
-                "params": used}
-        from dvclive import Live
-
-        with Live(dir="dvclive/train", dvcyaml=None, save_dvc_exp=False, report=None) as live, \
-                stop_on_signals() as flag:
-            def on_epoch(row: dict) -> None:
-                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-                    split, name = k.split("_", 1) if k != "lr" else ("train", "lr")
-                    live.log_metric(f"{split}/{name}", row[k])
-                live.next_step()
-
-            cfg = FitConfig(train=p.train, augment=p.augment, run_dir=RUN_DIR, meta=meta,
-                            fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
-                            eval_batch_size=p.evaluate.batch_size, on_epoch=on_epoch)
-            res = fit(model, sub.train_x, sub.train_y, sub.val_x, sub.val_y, mean, std, device, cfg, flag)
-        Path("models").mkdir(exist_ok=True)
-        shutil.copyfile(RUN_DIR / "best.pt", "models/.best.pt.tmp")
-        Path("models/.best.pt.tmp").replace("models/best.pt")
-        atomic_torch_save({"format": CHECKPOINT_VERSION, **meta, "epoch": res["epochs_run"], "step": res["steps"],
-                           "model": res["final_state"], "optimizer": res["optimizer_state"]}, "models/last.pt")
-        write_json("metrics/train.json", {
-            "best_val_acc": res["best_val_acc"], "best_epoch": res["best_epoch"], "epochs": res["epochs_run"],
-            "epochs_equivalent": round(res["epochs_equivalent"], 4), "steps": res["steps"],
-            "params": count_params(model), "trainable_params": count_params(model, trainable_only=True),
-            "final_val_acc": res["history"][-1]["val_acc"], "final_train_loss": res["history"][-1]["train_loss"],
-            "model": p.model.name, "device": str(device), "threads": res["threads"],
-            "time_budget_s": p.train.time_budget_s,
-            "seconds": round(res["seconds"], 2), "train_seconds": round(res["train_seconds"], 2),
-            "images_per_s": round(res["images_per_s"], 1),
-        })
-        shutil.rmtree(RUN_DIR, ignore_errors=True)
-        print(f"train: best val acc {res['best_val_acc']:.4f} at epoch {res['best_epoch']}; "
-              f"{res['steps']} steps in {res['seconds']:.1f} s ({res['images_per_s']:.0f} images/s)")
+    run_stage("train", main)

@@ -1,24 +1,100 @@
 """Stage `visualize`: look inside the trained CNN → plots/visualize/*.png and plots/visualize.json
 (filters, feature maps, Grad-CAM, curves, predictions, per-class accuracy, confusion, mistakes,
-augmentation). Runs on the CPU; every choice is under `visualize:` in params.yaml."""
+augmentation). Predictions come from the evaluate stage's plots/eval/predictions.csv, not a second
+pass over the test set. Runs on the CPU; every choice is under `visualize:` in params.yaml."""
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from src.augment import augment_batch, normalize
+from src.checkpoints import load_trained
 from src.data import Subset
-from src.evaluation import confusion_matrix, evaluate, per_class_accuracy
+from src.errors import DataError
+from src.evaluation import confusion_matrix, per_class_accuracy, read_predictions
 from src.figures import inside, results
 from src.io import read_json, save_figure, write_json
-from src.training import load_trained
-from stages._common import stage
+from src.params import Params, VisualizeParams
+from stages._common import run_stage
 
 OUT = Path("plots/visualize")
 
 
+@dataclass
+class Inputs:
+    """What the steps below share: the trained model, the test split and the evaluate stage's predictions."""
+    v: VisualizeParams
+    model: torch.nn.Module
+    ck: dict
+    sub: Subset
+    mean: torch.Tensor
+    std: torch.Tensor
+    pred: np.ndarray   # (N,) predicted class of each test image
+    conf: np.ndarray   # (N,) its probability
+    rng: np.random.Generator
+
+    @property
+    def classes(self) -> list[str]:
+        return self.sub.classes
+
+
+def load_inputs(p: Params) -> Inputs:
+    sub = Subset.load(Path("data/subset.pt"))
+    model, ck = load_trained(Path("models/best.pt"), sub.classes)
+    true, pred, conf = read_predictions("plots/eval/predictions.csv", sub.classes)
+    if not np.array_equal(true, sub.test_y.numpy()):
+        raise DataError("plots/eval/predictions.csv: not this test split's predictions; run dvc repro evaluate")
+    return Inputs(p.visualize, model.eval(), ck, sub, torch.tensor(ck["mean"]), torch.tensor(ck["std"]),
+                  pred, conf, np.random.default_rng(p.visualize.seed))
+
+
+def filters(a: Inputs) -> dict:
+    fig, d = inside.first_layer_filters(a.model)
+    save_figure(fig, OUT / "filters_first_layer.png", a.v.dpi)
+    first = {"layer": d["layer"], "tiles": len(d["tiles"]), "out_channels": d["out_channels"]}
+    fig, d = inside.deep_layer_filters(a.model, a.v.deep_filter_layer, a.v.deep_filter_count, a.v.deep_filter_inputs)
+    save_figure(fig, OUT / "filters_deep_layer.png", a.v.dpi)
+    deep = {"layer": d["layer"], "weight_shape": list(d["shape"]), "shown": list(d["weights"].shape)}
+    return {"first_layer": first, "deep_layer": deep}
+
+
+def feature_maps(a: Inputs) -> dict:
+    """`images_per_class` test images of each class through every feature layer."""
+    layers, shown = a.model.feature_layers(), {}
+    x, y = a.sub.split("test")
+    for c, name in enumerate(a.classes):
+        picks = np.flatnonzero(y.numpy() == c)
+        for k, idx in enumerate(a.rng.choice(picks, size=min(a.v.images_per_class, picks.size), replace=False)):
+            img = x[int(idx)]
+            acts = inside.activations(a.model, normalize(img[None], a.mean, a.std), layers)
+            fig, maps = inside.feature_maps_figure(img, acts, a.v.feature_channels,
+                                                   f"Feature maps of a test '{name}' image (test #{idx})")
+            save_figure(fig, OUT / f"feature_maps_{name}_{k + 1}.png", a.v.dpi)
+            shown[f"{name}_{k + 1}"] = {n: {"shape": list(s["shape"]), "panel_shape": list(s["panel_shape"])}
+                                        for n, s in maps.items()}
+    return {"feature_maps": shown}
+
+
+def gradcam(a: Inputs) -> dict:
+    """Grad-CAM of the predicted class on right and wrong test images."""
+    x, y = a.sub.split("test")
+    yt = y.numpy()
+    right, wrong = np.flatnonzero(a.pred == yt), np.flatnonzero(a.pred != yt)
+    n_right, n_wrong = min(a.v.gradcam_images, right.size), min(a.v.gradcam_images, wrong.size)
+    picks = np.concatenate([a.rng.choice(right, n_right, replace=False),
+                            a.rng.choice(wrong, n_wrong, replace=False)]).astype(int)
+    cams = inside.gradcam_maps(a.model, normalize(x[picks], a.mean, a.std), a.pred[picks].tolist())
+    layer = inside.conv_layers(a.model)[-1][0]
+    save_figure(inside.gradcam_figure(x[picks], cams, [a.classes[i] for i in yt[picks]],
+                                      [a.classes[i] for i in a.pred[picks]], a.conf[picks].tolist(), layer),
+                OUT / "gradcam.png", a.v.dpi)
+    return {"gradcam": {"layer": layer, "right": int(n_right), "wrong": int(n_wrong), "map_shape": list(cams.shape[1:])}}
+
+
 def read_history(root: Path = Path("dvclive/train/plots/metrics")) -> dict[str, list[float]]:
+    """The per-epoch logs DVCLive wrote: {train,val}_{acc,loss} → values by epoch."""
     hist = {}
     for split in ("train", "val"):
         for key in ("acc", "loss"):
@@ -27,99 +103,62 @@ def read_history(root: Path = Path("dvclive/train/plots/metrics")) -> dict[str, 
     return hist
 
 
+def training_curves(a: Inputs) -> dict:
+    best = read_json("metrics/train.json")["best_epoch"]
+    save_figure(results.training_curves(read_history(), best), OUT / "training_curves.png", a.v.dpi)
+    return {}
+
+
+def class_results(a: Inputs) -> dict:
+    """Sample predictions, per-class accuracy, the confusion matrix and the most confident mistakes."""
+    x, y = a.sub.split("test")
+    yt = y.numpy()
+    sample = a.rng.choice(len(yt), size=min(a.v.prediction_grid, len(yt)), replace=False)
+    save_figure(results.prediction_grid(x[sample], yt[sample], a.pred[sample], a.conf[sample], a.classes),
+                OUT / "sample_predictions.png", a.v.dpi)
+    cm = confusion_matrix(yt, a.pred, len(a.classes))
+    acc = float(np.trace(cm) / cm.sum())
+    save_figure(results.per_class_bars(dict(zip(a.classes, per_class_accuracy(cm).tolist())), acc),
+                OUT / "per_class_accuracy.png", a.v.dpi)
+    save_figure(results.confusion_figure(cm, a.classes), OUT / "confusion_matrix.png", a.v.dpi)
+    wrong = np.flatnonzero(a.pred != yt)
+    worst = wrong[np.argsort(-a.conf[wrong], kind="stable")][: a.v.mistakes]
+    if worst.size:
+        save_figure(results.prediction_grid(x[worst], yt[worst], a.pred[worst], a.conf[worst], a.classes,
+                                            title="The most confident mistakes"),
+                    OUT / "confident_mistakes.png", a.v.dpi)
+    return {"confusion": {"matrix": cm.tolist(), "total": int(cm.sum()), "accuracy": acc},
+            "mistakes": {"shown": int(worst.size), "confidences": a.conf[worst].round(4).tolist()}}
+
+
+def augmentation(a: Inputs) -> dict:
+    """One training image through the training transform the model was trained with."""
+    aug_p = a.ck["augment_params"]
+    img = a.sub.train_x[int(a.rng.integers(a.sub.train_x.shape[0]))]
+    aug = augment_batch(img[None].repeat(a.v.augment_examples, 1, 1, 1), aug_p,
+                        torch.Generator().manual_seed(a.v.seed))
+    desc = ", ".join(s for s in (
+        "random flip" if aug_p.hflip else "",
+        f"random crop (pad {aug_p.crop_padding}, {aug_p.crop_pad_mode})" if aug_p.crop_padding else "",
+        "AutoAugment (CIFAR10)" if aug_p.autoaugment else "", f"cutout {aug_p.cutout}" if aug_p.cutout else "",
+        f"+ MixUp α={aug_p.mixup_alpha} on batches" if aug_p.mixup_alpha else "") if s) or "none"
+    save_figure(results.augmentation_figure(img, aug, desc), OUT / "augmentation.png", a.v.dpi)
+    return {"augmentation": {"examples": int(aug.shape[0]), "description": desc}}
+
+
+STEPS = (filters, feature_maps, gradcam, training_curves, class_results, augmentation)  # the order draws the random picks
+
+
+def main(p: Params) -> None:
+    a = load_inputs(p)
+    for old in OUT.glob("*.png"):
+        old.unlink()  # feature-map files depend on the classes: drop the last run's
+    summary: dict = {"model": a.ck["model_name"], "classes": a.classes}
+    for step in STEPS:
+        summary.update(step(a))
+    write_json("plots/visualize.json", summary)
+    print(f"visualize: {len(list(OUT.glob('*.png')))} figures in {OUT}; test acc {summary['confusion']['accuracy']:.4f}")
+
+
 if __name__ == "__main__":
-    with stage("visualize") as p:
-        v = p.visualize
-        sub = Subset.load(Path("data/subset.pt"))
-        model, ck = load_trained(Path("models/best.pt"), sub.classes)
-        trained = ck["trained_params"]
-        model.eval()
-        mean, std = torch.tensor(ck["mean"]), torch.tensor(ck["std"])
-        classes = sub.classes
-        x, y = sub.test_x, sub.test_y
-        rng = np.random.default_rng(v.seed)
-        summary: dict = {"model": ck["model_name"], "classes": classes}
-        for old in OUT.glob("*.png"):
-            old.unlink()  # feature-map files depend on the classes: drop the last run's
-
-        # 1. filters
-        fig, d = inside.first_layer_filters(model)
-        save_figure(fig, OUT / "filters_first_layer.png", v.dpi)
-        summary["first_layer"] = {"layer": d["layer"], "tiles": len(d["tiles"]), "out_channels": d["out_channels"]}
-        fig, d = inside.deep_layer_filters(model, v.deep_filter_layer, v.deep_filter_count, v.deep_filter_inputs)
-        save_figure(fig, OUT / "filters_deep_layer.png", v.dpi)
-        summary["deep_layer"] = {"layer": d["layer"], "weight_shape": list(d["shape"]),
-                                 "shown": list(d["weights"].shape)}
-
-        # 2. feature maps, images_per_class test images of each class
-        layers = inside.feature_layers(model)
-        summary["feature_maps"] = {}
-        for c, name in enumerate(classes):
-            picks = np.flatnonzero(y.numpy() == c)
-            for k, idx in enumerate(rng.choice(picks, size=min(v.images_per_class, picks.size), replace=False)):
-                img = x[int(idx)]
-                acts = inside.activations(model, normalize(img[None], mean, std), layers)
-                fig, shown = inside.feature_maps_figure(img, acts, v.feature_channels,
-                                                        f"Feature maps of a test '{name}' image (test #{idx})")
-                save_figure(fig, OUT / f"feature_maps_{name}_{k + 1}.png", v.dpi)
-                summary["feature_maps"][f"{name}_{k + 1}"] = {
-                    n: {"shape": list(s["shape"]), "panel_shape": list(s["panel_shape"])} for n, s in shown.items()}
-
-        # predictions, exactly as the evaluate stage computes them
-        res = evaluate(model, x, y, mean, std, batch_size=p.evaluate.batch_size, tta_flip=p.evaluate.tta_flip,
-                       tta_shift=p.evaluate.tta_shift)
-        probs = res["logits"].softmax(1)
-        conf, pred = probs.max(1)
-        pred, conf, yt = pred.numpy(), conf.numpy(), y.numpy()
-        right, wrong = np.flatnonzero(pred == yt), np.flatnonzero(pred != yt)
-
-        # 3. Grad-CAM on right and wrong test images
-        picks = np.concatenate([rng.choice(right, min(v.gradcam_images, right.size), replace=False),
-                                rng.choice(wrong, min(v.gradcam_images, wrong.size), replace=False)]).astype(int)
-        cams = inside.gradcam_maps(model, normalize(x[picks], mean, std), pred[picks].tolist())
-        layer_name = inside.conv_layers(model)[-1][0]
-        save_figure(inside.gradcam_figure(x[picks], cams, [classes[i] for i in yt[picks]],
-                                          [classes[i] for i in pred[picks]], conf[picks].tolist(), layer_name),
-                    OUT / "gradcam.png", v.dpi)
-        summary["gradcam"] = {"layer": layer_name, "right": int(min(v.gradcam_images, right.size)),
-                              "wrong": int(min(v.gradcam_images, wrong.size)), "map_shape": list(cams.shape[1:])}
-
-        # 4. training curves
-        train_m = read_json("metrics/train.json")
-        save_figure(results.training_curves(read_history(), train_m["best_epoch"]), OUT / "training_curves.png", v.dpi)
-
-        # 5. sample predictions
-        sample = rng.choice(len(yt), size=min(v.prediction_grid, len(yt)), replace=False)
-        save_figure(results.prediction_grid(x[sample], yt[sample], pred[sample], conf[sample], classes),
-                    OUT / "sample_predictions.png", v.dpi)
-
-        # 6, 7. per-class accuracy and confusion
-        cm = confusion_matrix(yt, pred, len(classes))
-        acc = float(np.trace(cm) / cm.sum())
-        pca = dict(zip(classes, per_class_accuracy(cm).tolist()))
-        save_figure(results.per_class_bars(pca, acc), OUT / "per_class_accuracy.png", v.dpi)
-        save_figure(results.confusion_figure(cm, classes), OUT / "confusion_matrix.png", v.dpi)
-        summary["confusion"] = {"matrix": cm.tolist(), "total": int(cm.sum()), "accuracy": acc}
-
-        # 8. the most confident mistakes
-        worst = wrong[np.argsort(-conf[wrong], kind="stable")][: v.mistakes]
-        if worst.size:
-            save_figure(results.prediction_grid(x[worst], yt[worst], pred[worst], conf[worst], classes,
-                                                title="The most confident mistakes"),
-                        OUT / "confident_mistakes.png", v.dpi)
-        summary["mistakes"] = {"shown": int(worst.size), "confidences": conf[worst].round(4).tolist()}
-
-        # 9. augmentation examples from the configured training transform
-        a = trained.augment
-        img = sub.train_x[int(rng.integers(sub.train_x.shape[0]))]
-        gen = torch.Generator().manual_seed(v.seed)
-        aug = augment_batch(img[None].repeat(v.augment_examples, 1, 1, 1), a, gen)
-        desc = ", ".join(s for s in (
-            "random flip" if a.hflip else "", f"random crop (pad {a.crop_padding}, {a.crop_pad_mode})" if a.crop_padding else "",
-            "AutoAugment (CIFAR10)" if a.autoaugment else "", f"cutout {a.cutout}" if a.cutout else "",
-            f"+ MixUp α={a.mixup_alpha} on batches" if a.mixup_alpha else "") if s) or "none"
-        save_figure(results.augmentation_figure(img, aug, desc), OUT / "augmentation.png", v.dpi)
-        summary["augmentation"] = {"examples": int(aug.shape[0]), "description": desc}
-
-        write_json("plots/visualize.json", summary)
-        print(f"visualize: {len(list(OUT.glob('*.png')))} figures in {OUT}; test acc {acc:.4f}")
+    run_stage("visualize", main)

@@ -13,9 +13,16 @@ import numpy as np
 import pytest
 import yaml
 
-from src.params import CIFAR10_CLASSES, deep_merge
+from src.params import CIFAR10_CLASSES, Params, deep_merge, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
+COMMITTED = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def params_with(over: dict | None = None) -> Params:
+    """The committed params.yaml with `over` merged in, validated (params.yaml is the one source
+    of values, so tests start from it)."""
+    return parse_params(deep_merge(COMMITTED, over or {}))
 
 
 def synthetic_images(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -93,10 +100,15 @@ def sh(repo: Path, *cmd: str, check: bool = True, env_extra: dict | None = None,
     return r
 
 
-def make_repo(dest: Path, mirror: Path, over: dict | None = None) -> Path:
+def make_repo(dest: Path, mirror: Path, over: dict | None = None, files: dict[str, str] | None = None) -> Path:
+    """A git + DVC repo at `dest` with this project's code, dvc.yaml and params (TINY, then `over`
+    merged in), plus any extra `files` (path → text); committed."""
     dest.mkdir(parents=True)
     for name in ("src", "stages"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, text in (files or {}).items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_text(text)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         if (REPO / name).exists():
             shutil.copy(REPO / name, dest / name)

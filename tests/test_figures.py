@@ -8,13 +8,13 @@ import torch
 from src.augment import augment_batch
 from src.figures import inside, results
 from src.models import build_model, conv_layers
-from src.params import AugmentParams, ModelParams
+from tests.conftest import params_with
 
 
 @pytest.fixture(params=["fast_cnn", "seed_cnn"])
 def model(request):
     torch.manual_seed(0)
-    return build_model(ModelParams(name=request.param), 4).eval()
+    return build_model(params_with({"model": {"name": request.param}}).model, 4).eval()
 
 
 def test_first_layer_tiles_are_rgb_and_one_per_filter(model):
@@ -37,7 +37,7 @@ def test_deep_layer_grid(model):
 
 def test_feature_maps_have_the_layers_real_shapes(model):
     img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-    layers = inside.feature_layers(model)
+    layers = model.feature_layers()
     assert any("pool" in n for n in layers) and len(layers) >= 4
     acts = inside.activations(model, img[None].float() / 255, layers)
     # the same shapes as hooks on the real forward pass report
@@ -92,7 +92,7 @@ def test_results_figures_draw_their_data():
 
 def test_augmentation_examples_differ_and_keep_shape():
     img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-    aug = augment_batch(img[None].repeat(6, 1, 1, 1), AugmentParams(cutout=8), torch.Generator().manual_seed(0))
+    aug = augment_batch(img[None].repeat(6, 1, 1, 1), params_with({"augment": {"cutout": 8}}).augment, torch.Generator().manual_seed(0))
     assert aug.shape == (6, 3, 32, 32) and aug.dtype == torch.uint8
     assert len({bytes(a.numpy()) for a in aug}) > 1
     fig = results.augmentation_figure(img, aug, "test")

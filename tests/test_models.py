@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 
 from src.models import build_model, conv_layers, count_params
-from src.params import ModelParams
+from tests.conftest import params_with
 
 
 def test_seed_cnn_matches_the_notebook():
-    m = build_model(ModelParams(name="seed_cnn"), 10)
+    m = build_model(params_with({"model": {"name": "seed_cnn"}}).model, 10)
     assert count_params(m) == 4_079_429
     per_layer = [p.numel() for p in m.parameters()]
     # conv, BN (weight+bias) per block, then the Linear layer: the notebook's table
@@ -18,17 +18,27 @@ def test_seed_cnn_matches_the_notebook():
     assert [c.kernel_size[0] for _, c in conv_layers(m)] == [5, 5, 3, 5, 3, 5]
     out = m.eval()(torch.randn(4, 3, 32, 32))
     assert out.shape == (4, 10)
-    assert count_params(build_model(ModelParams(name="seed_cnn"), 3)) == 4_079_429 - 7 * 257
+    assert count_params(build_model(params_with({"model": {"name": "seed_cnn"}}).model, 3)) == 4_079_429 - 7 * 257
 
 
 def test_fast_cnn_shapes_and_whitening():
-    m = build_model(ModelParams(), 3)
+    m = build_model(params_with({"model": {"name": "fast_cnn"}}).model, 3)
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 3)
     x = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
-    m.init_whitening(x, eps=1e-6)
+    m.whiten_eps = 1e-6
+    m.init_from_data(x)
     out = m.whiten(x)  # (64, 24, 31, 31): the first 12 channels are whitened directions
     flat = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
     cov = torch.cov(flat.T)
     assert torch.allclose(cov, torch.eye(12), atol=0.05)
     assert not m.whiten.weight.requires_grad
     assert count_params(m, trainable_only=True) < count_params(m)
+
+
+def test_feature_layers_come_in_forward_order():
+    fast = build_model(params_with({"model": {"name": "fast_cnn"}}).model, 3)
+    assert fast.feature_layers() == ["whiten", "features.group1.pool", "features.group1", "features.group2.pool",
+                                     "features.group2", "features.group3.pool", "features.group3"]
+    seed = build_model(params_with({"model": {"name": "seed_cnn"}}).model, 10)
+    assert seed.feature_layers() == ["features.block1", "features.block2", "features.pool1", "features.block3",
+                                     "features.block4", "features.pool2", "features.block5", "features.block6"]

@@ -6,6 +6,7 @@ import copy
 import pytest
 import yaml
 
+from src.models import model_section
 from src.params import ParamsError, check_runtime, load_params, parse_params
 from tests.conftest import REPO
 
@@ -20,6 +21,11 @@ def with_change(path: str, value):
         d = d[k]
     d[last] = value
     return raw
+
+
+def validate(raw: dict) -> None:
+    """What the check stage validates: every section, and the chosen model's own section."""
+    model_section(parse_params(raw).model)
 
 
 def test_committed_params_are_valid():
@@ -48,10 +54,13 @@ def test_committed_params_are_valid():
     ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
     ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
     ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
+    ("model.fast_cnn.widths", [64, 0, 256], ["model.fast_cnn.widths.1=0", "greater than 0"]),
+    ("model.fast_cnn.width", [64, 128, 256], ["unknown key 'model.fast_cnn.width'", "did you mean 'model.fast_cnn.widths'"]),
+    ("model.fast_cn", {"widths": [1, 2, 3]}, ["unknown key 'model.fast_cn'", "did you mean 'model.fast_cnn'"]),
 ])
 def test_bad_values_give_one_clear_line(path, value, expect):
     with pytest.raises(ParamsError) as e:
-        parse_params(with_change(path, value))
+        validate(with_change(path, value))
     msg = str(e.value)
     assert "\n" not in msg
     for part in expect:
@@ -75,3 +84,33 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_params(tmp_path / "p.yaml")
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", ["train.epochs", "data.classes", "model.fast_cnn.widths", "evaluate"])
+def test_a_missing_key_is_named(path):
+    raw = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    d = raw
+    for k in parents:
+        d = d[k]
+    del d[last]
+    with pytest.raises(ParamsError, match=f"params.yaml: {path}: missing"):
+        validate(raw)
+
+
+def test_no_default_is_written_twice():
+    """params.yaml is the one source of values: no field of the schema carries a default."""
+    from src.models import REGISTRY
+    from src.params import Params
+
+    def walk(model, where):
+        for name, f in model.model_fields.items():
+            assert f.is_required(), f"{where}{name} has a default in the schema; put it in params.yaml only"
+            ann = f.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann, f"{where}{name}.")
+
+    walk(Params, "")
+    for name, spec in REGISTRY.items():
+        if name in BASE["model"]:
+            walk(spec.params, f"model.{name}.")

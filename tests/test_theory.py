@@ -88,13 +88,13 @@ def test_bad_arguments_name_the_argument():
 
 def test_network_tables_match_the_notebook():
     from src.models import build_model
-    from src.params import ModelParams
+    from tests.conftest import params_with
 
-    rows = T.layer_table(build_model(ModelParams(name="seed_cnn"), 10))
+    rows = T.layer_table(build_model(params_with({"model": {"name": "seed_cnn"}}).model, 10))
     assert [r["params"] for r in rows if r["params"]] == [4800, 128, 190400, 238, 236691, 442, 1414400, 512,
                                                          589824, 512, 1638400, 512, 2570]
     assert all(r["formula_shape"] == r["torch_shape"] for r in rows)
-    fast = T.layer_table(build_model(ModelParams(name="fast_cnn"), 10))
+    fast = T.layer_table(build_model(params_with({"model": {"name": "fast_cnn"}}).model, 10))
     assert fast[0]["torch_shape"] == [24, 31, 31] and all(r["formula_shape"] == r["torch_shape"] for r in fast)
 
 

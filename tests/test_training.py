@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from src.models import build_model, init_from_data
-from src.params import parse_params
-from src.training import (FitConfig, NonFiniteLoss, TrainingInterrupted, fit, load_checkpoint, one_cycle,
-                          cycle_momentum)
-from tests.conftest import synthetic_images
+from src.models import build_model
+from src.checkpoints import load_checkpoint
+from src.errors import NonFiniteLoss, TrainingInterrupted
+from src.optim import cycle_momentum, one_cycle
+from src.training import FitConfig, fit, init_from_data
+from tests.conftest import params_with, synthetic_images
 
 
 def tiny_data(n_train=240, n_val=60, classes=3, seed=0):
@@ -26,7 +27,7 @@ def tiny_data(n_train=240, n_val=60, classes=3, seed=0):
 
 def params(**train):
     t = {"epochs": 3, "batch_size": 32, "lr": 0.02, "threads": 1, **train}
-    return parse_params({"train": t, "model": {"fast_cnn": {"widths": [8, 16, 16]}}})
+    return params_with({"train": t, "model": {"name": "fast_cnn", "fast_cnn": {"widths": [8, 16, 16]}}})
 
 
 def run(tmp_path, p, model=None, flag=None, data=None):
@@ -35,11 +36,11 @@ def run(tmp_path, p, model=None, flag=None, data=None):
     torch.manual_seed(p.train.seed)
     if model is None:
         model = build_model(p.model, 3)
-        init_from_data(model, p.model, tx, mean, std)
+        init_from_data(model, tx, mean, std)
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp",
                     meta={"model_name": p.model.name, "classes": ["a", "b", "c"]}, progress=False,
                     log=lambda s: None)
-    return fit(model, tx, ty, vx, vy, mean, std, torch.device("cpu"), cfg, flag), model
+    return fit(model, (tx, ty), (vx, vy), mean, std, torch.device("cpu"), cfg, flag), model
 
 
 @pytest.mark.parametrize("anneal", ["cos", "linear"])
@@ -57,11 +58,11 @@ def test_one_cycle_matches_torch(anneal):
 
 def test_a_few_epochs_learn(tmp_path):
     res, _ = run(tmp_path, params(epochs=4))
-    h = res["history"]
+    h = res.history
     assert h[-1]["train_loss"] < h[0]["train_loss"] - 0.1
     assert h[-1]["val_acc"] > 0.9  # the synthetic classes are easy
-    assert res["best_val_acc"] == max(r["val_acc"] for r in h)
-    assert res["steps"] == 4 * (240 // 32)
+    assert res.best_val_acc == max(r["val_acc"] for r in h)
+    assert res.steps == 4 * (240 // 32)
 
 
 class _StopAfter(dict):
@@ -91,7 +92,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, stop_at):
     res, model = run(tmp_path / "b", p)
     for k, v in ref_model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
-    assert res["history"] == ref["history"]
+    assert res.history == ref.history
 
 
 def test_changed_params_start_fresh(tmp_path):
@@ -105,9 +106,9 @@ def test_changed_params_start_fresh(tmp_path):
     model = build_model(p.model, 3)
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="other",
                     meta={}, progress=False, log=logs.append)
-    res = fit(model, tx, ty, vx, vy, mean, std, torch.device("cpu"), cfg)
+    res = fit(model, (tx, ty), (vx, vy), mean, std, torch.device("cpu"), cfg)
     assert any("starting fresh" in line for line in logs)
-    assert res["steps"] == 2 * (240 // 32)
+    assert res.steps == 2 * (240 // 32)
 
 
 class _NaNAfter(nn.Module):
@@ -140,10 +141,10 @@ def test_time_budget_is_honoured(tmp_path, budget):
     t0 = time.perf_counter()
     res, _ = run(tmp_path, params(time_budget_s=budget, batch_size=64), data=data)
     wall = time.perf_counter() - t0
-    assert res["seconds"] <= budget * 1.1 + 0.05, res["seconds"]
-    assert res["seconds"] >= budget * 0.7
-    assert res["history"] and math.isfinite(res["history"][-1]["val_loss"])
+    assert res.seconds <= budget * 1.1 + 0.05, res.seconds
+    assert res.seconds >= budget * 0.7
+    assert res.history and math.isfinite(res.history[-1]["val_loss"])
     assert wall < budget + 3
     if budget < 1:
-        assert res["steps"] < 8000 // 64  # less than one epoch, and still a model with metrics
-        assert res["history"][-1]["partial"] is True
+        assert res.steps < 8000 // 64  # less than one epoch, and still a model with metrics
+        assert res.history[-1]["partial"] is True

@@ -1,7 +1,7 @@
 """Looking inside a trained CNN: filters, feature maps and Grad-CAM.
 
-Activations are taken with forward hooks (the model is not edited), so the same code serves
-`seed_cnn`, `fast_cnn` and any model whose convolutions sit in a `features` Sequential.
+Activations are taken with forward hooks (the model is not edited), so the same code serves every
+model of the registry: the layers shown are the model's own `feature_layers()` (src/models/base.py).
 Each function returns (figure, data): `data` holds the arrays drawn, for tests and metrics.
 """
 from __future__ import annotations
@@ -69,20 +69,6 @@ def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inp
 
 
 # ----------------------------------------------------------------------------- feature maps
-
-def feature_layers(model: nn.Module) -> list[str]:
-    """The layers whose outputs are shown: each conv block/group of `model.features` and each
-    pooling layer, in forward order (a group's own pooling comes before the group's output)."""
-    names: list[str] = []
-    for child_name, child in model.features.named_children():
-        full = f"features.{child_name}"
-        if isinstance(child, (nn.MaxPool2d, nn.AvgPool2d)):
-            names.append(full)
-        elif isinstance(child, nn.Sequential):
-            names += [f"{full}.{n}" for n, m in child.named_children() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
-            names.append(full)
-    return names
-
 
 @torch.no_grad()
 def activations(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:

@@ -1,39 +1,42 @@
-"""Models built by name: `build_model(params.model, num_classes)`."""
+"""Models by name: `build_model(params.model, num_classes)`. Every file of this folder is a model
+(see src/models/base.py for the one-file recipe); importing the package registers them all."""
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
+from typing import Optional
 
-from torch import nn
+from src.errors import ParamsError
+from src.models.base import REGISTRY, LabModel, ModelSpec, conv_layers, count_params, register
+from src.params import ModelParams, did_you_mean, parse_section
+from src.schema import Section
 
-from src.models.fast_cnn import FastCNN
-from src.models.seed_cnn import SeedCNN
+__all__ = ["REGISTRY", "LabModel", "ModelSpec", "build_model", "conv_layers", "count_params", "model_section",
+           "register"]
 
-REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "fast_cnn": lambda num_classes, cfg: FastCNN(num_classes, cfg.widths, cfg.whiten_width, cfg.scaling),
-    "seed_cnn": lambda num_classes, cfg: SeedCNN(num_classes, cfg.widths, cfg.kernels, cfg.dropout2d, cfg.dropout),
-}
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "base" and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 
-def build_model(model_params, num_classes: int) -> nn.Module:
-    """Build the network named by `model_params.name` with its own section of params."""
-    name = model_params.name
+def model_section(p: ModelParams, name: Optional[str] = None) -> Section:
+    """The section `model.<name>` (the chosen model's by default) checked against the model's own
+    params class, after every other model section params.yaml holds; a wrong name, key or value is
+    a one-line ParamsError."""
+    name = name or p.name
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(REGISTRY)}")
-    return REGISTRY[name](num_classes, getattr(model_params, name))
+        raise ParamsError(f"params.yaml: model.name={name!r}: unknown model {name!r}{did_you_mean(name, REGISTRY)}; "
+                          f"allowed: {', '.join(REGISTRY)}")
+    for key, raw in (p.model_extra or {}).items():
+        if key not in REGISTRY:
+            hint = did_you_mean(key, REGISTRY).replace(" (did you mean '", " (did you mean 'model.")
+            raise ParamsError(f"params.yaml: unknown key 'model.{key}'{hint}; model sections are named after "
+                              f"the models: {', '.join(REGISTRY)}")
+        parse_section(REGISTRY[key].params, raw or {}, f"model.{key}")
+    return parse_section(REGISTRY[name].params, p.raw_section(name) or {}, f"model.{name}")
 
 
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """Named Conv2d layers in forward order (for filters, feature maps and Grad-CAM)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def init_from_data(model: nn.Module, model_params, train_x, mean, std, n: int = 5000) -> None:
-    """Data-dependent initialisation (the fast net's patch-whitening layer); a no-op for others."""
-    if hasattr(model, "init_whitening"):
-        from src.augment import normalize
-
-        model.init_whitening(normalize(train_x[:n], mean.cpu(), std.cpu()), eps=model_params.fast_cnn.whiten_eps)
+def build_model(p: ModelParams, num_classes: int) -> LabModel:
+    """The network named by `p.name`, built from its own section `model.<name>`."""
+    section = model_section(p)
+    return REGISTRY[p.name].cls(section, num_classes)

@@ -6,7 +6,18 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
+
+from src.models.base import LabModel, register
+from src.schema import Section
+
+
+class FastCNNParams(Section):
+    widths: list[PositiveInt] = Field(min_length=3, max_length=3)  # channels of the three conv groups
+    whiten_width: int = Field(ge=2)     # patch-whitening eigenvectors kept (x2 with negatives)
+    whiten_eps: float = Field(gt=0)     # added to the eigenvalues before whitening
+    scaling: float = Field(gt=0)        # logits are multiplied by this
 
 
 class ConvGroup(nn.Sequential):
@@ -22,28 +33,29 @@ class ConvGroup(nn.Sequential):
         ))
 
 
-class FastCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, widths=(32, 64, 128), whiten_width: int = 12,
-                 scaling: float = 1 / 9):
+@register("fast_cnn", FastCNNParams, "small and fast, the CPU default")
+class FastCNN(LabModel):
+    def __init__(self, p: FastCNNParams, num_classes: int):
         super().__init__()
-        w = list(widths)
-        # 2x2 patches have 12 dims; filters are +/- eigenvectors, set by init_whitening() from data.
-        self.whiten = nn.Conv2d(3, 2 * whiten_width, 2, padding=0, bias=True)   # (B, 2*ww, 31, 31)
+        w, ww = list(p.widths), p.whiten_width
+        # 2x2 patches have 12 dims; filters are +/- eigenvectors, set by init_from_data().
+        self.whiten = nn.Conv2d(3, 2 * ww, 2, padding=0, bias=True)   # (B, 2*ww, 31, 31)
         self.whiten.weight.requires_grad_(False)
         self.whiten.bias.requires_grad_(False)
+        self.whiten_eps = p.whiten_eps
         self.act = nn.GELU()
         self.features = nn.Sequential(OrderedDict(
-            group1=ConvGroup(2 * whiten_width, w[0]),  # (B, w0, 15, 15)
-            group2=ConvGroup(w[0], w[1]),              # (B, w1, 7, 7)
-            group3=ConvGroup(w[1], w[2]),              # (B, w2, 3, 3)
+            group1=ConvGroup(2 * ww, w[0]),  # (B, w0, 15, 15)
+            group2=ConvGroup(w[0], w[1]),    # (B, w1, 7, 7)
+            group3=ConvGroup(w[1], w[2]),    # (B, w2, 3, 3)
         ))
-        self.pool = nn.AdaptiveMaxPool2d(1)            # (B, w2, 1, 1)
-        self.flatten = nn.Flatten()                    # (B, w2)
+        self.pool = nn.AdaptiveMaxPool2d(1)  # (B, w2, 1, 1)
+        self.flatten = nn.Flatten()          # (B, w2)
         self.fc = nn.Linear(w[2], num_classes, bias=False)
-        self.scaling = scaling
+        self.scaling = p.scaling
 
     @torch.no_grad()
-    def init_whitening(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+    def init_from_data(self, x: torch.Tensor) -> None:
         """Set the frozen first layer to whiten 2x2 patches of `x` (B, 3, H, W), normalised."""
         c = x.shape[1]
         patches = x.unfold(2, 2, 1).unfold(3, 2, 1)                       # (B, 3, 31, 31, 2, 2)
@@ -53,7 +65,7 @@ class FastCNN(nn.Module):
         evals, evecs = torch.linalg.eigh(cov)                            # ascending
         k = self.whiten.out_channels // 2
         evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]           # the k strongest directions
-        filt = (evecs.T / torch.sqrt(evals + eps)[:, None]).reshape(k, c, 2, 2)
+        filt = (evecs.T / torch.sqrt(evals + self.whiten_eps)[:, None]).reshape(k, c, 2, 2)
         self.whiten.weight.copy_(torch.cat([filt, -filt]).float())
         self.whiten.bias.zero_()
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
+
+from src.models.base import LabModel, register
+from src.schema import Section
+
+
+class SeedCNNParams(Section):
+    widths: list[PositiveInt] = Field(min_length=6, max_length=6)   # the six conv blocks' channels
+    kernels: list[PositiveInt] = Field(min_length=6, max_length=6)  # their kernel sizes ("same" padding)
+    dropout2d: float = Field(ge=0, le=1)                    # after each of the two average pools
+    dropout: float = Field(ge=0, le=1)                      # before the final Linear
 
 
 def conv_block(c_in: int, c_out: int, k: int) -> nn.Sequential:
@@ -16,26 +27,26 @@ def conv_block(c_in: int, c_out: int, k: int) -> nn.Sequential:
     ))
 
 
-class SeedCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, widths=(64, 119, 221, 256, 256, 256),
-                 kernels=(5, 5, 3, 5, 3, 5), dropout2d: float = 0.1, dropout: float = 0.38):
+@register("seed_cnn", SeedCNNParams, "the notebook's 4.08 M-parameter net")
+class SeedCNN(LabModel):
+    def __init__(self, p: SeedCNNParams, num_classes: int):
         super().__init__()
-        w, k = list(widths), list(kernels)
+        w, k = list(p.widths), list(p.kernels)
         self.features = nn.Sequential(OrderedDict(
             block1=conv_block(3, w[0], k[0]),        # (B, 64, 32, 32)
             block2=conv_block(w[0], w[1], k[1]),     # (B, 119, 32, 32)
             pool1=nn.AvgPool2d(2),                   # (B, 119, 16, 16)
-            drop1=nn.Dropout2d(dropout2d),
+            drop1=nn.Dropout2d(p.dropout2d),
             block3=conv_block(w[1], w[2], k[2]),     # (B, 221, 16, 16)
             block4=conv_block(w[2], w[3], k[3]),     # (B, 256, 16, 16)
             pool2=nn.AvgPool2d(2),                   # (B, 256, 8, 8)
-            drop2=nn.Dropout2d(dropout2d),
+            drop2=nn.Dropout2d(p.dropout2d),
             block5=conv_block(w[3], w[4], k[4]),     # (B, 256, 8, 8)
             block6=conv_block(w[4], w[5], k[5]),     # (B, 256, 8, 8)
         ))
         self.pool = nn.AdaptiveAvgPool2d(1)          # (B, 256, 1, 1)
         self.flatten = nn.Flatten()                  # (B, 256)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(p.dropout)
         self.fc = nn.Linear(w[5], num_classes)       # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, 32, 32), normalised

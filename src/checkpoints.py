@@ -1,0 +1,108 @@
+"""Checkpoints: what a saved model holds, loading with clear errors, and the files of a run in progress.
+
+A checkpoint is a dict: {"format", "model" (state dict), "model_name", "classes", "mean", "std",
+"params" (the data/augment/model/train sections it was trained with), ...}.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from src.errors import CheckpointError
+from src.io import atomic_torch_save
+
+CHECKPOINT_VERSION = 1
+
+
+def fingerprint(obj: dict) -> str:
+    """A stable hash of the params (and data facts) a run depends on."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: str | Path, model_state: dict, meta: dict, **extra: Any) -> None:
+    """Write a checkpoint atomically: the weights, the run's `meta` and any `extra` fields."""
+    atomic_torch_save({"format": CHECKPOINT_VERSION, **meta, **extra, "model": model_state}, path)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """torch.load with a clear error for a missing, truncated or foreign file."""
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; run the train stage (dvc repro train)") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); "
+                              f"delete it and train again") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_VERSION or "model" not in ck:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (format {CHECKPOINT_VERSION})")
+    return ck
+
+
+def load_weights(model: nn.Module, ck: dict, path: Path, classes: Optional[list[str]] = None) -> None:
+    """Load weights, naming what does not match (model name, class count, layer shapes)."""
+    if classes is not None and ck.get("classes") != classes:
+        raise CheckpointError(f"{path}: trained on classes {ck.get('classes')}, but the data has {classes}; "
+                              f"retrain (dvc repro train)")
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{path}: weights of model {ck.get('model_name')!r} do not fit this model "
+                              f"({first}); retrain (dvc repro train)") from None
+
+
+def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
+    """The model saved in checkpoint `path`, rebuilt from the params it was trained with; the
+    checkpoint dict comes back with "model_params" and "augment_params" parsed."""
+    from pydantic import ValidationError
+
+    from src.models import build_model
+    from src.params import AugmentParams, ModelParams
+
+    ck = load_checkpoint(path)
+    try:
+        model_p = ModelParams.model_validate(ck["params"]["model"])
+        augment_p = AugmentParams.model_validate(ck["params"]["augment"])
+    except (KeyError, ValidationError) as exc:
+        raise CheckpointError(f"{path}: its params do not fit this version of the code "
+                              f"({str(exc).splitlines()[0]}); retrain (dvc repro train)") from None
+    model = build_model(model_p, len(ck["classes"]))
+    load_weights(model, ck, path, classes)
+    return model, {**ck, "model_params": model_p, "augment_params": augment_p}
+
+
+class RunFiles:
+    """The files of a training run in progress, in `run_dir`: resume.pt (everything needed to go on
+    after an interruption, tagged with the params fingerprint) and best.pt (the best epoch so far)."""
+
+    def __init__(self, run_dir: Path, fingerprint: str, meta: dict):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.resume, self.best = self.dir / "resume.pt", self.dir / "best.pt"
+        self.fingerprint, self.meta = fingerprint, meta
+
+    def load_resume(self, log) -> Optional[dict]:
+        """The resume checkpoint when it was written with the same params; else None (and it goes)."""
+        if not self.resume.exists():
+            return None
+        ck = load_checkpoint(self.resume)
+        if ck.get("fingerprint") == self.fingerprint:
+            return ck
+        log(f"train: {self.resume} is from other params; starting fresh")
+        self.resume.unlink()
+        self.best.unlink(missing_ok=True)
+        return None
+
+    def save_resume(self, model: nn.Module, opt: torch.optim.Optimizer, ema: Optional[nn.Module],
+                    state: dict) -> None:
+        save_checkpoint(self.resume, model.state_dict(), self.meta, fingerprint=self.fingerprint,
+                        optimizer=opt.state_dict(), ema=ema.state_dict() if ema is not None else None,
+                        state=state)
+
+    def save_best(self, model: nn.Module, epoch: int, val_acc: float) -> None:
+        save_checkpoint(self.best, model.state_dict(), self.meta, epoch=epoch, val_acc=val_acc)

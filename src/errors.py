@@ -1,0 +1,22 @@
+"""The failures a stage turns into one line for the user (no heavy imports: every stage loads this)."""
+from __future__ import annotations
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that is not allowed; the message is one line for the user."""
+
+
+class DataError(RuntimeError):
+    """Data that can't be used; the message says which file and what to do."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that can't be used with these params."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a resumable checkpoint was saved."""

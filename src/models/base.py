@@ -1,0 +1,98 @@
+"""What every model provides, and the registry that finds models by name.
+
+A model is one file in src/models/ that declares its params section and registers itself:
+
+    class TinyParams(Section):                     # its section of params.yaml: model.tiny
+        width: int = Field(ge=1)
+
+    @register("tiny", TinyParams, "one line for the model.name comment")
+    class Tiny(LabModel):
+        def __init__(self, p: TinyParams, num_classes: int): ...
+        def forward(self, x): ...                  # (B, 3, 32, 32) normalised → (B, num_classes)
+
+`src/models/__init__.py` imports every file of the folder, so `model.name` accepts the new name and
+training, evaluation, the figures and the theory table work with it unchanged: they use only the
+interface of `LabModel` below.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from src.schema import Section
+
+
+class LabModel(nn.Module):
+    """The interface the pipeline relies on, beside `forward`.
+
+    - `init_from_data(x)`: data-dependent initialisation before training, given normalised training
+      images (N, 3, 32, 32); nothing by default.
+    - `feature_layers()`: names of the modules whose outputs the figures show as feature maps, in
+      forward order. The default finds them: every pooling layer and every block (a Sequential
+      holding a Conv2d directly), or each Conv2d that sits in no such block.
+    Filters and Grad-CAM use the model's Conv2d layers (`conv_layers`); a conv whose weight does not
+    require grad is drawn as "not learned".
+    """
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation; nothing by default."""
+
+    def feature_layers(self) -> list[str]:
+        blocks = {name for name, m in self.named_modules()
+                  if isinstance(m, nn.Sequential) and any(isinstance(c, nn.Conv2d) for c in m.children())}
+        in_block = lambda name: any(name.startswith(b + ".") for b in blocks)  # noqa: E731
+        wanted = [name for name, m in self.named_modules()
+                  if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) or name in blocks
+                  or (isinstance(m, nn.Conv2d) and not in_block(name))]
+        return forward_order(self, wanted)
+
+
+def forward_order(model: nn.Module, names: list[str]) -> list[str]:
+    """`names` sorted by when each module's forward finishes on a dummy 32×32 input."""
+    mods = dict(model.named_modules())
+    done: list[str] = []
+    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append(n)) for n in names]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 32, 32))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return list(dict.fromkeys(done))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    params: type[Section]
+    cls: Callable[[Section, int], LabModel]
+    summary: str
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, params: type[Section], summary: str):
+    """Class decorator: make the model buildable as `model.name: <name>` with section `model.<name>`."""
+    def add(cls):
+        known = REGISTRY.get(name)
+        if known is not None and known.cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"model name {name!r} is registered twice ({known.cls.__module__}, {cls.__module__})")
+        REGISTRY[name] = ModelSpec(name, params, cls, summary)
+        return cls
+    return add
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Named Conv2d layers in forward order (for filters, feature maps and Grad-CAM)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
