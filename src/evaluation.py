@@ -104,15 +104,11 @@ def summarize(y_true: np.ndarray, logits: torch.Tensor, classes: list[str], top_
     y_pred = logits.argmax(1).numpy()
     cm = confusion_matrix(y_true, y_pred, len(classes))
     pca = per_class_accuracy(cm)
-    out = {
-        "test_acc": float(np.trace(cm) / cm.sum()),
-        "test_images": int(cm.sum()),
-        "macro_f1": macro_f1(cm),
-        "per_class_acc": {c: float(a) for c, a in zip(classes, pca)},
-        "most_confused": most_confused(cm, classes, top_confused),
-    }
+    out = {"test_acc": float(np.trace(cm) / cm.sum()), "macro_f1": macro_f1(cm)}  # what a reviewer reads first
     if loss is not None:
         out["test_loss"] = float(loss)
+    out.update({"per_class_acc": {c: float(a) for c, a in zip(classes, pca)}, "test_images": int(cm.sum()),
+                "most_confused": most_confused(cm, classes, top_confused)})
     return out
 
 

@@ -33,8 +33,9 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Pretty, key-sorted JSON so that identical runs give identical bytes."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Pretty JSON in the order the code built it (the most important keys first: `dvc exp show`
+    and `dvc metrics show` list them in file order); identical runs give identical bytes."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

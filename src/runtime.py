@@ -19,10 +19,19 @@ class Runtime:
     threads: int
     amp: bool            # bf16 autocast
     channels_last: bool
+    cpu_capability: str  # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
 
     @property
     def precision(self) -> str:
         return "bf16" if self.amp else "fp32"
+
+    def describe(self) -> str:
+        """One line for the log: where, how many threads, which precision and why."""
+        where = str(self.device)
+        if self.device.type == "cpu":
+            where += f" ({self.cpu_capability}{', native bf16' if cpu_has_native_bf16() else ', no native bf16'})"
+        return (f"{where}, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
+                f"{' autocast' if self.amp else ''}, {'channels_last' if self.channels_last else 'NCHW'}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,15 +45,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast is ~1.8x
-    faster for the fast net; on a plain AVX2 laptop CPU it would be emulated and slower."""
+def _cpuinfo_has_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when PyTorch runs bf16 natively on this CPU: it reports an AVX-512 (or newer) kernel
+    level (`torch.backends.cpu.get_cpu_capability()`, which ATEN_CPU_CAPABILITY lowers), oneDNN
+    has bf16 kernels (ONEDNN_MAX_CPU_ISA lowers that), and the CPU has AVX512-BF16 or AMX. There
+    bf16 autocast is ~1.8x faster for the fast net; on an AVX2 laptop CPU bf16 would be emulated."""
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2", "ZVECTOR", "VSX"):
+        return False
+    try:
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        onednn_bf16 = True  # no such check in this build: trust the CPU flags
+    return onednn_bf16 and _cpuinfo_has_bf16()
 
 
 def available_cores() -> int:
@@ -65,9 +86,10 @@ def setup_runtime(tc: "TrainParams", device: torch.device) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     amp = tc.amp == "bf16" or (tc.amp == "auto" and (device.type == "cuda"
-                                                     or (device.type == "cpu" and cpu_has_bf16())))
+                                                     or (device.type == "cpu" and cpu_has_native_bf16())))
     channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and device.type in ("cpu", "cuda"))
-    return Runtime(device=device, threads=torch.get_num_threads(), amp=amp, channels_last=channels_last)
+    return Runtime(device=device, threads=torch.get_num_threads(), amp=amp, channels_last=channels_last,
+                   cpu_capability=torch.backends.cpu.get_cpu_capability())
 
 
 def autocast_for(device: torch.device, amp: bool):
@@ -75,3 +97,4 @@ def autocast_for(device: torch.device, amp: bool):
     if amp and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+

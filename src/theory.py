@@ -83,6 +83,17 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride:
     return y[0] if squeeze else y
 
 
+def uses_per_pixel(n: int, f: int, p: int = 0, s: int = 1) -> np.ndarray:
+    """How many outputs of a convolution each pixel of an n×n input feeds: add 1 over every
+    receptive field (on the padded input), then drop the padding."""
+    out = output_size(n, f, p, s)
+    counts = np.zeros((n + 2 * p, n + 2 * p))
+    for i in range(out):
+        for j in range(out):
+            counts[i * s:i * s + f, j * s:j * s + f] += 1
+    return counts[p:p + n, p:p + n]
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """max(0, x), element by element."""
     return np.maximum(np.asarray(x, dtype=np.float64), 0.0)

@@ -74,6 +74,7 @@ class RunState:
     best_val_acc: float = -1.0
     best_epoch: int = 0
     partial_epoch: tuple = (0.0, 0, 0)  # loss sum, correct, seen of an epoch interrupted mid-way
+    lrs: list = field(default_factory=list)  # the learning rate of every step so far
 
 
 @dataclass
@@ -89,6 +90,7 @@ class FitResult:
     runtime: Runtime
     model_state: dict
     optimizer_state: dict
+    lrs: list[float]         # per step
 
     @property
     def epochs_run(self) -> int:
@@ -228,6 +230,7 @@ class Trainer:
 
         self.cfg, self.tc, self.ac = cfg, cfg.train, cfg.augment
         self.rt = setup_runtime(self.tc, device)
+        cfg.log(f"train: on {self.rt.describe()}")
         self.model = model.to(device)
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -300,6 +303,7 @@ class Trainer:
                 self.interrupt(stop_flag["stop"], meter)
             total = st.total_steps if st.total_steps is not None else self.budget.provisional_total()
             lr = set_hparams(self.opt, tc, st.step, total)
+            st.lrs.append(lr)
             gen = _step_generator(self.rt.device, step_seed(tc.seed, st.step))
             torch.manual_seed(step_seed(tc.seed, st.step))  # dropout and friends
             xb, yb = self.batch(order, i, gen)
@@ -331,8 +335,7 @@ class Trainer:
         self.st.partial_epoch = meter.snapshot()
         self.save_resume()
         self.bar.close()
-        raise TrainingInterrupted(f"{signal_name} at step {self.st.step}: saved {self.files.resume}; "
-                                  f"run the same command again (dvc repro) to resume")
+        raise TrainingInterrupted(f"{signal_name} at step {self.st.step}: saved {self.files.resume}")
 
     def end_epoch(self, meter: _EpochMeter, lr: float) -> EpochRow:
         """Validate, keep the best epoch, re-size the budget, save the resume point, log."""
@@ -369,7 +372,7 @@ class Trainer:
         return FitResult(steps=st.step, steps_per_epoch=self.spe, history=st.history, best_val_acc=st.best_val_acc,
                          best_epoch=st.best_epoch, seconds=st.elapsed, train_seconds=st.train_time,
                          images_seen=st.images, runtime=self.rt, model_state=self.model.state_dict(),
-                         optimizer_state=self.opt.state_dict())
+                         optimizer_state=self.opt.state_dict(), lrs=st.lrs)
 
 
 def _step_generator(device: torch.device, seed: int) -> torch.Generator:

@@ -7,7 +7,7 @@ import torch
 
 from src.checkpoints import fingerprint, save_checkpoint
 from src.data import Subset
-from src.io import atomic_path, read_json, write_json
+from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, check_runtime
 from src.runtime import resolve_device
@@ -18,24 +18,35 @@ RUN_DIR = Path(".cache/train")  # resumable state between an interruption and th
 
 
 def log_epoch(live, row: EpochRow) -> None:
-    """One epoch into DVCLive: train/loss, train/acc, train/lr, val/loss, val/acc."""
+    """One epoch into DVCLive (train/loss, train/acc, train/lr, val/loss, val/acc), its step the
+    epoch number, so `dvc plots` draws epochs 1..N."""
+    live.step = row["epoch"]
     for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         split, name = k.split("_", 1) if k != "lr" else ("train", "lr")
         live.log_metric(f"{split}/{name}", row[k])
     live.next_step()
 
 
+def lr_csv(lrs: list[float], steps_per_epoch: int, max_rows: int = 2000) -> str:
+    """The learning rate of each step (every k-th on long runs), with the step as a fraction of
+    epochs: plots/train/lr.csv, where the one-cycle shape shows."""
+    every = max(1, -(-len(lrs) // max_rows))
+    picks = sorted(set(range(0, len(lrs), every)) | {len(lrs) - 1})
+    return "step,epoch,lr\n" + "".join(f"{s + 1},{(s + 1) / steps_per_epoch:.4f},{lrs[s]:.6g}\n" for s in picks)
+
+
 def summary(res: FitResult, model: torch.nn.Module, p: Params) -> dict:
-    """metrics/train.json."""
+    """metrics/train.json, the keys a reviewer compares first."""
+    rt = res.runtime
     return {
         "best_val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
-        "epochs_equivalent": round(res.epochs_equivalent, 4), "steps": res.steps,
-        "params": count_params(model), "trainable_params": count_params(model, trainable_only=True),
-        "final_val_acc": res.history[-1]["val_acc"], "final_train_loss": res.history[-1]["train_loss"],
-        "model": p.model.name, "device": str(res.runtime.device), "threads": res.runtime.threads,
-        "time_budget_s": p.train.time_budget_s,
         "seconds": round(res.seconds, 2), "train_seconds": round(res.train_seconds, 2),
         "images_per_s": round(res.images_per_s, 1),
+        "precision": rt.precision, "device": str(rt.device), "cpu_capability": rt.cpu_capability,
+        "threads": rt.threads, "model": p.model.name, "params": count_params(model),
+        "trainable_params": count_params(model, trainable_only=True), "steps": res.steps,
+        "epochs_equivalent": round(res.epochs_equivalent, 4), "time_budget_s": p.train.time_budget_s,
+        "final_val_acc": res.history[-1]["val_acc"], "final_train_loss": res.history[-1]["train_loss"],
     }
 
 
@@ -64,10 +75,11 @@ def main(p: Params) -> None:
         shutil.copyfile(RUN_DIR / "best.pt", tmp)
     save_checkpoint("models/last.pt", res.model_state, meta, epoch=res.epochs_run, step=res.steps,
                     optimizer=res.optimizer_state)
+    write_text("plots/train/lr.csv", lr_csv(res.lrs, res.steps_per_epoch))
     write_json("metrics/train.json", summary(res, model, p))
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     print(f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
-          f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s)")
+          f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s, {res.runtime.describe()})")
 
 
 if __name__ == "__main__":

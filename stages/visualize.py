@@ -53,7 +53,7 @@ def load_inputs(p: Params) -> Inputs:
 def filters(a: Inputs) -> dict:
     fig, d = inside.first_layer_filters(a.model)
     save_figure(fig, OUT / "filters_first_layer.png", a.v.dpi)
-    first = {"layer": d["layer"], "tiles": len(d["tiles"]), "out_channels": d["out_channels"]}
+    first = {"layer": d["layer"], "tiles": len(d["tiles"]), "out_channels": d["out_channels"], "learned": d["learned"]}
     fig, d = inside.deep_layer_filters(a.model, a.v.deep_filter_layer, a.v.deep_filter_count, a.v.deep_filter_inputs)
     save_figure(fig, OUT / "filters_deep_layer.png", a.v.dpi)
     deep = {"layer": d["layer"], "weight_shape": list(d["shape"]), "shown": list(d["weights"].shape)}
@@ -105,7 +105,8 @@ def read_history(root: Path = Path("dvclive/train/plots/metrics")) -> dict[str, 
 
 def training_curves(a: Inputs) -> dict:
     best = read_json("metrics/train.json")["best_epoch"]
-    save_figure(results.training_curves(read_history(), best), OUT / "training_curves.png", a.v.dpi)
+    smoothing = a.ck["params"]["train"]["label_smoothing"]
+    save_figure(results.training_curves(read_history(), best, smoothing), OUT / "training_curves.png", a.v.dpi)
     return {}
 
 

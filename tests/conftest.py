@@ -120,6 +120,7 @@ def make_repo(dest: Path, mirror: Path, over: dict | None = None, files: dict[st
     sh(dest, "git", "init", "-q", "-b", "main")
     sh(dest, "dvc", "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots")  # custom plot templates
     sh(dest, "git", "add", "-A")
     sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     return dest

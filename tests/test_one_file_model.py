@@ -46,7 +46,8 @@ def test_a_model_in_one_file_runs_through_every_stage(tmp_path, full_mirror, sec
     assert train["model"] == "tiny_cnn"
     assert train["params"] == 3 * w * 9 + w + w * w * 9 + w + w * 3 + 3  # conv1, conv2, Linear (3 classes)
     assert ev["test_images"] == 60 and 0 <= ev["test_acc"] <= 1
-    assert vis["model"] == "tiny_cnn" and vis["first_layer"] == {"layer": "conv1", "tiles": w, "out_channels": w}
+    assert vis["model"] == "tiny_cnn" and vis["first_layer"] == {"layer": "conv1", "tiles": w, "out_channels": w,
+                                                                 "learned": True}
     # the default feature layers: both convs (in no block) and the pool
     assert sorted(vis["feature_maps"]["cat_1"]) == ["conv1", "conv2", "pool"]
     assert vis["feature_maps"]["cat_1"]["conv2"]["shape"] == [w, 16, 16]

@@ -114,3 +114,27 @@ def test_no_default_is_written_twice():
     for name, spec in REGISTRY.items():
         if name in BASE["model"]:
             walk(spec.params, f"model.{name}.")
+
+
+def test_dvc_exp_run_set_changes_only_the_lines_it_sets(tmp_path):
+    """params.yaml is written the way DVC's -S writes it, so an experiment's diff is its change."""
+    from dvc.utils.hydra import apply_overrides
+
+    before = (REPO / "params.yaml").read_text().splitlines()
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(before) + "\n")
+    apply_overrides(path, ["train.lr=0.05", "data.classes=[cat,dog]", "train.time_budget_s=120"])
+    after = path.read_text().splitlines()
+    import difflib
+
+    changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert sorted(changed) == sorted([
+        "-  - airplane", "-  - automobile", "-  - bird", "+  - cat", "+  - dog",
+        "-  time_budget_s:          # seconds for the whole training loop, the schedule sized to fit; "
+        "empty (null) = use epochs",
+        "+  time_budget_s: 120      # seconds for the whole training loop, the schedule sized to fit; "
+        "empty (null) = use epochs",
+        "-  lr: 0.03                # base lr; the one-cycle peak is lr * max_lr_factor",
+        "+  lr: 0.05                # base lr; the one-cycle peak is lr * max_lr_factor"])
+    assert parse_params(yaml.safe_load(path.read_text())).train.lr == 0.05

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 import numpy as np  # noqa: E402
 
 GREEN, RED = "#1a9850", "#d73027"
@@ -19,13 +20,50 @@ def to_hwc(img) -> np.ndarray:
 
 
 def grid(n: int, cols: int, cell: float = 1.6, title_space: float = 0.5):
-    """A figure with n axes in rows of `cols`, ticks off; unused axes hidden."""
+    """A figure with n axes in rows of `cols`, ticks off; unused axes hidden. Constrained layout
+    leaves room for each axes' title, so titles never run into the row above."""
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + title_space), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + title_space), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat[:n]
+
+
+def tiles(n: int, cols: int, cell: float = 0.6, gap: float = 0.08, title_in: float = 0.6):
+    """n small square axes packed in rows of `cols` with `gap` (fraction of a cell) between them,
+    and `title_in` inches on top for a suptitle; axes off. For filter and patch mosaics."""
+    cols = max(1, min(cols, n))
+    rows = int(np.ceil(n / cols))
+    w = cols * cell * (1 + gap)
+    h = rows * cell * (1 + gap) + title_in
+    fig, axes = plt.subplots(rows, cols, figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - title_in / h, wspace=gap, hspace=gap)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes.flat[:n]
+
+
+MIN_CONTRAST = 4.5  # WCAG AA for normal text; src/figures/check.py holds every figure to it
+
+
+def luminance(colour) -> float:
+    """WCAG relative luminance of a colour (a name, hex or RGB(A) in [0, 1])."""
+    c = np.asarray(to_rgba(colour), dtype=float)[:3]
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2])
+
+
+def contrast(a, b) -> float:
+    """WCAG contrast ratio of two colours, 1 (same) to 21 (black on white)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_colour_on(background) -> str:
+    """Black or white, whichever reads better on `background` (the higher contrast, always >= 4.58)."""
+    return "black" if contrast("black", background) >= contrast("white", background) else "white"

@@ -23,18 +23,19 @@ def samples_per_class(x, y, classes: list[str], per_class: int = 1):
 
 def class_distribution(counts: dict[str, dict[str, int]], classes: list[str]):
     """Grouped bars: images per class in the train, val and test splits."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(classes) + 2), 3.6))
+    many = len(classes) > 4  # then the counts stand upright above narrow bars
+    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(classes) + 2), 4.0 if many else 3.6), layout="constrained")
     splits = list(counts)
     width = 0.8 / len(splits)
     pos = np.arange(len(classes))
     for i, split in enumerate(splits):
         vals = [counts[split][c] for c in classes]
         bars = ax.bar(pos + (i - (len(splits) - 1) / 2) * width, vals, width, label=split)
-        ax.bar_label(bars, fontsize=7, padding=1)
+        ax.bar_label(bars, fontsize=7, padding=2, rotation=90 if many else 0)
     ax.set_xticks(pos, classes, rotation=30, ha="right")
     ax.set_ylabel("images")
     ax.set_title("Images per class and split")
-    ax.set_ylim(0, 1.22 * max(max(counts[s].values()) for s in splits))
+    ax.set_ylim(0, (1.45 if many else 1.22) * max(max(counts[s].values()) for s in splits))
     ax.legend(frameon=False, ncols=len(splits), loc="upper center")
     ax.spines[["top", "right"]].set_visible(False)
     return fig

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.figures import GREEN, RED, to_hwc
+from src.figures import GREEN, RED, tiles, to_hwc
 from src.models import conv_layers
 
 
@@ -29,19 +29,14 @@ def first_layer_filters(model: nn.Module, cols: int = 16):
     """Every filter of the first conv layer as an RGB tile, each scaled to [0, 1] on its own."""
     name, conv = conv_layers(model)[0]
     w = conv.weight.detach().cpu().float().numpy()          # (O, 3, kh, kw)
-    tiles = np.stack([_unit(f).transpose(1, 2, 0) for f in w])  # (O, kh, kw, 3)
-    n = len(tiles)
-    cols = min(cols, n)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.75, rows * 0.75 + 0.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for k, tile in enumerate(tiles):
-        axes.flat[k].imshow(tile, interpolation="nearest")
-    frozen = "" if conv.weight.requires_grad else " (frozen: set from the data's patch statistics)"
-    fig.suptitle(f"First conv layer '{name}': {n} filters, weight {tuple(w.shape)}{frozen}\n"
-                 f"each filter scaled to [0, 1] on its own", fontsize=10)
-    return fig, {"layer": name, "tiles": tiles, "out_channels": conv.out_channels}
+    tiles_ = np.stack([_unit(f).transpose(1, 2, 0) for f in w])  # (O, kh, kw, 3)
+    fig, axes = tiles(len(tiles_), cols, cell=0.6, title_in=0.7)
+    for ax, tile in zip(axes, tiles_):
+        ax.imshow(tile, interpolation="nearest")
+    how = "learned" if conv.weight.requires_grad else "not learned: frozen, set from the data's patch statistics"
+    fig.suptitle(f"First conv layer '{name}' ({how})\n{len(tiles_)} filters, weight {tuple(w.shape)}, "
+                 f"each scaled to [0, 1] on its own", fontsize=10)
+    return fig, {"layer": name, "tiles": tiles_, "out_channels": conv.out_channels, "learned": conv.weight.requires_grad}
 
 
 def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inputs: int):

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
 from src import theory as T
+from src.figures import text_colour_on
 
 CMAP = "RdBu_r"
 COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3"]
+GREY_CELL = "#dddddd"  # padding
 
 
 def fmt(v: float) -> str:
@@ -36,15 +39,14 @@ def draw_matrix(ax, m: np.ndarray, title: str = "", cmap: str = CMAP, numbers: b
         lo, hi = span if span is not None else ((np.nanmin(m), np.nanmax(m)) if m.size else (0.0, 1.0))
         hi = hi if hi > lo else lo + 1
     ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi)
-    if grey is not None:
-        ax.imshow(np.where(grey, 1.0, np.nan), cmap="Greys", vmin=0, vmax=4, alpha=0.9)
+    if grey is not None:  # padding cells: an opaque light grey over the colour map
+        ax.imshow(np.where(grey, 1.0, np.nan), cmap=ListedColormap([GREY_CELL]), vmin=0, vmax=1)
     if numbers:
         cm = mpl.colormaps[cmap]
         for (i, j), val in np.ndenumerate(m):
-            r, g, b, _ = cm((val - lo) / (hi - lo))
-            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5 and not (grey is not None and grey[i, j])
+            under = GREY_CELL if grey is not None and grey[i, j] else cm((val - lo) / (hi - lo))
             ax.text(j, i, fmt(val), ha="center", va="center", fontsize=fontsize,
-                    color="white" if dark else "black", gid="cell")
+                    color=text_colour_on(under), gid="cell")
     ax.set_xticks(np.arange(m.shape[1] + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(m.shape[0] + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
@@ -94,10 +96,12 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
     order = [(a, c) for a in range(y.shape[0]) for c in range(y.shape[1])]
     for a, c in order[: order.index((i, j)) + 1]:
         filled[a, c] = y[a, c]
-    ax_y.imshow(np.nan_to_num(filled, nan=0.0), cmap=CMAP, vmin=-np.abs(y).max(), vmax=np.abs(y).max())
+    span = np.abs(y).max() or 1.0
+    im = ax_y.imshow(np.nan_to_num(filled, nan=0.0), cmap=CMAP, vmin=-span, vmax=span)
     for (a, c), val in np.ndenumerate(filled):
         if not np.isnan(val):
-            ax_y.text(c, a, fmt(val), ha="center", va="center", fontsize=10, gid="cell")
+            ax_y.text(c, a, fmt(val), ha="center", va="center", fontsize=10, gid="cell",
+                      color=text_colour_on(im.cmap(im.norm(val))))
     ax_y.set_xticks(np.arange(y.shape[1] + 1) - 0.5, minor=True)
     ax_y.set_yticks(np.arange(y.shape[0] + 1) - 0.5, minor=True)
     ax_y.grid(which="minor", color="white", linewidth=1.5)
@@ -145,17 +149,24 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     xp = T.pad2d(x, padding)
     y = T.conv2d(x, w, padding=padding)
     n, f = x.shape[0], w.shape[0]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2), gridspec_kw={"width_ratios": [5, 3, 3]})
+    uses = T.uses_per_pixel(n, f, padding, 1)
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4.5), gridspec_kw={"width_ratios": [5, 3, 3, 3]},
+                             layout="constrained")
     mask = np.ones_like(xp, dtype=bool)
     mask[padding:-padding, padding:-padding] = False
-    draw_matrix(axes[0], xp, f"input {n}×{n} padded with zeros (grey) to {xp.shape[0]}×{xp.shape[1]}", grey=mask)
+    draw_matrix(axes[0], xp, f"input {n}×{n} padded with zeros (grey)\nto {xp.shape[0]}×{xp.shape[1]}", grey=mask)
     outline(axes[0], 0, 0, f, f)
     draw_matrix(axes[1], w, f"kernel {f}×{f}")
-    draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}: same size as the input")
+    draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}:\nsame size as the input")
     outline(axes[2], 0, 0, 1, 1)
+    draw_matrix(axes[3], uses, f"outputs each input pixel\nfeeds (of {y.size})", cmap="Greens", span=(0, y.size))
     fig.text(0.02, -0.04, f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
-             f"{T.output_size(n, f, padding, 1)}", fontsize=9.5)
-    fig.suptitle("Padding keeps the size, so border pixels are used as often as the others", fontsize=11)
+             f"{T.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
+             f"{int(mask[:f, :f].sum())} zeros: "
+             f"a corner pixel feeds {uses[0, 0]:.0f} outputs, the centre {uses[n // 2, n // 2]:.0f}.",
+             fontsize=9.5)
+    fig.suptitle(f"Padding keeps the size, but border pixels still feed fewer outputs "
+                 f"(corner {uses[0, 0]:.0f}, centre {uses[n // 2, n // 2]:.0f} of {y.size})", fontsize=11)
     return fig
 
 
@@ -193,9 +204,10 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
                                   width_ratios=[1] * small_stack.shape[0] + [0.6])
     for c in range(small_stack.shape[0]):
         a_ = fig.add_subplot(sub2[0, c])
-        draw_matrix(a_, small_stack[c], f"map {c}", cmap="viridis", span=(small_stack.min(), small_stack.max()))
+        draw_matrix(a_, small_stack[c], f"map {'ABCDEFGH'[c]}", cmap="viridis",
+                    span=(small_stack.min(), small_stack.max()))
     a_ = fig.add_subplot(sub2[0, -1])
-    draw_matrix(a_, T.flatten(small_stack)[:, None], "flatten", cmap="viridis",
+    draw_matrix(a_, T.flatten(small_stack)[:, None], "flatten\n(A, then B)", cmap="viridis",
                 span=(small_stack.min(), small_stack.max()))
     fig.suptitle("Pooling shrinks maps; global average pooling and flattening turn maps into a vector",
                  fontsize=11)
@@ -206,16 +218,16 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
 
 def network_figure(tables: dict[str, list[dict]]):
     n_rows = max(len(t) for t in tables.values())
-    fig, axes = plt.subplots(1, len(tables), figsize=(7.2 * len(tables), 0.28 * n_rows + 1.6))
+    fig, axes = plt.subplots(1, len(tables), figsize=(7.2 * len(tables), 0.205 * n_rows + 1.0))
     axes = np.atleast_1d(axes)
     for ax, (name, rows) in zip(axes, tables.items()):
         ax.axis("off")
         cells = [[r["layer"].removeprefix("features."), r["type"], "×".join(map(str, r["formula_shape"])),
                   "×".join(map(str, r["torch_shape"])), f"{r['params']:,}" if r["params"] else ""] for r in rows]
         cells.append(["total", "", "", "", f"{sum(r['params'] for r in rows):,}"])
-        t = ax.table(cellText=cells, colLabels=["layer", "type", "output_size()", "PyTorch", "params"],
+        t = ax.table(cellText=cells, colLabels=["layer", "type", "by formula", "PyTorch", "params"],
                      loc="upper center", cellLoc="left", colLoc="left",
-                     colWidths=[0.27, 0.25, 0.18, 0.18, 0.12])
+                     colWidths=[0.21, 0.24, 0.18, 0.18, 0.19])
         t.auto_set_font_size(False)
         t.set_fontsize(8)
         t.scale(1, 1.15)
@@ -224,8 +236,9 @@ def network_figure(tables: dict[str, list[dict]]):
                 cell.set_text_props(weight="bold")
             if r > 0 and r <= len(rows) and c in (2, 3) and rows[r - 1]["formula_shape"] != rows[r - 1]["torch_shape"]:
                 cell.set_facecolor("#fdd")
-        ax.set_title(name, fontsize=11)
-    fig.suptitle("Each layer's output shape: the formula next to PyTorch, and its parameters", fontsize=11)
+        ax.set_title(name, fontsize=10)
+    fig.suptitle("Each layer's output shape: the formula next to PyTorch, and its parameters "
+                 "(the head's size depends on the number of classes)", fontsize=11)
     return fig
 
 
@@ -238,8 +251,11 @@ def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[s
         conv = T.conv2d(gray, k)  # no padding: zero borders would look like edges
         act = T.relu(conv)
         pooled = T.max_pool2d(act, 2)
-        axes[r, 0].imshow(image_hwc, interpolation="nearest")
-        axes[r, 0].set_title(f"input {image_hwc.shape[0]}×{image_hwc.shape[1]} (grey used)", fontsize=9)
+        axes[r, 0].imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 0].set_title(f"input {gray.shape[0]}×{gray.shape[1]}, grey\n(mean of R, G, B)", fontsize=9)
+        inset = axes[r, 0].inset_axes([0.68, 0.68, 0.3, 0.3])  # the colour original, small
+        inset.imshow(image_hwc, interpolation="nearest")
+        inset.set_xticks([]), inset.set_yticks([])
         draw_matrix(axes[r, 1], k, f"{name} kernel", numbers=True)
         v = np.abs(conv).max() or 1
         for ax, img, title, cmap, lo in ((axes[r, 2], conv, f"conv2d → {conv.shape[0]}×{conv.shape[1]}", CMAP, -v),

@@ -1,0 +1,126 @@
+"""What a reader sees, checked: text that overlaps other text or an image it does not belong to,
+text that spills out of its table cell, and text too faint against the cell it sits on.
+
+    problems(fig) → ["'ch 3' overlaps the image of axes 'features.group1'", ...]   (empty: fine)
+
+Text written in an axes' data coordinates over that axes' own image (the numbers in a matrix's
+cells) belongs there; only its contrast is checked. Contrast is WCAG's ratio between the text
+colour and the colour under the text's anchor (images composited in z-order, alpha included).
+"""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.table import Table
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
+
+from src.figures import MIN_CONTRAST, contrast
+
+
+def _label(t: Text) -> str:
+    s = " ".join(t.get_text().split())
+    return repr(s if len(s) <= 40 else s[:37] + "...")
+
+
+def drawn_texts(fig: Figure, renderer) -> list[Text]:
+    """The Text artists a draw of `fig` really puts on the canvas (hidden ticks, axes turned off
+    and labels outside the view limits are not drawn, so they don't count)."""
+    seen: dict[int, Text] = {}
+    draw = Text.draw
+
+    def record(self, rend):
+        before = rend.draw_text
+        hits = []
+        rend.draw_text = lambda *a, **k: (hits.append(1), before(*a, **k))[1]
+        try:
+            draw(self, rend)
+        finally:
+            del rend.draw_text
+        if hits and self.get_figure() is fig:
+            seen.setdefault(id(self), self)
+
+    Text.draw = record
+    try:
+        fig.draw(renderer)
+    finally:
+        Text.draw = draw
+    return list(seen.values())
+
+
+def _shrunk(b: Bbox, px: float = 1.0) -> Bbox:
+    return Bbox.from_extents(b.x0 + px, b.y0 + px, b.x1 - px, b.y1 - px)
+
+
+def _in_own_image(t: Text) -> bool:
+    """A text drawn in data coordinates on an axes that shows an image: a cell's value."""
+    return t.axes is not None and t.axes.images and t.get_transform() == t.axes.transData
+
+
+def _colour_at(ax, x: float, y: float):
+    """The RGB of ax's images at data point (x, y), composited over the axes background."""
+    out = np.asarray(to_rgba(ax.get_facecolor()))[:3]
+    for im in sorted((i for i in ax.images if isinstance(i, AxesImage) and i.get_visible()), key=lambda i: i.zorder):
+        arr = im.get_array()
+        left, right, bottom, top = im.get_extent()
+        rows, cols = arr.shape[:2]
+        c = int(np.floor((x - left) / (right - left) * cols))
+        r = int(np.floor((y - top) / (bottom - top) * rows)) if im.origin == "upper" else \
+            int(np.floor((y - bottom) / (top - bottom) * rows))
+        if not (0 <= r < rows and 0 <= c < cols):
+            continue
+        if arr.ndim == 2:  # values through the colour map (a masked value is transparent)
+            rgba = np.asarray(im.to_rgba(arr[r:r + 1, c:c + 1]), dtype=float).reshape(4)
+        else:              # an RGB(A) picture
+            px = np.asarray(arr[r, c], dtype=float) / (255.0 if arr.dtype == np.uint8 else 1.0)
+            rgba = np.append(px[:3], px[3] if px.size == 4 else 1.0)
+        alpha = rgba[3] * (im.get_alpha() if im.get_alpha() is not None else 1.0)
+        out = alpha * rgba[:3] + (1 - alpha) * out
+    return out
+
+
+def _table_problems(fig: Figure, renderer) -> tuple[list[str], set[int]]:
+    """Text spilling out of its table cell; returns the problems and the ids of the cells' texts."""
+    out, ids = [], set()
+    for table in fig.findobj(Table):
+        for cell in table.get_celld().values():
+            t = cell.get_text()
+            ids.add(id(t))
+            if not t.get_text().strip():
+                continue
+            tb, cb = t.get_window_extent(renderer), cell.get_window_extent(renderer)
+            if tb.x0 < cb.x0 - 0.5 or tb.x1 > cb.x1 + 0.5:
+                out.append(f"{_label(t)} spills out of its table cell")
+            if contrast(t.get_color(), cell.get_facecolor()) < MIN_CONTRAST:
+                out.append(f"{_label(t)}: contrast {contrast(t.get_color(), cell.get_facecolor()):.1f} "
+                           f"against its cell, below {MIN_CONTRAST}")
+    return out, ids
+
+
+def problems(fig: Figure) -> list[str]:
+    """Every overlap and low-contrast text a reader would see in `fig` (drawn at its own dpi)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    out, table_texts = _table_problems(fig, renderer)
+    texts = [t for t in drawn_texts(fig, renderer) if id(t) not in table_texts]
+    boxes = [_shrunk(t.get_window_extent(renderer)) for t in texts]
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if boxes[i].overlaps(boxes[j]):
+                out.append(f"{_label(texts[i])} overlaps {_label(texts[j])}")
+    images = [(ax, im) for ax in fig.axes if ax.get_visible() for im in ax.images if im.get_visible()]
+    for t, box in zip(texts, boxes):
+        if _in_own_image(t):
+            x, y = t.get_position()
+            ratio = contrast(t.get_color(), _colour_at(t.axes, x, y))
+            if ratio < MIN_CONTRAST:
+                out.append(f"{_label(t)}: contrast {ratio:.1f} against its cell, below {MIN_CONTRAST}")
+            continue
+        for ax, im in images:
+            area = Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))
+            if area is not None and box.overlaps(area):
+                title = ax.get_title() or ax.get_ylabel() or "untitled"
+                out.append(f"{_label(t)} overlaps the image of axes {_label(Text(text=title))}")
+    return out

@@ -1,0 +1,112 @@
+"""What a reader sees: no text on text, no title over the image above, no spilled table cells, no
+faint numbers on dark cells — checked on every figure the stages write, and the checker itself
+checked on figures built to fail."""
+from __future__ import annotations
+
+import shutil
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from src.figures import results
+from src.figures.check import contrast, problems
+from src.figures.data import class_distribution, samples_per_class
+from src.params import CIFAR10_CLASSES, load_params
+
+
+# ----------------------------------------------------------------------------- the checker fails what it should
+
+def test_overlapping_texts_are_caught():
+    fig, ax = plt.subplots()
+    ax.text(0.5, 0.5, "first label", transform=ax.transAxes)
+    ax.text(0.52, 0.5, "second label", transform=ax.transAxes)
+    assert any("'first label' overlaps 'second label'" in p for p in problems(fig))
+
+
+def test_a_title_over_the_image_above_is_caught():
+    fig, axes = plt.subplots(2, 1, figsize=(2, 2.2))  # no room for the lower title
+    for ax in axes:
+        ax.imshow(np.zeros((8, 8)))
+        ax.set_title("a long two-line\ntitle here", fontsize=9)
+    assert any("overlaps the image of axes" in p for p in problems(fig))
+
+
+def test_dark_text_on_a_dark_cell_is_caught_and_white_passes():
+    fig, ax = plt.subplots()
+    ax.imshow([[10.0, -10.0]], cmap="RdBu_r", vmin=-10, vmax=10)
+    ax.text(0, 0, "19", color="black", ha="center", va="center")   # black on dark red
+    ax.text(1, 0, "-9", color="white", ha="center", va="center")   # white on dark blue: fine
+    found = problems(fig)
+    assert len(found) == 1 and found[0].startswith("'19': contrast")
+
+
+def test_a_number_spilling_out_of_its_table_cell_is_caught():
+    fig, ax = plt.subplots(figsize=(3, 1))
+    ax.axis("off")
+    t = ax.table(cellText=[["1,414,400,000"]], colWidths=[0.05], loc="center")
+    t.auto_set_font_size(False)
+    t.set_fontsize(9)
+    assert problems(fig) == ["'1,414,400,000' spills out of its table cell"]
+
+
+def test_contrast_is_wcag():
+    assert contrast("black", "white") == pytest.approx(21.0)
+    assert contrast("#777777", "white") == pytest.approx(4.48, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- the figures, 2 to 10 classes
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_results_figures_read_well_for_any_class_count(k):
+    rng = np.random.default_rng(k)
+    classes = list(CIFAR10_CLASSES[:k])
+    cm = rng.integers(0, 200, (k, k)) + np.eye(k, dtype=int) * 800
+    imgs = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
+    true, pred = rng.integers(0, k, 24), rng.integers(0, k, 24)
+    figs = {
+        "confusion": results.confusion_figure(cm, classes),
+        "per_class": results.per_class_bars(dict(zip(classes, rng.uniform(0.5, 1.0, k))), 0.8),
+        "grid": results.prediction_grid(imgs, true, pred, rng.uniform(0.3, 1, 24), classes),
+        "curves": results.training_curves({f"{s}_{m}": list(rng.uniform(0.2, 1, 12)) for s in ("train", "val")
+                                           for m in ("acc", "loss")}, 7, 0.2),
+        "distribution": class_distribution({s: {c: 4500 for c in classes} for s in ("train", "val", "test")}, classes),
+        "samples": samples_per_class(imgs.repeat(k, 1, 1, 1), np.arange(24 * k) % k, classes),
+    }
+    for name, fig in figs.items():
+        assert problems(fig) == [], name
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- every figure the stages write
+
+@pytest.fixture
+def stage_workspace(repo, tmp_path, monkeypatch):
+    """The inputs the figure stages read, copied from the end-to-end repo (its outputs stay as DVC made them)."""
+    for rel in ("params.yaml", "data/subset.pt", "models/best.pt", "metrics/train.json", "plots/eval",
+                "dvclive/train"):
+        src, dst = repo / rel, tmp_path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    (tmp_path / "data/raw").symlink_to(repo / "data/raw")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_every_figure_the_stages_write_reads_well(stage_workspace, monkeypatch):
+    from stages import stats, theory, visualize
+
+    seen: dict[str, list[str]] = {}
+
+    def check_then_save(fig, path, dpi=110):
+        fig.set_dpi(dpi)
+        seen[str(path)] = problems(fig)
+        plt.close(fig)
+
+    p = load_params("params.yaml")
+    for stage in (stats, visualize, theory):
+        monkeypatch.setattr(stage, "save_figure", check_then_save)
+        stage.main(p)
+    assert len(seen) >= 2 + 11 + 7  # stats, visualize (no mistakes figure when all are right), theory
+    assert {path: found for path, found in seen.items() if found} == {}
