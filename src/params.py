@@ -137,6 +137,14 @@ class TrainParams(Section):
     compile: bool
     deterministic: bool
 
+    @field_validator("amp", "channels_last", mode="before")
+    @classmethod
+    def _yaml_switch(cls, v: Any, info) -> Any:
+        """`-S train.amp=off` reaches us as False (YAML 1.1 reads on/off as booleans): take it."""
+        if isinstance(v, bool):
+            return ("bf16" if info.field_name == "amp" else "on") if v else "off"
+        return v
+
 
 class EvaluateParams(Section):
     batch_size: int = Field(ge=1)

@@ -138,3 +138,10 @@ def test_dvc_exp_run_set_changes_only_the_lines_it_sets(tmp_path):
         "-  lr: 0.03                # base lr; the one-cycle peak is lr * max_lr_factor",
         "+  lr: 0.05                # base lr; the one-cycle peak is lr * max_lr_factor"])
     assert parse_params(yaml.safe_load(path.read_text())).train.lr == 0.05
+
+
+@pytest.mark.parametrize("key,value,expect", [("amp", False, "off"), ("amp", True, "bf16"),
+                                              ("channels_last", False, "off"), ("channels_last", True, "on")])
+def test_on_off_switches_survive_yaml_booleans(key, value, expect):
+    # `dvc exp run -S train.amp=off` writes `amp: false`: YAML 1.1 reads on/off as booleans
+    assert getattr(parse_params(with_change(f"train.{key}", value)).train, key) == expect
