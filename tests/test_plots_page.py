@@ -66,3 +66,24 @@ def test_plots_show_and_diff_render_offline(repo, tmp_path):
     _check_page(tmp_path / "show", min_charts=6, min_images=n_png)
     sh(repo, "dvc", "plots", "diff", "HEAD", "-o", str(tmp_path / "diff"))
     _check_page(tmp_path / "diff", min_charts=6, min_images=n_png)
+
+
+def test_dvc_charts_say_what_the_pngs_say(repo):
+    """The DVC charts agree with the PNGs: whole epochs 1..N, one colour per split, the lr of every
+    step, confusion rows = true class, and the normalised confusion divides by the true class."""
+    specs = {name: entries[0]["content"] for name, entries in
+             json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"].items()
+             if entries and "content" in entries[0]}
+    epochs = json.loads((repo / "metrics/train.json").read_text())["epochs"]
+    acc = specs["Accuracy (train vs validation)"]
+    rows = acc["data"]["values"]
+    assert sorted({int(r["step"]) for r in rows}) == list(range(1, epochs + 1))
+    assert acc["encoding"]["color"]["field"] == "filename" and len({r["filename"] for r in rows}) == 2
+    assert acc["encoding"]["x"]["axis"]["format"] == "d"
+    lr = specs["Learning rate (every step)"]["data"]["values"]
+    assert len(lr) == json.loads((repo / "metrics/train.json").read_text())["steps"]
+    for name in ("Confusion matrix (test; rows true, columns predicted)", "Confusion matrix, row-normalised = recall (test)"):
+        enc = specs[name]["spec"]["encoding"]
+        assert (enc["x"]["field"], enc["y"]["field"]) == ("predicted", "actual"), name
+    norm = specs["Confusion matrix, row-normalised = recall (test)"]["spec"]["transform"]
+    assert {"joinaggregate": [{"op": "sum", "field": "xy_count", "as": "sum_y"}], "groupby": ["actual"]} in norm

@@ -122,6 +122,8 @@ def test_figures_print_the_numbers_the_functions_compute():
     fig = TF.padding_figure(px, pw, 1)
     np.testing.assert_array_equal(TF.cell_values(fig.axes[0]), T.pad2d(px, 1).ravel())
     np.testing.assert_array_equal(TF.cell_values(fig.axes[2]), T.conv2d(px, pw, padding=1).ravel())
+    np.testing.assert_array_equal(TF.cell_values(fig.axes[3]), [4, 6, 4, 6, 9, 6, 4, 6, 4])  # outputs fed
+    assert "corner 4, centre 9 of 9" in fig._suptitle.get_text()
 
     fmap = RNG.integers(0, 10, (4, 4)).astype(float)
     stack, small = RNG.integers(0, 10, (3, 3, 3)).astype(float), RNG.integers(0, 10, (2, 2, 2)).astype(float)
@@ -133,4 +135,16 @@ def test_figures_print_the_numbers_the_functions_compute():
                                T.avg_pool2d(fmap, 2).ravel())
     np.testing.assert_allclose(TF.cell_values(by_title["global avg pool\n(one mean per map)"]),
                                T.global_avg_pool(stack).round(2))
-    np.testing.assert_array_equal(TF.cell_values(by_title["flatten"]), T.flatten(small))
+    np.testing.assert_array_equal(TF.cell_values(by_title["flatten\n(A, then B)"]), T.flatten(small))
+
+
+@pytest.mark.parametrize("n,f,p,s", [(3, 3, 1, 1), (5, 3, 0, 1), (5, 3, 0, 2), (6, 2, 0, 2), (4, 3, 1, 2)])
+def test_uses_per_pixel_counts_receptive_fields(n, f, p, s):
+    # each output reads f*f cells of the padded input; the counts of the real pixels add up to
+    # that total minus the reads that fall on padding
+    import torch
+
+    counts = T.uses_per_pixel(n, f, p, s)
+    x = torch.ones(1, 1, n, n, requires_grad=True)
+    torch.nn.functional.conv2d(x, torch.ones(1, 1, f, f), padding=p, stride=s).sum().backward()
+    np.testing.assert_array_equal(counts, x.grad[0, 0].numpy())  # d(sum of outputs)/d pixel = uses
