@@ -1,0 +1,40 @@
+"""Messages repeat the command the user actually ran (found among the stage's parent processes)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages._common import _undo_hint
+from tests.conftest import REPO
+
+PRINT = "from stages._common import launching_command; print(launching_command())"
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("args,expect", [
+    (["exp", "run", "-S", "train.epochs=20"], "dvc exp run -S train.epochs=20"),
+    (["repro", "train"], "dvc repro train"),
+    (["exp", "run", "-S", "data.classes=[cat, dog]"], "dvc exp run -S 'data.classes=[cat, dog]'"),
+    (["exp", "queue-worker", "dvc-exp-worker-1"], "None"),
+])
+def test_the_dvc_command_above_the_stage_is_found(tmp_path, args, expect):
+    fake = tmp_path / "dvc"  # stands where DVC would: the stage's parent process
+    fake.write_text(f'#!/bin/sh\n"{sys.executable}" -c "{PRINT}"\n')
+    fake.chmod(0o755)
+    out = subprocess.run([str(fake), *args], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expect
+
+
+def test_a_stage_run_by_hand_names_its_module():
+    out = subprocess.run([sys.executable, "-c", f"import runpy, sys; sys.argv=['x']; {PRINT}"], cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("python")
+
+
+def test_a_bad_value_from_exp_run_set_says_how_to_undo_it():
+    assert "git checkout params.yaml" in _undo_hint("dvc exp run -S 'data.classes=[cat,dgo]'")
+    assert "git checkout params.yaml" in _undo_hint("dvc exp run --set-param train.lr=-1")
+    assert _undo_hint("dvc repro") == "" and _undo_hint(None) == ""
