@@ -1,17 +1,17 @@
 """Batched augmentation on uint8/float tensors, on whatever device the batch lives on.
 
 Random numbers come from an explicit `torch.Generator`, so a run is reproducible step by step
-(and after a resume) without touching global RNG state.
+(and after a resume) without touching global RNG state, and nothing here waits for the device
+(no `.item()`): on a GPU the batch never leaves it. AutoAugment is src/autoaugment.py.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) → float (B, 3, H, W), (x/255 - mean) / std."""
-    return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+from src.autoaugment import AutoAugmentCIFAR10
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, mode: str = "reflect") -> torch.Tensor:
@@ -49,39 +49,21 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     return x.masked_fill(inside[:, None], 0)
 
 
-def autoaugment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """torchvision's AutoAugment (CIFAR10 policy), one policy draw per image: the seed recipe's
-    expensive part, kept for fidelity; uint8 in, uint8 out, on the CPU."""
-    from torchvision.transforms import v2
-
-    aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-    dev = x.device
-    # torchvision draws from the global RNG: fork it so our generator alone decides the result
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        out = torch.stack([aa(img) for img in x.cpu()])
-    return out.to(dev)
-
-
-def augment_batch(x: torch.Tensor, cfg, gen: torch.Generator) -> torch.Tensor:
-    """The configured training transform on a uint8 batch: flip, crop, AutoAugment, cutout."""
+def augment_batch(x: torch.Tensor, cfg, gen: torch.Generator,
+                  autoaugment: Optional[AutoAugmentCIFAR10] = None) -> torch.Tensor:
+    """The configured training transform on a uint8 batch: flip, crop, AutoAugment, cutout.
+    Pass one `AutoAugmentCIFAR10` for a whole run, so its tables are built once."""
     if cfg.hflip:
         x = random_hflip(x, gen)
     x = random_crop(x, cfg.crop_padding, gen, cfg.crop_pad_mode)
     if cfg.autoaugment:
-        x = autoaugment(x, gen)
+        x = (autoaugment or AutoAugmentCIFAR10())(x, gen)
     return cutout(x, cfg.cutout, gen)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """MixUp: x' = λx + (1-λ)x[perm]; returns (x', y, y[perm], λ) with λ ~ Beta(α, α)."""
-    import numpy as np
-
-    # torch.distributions.Beta draws from the global RNG; NumPy seeded from our generator does not
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
-    rng = np.random.default_rng(seed)
-    lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
-    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+def mixup(x: torch.Tensor, y: torch.Tensor, lam: float, gen: torch.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MixUp with weight `lam` (drawn by the caller on the host, from Beta(α, α)): returns
+    (λx + (1-λ)x[perm], y, y[perm]); the permutation is drawn on the batch's device."""
+    perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)
+    return lam * x + (1 - lam) * x[perm], y, y[perm]

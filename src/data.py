@@ -247,6 +247,11 @@ def select_subset(raw: dict[str, np.ndarray], all_names: list[str], classes: lis
     return Subset(classes=list(classes), **out)
 
 
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → float (B, 3, H, W), (x/255 - mean) / std."""
+    return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (population) of uint8 images (N, 3, H, W), on the [0, 1] scale."""
     s1 = torch.zeros(x.shape[1], dtype=torch.float64)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.augment import normalize
+from src.data import normalize
 from src.runtime import autocast_for
 
 

@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypedDict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.augment import augment_batch, mixup, normalize
+from src.augment import augment_batch, mixup
+from src.autoaugment import AutoAugmentCIFAR10
 from src.checkpoints import RunFiles
+from src.data import normalize
 from src.errors import NonFiniteLoss, TrainingInterrupted
 from src.evaluation import evaluate
 from src.optim import make_optimizer, set_hparams
@@ -198,13 +201,20 @@ class _EpochMeter:
         return (self.loss_sum.item(), int(self.correct.item()), self.seen)
 
 
+def mixup_weight(alpha: float, seed: int) -> float:
+    """MixUp's λ ~ Beta(α, α) for one step, drawn on the host from the step's seed (so a GPU is
+    never asked for a number mid-step)."""
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
 def train_step(model: nn.Module, forward: Callable, opt: torch.optim.Optimizer, ema: Optional[nn.Module],
                xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator, tc: "TrainParams",
-               ac: "AugmentParams", rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a normalised batch; returns (loss, logits), detached."""
+               ac: "AugmentParams", rt: Runtime, lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a normalised batch (MixUp with weight `lam` when the recipe has
+    it); returns (loss, logits), detached. Nothing here waits for the device."""
     with autocast_for(rt.device, rt.amp):
         if ac.mixup_alpha > 0:
-            xb, ya, yb2, lam = mixup(xb, yb, ac.mixup_alpha, gen)
+            xb, ya, yb2 = mixup(xb, yb, lam, gen)
             out = forward(xb)
             loss = lam * F.cross_entropy(out.float(), ya, label_smoothing=tc.label_smoothing) + \
                 (1 - lam) * F.cross_entropy(out.float(), yb2, label_smoothing=tc.label_smoothing)
@@ -244,6 +254,7 @@ class Trainer:
         self.train_x, self.train_y = (t.to(device) for t in train)
         self.val_x, self.val_y = val
         self.mean, self.std = mean.to(device), std.to(device)
+        self.autoaugment = AutoAugmentCIFAR10() if self.ac.autoaugment else None  # its tables, built once
         self.spe = max(1, self.train_x.shape[0] // self.tc.batch_size)  # the last partial batch is dropped
         self.files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta)
         self.st = RunState(total_steps=None if self.tc.time_budget_s else self.tc.epochs * self.spe)
@@ -285,7 +296,7 @@ class Trainer:
         """Batch i of the epoch's order: augmented, normalised, in the memory layout the run uses."""
         bs = self.tc.batch_size
         idx = order[i * bs:(i + 1) * bs]
-        xb = normalize(augment_batch(self.train_x[idx], self.ac, gen), self.mean, self.std)
+        xb = normalize(augment_batch(self.train_x[idx], self.ac, gen, self.autoaugment), self.mean, self.std)
         if self.rt.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, self.train_y[idx]
@@ -307,7 +318,8 @@ class Trainer:
             gen = _step_generator(self.rt.device, step_seed(tc.seed, st.step))
             torch.manual_seed(step_seed(tc.seed, st.step))  # dropout and friends
             xb, yb = self.batch(order, i, gen)
-            loss, out = train_step(self.model, self.forward, self.opt, self.ema, xb, yb, gen, tc, self.ac, self.rt)
+            lam = mixup_weight(self.ac.mixup_alpha, step_seed(tc.seed, st.step)) if self.ac.mixup_alpha > 0 else 1.0
+            loss, out = train_step(self.model, self.forward, self.opt, self.ema, xb, yb, gen, tc, self.ac, self.rt, lam)
             meter.add(loss, out, yb)
             st.step += 1
             st.images += yb.shape[0]

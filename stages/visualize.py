@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.augment import augment_batch, normalize
+from src.augment import augment_batch
 from src.checkpoints import load_trained
-from src.data import Subset
+from src.data import Subset, normalize
 from src.errors import DataError
 from src.evaluation import confusion_matrix, per_class_accuracy, read_predictions
 from src.figures import inside, results

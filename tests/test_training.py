@@ -25,9 +25,10 @@ def tiny_data(n_train=240, n_val=60, classes=3, seed=0):
     return (*make(n_train, seed), *make(n_val, seed + 1))
 
 
-def params(**train):
+def params(augment: dict | None = None, **train):
     t = {"epochs": 3, "batch_size": 32, "lr": 0.02, "threads": 1, **train}
-    return params_with({"train": t, "model": {"name": "fast_cnn", "fast_cnn": {"widths": [8, 16, 16]}}})
+    return params_with({"train": t, "augment": augment or {},
+                        "model": {"name": "fast_cnn", "fast_cnn": {"widths": [8, 16, 16]}}})
 
 
 def run(tmp_path, p, model=None, flag=None, data=None):
@@ -80,9 +81,13 @@ class _StopAfter(dict):
         return "SIGINT"
 
 
-@pytest.mark.parametrize("stop_at", [10, 7])  # mid-epoch 2; exactly at the end of epoch 1 (7 steps/epoch)
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path, stop_at):
-    p = params(epochs=3, ema_decay=0.9)
+NOTEBOOK_AUGMENT = {"autoaugment": True, "mixup_alpha": 0.4, "crop_pad_mode": "zeros"}
+
+
+@pytest.mark.parametrize("stop_at,augment", [(10, None), (7, None), (10, NOTEBOOK_AUGMENT)],
+                         ids=["mid-epoch", "epoch-end", "notebook-augmentation"])  # 7 steps/epoch
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, stop_at, augment):
+    p = params(augment, epochs=3, ema_decay=0.9)
     ref, ref_model = run(tmp_path / "a", p)
     with pytest.raises(TrainingInterrupted, match="SIGINT at step .*: saved .*resume.pt"):
         run(tmp_path / "b", p, flag=_StopAfter(stop_at))
