@@ -11,12 +11,13 @@ from src.evaluation import evaluate, predictions_csv, summarize
 from src.io import write_json, write_text
 from src.params import Params
 from src.runtime import resolve_device
-from stages._common import run_stage
+from stages._common import cpu_threads, run_stage
 
 PREDICTIONS = Path("plots/eval/predictions.csv")
 
 
 def main(p: Params) -> None:
+    torch.set_num_threads(cpu_threads(p)[0])
     sub = Subset.load(Path("data/subset.pt"))
     model, ck = load_trained(Path("models/best.pt"), sub.classes)
     device = resolve_device(p.train.device)

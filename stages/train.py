@@ -12,7 +12,7 @@ from src.models import build_model, count_params
 from src.params import Params, check_runtime
 from src.runtime import resolve_device
 from src.training import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
-from stages._common import run_stage
+from stages._common import cpu_threads, run_stage
 
 RUN_DIR = Path(".cache/train")  # resumable state between an interruption and the next run; not a DVC out
 
@@ -65,9 +65,12 @@ def main(p: Params) -> None:
             "train": p.train.model_dump()}
     meta = {"model_name": p.model.name, "classes": sub.classes, "mean": mean.tolist(), "std": std.tolist(),
             "params": used}
+    threads, why = cpu_threads(p)
+    print(f"train: {threads} thread{'s' if threads > 1 else ''} ({why})")
     with Live(dir="dvclive/train", dvcyaml=None, save_dvc_exp=False, report=None) as live, \
             stop_on_signals() as flag:
-        cfg = FitConfig(train=p.train, augment=p.augment, run_dir=RUN_DIR, meta=meta,
+        cfg = FitConfig(train=p.train.model_copy(update={"threads": threads}), augment=p.augment, run_dir=RUN_DIR,
+                        meta=meta,
                         fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
                         eval_batch_size=p.evaluate.batch_size, on_epoch=lambda row: log_epoch(live, row))
         res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag)

@@ -17,7 +17,7 @@ from src.evaluation import confusion_matrix, per_class_accuracy, read_prediction
 from src.figures import inside, results
 from src.io import read_json, save_figure, write_json
 from src.params import Params, VisualizeParams
-from stages._common import run_stage
+from stages._common import cpu_threads, run_stage
 
 OUT = Path("plots/visualize")
 
@@ -151,6 +151,7 @@ STEPS = (filters, feature_maps, gradcam, training_curves, class_results, augment
 
 
 def main(p: Params) -> None:
+    torch.set_num_threads(cpu_threads(p)[0])
     a = load_inputs(p)
     for old in OUT.glob("*.png"):
         old.unlink()  # feature-map files depend on the classes: drop the last run's

@@ -1,0 +1,118 @@
+"""Many experiments: a grid on DVC's queue with `-j 2` (a bad one fails alone), the comparison table
+read back from every experiment's metrics, and the push/pull round trip between a student's clone
+and an instructor's through a bare git remote and a local-folder DVC remote."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from src.compare import differing, experiments, table, to_csv
+from tests.conftest import make_repo, sh
+
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+
+
+def _wait_for_queue(repo: Path, env: dict, timeout: float = 900) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = sh(repo, "dvc", "queue", "status", env_extra=env).stdout
+        if "Running" not in status and "Queued" not in status:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish:\n{status}")
+
+
+def _metrics(repo: Path, rev: str, path: str) -> dict:
+    return json.loads(sh(repo, "git", "show", f"{rev}:{path}").stdout)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, full_mirror):
+    """A committed lab repo whose pipeline has run once (its outputs in the DVC cache)."""
+    env = {"CIFAR10_MIRROR": str(full_mirror)}
+    repo = make_repo(tmp_path_factory.mktemp("many") / "lab", full_mirror, over={"train": {"threads": None}})
+    sh(repo, "dvc", "repro", env_extra=env)
+    sh(repo, "git", "add", "-A")
+    sh(repo, *GIT, "commit", "-qm", "first run")
+    return repo, env
+
+
+def test_a_queued_grid_runs_two_at_a_time_and_a_bad_one_fails_alone(lab):
+    repo, env = lab
+    out = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.01,0.05", "-S", "data.classes=[cat,dog]",
+             env_extra=env).stdout
+    assert out.count("Queued experiment") == 2
+    sh(repo, "dvc", "exp", "run", "--queue", "-n", "bad-epochs", "-S", "train.epochs=0", env_extra=env)
+    sh(repo, "dvc", "queue", "start", "-j", "2", env_extra=env)
+    status = _wait_for_queue(repo, env)
+    assert status.count("Success") == 2 and "bad-epochs" in status and "Failed" in status, status
+    log = sh(repo, "dvc", "queue", "logs", "bad-epochs", env_extra=env, check=False).stdout
+    assert "check: error: params.yaml: train.epochs=0: Input should be greater than or equal to 1" in log
+    rows = [r for r in experiments(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
+            if r["params"].get("data.classes") == "[cat, dog]"]
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["test_acc"] is not None for r in rows)
+    assert sorted(r["params"]["train.lr"] for r in rows) == [0.01, 0.05]
+    # two queue workers on this machine's cores: each run took its share of the threads
+    cores = len(os.sched_getaffinity(0))
+    for r in rows:
+        assert r["threads"] == max(1, cores // 2), r
+        log = sh(repo, "dvc", "queue", "logs", r["name"], env_extra=env).stdout
+        assert "cores shared by 2 queue workers" in log or cores < 2
+
+
+def test_the_comparison_has_one_row_per_experiment_with_its_own_metrics(lab, tmp_path):
+    repo, env = lab
+    sh(repo, "dvc", "exp", "run", "-n", "lr-high", "-S", "train.lr=0.08", env_extra=env)
+    show = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    rows = experiments(show)
+    names = [r["name"] for r in rows]
+    assert names[0] == "main" and "lr-high" in names and len(names) == len(set(names))
+    header, cells = table(rows)
+    assert "train.lr" in header and "test_acc" in header and "acc.cat" in header
+    for r, cell in zip(rows, cells):
+        if r["status"] != "ok":
+            continue
+        ev = _metrics(repo, r["rev"], "metrics/eval.json")  # what that experiment's commit holds
+        assert cell[header.index("test_acc")] == f"{ev['test_acc']:.4f}"
+        for c, acc in ev["per_class_acc"].items():
+            assert cell[header.index(f"acc.{c}")] == f"{acc:.4f}"
+    assert to_csv(header, cells).count("\n") == len(rows) + 1
+    out = tmp_path / "report"
+    res = sh(repo, "python", "-m", "src.compare", "--out", str(out))
+    assert "lr-high" in res.stdout
+    assert {p.name for p in out.iterdir()} == {"compare.md", "compare.csv", "accuracy_vs_seconds.png", "per_class.png"}
+
+
+def test_a_student_pushes_experiments_and_the_instructor_pulls_and_compares(tmp_path, full_mirror):
+    env = {"CIFAR10_MIRROR": str(full_mirror)}
+    remote, store = tmp_path / "class.git", tmp_path / "dvc-store"
+    sh(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(remote))
+    teacher = make_repo(tmp_path / "instructor", full_mirror)
+    sh(teacher, "dvc", "remote", "add", "-d", "store", str(store))
+    sh(teacher, "git", "add", "-A")
+    sh(teacher, *GIT, "commit", "-qm", "class remote")
+    sh(teacher, "git", "remote", "add", "origin", str(remote))
+    sh(teacher, "git", "push", "-q", "origin", "main")
+
+    student = tmp_path / "alice"
+    sh(tmp_path, "git", "clone", "-q", str(remote), str(student))
+    for name, lr in (("alice-lr01", "0.01"), ("alice-lr05", "0.05")):
+        sh(student, "dvc", "exp", "run", "-n", name, "-S", f"train.lr={lr}", env_extra=env)
+    pushed = sh(student, "dvc", "exp", "push", "origin", "alice-lr01", "alice-lr05").stdout
+    assert "alice-lr01" in pushed and "alice-lr05" in pushed
+    student_acc = {r["name"]: r["test_acc"] for r in experiments(json.loads(sh(student, "dvc", "exp", "show", "--json").stdout))}
+
+    assert "alice-lr01" in sh(teacher, "dvc", "exp", "list", "origin").stdout
+    sh(teacher, "dvc", "exp", "pull", "origin", "alice-lr01", "alice-lr05")
+    rows = {r["name"]: r for r in experiments(json.loads(sh(teacher, "dvc", "exp", "show", "--json").stdout))}
+    for name in ("alice-lr01", "alice-lr05"):
+        assert rows[name]["status"] == "ok" and rows[name]["test_acc"] == student_acc[name]
+    assert "train.lr" in differing(list(rows.values()))
+    # the model files came along through the DVC remote: the instructor can check one out
+    sh(teacher, "dvc", "exp", "apply", "alice-lr05")
+    sh(teacher, "dvc", "checkout", "models/best.pt")
+    assert (teacher / "models/best.pt").stat().st_size > 0
