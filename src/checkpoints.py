@@ -86,16 +86,18 @@ class RunFiles:
         self.resume, self.best = self.dir / "resume.pt", self.dir / "best.pt"
         self.fingerprint, self.meta = fingerprint, meta
 
-    def load_resume(self, log) -> Optional[dict]:
-        """The resume checkpoint when it was written with the same params; else None (and it goes)."""
+    def load_resume(self, log, owner: bool = True) -> Optional[dict]:
+        """The resume checkpoint when it was written with the same params; else None (and the
+        `owner` — the process that writes the files — removes it)."""
         if not self.resume.exists():
             return None
         ck = load_checkpoint(self.resume)
         if ck.get("fingerprint") == self.fingerprint:
             return ck
         log(f"train: {self.resume} is from other params; starting fresh")
-        self.resume.unlink()
-        self.best.unlink(missing_ok=True)
+        if owner:
+            self.resume.unlink(missing_ok=True)
+            self.best.unlink(missing_ok=True)
         return None
 
     def save_resume(self, model: nn.Module, opt: torch.optim.Optimizer, ema: Optional[nn.Module],

@@ -20,3 +20,7 @@ class NonFiniteLoss(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """SIGINT/SIGTERM arrived; a resumable checkpoint was saved."""
+
+
+class DistributedFailure(RuntimeError):
+    """A process of a multi-process (torchrun) training run failed."""

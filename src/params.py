@@ -132,6 +132,7 @@ class TrainParams(Section):
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"]
     threads: Optional[int] = Field(ge=1)
+    nproc: int = Field(ge=1)
     channels_last: Literal["auto", "on", "off"]
     amp: Literal["auto", "bf16", "off"]
     compile: bool
@@ -269,6 +270,13 @@ def check_runtime(p: Params, n_train: Optional[int] = None) -> None:
     if n_train is not None and p.train.batch_size > n_train:
         raise ParamsError(f"params.yaml: train.batch_size={p.train.batch_size}: larger than the training "
                           f"split ({n_train} images); use at most {n_train}")
+    if p.train.batch_size % p.train.nproc:
+        raise ParamsError(f"params.yaml: train.batch_size={p.train.batch_size}: must divide evenly among "
+                          f"train.nproc={p.train.nproc} processes")
+    if p.train.nproc > 1 and torch.cuda.is_available() and p.train.device in ("auto", "cuda") \
+            and p.train.nproc > torch.cuda.device_count():
+        raise ParamsError(f"params.yaml: train.nproc={p.train.nproc}: more processes than the "
+                          f"{torch.cuda.device_count()} GPU(s) here; use at most {torch.cuda.device_count()}")
     if p.train.device == "cuda" and not torch.cuda.is_available():
         raise ParamsError("params.yaml: train.device='cuda': no CUDA GPU is visible on this machine; "
                           "use 'auto' or 'cpu'")

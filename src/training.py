@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypedDict
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, TypedDict
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from src.augment import augment_batch, mixup
 from src.autoaugment import AutoAugmentCIFAR10
 from src.checkpoints import RunFiles
 from src.data import normalize
+from src.distributed import Dist
 from src.errors import NonFiniteLoss, TrainingInterrupted
 from src.evaluation import evaluate
 from src.optim import make_optimizer, set_hparams
@@ -119,13 +120,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[dict]:
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (a second one kills at once)."""
+def stop_on_signals(escalate: bool = True) -> Iterator[dict]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (with `escalate`, a second one
+    kills at once; under torchrun a Ctrl-C arrives twice — from the terminal and from torchrun —
+    so there the process finishes its step and saves instead)."""
     flag = {"stop": None}
     old = {}
 
     def handler(signum, frame):
-        if flag["stop"] is not None:
+        if flag["stop"] is not None and escalate:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         flag["stop"] = signal.Signals(signum).name
@@ -200,6 +203,15 @@ class _EpochMeter:
     def snapshot(self) -> tuple:
         return (self.loss_sum.item(), int(self.correct.item()), self.seen)
 
+    def reduce(self, dist: Dist) -> None:
+        """Sum over the processes (each counted its slice of every batch)."""
+        if dist.active:
+            t = dist.all_reduce(torch.stack([self.loss_sum.double(), self.correct.double(),
+                                             torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss_sum.device)]))
+            self.loss_sum.copy_(t[0])
+            self.correct.copy_(t[1].round().long())
+            self.seen = int(round(t[2].item()))
+
 
 def mixup_weight(alpha: float, seed: int) -> float:
     """MixUp's λ ~ Beta(α, α) for one step, drawn on the host from the step's seed (so a GPU is
@@ -207,20 +219,22 @@ def mixup_weight(alpha: float, seed: int) -> float:
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
+class Batch(NamedTuple):
+    """A normalised training batch: images, labels and, under MixUp, the mixed-in labels and λ."""
+    x: torch.Tensor
+    y: torch.Tensor
+    y_mix: Optional[torch.Tensor] = None
+    lam: float = 1.0
+
+
 def train_step(model: nn.Module, forward: Callable, opt: torch.optim.Optimizer, ema: Optional[nn.Module],
-               xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator, tc: "TrainParams",
-               ac: "AugmentParams", rt: Runtime, lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a normalised batch (MixUp with weight `lam` when the recipe has
-    it); returns (loss, logits), detached. Nothing here waits for the device."""
+               b: Batch, tc: "TrainParams", rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns (loss, logits), detached. Nothing here waits for the device."""
     with autocast_for(rt.device, rt.amp):
-        if ac.mixup_alpha > 0:
-            xb, ya, yb2 = mixup(xb, yb, lam, gen)
-            out = forward(xb)
-            loss = lam * F.cross_entropy(out.float(), ya, label_smoothing=tc.label_smoothing) + \
-                (1 - lam) * F.cross_entropy(out.float(), yb2, label_smoothing=tc.label_smoothing)
-        else:
-            out = forward(xb)
-            loss = F.cross_entropy(out.float(), yb, label_smoothing=tc.label_smoothing)
+        out = forward(b.x)
+        loss = F.cross_entropy(out.float(), b.y, label_smoothing=tc.label_smoothing)
+        if b.y_mix is not None:
+            loss = b.lam * loss + (1 - b.lam) * F.cross_entropy(out.float(), b.y_mix, label_smoothing=tc.label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if tc.grad_clip:
@@ -235,12 +249,13 @@ class Trainer:
     """The state of one `fit`: model, optimizer, EMA, data on the device, run state, budget."""
 
     def __init__(self, model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
-                 device: torch.device, cfg: FitConfig):
+                 device: torch.device, cfg: FitConfig, dist: Dist = Dist()):
         from tqdm import tqdm
 
-        self.cfg, self.tc, self.ac = cfg, cfg.train, cfg.augment
+        self.cfg, self.tc, self.ac, self.dist = cfg, cfg.train, cfg.augment, dist
+        self.log = cfg.log if dist.is_main else (lambda line: None)
         self.rt = setup_runtime(self.tc, device)
-        cfg.log(f"train: on {self.rt.describe()}")
+        self.log(f"train: on {self.rt.describe()}" + (f", {dist.world} processes (torchrun)" if dist.active else ""))
         self.model = model.to(device)
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -249,7 +264,13 @@ class Trainer:
             self.ema = torch.optim.swa_utils.AveragedModel(
                 model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.tc.ema_decay), use_buffers=True)
         self.opt = make_optimizer(model, self.tc)
-        self.forward = torch.compile(model) if self.tc.compile else model
+        self.forward = model
+        if dist.active:  # gradients averaged over the processes; each sees its slice of the batch
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if self.tc.compile:
+            self.forward = torch.compile(self.forward)
         self.eval_model = self.ema.module if self.ema is not None else model
         self.train_x, self.train_y = (t.to(device) for t in train)
         self.val_x, self.val_y = val
@@ -263,7 +284,8 @@ class Trainer:
         self.resume()
         self.t_start = time.perf_counter() - self.st.elapsed
         self.bar = tqdm(total=self.st.total_steps or 0, initial=self.st.step, unit="step", desc="train",
-                        disable=not cfg.progress, dynamic_ncols=True)
+                        disable=not (cfg.progress and dist.is_main), dynamic_ncols=True)
+        self.stop_requested: Optional[str] = None  # agreed by every process (see sync)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t_start
@@ -274,7 +296,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from the resume point of an interrupted run with the same params, if any."""
-        ck = self.files.load_resume(self.cfg.log)
+        ck = self.files.load_resume(self.log, owner=self.dist.is_main)
         if ck is None:
             return
         self.model.load_state_dict(ck["model"])
@@ -282,80 +304,126 @@ class Trainer:
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.load_state_dict(ck["ema"])
         self.st = RunState(**ck["state"])
-        self.cfg.log(f"train: resuming from {self.files.resume} at step {self.st.step}/{self.st.total_steps} "
+        self.log(f"train: resuming from {self.files.resume} at step {self.st.step}/{self.st.total_steps} "
                      f"(epoch {self.st.step // self.spe + 1})")
         for row in self.st.history:  # replay the log of the epochs already done
-            if self.cfg.on_epoch:
+            if self.cfg.on_epoch and self.dist.is_main:
                 self.cfg.on_epoch(row)
 
     def save_resume(self) -> None:
         self.st.elapsed = self.elapsed()
-        self.files.save_resume(self.model, self.opt, self.ema, self.st.__dict__)
+        if self.dist.is_main:
+            self.files.save_resume(self.model, self.opt, self.ema, self.st.__dict__)
 
-    def batch(self, order: torch.Tensor, i: int, gen: torch.Generator) -> Split:
-        """Batch i of the epoch's order: augmented, normalised, in the memory layout the run uses."""
+    def batch(self, order: torch.Tensor, i: int, gen: torch.Generator) -> Batch:
+        """Batch i of the epoch's order: augmented, mixed (MixUp), normalised, in the run's memory
+        layout — the whole global batch, drawn alike in every process, then this process's slice."""
         bs = self.tc.batch_size
         idx = order[i * bs:(i + 1) * bs]
         xb = normalize(augment_batch(self.train_x[idx], self.ac, gen, self.autoaugment), self.mean, self.std)
+        yb, y_mix, lam = self.train_y[idx], None, 1.0
+        if self.ac.mixup_alpha > 0:
+            lam = mixup_weight(self.ac.mixup_alpha, step_seed(self.tc.seed, self.st.step))
+            xb, yb, y_mix = mixup(xb, yb, lam, gen)
+            y_mix = self.dist.shard(y_mix)
+        xb, yb = self.dist.shard(xb), self.dist.shard(yb)
         if self.rt.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, self.train_y[idx]
+        return Batch(xb, yb, y_mix, lam)
 
     def train_epoch(self, stop_flag: Optional[dict]) -> tuple[_EpochMeter, float]:
         """The steps of the current epoch, from where the run is to the epoch's end (or the run's)."""
         st, tc = self.st, self.tc
         order = epoch_order(self.train_x.shape[0], tc.seed, st.step // self.spe).to(self.rt.device)
         self.model.train()
-        meter = _EpochMeter(self.rt.device, st.partial_epoch)
+        meter = _EpochMeter(self.rt.device, st.partial_epoch if self.dist.is_main else (0.0, 0, 0))
         st.partial_epoch = (0.0, 0, 0)
         t_epoch, lr = time.perf_counter(), 0.0
         for i in range(st.step % self.spe, self.spe):
-            if stop_flag is not None and stop_flag.get("stop"):  # before a step: epoch ends stay whole
-                self.interrupt(stop_flag["stop"], meter)
+            stop = self.stop_requested or (stop_flag.get("stop") if stop_flag is not None and not self.dist.active else None)
+            if stop:  # before a step: epoch ends stay whole
+                self.interrupt(stop, meter)
             total = st.total_steps if st.total_steps is not None else self.budget.provisional_total()
             lr = set_hparams(self.opt, tc, st.step, total)
             st.lrs.append(lr)
             gen = _step_generator(self.rt.device, step_seed(tc.seed, st.step))
             torch.manual_seed(step_seed(tc.seed, st.step))  # dropout and friends
-            xb, yb = self.batch(order, i, gen)
-            lam = mixup_weight(self.ac.mixup_alpha, step_seed(tc.seed, st.step)) if self.ac.mixup_alpha > 0 else 1.0
-            loss, out = train_step(self.model, self.forward, self.opt, self.ema, xb, yb, gen, tc, self.ac, self.rt, lam)
-            meter.add(loss, out, yb)
+            b = self.batch(order, i, gen)
+            loss, out = train_step(self.model, self.forward, self.opt, self.ema, b, tc, self.rt)
+            meter.add(loss, out, b.y)
             st.step += 1
-            st.images += yb.shape[0]
-            self.after_step(loss, lr)
+            st.images += tc.batch_size  # the global batch, whatever this process's share of it
+            self.after_step(loss, lr, stop_flag)
             if self.finished:
                 break
         st.train_time += time.perf_counter() - t_epoch
         return meter, lr
 
-    def after_step(self, loss: torch.Tensor, lr: float) -> None:
+    def after_step(self, loss: torch.Tensor, lr: float, stop_flag: Optional[dict] = None) -> None:
         st = self.st
         check_every = 1 if self.rt.device.type == "cpu" else 25  # .item() waits for a GPU
-        if st.step % check_every == 0 and not math.isfinite(loss.item()):
-            raise NonFiniteLoss(f"the training loss became {loss.item()} at step {st.step} "
-                                f"(epoch {(st.step - 1) // self.spe + 1}); the last good checkpoint is "
-                                f"{self.files.resume}. Lower train.lr or set train.grad_clip, then run again")
+        if not self.dist.active and st.step % check_every == 0 and not math.isfinite(loss.item()):
+            self.nonfinite(loss.item())
         self.bar.update(1)
-        if self.cfg.progress and st.step % 10 == 0:
+        if self.cfg.progress and self.dist.is_main and st.step % 10 == 0:
             self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        if self.budget is not None:
+        if self.budget is not None and self.dist.is_main:
             self.budget.after_step(st, self.elapsed())
+        if self.dist.active:
+            self.sync(loss, stop_flag)
+        if self.budget is not None:
             self.bar.total = st.total_steps or 0
 
+    def sync(self, loss: Optional[torch.Tensor] = None, stop_flag: Optional[dict] = None) -> None:
+        """With several processes, agree after each step: stop if any process got a signal or a
+        non-finite loss, and take the schedule's length from rank 0's clock (the time budget)."""
+        st = self.st
+        stop = stop_flag.get("stop") if stop_flag is not None else None
+        total = st.total_steps if self.dist.is_main and st.total_steps is not None else -1
+        bad = loss is not None and not math.isfinite(loss.item())
+        flags = self.dist.all_reduce(torch.tensor([float(bool(stop)), float(bad), float(total)], dtype=torch.float64,
+                                                  device=self.rt.device), op="max").tolist()
+        if flags[1] > 0:
+            self.nonfinite(float("nan") if not bad else loss.item())
+        if flags[0] > 0 and not self.stop_requested:
+            self.stop_requested = stop or "a signal to another training process"
+        st.total_steps = int(flags[2]) if flags[2] >= 0 else None
+
+    def nonfinite(self, value: float) -> None:
+        raise NonFiniteLoss(f"the training loss became {value} at step {self.st.step} "
+                            f"(epoch {(self.st.step - 1) // self.spe + 1}); the last good checkpoint is "
+                            f"{self.files.resume}. Lower train.lr or set train.grad_clip, then run again")
+
     def interrupt(self, signal_name: str, meter: _EpochMeter) -> None:
+        meter.reduce(self.dist)
         self.st.partial_epoch = meter.snapshot()
         self.save_resume()
         self.bar.close()
         raise TrainingInterrupted(f"{signal_name} at step {self.st.step}: saved {self.files.resume}")
 
-    def end_epoch(self, meter: _EpochMeter, lr: float) -> EpochRow:
-        """Validate, keep the best epoch, re-size the budget, save the resume point, log."""
+    def end_epoch(self, meter: _EpochMeter, lr: float) -> Optional[EpochRow]:
+        """Validate, keep the best epoch, re-size the budget, save the resume point, log (rank 0;
+        with several processes the others wait for its schedule)."""
         st = self.st
         epoch = (st.step - 1) // self.spe + 1
+        meter.reduce(self.dist)
         if not math.isfinite(meter.loss_sum.item()):
             raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch}; the last good "
                                 f"checkpoint is {self.files.resume}. Lower train.lr or set train.grad_clip")
+        row = self.validate(meter, epoch, lr) if self.dist.is_main else None
+        if self.dist.active:
+            self.sync()
+        self.save_resume()
+        if row is not None and self.cfg.on_epoch:
+            self.cfg.on_epoch(row)
+        if row is not None and self.cfg.progress:
+            self.bar.write(f"epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
+                           f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}")
+        return row
+
+    def validate(self, meter: _EpochMeter, epoch: int, lr: float) -> EpochRow:
+        """The epoch's row: training numbers, validation loss and accuracy; the best model kept."""
+        st = self.st
         t_eval = time.perf_counter()
         val = evaluate(self.eval_model, self.val_x, self.val_y, self.mean, self.std,
                        batch_size=self.cfg.eval_batch_size, amp=self.rt.amp, channels_last=self.rt.channels_last)
@@ -370,12 +438,6 @@ class Trainer:
         if self.budget is not None:
             self.budget.after_epoch(st, self.elapsed(), eval_seconds)
             self.bar.total = st.total_steps
-        self.save_resume()
-        if self.cfg.on_epoch:
-            self.cfg.on_epoch(row)
-        if self.cfg.progress:
-            self.bar.write(f"epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                           f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}")
         return row
 
     def result(self) -> FitResult:
@@ -394,14 +456,14 @@ def _step_generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def fit(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
-        device: torch.device, cfg: FitConfig, stop_flag: Optional[dict] = None) -> FitResult:
+        device: torch.device, cfg: FitConfig, stop_flag: Optional[dict] = None, dist: Dist = Dist()) -> FitResult:
     """Train `model` on the uint8 `train` split, choosing the best epoch on `val`.
 
     Writes cfg.run_dir/{resume,best}.pt as it goes and resumes from resume.pt when it was written
     with the same `cfg.fingerprint`. `stop_flag["stop"]` set (see `stop_on_signals`) saves a
     resume point and raises TrainingInterrupted.
     """
-    t = Trainer(model, train, val, mean, std, device, cfg)
+    t = Trainer(model, train, val, mean, std, device, cfg, dist)
     while not t.finished:
         meter, lr = t.train_epoch(stop_flag)
         t.end_epoch(meter, lr)

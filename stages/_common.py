@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from src.errors import CheckpointError, DataError, NonFiniteLoss, ParamsError, TrainingInterrupted
+from src.errors import CheckpointError, DataError, DistributedFailure, NonFiniteLoss, ParamsError, TrainingInterrupted
 from src.params import Params, load_params
 
 
@@ -85,18 +85,64 @@ def _undo_hint(cmd: Optional[str]) -> str:
     return ""
 
 
+def run_under_torchrun(name: str, nproc: int) -> None:
+    """Run this stage again as `torchrun --standalone --nproc_per_node=N -m stages.<name>` (PyTorch's
+    own launcher) and wait for it. SIGTERM is passed on (Ctrl-C reaches every process of the
+    terminal's group by itself). A process that dies makes torchrun stop the others: that is a
+    DistributedFailure here; after a signal, TrainingInterrupted (rank 0 saved a resume point)."""
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", f"stages.{name}"]
+    print(f"{name}: {nproc} processes: torchrun --standalone --nproc_per_node={nproc} -m stages.{name}", flush=True)
+    got: dict = {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores // nproc)))}
+    proc = subprocess.Popen(cmd, env=env)
+
+    def note(signum, frame):
+        got["signal"] = signal.Signals(signum).name
+        if signum == signal.SIGTERM:
+            proc.send_signal(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if code == 0:
+        return
+    if got:
+        raise TrainingInterrupted(f"{got['signal']}: the {nproc} training processes stopped at a step boundary; "
+                                  f"rank 0 saved .cache/train/resume.pt")
+    raise DistributedFailure(f"a training process failed (torchrun exited with {code}; its report is above); "
+                             f"the last resume point is .cache/train/resume.pt if an epoch had ended")
+
+
 def run_stage(name: str, main: Callable[[Params], None]) -> None:
-    """Call `main(params)`; a known failure prints `<name>: error: <one line>` and exits non-zero."""
+    """Call `main(params)`; a known failure prints `<name>: error: <one line>` and exits non-zero
+    (under torchrun, only rank 0 speaks)."""
+    speak = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0, or a single process
+    relaunched = "RANK" in os.environ           # the process that started torchrun reports interruptions
     try:
         main(load_params("params.yaml"))
     except ParamsError as exc:
         print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)
         sys.exit(2)
     except (DataError, CheckpointError, NonFiniteLoss) as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        if speak:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except DistributedFailure as exc:
+        cmd = launching_command()
+        again = f"; run the same command again to resume: {cmd}" if cmd else ""
+        print(f"{name}: error: {exc}{again}", file=sys.stderr)
         sys.exit(2)
     except TrainingInterrupted as exc:
         cmd = launching_command()
         again = f"run the same command again to resume: {cmd}" if cmd else "run the experiment again to resume"
-        print(f"{name}: interrupted: {exc}; {again}", file=sys.stderr)
+        if not relaunched:
+            print(f"{name}: interrupted: {exc}; {again}", file=sys.stderr)
         sys.exit(130)

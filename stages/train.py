@@ -7,12 +7,13 @@ import torch
 
 from src.checkpoints import fingerprint, save_checkpoint
 from src.data import Subset
+from src.distributed import init_from_env, under_torchrun
 from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, check_runtime
 from src.runtime import resolve_device
 from src.training import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
-from stages._common import cpu_threads, run_stage
+from stages._common import cpu_threads, run_stage, run_under_torchrun
 
 RUN_DIR = Path(".cache/train")  # resumable state between an interruption and the next run; not a DVC out
 
@@ -43,7 +44,7 @@ def summary(res: FitResult, model: torch.nn.Module, p: Params) -> dict:
         "seconds": round(res.seconds, 2), "train_seconds": round(res.train_seconds, 2),
         "images_per_s": round(res.images_per_s, 1),
         "precision": rt.precision, "device": str(rt.device), "cpu_capability": rt.cpu_capability,
-        "threads": rt.threads, "model": p.model.name, "params": count_params(model),
+        "threads": rt.threads, "processes": p.train.nproc, "model": p.model.name, "params": count_params(model),
         "trainable_params": count_params(model, trainable_only=True), "steps": res.steps,
         "epochs_equivalent": round(res.epochs_equivalent, 4), "time_budget_s": p.train.time_budget_s,
         "final_val_acc": res.history[-1]["val_acc"], "final_train_loss": res.history[-1]["train_loss"],
@@ -51,13 +52,18 @@ def summary(res: FitResult, model: torch.nn.Module, p: Params) -> dict:
 
 
 def main(p: Params) -> None:
+    from contextlib import nullcontext
+
     from dvclive import Live
 
+    if p.train.nproc > 1 and not under_torchrun():
+        run_under_torchrun("train", p.train.nproc)  # the processes write everything; this one waits
+        return
     sub = Subset.load(Path("data/subset.pt"))
     check_runtime(p, sub.train_y.numel())
     stats = read_json("metrics/stats.json")
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
-    device = resolve_device(p.train.device)
+    dist, device = init_from_env(resolve_device(p.train.device))
     torch.manual_seed(p.train.seed)
     model = build_model(p.model, len(sub.classes))
     init_from_data(model, sub.train_x, mean, std)
@@ -66,14 +72,25 @@ def main(p: Params) -> None:
     meta = {"model_name": p.model.name, "classes": sub.classes, "mean": mean.tolist(), "std": std.tolist(),
             "params": used}
     threads, why = cpu_threads(p)
-    print(f"train: {threads} thread{'s' if threads > 1 else ''} ({why})")
-    with Live(dir="dvclive/train", dvcyaml=None, save_dvc_exp=False, report=None) as live, \
-            stop_on_signals() as flag:
-        cfg = FitConfig(train=p.train.model_copy(update={"threads": threads}), augment=p.augment, run_dir=RUN_DIR,
-                        meta=meta,
-                        fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
-                        eval_batch_size=p.evaluate.batch_size, on_epoch=lambda row: log_epoch(live, row))
-        res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag)
+    threads = max(1, threads // dist.world) if not p.train.threads else threads
+    if dist.is_main:
+        print(f"train: {threads} thread{'s' if threads > 1 else ''} per process ({why}"
+              f"{f', {dist.world} processes' if dist.active else ''})")
+    live = Live(dir="dvclive/train", dvcyaml=None, save_dvc_exp=False, report=None) if dist.is_main else nullcontext()
+    try:
+        with live, stop_on_signals(escalate=not dist.active) as flag:
+            cfg = FitConfig(train=p.train.model_copy(update={"threads": threads}), augment=p.augment, run_dir=RUN_DIR,
+                            meta=meta, fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
+                            eval_batch_size=p.evaluate.batch_size, on_epoch=lambda row: log_epoch(live, row))
+            res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
+    finally:
+        dist.close()
+    if dist.is_main:
+        write_outputs(res, model, p, meta)
+
+
+def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict) -> None:
+    """models/best.pt and last.pt, the learning-rate plot, metrics/train.json; the run's cache goes."""
     with atomic_path("models/best.pt") as tmp:
         shutil.copyfile(RUN_DIR / "best.pt", tmp)
     save_checkpoint("models/last.pt", res.model_state, meta, epoch=res.epochs_run, step=res.steps,

@@ -1,0 +1,138 @@
+"""One training run on several processes with torchrun + DistributedDataParallel (gloo, CPU):
+two processes train and write once; torchrun with one process is exactly plain python; a killed
+process fails the stage with one line, Ctrl-C to the whole group saves, and the next run resumes
+to the result of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_repo, merge, sh
+from tests.test_pipeline import _outputs
+
+DDP = {"train": {"epochs": 12, "threads": None, "nproc": 2}, "model": {"fast_cnn": {"widths": [16, 32, 32]}}}
+
+
+def _set(repo: Path, over: dict) -> None:
+    params = repo / "params.yaml"
+    params.write_text(yaml.safe_dump(merge(yaml.safe_load(params.read_text()), over), sort_keys=False))
+
+
+def _train(repo: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(repo, sys.executable, *(extra or ("-m", "stages.train")), check=check)
+
+
+@pytest.fixture(scope="module")
+def ddp_repo(tmp_path_factory, full_mirror):
+    repo = make_repo(tmp_path_factory.mktemp("ddp") / "lab", full_mirror, over=DDP)
+    sh(repo, "dvc", "repro", "stats", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+    return repo
+
+
+def test_two_processes_train_write_once_and_match_one_process(ddp_repo):
+    repo = ddp_repo
+    out = _train(repo)
+    assert "2 processes: torchrun --standalone --nproc_per_node=2 -m stages.train" in out.stdout
+    two = json.loads((repo / "metrics/train.json").read_text())
+    assert two["processes"] == 2 and two["steps"] == 12 * (180 // 32)
+    # rank 0 alone logs: one row per epoch, not one per process
+    assert (repo / "dvclive/train/plots/metrics/val/acc.tsv").read_text().count("\n") == 12 + 1
+    assert out.stdout.count("train: best val acc") == 1
+    _set(repo, {"train": {"nproc": 1}})
+    try:
+        _train(repo)
+        one = json.loads((repo / "metrics/train.json").read_text())
+    finally:
+        _set(repo, {"train": {"nproc": 2}})
+    assert one["processes"] == 1 and one["steps"] == two["steps"]
+    # same global batch and schedule; batch-norm statistics per process differ, so within noise
+    assert abs(two["best_val_acc"] - one["best_val_acc"]) <= 0.1, (one["best_val_acc"], two["best_val_acc"])
+
+
+def test_torchrun_with_one_process_is_exactly_plain_python(ddp_repo):
+    repo = ddp_repo
+    _set(repo, {"train": {"nproc": 1}})
+    try:
+        _train(repo)
+        plain = _outputs(repo)
+        _train(repo, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "stages.train")
+        assert _outputs(repo) == plain
+    finally:
+        _set(repo, {"train": {"nproc": 2}})
+
+
+def _workers(parent: int) -> dict[int, int]:
+    """rank → pid of the training processes below `parent`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = dict(kv.split("=", 1) for kv in (entry / "environ").read_text().split("\0") if "=" in kv)
+            chain = [int(entry.name)]
+            while chain[-1] > 1 and len(chain) < 6:
+                chain.append(int((Path("/proc") / str(chain[-1]) / "stat").read_text().rsplit(")", 1)[1].split()[1]))
+        except (OSError, ValueError):
+            continue
+        if parent in chain[1:] and "RANK" in env and "stages.train" in (entry / "cmdline").read_text():
+            found[int(env["RANK"])] = int(entry.name)
+    return found
+
+
+def _start(repo: Path) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _after_first_epoch(repo: Path, proc: subprocess.Popen) -> None:
+    resume = repo / ".cache/train/resume.pt"
+    deadline = time.time() + 180
+    while not resume.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ddp_repo):
+    import shutil
+
+    shutil.rmtree(ddp_repo / ".cache", ignore_errors=True)
+    _train(ddp_repo)
+    return _outputs(ddp_repo)
+
+
+def test_a_killed_process_fails_the_stage_and_the_next_run_resumes(ddp_repo, uninterrupted):
+    repo = ddp_repo
+    proc = _start(repo)
+    _after_first_epoch(repo, proc)
+    os.kill(_workers(proc.pid)[1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2, err[-2000:]
+    assert "train: error: a training process failed (torchrun exited with" in err
+    assert "run the same command again to resume" in err
+    again = _train(repo)
+    assert "resuming from .cache/train/resume.pt" in again.stdout + again.stderr
+    assert _outputs(repo) == uninterrupted
+
+
+def test_ctrl_c_to_every_process_saves_and_resumes(ddp_repo, uninterrupted):
+    repo = ddp_repo
+    proc = _start(repo)
+    _after_first_epoch(repo, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert "train: interrupted: SIGINT" in err and "run the same command again to resume" in err
+    assert (repo / ".cache/train/resume.pt").exists()
+    again = _train(repo)
+    assert "resuming from .cache/train/resume.pt" in again.stdout + again.stderr
+    assert _outputs(repo) == uninterrupted
