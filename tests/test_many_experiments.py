@@ -107,7 +107,7 @@ def test_a_student_pushes_experiments_and_the_instructor_pulls_and_compares(tmp_
     student_acc = {r["name"]: r["test_acc"] for r in experiments(json.loads(sh(student, "dvc", "exp", "show", "--json").stdout))}
 
     assert "alice-lr01" in sh(teacher, "dvc", "exp", "list", "origin").stdout
-    sh(teacher, "dvc", "exp", "pull", "origin", "alice-lr01", "alice-lr05")
+    sh(teacher, "dvc", "exp", "pull", "-A", "origin")  # the README's command: everyone's experiments
     rows = {r["name"]: r for r in experiments(json.loads(sh(teacher, "dvc", "exp", "show", "--json").stdout))}
     for name in ("alice-lr01", "alice-lr05"):
         assert rows[name]["status"] == "ok" and rows[name]["test_acc"] == student_acc[name]
