@@ -164,6 +164,8 @@ class VisualizeParams(Section):
     prediction_grid: int = Field(ge=1, le=100)
     mistakes: int = Field(ge=1, le=100)
     augment_examples: int = Field(ge=1, le=32)
+    patch_channels: int = Field(ge=1, le=64)
+    patch_top: int = Field(ge=1, le=32)
     dpi: int = Field(ge=50, le=400)
     seed: int = Field(ge=0)
 

@@ -147,7 +147,23 @@ def augmentation(a: Inputs) -> dict:
     return {"augmentation": {"examples": int(aug.shape[0]), "description": desc}}
 
 
-STEPS = (filters, feature_maps, gradcam, training_curves, class_results, augmentation)  # the order draws the random picks
+def what_excites(a: Inputs) -> dict:
+    """Per conv layer, the test patches that excite its most responsive channels most (Zeiler & Fergus)."""
+    from src.probe import crop, top_patches
+
+    x, _ = a.sub.split("test")
+    found = {}
+    for t in top_patches(a.model, normalize(x, a.mean, a.std), a.v.patch_top, a.v.patch_channels):
+        crops = [[crop(x[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q])))
+                  for q in range(t.images.shape[1])] for r in range(len(t.channels))]
+        save_figure(inside.top_patches_figure(t, crops), OUT / f"top_patches_{t.layer.replace('.', '_')}.png", a.v.dpi)
+        found[t.layer] = {"learned": t.learned, "receptive_field": t.field.size, "channels": t.channels,
+                          "images": t.images.tolist(), "positions": t.positions.tolist(),
+                          "values": t.values.round(4).tolist()}
+    return {"top_patches": found}
+
+
+STEPS = (filters, feature_maps, gradcam, training_curves, class_results, augmentation, what_excites)  # the order draws the random picks
 
 
 def main(p: Params) -> None:

@@ -145,3 +145,28 @@ def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], p
                  f"(green: right, red: wrong; true → predicted)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- what excites a channel
+
+def top_patches_figure(tp, patches: list[list[np.ndarray]]):
+    """Rows: the channels; columns: the test patches (receptive fields) that excite each most,
+    strongest first, titled with the response. `patches[r][q]` is an (h, w, 3) uint8 crop."""
+    rows, cols = len(patches), max(len(p) for p in patches)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.05 + 0.9, rows * 1.2 + 1.0), squeeze=False,
+                             layout="constrained")
+    for r, row in enumerate(patches):
+        for q in range(cols):
+            ax = axes[r, q]
+            ax.set_xticks([]), ax.set_yticks([])
+            if q >= len(row):
+                ax.axis("off")
+                continue
+            ax.imshow(row[q], interpolation="nearest")
+            ax.set_title(f"{tp.values[r, q]:.2f}", fontsize=7, pad=2)
+        axes[r, 0].set_ylabel(f"ch {tp.channels[r]}", fontsize=8)
+    how = "learned" if tp.learned else "not learned: frozen, set from the data"
+    fig.suptitle(f"What excites layer '{tp.layer}' ({how}): for {rows} channels, the test patches\n"
+                 f"({tp.field.size}×{tp.field.size} receptive fields; black = padding) with the strongest response",
+                 fontsize=10)
+    return fig

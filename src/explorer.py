@@ -1,0 +1,233 @@
+"""What the explorer page shows, computed: the model of models/best.pt on the test split or an
+uploaded picture — class probabilities, every layer's feature maps, Grad-CAM, one first-layer
+output as a weighted sum, a class's confusion row and mistakes, the patches that excite each
+channel most. Plain functions over a loaded `Lab`; src/explore.py serves them over HTTP.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from src.checkpoints import load_trained
+from src.data import Subset, normalize
+from src.errors import CheckpointError, DataError
+from src.evaluation import read_predictions
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+class InputError(ValueError):
+    """Input the page sent that can't be used; the message is shown on the page."""
+
+
+@dataclass
+class Lab:
+    """A trained model with the data and predictions it goes with."""
+    model: nn.Module
+    classes: list[str]
+    mean: torch.Tensor
+    std: torch.Tensor
+    test_x: torch.Tensor   # (N, 3, 32, 32) uint8
+    test_y: np.ndarray
+    pred: np.ndarray       # the evaluate stage's predictions (with its test-time augmentation)
+    conf: np.ndarray
+    model_name: str
+
+    @classmethod
+    def load(cls, root: Path = Path(".")) -> "Lab":
+        """models/best.pt, data/subset.pt and plots/eval/predictions.csv under `root`; a clear
+        CheckpointError/DataError when one is missing or they do not belong together."""
+        best, subset = root / "models/best.pt", root / "data/subset.pt"
+        if not best.exists() or not subset.exists():
+            raise CheckpointError("no trained model yet: run `dvc repro` first (it writes models/best.pt)")
+        sub = Subset.load(subset)
+        model, ck = load_trained(best, sub.classes)
+        preds = root / "plots/eval/predictions.csv"
+        if not preds.exists():
+            raise DataError(f"{preds}: missing; run `dvc repro evaluate`")
+        true, pred, conf = read_predictions(preds, sub.classes)
+        return cls(model.eval(), sub.classes, torch.tensor(ck["mean"]), torch.tensor(ck["std"]), sub.test_x,
+                   true, pred, conf, ck["model_name"])
+
+    def normalised(self, img: torch.Tensor) -> torch.Tensor:
+        return normalize(img[None], self.mean, self.std)[0]
+
+
+# ----------------------------------------------------------------------------- pictures as PNG text
+
+def png(rgb: np.ndarray) -> str:
+    """(H, W, 3) uint8 → base64 PNG text for an <img src="data:image/png;base64,...">."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def to_hwc(img: torch.Tensor) -> np.ndarray:
+    return img.permute(1, 2, 0).numpy()
+
+
+def decode_upload(data: bytes) -> torch.Tensor:
+    """A PNG or JPEG file → the 32×32 uint8 image (3, 32, 32) the network sees (resized whole,
+    Lanczos). Anything else is an InputError with a message for the page."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InputError(f"the file is {len(data) / 2**20:.1f} MB; at most {MAX_UPLOAD_BYTES // 2**20} MB")
+    try:
+        im = Image.open(io.BytesIO(data))
+        if im.format not in ("PNG", "JPEG"):
+            raise InputError(f"a {im.format} file: upload a PNG or JPEG image")
+        im = im.convert("RGB").resize((32, 32), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise InputError("not a PNG or JPEG image (the file could not be read as a picture)") from None
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_png32(text: str) -> torch.Tensor:
+    """The 32×32 image the page holds (a PNG it received from us) back to a tensor."""
+    try:
+        img = decode_upload(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"the image sent back is not readable ({exc})") from None
+    return img
+
+
+# ----------------------------------------------------------------------------- picking test images
+
+def list_images(lab: Lab, cls: Optional[str] = None, which: str = "all", order: str = "index", page: int = 0,
+                per_page: int = 48) -> dict:
+    """Test images of a class (or all), right or wrong ones, by index or by confidence, a page at a time."""
+    if cls not in (None, "", *lab.classes):
+        raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
+    if which not in ("all", "right", "wrong") or order not in ("index", "most", "least"):
+        raise InputError("which must be all, right or wrong; order index, most or least")
+    keep = np.ones(len(lab.test_y), dtype=bool)
+    if cls:
+        keep &= lab.test_y == lab.classes.index(cls)
+    if which != "all":
+        keep &= (lab.pred == lab.test_y) == (which == "right")
+    idx = np.flatnonzero(keep)
+    if order != "index":
+        idx = idx[np.argsort(-lab.conf[idx] if order == "most" else lab.conf[idx], kind="stable")]
+    pages = max(1, math.ceil(len(idx) / per_page))
+    page = min(max(page, 0), pages - 1)
+    items = [{"index": int(i), "label": lab.classes[lab.test_y[i]], "pred": lab.classes[lab.pred[i]],
+              "conf": round(float(lab.conf[i]), 4), "png": png(to_hwc(lab.test_x[i]))}
+             for i in idx[page * per_page:(page + 1) * per_page]]
+    return {"total": int(len(idx)), "page": page, "pages": pages, "items": items}
+
+
+def test_image(lab: Lab, index: int) -> torch.Tensor:
+    if not 0 <= index < len(lab.test_y):
+        raise InputError(f"test image {index} does not exist: the test split has {len(lab.test_y)} (0–{len(lab.test_y) - 1})")
+    return lab.test_x[index]
+
+
+# ----------------------------------------------------------------------------- one image through the network
+
+def _mosaic(a: torch.Tensor, cmap: str = "viridis") -> tuple[str, int, int]:
+    """Every channel of an activation (C, H, W), each scaled on its own, in a grid with 1-px gaps."""
+    import matplotlib
+
+    c, h, w = a.shape
+    cols = math.ceil(math.sqrt(c))
+    rows = math.ceil(c / cols)
+    lo = a.flatten(1).min(1).values[:, None, None]
+    hi = a.flatten(1).max(1).values[:, None, None]
+    unit = ((a - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+    rgb = (matplotlib.colormaps[cmap](unit)[..., :3] * 255).astype(np.uint8)   # (C, H, W, 3)
+    grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, 3), 255, dtype=np.uint8)
+    for k in range(c):
+        r, q = divmod(k, cols)
+        grid[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = rgb[k]
+    return png(grid), rows, cols
+
+
+@torch.no_grad()
+def analyse(lab: Lab, img: torch.Tensor) -> dict:
+    """Class probabilities and every feature layer's maps (all channels) for one uint8 image."""
+    from src.figures.inside import activations
+
+    from src.models import conv_layers
+
+    x = lab.normalised(img)[None]
+    probs = lab.model(x).float().softmax(1)[0]
+    first, _ = conv_layers(lab.model)[0]
+    conv_out = activations(lab.model, x, [first])[first][0]   # (C, H, W): the page draws one channel to click
+    layers = []
+    for name, a in activations(lab.model, x, lab.model.feature_layers()).items():
+        mosaic, rows, cols = _mosaic(a[0])
+        layers.append({"name": name, "shape": list(a.shape[1:]), "mosaic": mosaic, "rows": rows, "cols": cols})
+    p = probs.tolist()
+    return {"image": png(to_hwc(img)), "probs": [{"class": c, "p": round(v, 6)} for c, v in zip(lab.classes, p)],
+            "pred": lab.classes[int(np.argmax(p))], "layers": layers,
+            "first_conv": {"name": first, "shape": list(conv_out.shape), "maps": conv_out.round(decimals=3).tolist()}}
+
+
+def gradcam(lab: Lab, img: torch.Tensor, cls: str) -> dict:
+    """Grad-CAM from the last conv layer for class `cls`, over the image (both 32×32)."""
+    import matplotlib
+
+    from src.figures.inside import gradcam_maps
+
+    if cls not in lab.classes:
+        raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
+    cam = gradcam_maps(lab.model, lab.normalised(img)[None], [lab.classes.index(cls)])[0]   # (H, W) in [0, 1]
+    heat = matplotlib.colormaps["jet"](cam)[..., :3]
+    over = (0.55 * to_hwc(img) / 255 + 0.45 * heat).clip(0, 1)
+    return {"class": cls, "png": png((over * 255).astype(np.uint8)), "peak": round(float(cam.max()), 4)}
+
+
+def conv_sum(lab: Lab, img: torch.Tensor, channel: int, i: int, j: int) -> dict:
+    """One output of the first conv layer written out: receptive field, terms, from-scratch sum, PyTorch."""
+    from src.probe import first_conv_sum
+
+    conv = next(m for m in lab.model.modules() if isinstance(m, nn.Conv2d))
+    out = first_conv_sum(lab.model, lab.normalised(img), 0, 0, 0)["out_shape"]
+    if not (0 <= channel < conv.out_channels and 0 <= i < out[1] and 0 <= j < out[2]):
+        raise InputError(f"position ({channel}, {i}, {j}) is outside the layer's output {tuple(out)}")
+    r = first_conv_sum(lab.model, lab.normalised(img), channel, i, j)
+    terms = [{"c": c, "u": u, "v": v, "w": round(float(r["weights"][c, u, v]), 4), "x": round(float(r["window"][c, u, v]), 4)}
+             for c in range(r["window"].shape[0]) for u in range(r["kernel"]) for v in range(r["kernel"])]
+    return {"layer": r["layer"], "channel": channel, "i": i, "j": j, "box": list(r["box"]), "kernel": r["kernel"],
+            "padding": r["padding"], "stride": r["stride"], "bias": round(r["bias"], 4), "terms": terms,
+            "sum": f"{r['sum']:.4f}", "torch": f"{r['torch']:.4f}", "out_shape": list(r["out_shape"])}
+
+
+def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
+    """A class's row of the confusion matrix and its most confident mistakes."""
+    if cls not in lab.classes:
+        raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
+    c = lab.classes.index(cls)
+    mine = lab.test_y == c
+    row = {name: int(((lab.pred == k) & mine).sum()) for k, name in enumerate(lab.classes)}
+    wrong = np.flatnonzero(mine & (lab.pred != c))
+    worst = wrong[np.argsort(-lab.conf[wrong], kind="stable")][:mistakes]
+    return {"class": cls, "images": int(mine.sum()), "row": row, "accuracy": round(row[cls] / max(int(mine.sum()), 1), 4),
+            "mistakes": [{"index": int(i), "pred": lab.classes[lab.pred[i]], "conf": round(float(lab.conf[i]), 4),
+                          "png": png(to_hwc(lab.test_x[i]))} for i in worst]}
+
+
+def filters(lab: Lab, k: int = 6, channels: int = 6) -> list[dict]:
+    """Per conv layer: the test patches (receptive fields) that excite its most responsive channels most."""
+    from src.probe import crop, top_patches
+
+    x = normalize(lab.test_x, lab.mean, lab.std)
+    out = []
+    for t in top_patches(lab.model, x, k, channels):
+        rows = [{"channel": ch, "patches": [
+            {"index": int(t.images[r, q]), "value": round(float(t.values[r, q]), 3),
+             "png": png(crop(lab.test_x[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q]))))}
+            for q in range(t.images.shape[1])]} for r, ch in enumerate(t.channels)]
+        out.append({"layer": t.layer, "learned": t.learned, "field": t.field.size, "rows": rows})
+    return out

@@ -1,0 +1,150 @@
+"""The explorer in headless Chromium (Debian's, driven by Playwright) with the network cut off:
+the page loads from 127.0.0.1 alone; choosing an image shows the probabilities the model gives in
+Python (3 decimals); every layer's maps are drawn; a clicked position's sum equals PyTorch's; a PNG
+upload is predicted; a text file gets the error message.
+
+    EXPLORER_ROOT=. SCREENSHOTS=docs python -m pytest tests/test_explorer_browser.py   # the README's pictures
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.explore import create_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` (.ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def served(request):
+    """The explorer on a free port, for the end-to-end repo (or EXPLORER_ROOT, e.g. `.` for the README's pictures)."""
+    from werkzeug.serving import make_server
+
+    repo = Path(os.environ["EXPLORER_ROOT"]).resolve() if os.environ.get("EXPLORER_ROOT") else request.getfixturevalue("repo")
+    server = make_server("127.0.0.1", 0, create_app(root=repo), threaded=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", repo
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    from playwright.sync_api import sync_playwright
+
+    url, repo = served
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+
+        def only_local(route):
+            if route.request.url.startswith(url) or route.request.url.startswith("data:"):
+                return route.continue_()
+            outside.append(route.request.url)
+            return route.abort()
+
+        ctx.route("**/*", only_local)
+        pg = ctx.new_page()
+        t0 = time.perf_counter()
+        pg.goto(url)
+        pg.wait_for_selector("#thumbs figure", timeout=60_000)
+        pg.load_seconds = time.perf_counter() - t0
+        yield pg, repo, outside
+        browser.close()
+
+
+def model_probs(repo: Path, index: int) -> np.ndarray:
+    from src.checkpoints import load_trained
+    from src.data import Subset, normalize
+
+    sub = Subset.load(repo / "data/subset.pt")
+    model, ck = load_trained(repo / "models/best.pt", sub.classes)
+    with torch.no_grad():
+        x = normalize(sub.test_x[index:index + 1], torch.tensor(ck["mean"]), torch.tensor(ck["std"]))
+        return model.eval()(x).softmax(1)[0].numpy()
+
+
+def shot(pg, name: str, selector: str) -> None:
+    """A window-sized picture with `selector` at the top (only with SCREENSHOTS=<folder>)."""
+    if os.environ.get("SCREENSHOTS"):
+        pg.eval_on_selector(selector, "e => e.scrollIntoView()")
+        pg.screenshot(path=str(Path(os.environ["SCREENSHOTS"]) / name))
+
+
+def test_the_page_loads_with_the_network_cut_off(page):
+    pg, _, outside = page
+    assert "test accuracy" in pg.inner_text("#model-info")
+    assert pg.load_seconds < 30
+    assert outside == []  # nothing asked for outside 127.0.0.1
+
+
+def test_choosing_an_image_shows_the_models_probabilities_and_every_layer(page):
+    pg, repo, outside = page
+    first = pg.locator("#thumbs figure").nth(2)
+    index = int(first.get_attribute("data-index"))
+    first.click()
+    pg.wait_for_selector("#probs .prob")
+    shown = {el.get_attribute("data-class"): el.inner_text().split("\n")[-1].strip()
+             for el in pg.query_selector_all("#probs .prob")}
+    from src.data import Subset
+
+    classes = Subset.load(repo / "data/subset.pt").classes
+    assert shown == {c: f"{p:.3f}" for c, p in zip(classes, model_probs(repo, index))}
+    pg.wait_for_selector("#layers .layer img")
+    pg.wait_for_function("[...document.querySelectorAll('#layers img')].every(i => i.complete && i.naturalWidth > 0)")
+    names = [el.get_attribute("data-layer") for el in pg.query_selector_all("#layers .layer")]
+    from src.checkpoints import load_trained
+
+    model, _ = load_trained(repo / "models/best.pt", classes)
+    assert names == model.feature_layers()
+    pg.wait_for_function("document.getElementById('cam').naturalWidth > 0")
+    assert outside == []
+
+
+def test_a_clicked_position_is_summed_by_hand_as_pytorch_does(page):
+    pg, _, _ = page
+    pg.fill("#conv-channel", "3")
+    pg.dispatch_event("#conv-channel", "change")
+    box = pg.locator("#fmap").bounding_box()
+    pg.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.6)
+    eq = pg.wait_for_selector("#conv-sum .eq")
+    assert eq.get_attribute("data-sum") == eq.get_attribute("data-torch")
+    assert "Σ w·x + b" in pg.inner_text("#conv-sum")
+    shot(pg, "explorer.png", "header")
+
+
+def test_an_uploaded_png_is_predicted_and_a_text_file_is_refused(page, tmp_path):
+    from PIL import Image
+
+    pg, _, _ = page
+    picture = tmp_path / "plane.png"
+    rgb = np.full((90, 120, 3), (135, 180, 230), dtype=np.uint8)
+    rgb[40:50, 20:100] = 240
+    Image.fromarray(rgb).save(picture)
+    pg.set_input_files("#upload", str(picture))
+    pg.wait_for_function("document.getElementById('view-title').textContent === 'Your upload'")
+    assert len(pg.query_selector_all("#probs .prob")) >= 2 and pg.is_hidden("#error")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    pg.set_input_files("#upload", str(text))
+    pg.wait_for_selector("#error:not([hidden])")
+    assert "not a PNG or JPEG image" in pg.inner_text("#error")
+
+
+def test_the_filters_view_draws_patches(page):
+    pg, _, _ = page
+    pg.click("#load-filters")
+    pg.wait_for_selector("#filter-view .patches img", timeout=120_000)
+    assert "not learned" in pg.inner_text("#filter-view .layer h4")
+    shot(pg, "explorer_filters.png", "#filters")
