@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from src.data import BATCHES_DIR, channel_stats, load_cifar10, mirror_from_env, read_class_names, select_subset
 from src.evaluation import evaluate
@@ -74,6 +75,27 @@ def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int,
             "train_gflop_per_image": flops / 1e9, "achieved_gflop_s": flops * res.images_per_s / 1e9}
 
 
+def apply_sets(p: Params, sets: list[str]) -> Params:
+    """`p` with KEY=VALUE overrides (YAML values, dotted keys), as `dvc exp run -S` takes them."""
+    for item in sets:  # e.g. model.fast_cnn.widths=[48,96,192]
+        key, value = item.split("=", 1)
+        over: dict = {}
+        node = over
+        *parents, last = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = yaml.safe_load(value)
+        p = parse_params(merge(p.model_dump(), over))
+    return p
+
+
+def load_raw() -> tuple[dict, list[str]]:
+    """CIFAR-10 from $CIFAR10_MIRROR, else data/raw (after `dvc repro download`)."""
+    mirror = mirror_from_env()
+    batches = Path(mirror) / BATCHES_DIR if mirror else Path("data/raw") / BATCHES_DIR
+    return load_cifar10(batches), read_class_names(batches)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--classes", nargs="+", default=["airplane", "automobile", "bird"])
@@ -82,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", nargs="+", default=["default", "seed"], choices=["default", "seed"])
     ap.add_argument("--peak-gflops", type=float, default=150.0, help="this CPU's fp32 peak, for the fraction")
     ap.add_argument("--name", default=None, help="results file name (default from classes and budget)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="params overrides for the default recipe, as `dvc exp run -S` takes them (YAML values)")
     args = ap.parse_args(argv)
 
     base = load_params("params.yaml")
     classes = args.classes if args.classes != ["all"] else "all"
     base = parse_params(merge(base.model_dump(), {"data": {"classes": classes}, "train": {"device": "auto"}}))
-    mirror = mirror_from_env()
-    batches = Path(mirror) / BATCHES_DIR if mirror else Path("data/raw") / BATCHES_DIR
-    raw, names = load_cifar10(batches), read_class_names(batches)
+    base = apply_sets(base, args.set)
+    raw, names = load_raw()
     recipes = {"default": base, "seed": parse_params(merge(base.model_dump(), SEED_RECIPE))}
     work = Path(".cache/bench")
     table: dict[str, list[dict]] = {r: [] for r in args.recipes}

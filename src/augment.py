@@ -30,10 +30,19 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, mode: str =
     return xp[bi, ci, rows, cols]                                                # (B, C, H, W)
 
 
-def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < 0.5).to(x.device)
+def random_hflip(x: torch.Tensor, gen: torch.Generator, flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2 (or where the bool mask `flip` (B,) says)."""
+    if flip is None:
+        flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def alternating_flips(n: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Per training image, whether it is mirrored in even epochs (a random half); odd epochs mirror
+    the other half. Every image is seen both ways in any two epochs in a row, which is worth more
+    than flipping at random when a run lasts a few epochs (Jordan, "94% on CIFAR-10 in 3.29 s")."""
+    g = torch.Generator().manual_seed(seed * 104_729 + 17)
+    return (torch.rand(n, generator=g) < 0.5).to(device)
 
 
 def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -50,11 +59,12 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, cfg, gen: torch.Generator,
-                  autoaugment: Optional[AutoAugmentCIFAR10] = None) -> torch.Tensor:
+                  autoaugment: Optional[AutoAugmentCIFAR10] = None, flip: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The configured training transform on a uint8 batch: flip, crop, AutoAugment, cutout.
-    Pass one `AutoAugmentCIFAR10` for a whole run, so its tables are built once."""
+    Pass one `AutoAugmentCIFAR10` for a whole run, so its tables are built once; with
+    `hflip: alternate` the training loop passes the batch's `flip` mask (else flips are random)."""
     if cfg.hflip:
-        x = random_hflip(x, gen)
+        x = random_hflip(x, gen, flip if cfg.hflip == "alternate" else None)
     x = random_crop(x, cfg.crop_padding, gen, cfg.crop_pad_mode)
     if cfg.autoaugment:
         x = (autoaugment or AutoAugmentCIFAR10())(x, gen)

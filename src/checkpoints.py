@@ -101,10 +101,10 @@ class RunFiles:
         return None
 
     def save_resume(self, model: nn.Module, opt: torch.optim.Optimizer, ema: Optional[nn.Module],
-                    state: dict) -> None:
+                    state: dict, lookahead: Optional[dict] = None) -> None:
         save_checkpoint(self.resume, model.state_dict(), self.meta, fingerprint=self.fingerprint,
                         optimizer=opt.state_dict(), ema=ema.state_dict() if ema is not None else None,
-                        state=state)
+                        state=state, lookahead=lookahead)
 
     def save_best(self, model: nn.Module, epoch: int, val_acc: float) -> None:
         save_checkpoint(self.best, model.state_dict(), self.meta, epoch=epoch, val_acc=val_acc)

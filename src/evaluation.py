@@ -30,6 +30,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: t
     averages copies moved by that many pixels up-left and down-right (weights 1/2, 1/4, 1/4)."""
     model.eval()
     device = mean.device
+    dtype = next((t.dtype for t in model.parameters() if t.dtype in (torch.bfloat16, torch.float16)), None)
 
     def views(xb: torch.Tensor) -> torch.Tensor:
         logits = model(xb).float()
@@ -40,6 +41,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: t
     out = []
     for xb in x.split(batch_size):
         xb = normalize(xb.to(device, non_blocking=True), mean, std)
+        if dtype is not None:  # a model kept in half precision (train.half)
+            xb = xb.to(dtype)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast_for(device, amp):

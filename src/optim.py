@@ -45,8 +45,10 @@ def cycle_momentum(step: int, total: int, pct_start: float, base: float = 0.85, 
 
 
 def make_optimizer(model: nn.Module, tc: "TrainParams") -> torch.optim.Optimizer:
-    """Nesterov SGD or AdamW over the trainable parameters."""
+    """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if tc.optimizer == "muon":
+        return MuonSGD(model, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov, tc.weight_decay)
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
                                weight_decay=tc.weight_decay)
@@ -58,7 +60,7 @@ def set_hparams(opt: torch.optim.Optimizer, tc: "TrainParams", step: int, total:
     lr = one_cycle(step, total, tc.lr * tc.max_lr_factor, tc.pct_start, tc.div_factor,
                    tc.final_div_factor, tc.anneal)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
         if tc.cycle_momentum:
             m = cycle_momentum(step, total, tc.pct_start, anneal=tc.anneal)
             if "betas" in g:
@@ -66,3 +68,88 @@ def set_hparams(opt: torch.optim.Optimizer, tc: "TrainParams", step: int, total:
             else:
                 g["momentum"] = m
     return lr
+
+
+def _as_matrix(p: torch.Tensor) -> torch.Tensor:
+    """A conv filter bank (O, I, kh, kw) as the (O, I*kh*kw) matrix Muon orthogonalises, sharing
+    its storage (a channels_last filter is viewed in (O, kh, kw, I) order: the same rows)."""
+    if p.is_contiguous():
+        return p.view(p.shape[0], -1)
+    return p.permute(0, 2, 3, 1).view(p.shape[0], -1)  # channels_last storage
+
+
+class MuonSGD(torch.optim.Optimizer):
+    """Muon (`torch.optim.Muon`) for the conv filters, Nesterov SGD for everything else, as one
+    optimizer: the speed-run recipe (Keller Jordan's airbench94_muon). Muon sees each filter bank as
+    a matrix that shares the filter's storage; each bank is rescaled to norm sqrt(out channels) before
+    its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
+    The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr)."""
+
+    def __init__(self, model: nn.Module, lr: float, muon_lr: float, peak_lr: float, momentum: float,
+                 nesterov: bool, weight_decay: float):
+        filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+        rest = [p for p in model.parameters() if p.requires_grad and p.ndim != 4]
+        self.filters = filters
+        self.matrices = [nn.Parameter(_as_matrix(p.detach())) for p in filters]  # views: same storage
+        self.sgd = torch.optim.SGD(rest, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        self.muon = torch.optim.Muon(self.matrices, lr=muon_lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0)
+        self.sgd.param_groups[0]["lr_scale"] = 1.0
+        self.muon.param_groups[0]["lr_scale"] = muon_lr / peak_lr
+        super().__init__(filters + rest, {"lr": lr})
+        self.param_groups = self.sgd.param_groups + self.muon.param_groups  # what the schedule sets
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for p, m in zip(self.filters, self.matrices):
+            if p.grad is not None:
+                g = p.grad if p.grad.stride() == p.stride() else p.grad.contiguous(
+                    memory_format=torch.contiguous_format if p.is_contiguous() else torch.channels_last)
+                m.grad = _as_matrix(g)
+                m.mul_(m.shape[0] ** 0.5 / m.norm().clamp_min(1e-12))
+        self.sgd.step()
+        self.muon.step()
+        for m in self.matrices:
+            m.grad = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sgd.zero_grad(set_to_none)
+        for p in self.filters:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"sgd": self.sgd.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sgd.load_state_dict(state["sgd"])
+        self.muon.load_state_dict(state["muon"])
+        self.param_groups = self.sgd.param_groups + self.muon.param_groups
+
+
+class Lookahead:
+    """Lookahead as the speed runs use it (hlb-cifar10, airbench): every `every` steps the weights
+    (and BatchNorm statistics) move to an exponential average of themselves, the average's weight
+    decay**every × (progress)³ — nothing early on, more and more towards the end; the last step
+    leaves the model at the average."""
+
+    def __init__(self, model: nn.Module, every: int, decay: float):
+        self.every, self.decay = every, decay
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: int, total: int) -> None:
+        """Call after optimizer step number `step` (1-based) of `total`."""
+        last = step >= total
+        if step % self.every and not last:
+            return
+        keep = 1.0 if last else self.decay ** self.every * (step / total) ** 3
+        for k, v in model.state_dict().items():
+            if k in self.avg:
+                self.avg[k].lerp_(v, 1.0 - keep)
+                v.copy_(self.avg[k])
+
+    def state_dict(self) -> dict:
+        return dict(self.avg)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            self.avg[k].copy_(v)

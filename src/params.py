@@ -91,12 +91,19 @@ class DataParams(Section):
 
 
 class AugmentParams(Section):
-    hflip: bool
+    hflip: Union[bool, Literal["alternate"]]  # alternate: each image mirrored every other epoch
     crop_padding: int = Field(ge=0, le=16)
     crop_pad_mode: Literal["reflect", "zeros"]
     cutout: int = Field(ge=0, le=32)
     autoaugment: bool
     mixup_alpha: float = Field(ge=0)
+
+    @field_validator("hflip", mode="before")
+    @classmethod
+    def _check_hflip(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v == "alternate":
+            return v
+        raise ValueError("must be true (random), alternate or false")
 
 
 class ModelParams(Section):
@@ -115,8 +122,9 @@ class TrainParams(Section):
     epochs: int = Field(ge=1)
     time_budget_s: Optional[float] = Field(gt=0)
     batch_size: int = Field(ge=1)
-    optimizer: Literal["sgd", "adamw"]
+    optimizer: Literal["sgd", "adamw", "muon"]
     lr: float = Field(gt=0)
+    muon_lr: float = Field(gt=0)  # Muon's peak lr for conv filters (optimizer: muon)
     momentum: float = Field(ge=0, lt=1)
     nesterov: bool
     weight_decay: float = Field(ge=0)
@@ -129,21 +137,24 @@ class TrainParams(Section):
     label_smoothing: float = Field(ge=0, le=1)
     grad_clip: Optional[float] = Field(gt=0)
     ema_decay: Optional[float] = Field(gt=0, lt=1)
+    lookahead_steps: int = Field(ge=0)          # 0 = off
+    lookahead_decay: float = Field(gt=0, lt=1)
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"]
     threads: Optional[int] = Field(ge=1)
     nproc: int = Field(ge=1)
     channels_last: Literal["auto", "on", "off"]
     amp: Literal["auto", "bf16", "off"]
+    half: Literal["off", "bf16", "fp16"]
     compile: bool
     deterministic: bool
 
-    @field_validator("amp", "channels_last", mode="before")
+    @field_validator("amp", "channels_last", "half", mode="before")
     @classmethod
     def _yaml_switch(cls, v: Any, info) -> Any:
         """`-S train.amp=off` reaches us as False (YAML 1.1 reads on/off as booleans): take it."""
         if isinstance(v, bool):
-            return ("bf16" if info.field_name == "amp" else "on") if v else "off"
+            return ("on" if info.field_name == "channels_last" else "bf16") if v else "off"
         return v
 
 
@@ -176,6 +187,19 @@ class TheoryParams(Section):
     dpi: int = Field(ge=50, le=400)
 
 
+class GpuParams(Section):
+    """The GPU recipe: values that replace augment/model/train ones when training runs on CUDA."""
+    use: Literal["auto", "always", "never"]  # auto: on CUDA only; always: on any device (to try it on a CPU)
+    augment: dict
+    model: dict
+    train: dict
+
+    @field_validator("use", mode="before")
+    @classmethod
+    def _yaml_never(cls, v: Any) -> Any:
+        return "never" if v is False else v
+
+
 class Params(Section):
     download: DownloadParams
     data: DataParams
@@ -185,6 +209,17 @@ class Params(Section):
     evaluate: EvaluateParams
     visualize: VisualizeParams
     theory: TheoryParams
+    gpu: GpuParams
+
+    def recipe_for(self, device_type: str) -> tuple["Params", str]:
+        """The params training uses on a `device_type` ("cpu", "cuda", "mps") and the recipe's name:
+        these params, or with the `gpu` section's values in place (gpu.use: auto on CUDA, always)."""
+        if self.gpu.use == "never" or (self.gpu.use == "auto" and device_type != "cuda"):
+            return self, "default"
+        raw = self.model_dump()
+        for name in ("augment", "model", "train"):
+            raw[name] = deep_merge(raw[name], getattr(self.gpu, name))
+        return parse_params(raw), "gpu"
 
 
 def _section_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
@@ -238,9 +273,13 @@ def deep_merge(base: dict, over: dict) -> dict:
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping; raises ParamsError with a one-line message."""
     try:
-        return Params.model_validate(raw or {})
+        p = Params.model_validate(raw or {})
     except ValidationError as err:
         raise ParamsError(_one_line(err, raw or {})) from None
+    for name in ("augment", "train"):  # the GPU recipe's values must be valid where they land
+        parse_section(type(getattr(p, name)), deep_merge(getattr(p, name).model_dump(), getattr(p.gpu, name)),
+                      f"gpu.{name}")
+    return p
 
 
 def parse_section(schema: type[Section], raw: dict, key: str) -> Section:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -20,9 +20,12 @@ class Runtime:
     amp: bool            # bf16 autocast
     channels_last: bool
     cpu_capability: str  # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
+    half: Optional[torch.dtype] = None  # weights and activations in this dtype end to end (BatchNorm fp32)
 
     @property
     def precision(self) -> str:
+        if self.half is not None:
+            return f"{str(self.half).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} weights"
         return "bf16" if self.amp else "fp32"
 
     def describe(self) -> str:
@@ -88,8 +91,9 @@ def setup_runtime(tc: "TrainParams", device: torch.device) -> Runtime:
     amp = tc.amp == "bf16" or (tc.amp == "auto" and (device.type == "cuda"
                                                      or (device.type == "cpu" and cpu_has_native_bf16())))
     channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and device.type in ("cpu", "cuda"))
-    return Runtime(device=device, threads=torch.get_num_threads(), amp=amp, channels_last=channels_last,
-                   cpu_capability=torch.backends.cpu.get_cpu_capability())
+    half = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[tc.half]
+    return Runtime(device=device, threads=torch.get_num_threads(), amp=amp and half is None, channels_last=channels_last,
+                   cpu_capability=torch.backends.cpu.get_cpu_capability(), half=half)
 
 
 def autocast_for(device: torch.device, amp: bool):

@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.augment import augment_batch, mixup
+from src.augment import alternating_flips, augment_batch, mixup
 from src.autoaugment import AutoAugmentCIFAR10
 from src.checkpoints import RunFiles
 from src.data import normalize
 from src.distributed import Dist
 from src.errors import NonFiniteLoss, TrainingInterrupted
 from src.evaluation import evaluate
-from src.optim import make_optimizer, set_hparams
+from src.optim import Lookahead, make_optimizer, set_hparams
 from src.runtime import Runtime, autocast_for, setup_runtime
 
 if TYPE_CHECKING:
@@ -257,8 +257,12 @@ class Trainer:
         self.rt = setup_runtime(self.tc, device)
         self.log(f"train: on {self.rt.describe()}" + (f", {dist.world} processes (torchrun)" if dist.active else ""))
         self.model = model.to(device)
+        if self.rt.half is not None:  # weights and activations in half precision, BatchNorm in fp32
+            to_half(self.model, self.rt.half)
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.lookahead = Lookahead(model, self.tc.lookahead_steps, self.tc.lookahead_decay) \
+            if self.tc.lookahead_steps else None
         self.ema = None
         if self.tc.ema_decay:
             self.ema = torch.optim.swa_utils.AveragedModel(
@@ -276,6 +280,9 @@ class Trainer:
         self.val_x, self.val_y = val
         self.mean, self.std = mean.to(device), std.to(device)
         self.autoaugment = AutoAugmentCIFAR10() if self.ac.autoaugment else None  # its tables, built once
+        self.flips = alternating_flips(self.train_x.shape[0], self.tc.seed, device) if self.ac.hflip == "alternate" else None
+        # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
+        self.host_checks = device.type == "cpu"
         self.spe = max(1, self.train_x.shape[0] // self.tc.batch_size)  # the last partial batch is dropped
         self.files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta)
         self.st = RunState(total_steps=None if self.tc.time_budget_s else self.tc.epochs * self.spe)
@@ -303,6 +310,8 @@ class Trainer:
         self.opt.load_state_dict(ck["optimizer"])
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.load_state_dict(ck["ema"])
+        if self.lookahead is not None and ck.get("lookahead") is not None:
+            self.lookahead.load_state_dict(ck["lookahead"])
         self.st = RunState(**ck["state"])
         self.log(f"train: resuming from {self.files.resume} at step {self.st.step}/{self.st.total_steps} "
                      f"(epoch {self.st.step // self.spe + 1})")
@@ -313,20 +322,24 @@ class Trainer:
     def save_resume(self) -> None:
         self.st.elapsed = self.elapsed()
         if self.dist.is_main:
-            self.files.save_resume(self.model, self.opt, self.ema, self.st.__dict__)
+            self.files.save_resume(self.model, self.opt, self.ema, self.st.__dict__,
+                                   self.lookahead.state_dict() if self.lookahead is not None else None)
 
     def batch(self, order: torch.Tensor, i: int, gen: torch.Generator) -> Batch:
         """Batch i of the epoch's order: augmented, mixed (MixUp), normalised, in the run's memory
         layout — the whole global batch, drawn alike in every process, then this process's slice."""
         bs = self.tc.batch_size
         idx = order[i * bs:(i + 1) * bs]
-        xb = normalize(augment_batch(self.train_x[idx], self.ac, gen, self.autoaugment), self.mean, self.std)
+        flip = None if self.flips is None else self.flips[idx] ^ bool(self.st.step // self.spe % 2)
+        xb = normalize(augment_batch(self.train_x[idx], self.ac, gen, self.autoaugment, flip), self.mean, self.std)
         yb, y_mix, lam = self.train_y[idx], None, 1.0
         if self.ac.mixup_alpha > 0:
             lam = mixup_weight(self.ac.mixup_alpha, step_seed(self.tc.seed, self.st.step))
             xb, yb, y_mix = mixup(xb, yb, lam, gen)
             y_mix = self.dist.shard(y_mix)
         xb, yb = self.dist.shard(xb), self.dist.shard(yb)
+        if self.rt.half is not None:
+            xb = xb.to(self.rt.half)
         if self.rt.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return Batch(xb, yb, y_mix, lam)
@@ -354,6 +367,8 @@ class Trainer:
             st.step += 1
             st.images += tc.batch_size  # the global batch, whatever this process's share of it
             self.after_step(loss, lr, stop_flag)
+            if self.lookahead is not None:  # after the budget has had its say: the last step is known
+                self.lookahead.after_step(self.model, st.step, st.total_steps or self.budget.provisional_total())
             if self.finished:
                 break
         st.train_time += time.perf_counter() - t_epoch
@@ -361,11 +376,10 @@ class Trainer:
 
     def after_step(self, loss: torch.Tensor, lr: float, stop_flag: Optional[dict] = None) -> None:
         st = self.st
-        check_every = 1 if self.rt.device.type == "cpu" else 25  # .item() waits for a GPU
-        if not self.dist.active and st.step % check_every == 0 and not math.isfinite(loss.item()):
+        if self.host_checks and not self.dist.active and not math.isfinite(loss.item()):
             self.nonfinite(loss.item())
         self.bar.update(1)
-        if self.cfg.progress and self.dist.is_main and st.step % 10 == 0:
+        if self.host_checks and self.cfg.progress and self.dist.is_main and st.step % 10 == 0:
             self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
         if self.budget is not None and self.dist.is_main:
             self.budget.after_step(st, self.elapsed())
@@ -447,6 +461,15 @@ class Trainer:
                          best_epoch=st.best_epoch, seconds=st.elapsed, train_seconds=st.train_time,
                          images_seen=st.images, runtime=self.rt, model_state=self.model.state_dict(),
                          optimizer_state=self.opt.state_dict(), lrs=st.lrs)
+
+
+def to_half(model: nn.Module, dtype: torch.dtype) -> None:
+    """Weights in `dtype` except BatchNorm's, which stay fp32 (as the speed runs keep them: its
+    statistics need the precision, and cuDNN takes half inputs with fp32 BatchNorm params)."""
+    model.to(dtype)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.float()
 
 
 def _step_generator(device: torch.device, seed: int) -> torch.Generator:

@@ -36,14 +36,14 @@ def lr_csv(lrs: list[float], steps_per_epoch: int, max_rows: int = 2000) -> str:
     return "step,epoch,lr\n" + "".join(f"{s + 1},{(s + 1) / steps_per_epoch:.4f},{lrs[s]:.6g}\n" for s in picks)
 
 
-def summary(res: FitResult, model: torch.nn.Module, p: Params) -> dict:
+def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "default") -> dict:
     """metrics/train.json, the keys a reviewer compares first."""
     rt = res.runtime
     return {
         "best_val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
         "seconds": round(res.seconds, 2), "train_seconds": round(res.train_seconds, 2),
-        "images_per_s": round(res.images_per_s, 1),
-        "precision": rt.precision, "device": str(rt.device), "cpu_capability": rt.cpu_capability,
+        "images_per_s": round(res.images_per_s, 1), "recipe": recipe, "batch_size": p.train.batch_size,
+        "optimizer": p.train.optimizer, "precision": rt.precision, "device": str(rt.device), "cpu_capability": rt.cpu_capability,
         "threads": rt.threads, "processes": p.train.nproc, "model": p.model.name, "params": count_params(model),
         "trainable_params": count_params(model, trainable_only=True), "steps": res.steps,
         "epochs_equivalent": round(res.epochs_equivalent, 4), "time_budget_s": p.train.time_budget_s,
@@ -60,10 +60,14 @@ def main(p: Params) -> None:
         run_under_torchrun("train", p.train.nproc)  # the processes write everything; this one waits
         return
     sub = Subset.load(Path("data/subset.pt"))
-    check_runtime(p, sub.train_y.numel())
     stats = read_json("metrics/stats.json")
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
     dist, device = init_from_env(resolve_device(p.train.device))
+    p, recipe = p.recipe_for(device.type)
+    if dist.is_main:
+        print(f"train: recipe {recipe} (gpu.use={p.gpu.use}, training on {device.type}"
+              f"{': the values of params.yaml `gpu` in place' if recipe == 'gpu' else ''})")
+    check_runtime(p, sub.train_y.numel())
     torch.manual_seed(p.train.seed)
     model = build_model(p.model, len(sub.classes))
     init_from_data(model, sub.train_x, mean, std)
@@ -86,17 +90,17 @@ def main(p: Params) -> None:
     finally:
         dist.close()
     if dist.is_main:
-        write_outputs(res, model, p, meta)
+        write_outputs(res, model, p, meta, recipe)
 
 
-def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict) -> None:
+def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str = "default") -> None:
     """models/best.pt and last.pt, the learning-rate plot, metrics/train.json; the run's cache goes."""
     with atomic_path("models/best.pt") as tmp:
         shutil.copyfile(RUN_DIR / "best.pt", tmp)
     save_checkpoint("models/last.pt", res.model_state, meta, epoch=res.epochs_run, step=res.steps,
                     optimizer=res.optimizer_state)
     write_text("plots/train/lr.csv", lr_csv(res.lrs, res.steps_per_epoch))
-    write_json("metrics/train.json", summary(res, model, p))
+    write_json("metrics/train.json", summary(res, model, p, recipe))
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     print(f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
           f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s, {res.runtime.describe()})")

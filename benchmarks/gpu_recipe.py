@@ -1,0 +1,154 @@
+"""The GPU recipe's benchmark: N timed runs after an untimed warm-up (so `torch.compile` and cuDNN's
+autotuning are paid once, as every speed run reports them), training timed with CUDA events
+(perf_counter on a CPU), test accuracy after every epoch, and the median and spread of seconds,
+accuracy, images/s and time to a target accuracy.
+
+    python unpack.py /tmp/c10 && export CIFAR10_MIRROR=/tmp/c10     # ../shared/cifar10-gpu/README.md
+    python -m benchmarks.gpu_recipe --runs 5 --target 0.906          # 10 classes, params.yaml's `gpu` recipe
+    python -m benchmarks.gpu_recipe --runs 5 --budget 10             # the accuracy reached in 10 s
+
+Trains on the whole training set but `--val-per-class` images per class (1 by default: the public
+speed runs train on all 50,000), tests on the 10,000 test images with evaluate's TTA. The time of an
+epoch excludes the test pass; the patch-whitening init (host work) is included.
+Writes benchmarks/results/<name>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.time_to_accuracy import apply_sets, load_raw
+from src.data import channel_stats, select_subset
+from src.evaluation import evaluate
+from src.models import build_model
+from src.params import Params, deep_merge, load_params, parse_params
+from src.runtime import resolve_device
+from src.training import FitConfig, Trainer, init_from_data
+
+
+class Clock:
+    """Seconds of device work between start() and stop(): CUDA events on a GPU, perf_counter on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.total = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            self._a, self._b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self._a.record()
+        else:
+            self._t = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self._b.record()
+            self._b.synchronize()
+            self.total += self._a.elapsed_time(self._b) / 1000
+        else:
+            self.total += time.perf_counter() - self._t
+        return self.total
+
+
+def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: int, work: Path,
+            target: float) -> dict:
+    """Train once; test accuracy after every epoch; seconds of training (CUDA events)."""
+    p = parse_params(deep_merge(p.model_dump(), {"train": {"seed": seed}}))
+    d = p.data
+    sub = select_subset(raw, names, d.class_names, d.train_per_class, d.val_per_class, d.test_per_class, d.seed)
+    mean, std = (torch.tensor(v).float() for v in channel_stats(sub.train_x))
+    clock = Clock(device)
+    torch.manual_seed(seed)
+    model = build_model(p.model, len(sub.classes))
+    t0 = time.perf_counter()
+    init_from_data(model, sub.train_x, mean, std)
+    init_seconds = time.perf_counter() - t0
+    clock.total += init_seconds
+    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=work, fingerprint=f"gpu-bench-{time.time()}", meta={},
+                    progress=False, log=lambda s: None)
+    t = Trainer(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
+    test_x, test_y = sub.test_x.to(device), sub.test_y.to(device)
+    curve = []
+    while not t.finished:
+        clock.start()
+        t.train_epoch(None)
+        seconds = clock.stop()
+        acc = evaluate(t.eval_model, test_x, test_y, t.mean, t.std, batch_size=p.evaluate.batch_size,
+                       tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift, amp=t.rt.amp,
+                       channels_last=t.rt.channels_last)["acc"]
+        curve.append({"epoch": len(curve) + 1, "seconds": seconds, "test_acc": acc})
+    hit = next((c["seconds"] for c in curve if c["test_acc"] >= target), None)
+    return {"test_acc": curve[-1]["test_acc"], "seconds": clock.total, "images_per_s": t.st.images / max(clock.total - init_seconds, 1e-9),
+            "epochs": t.st.step / t.spe, "time_to_target": hit, "curve": curve, "precision": t.rt.precision}
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="timed runs (seeds 1..N) after one untimed warm-up (seed 0)")
+    ap.add_argument("--target", type=float, default=0.906, help="test accuracy for the time-to-target column")
+    ap.add_argument("--budget", type=float, default=None, help="train.time_budget_s instead of the recipe's epochs")
+    ap.add_argument("--classes", nargs="+", default=["all"])
+    ap.add_argument("--val-per-class", type=int, default=1, help="validation images held out per class")
+    ap.add_argument("--train-per-class", type=int, default=None, help="fewer training images (quick checks)")
+    ap.add_argument("--recipe", choices=["gpu", "default"], default="gpu",
+                    help="gpu: params.yaml with its `gpu` section in place (on any device); default: params as written")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides (YAML values), after the recipe")
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args(argv)
+
+    base = load_params("params.yaml")
+    over = {"data": {"classes": "all" if args.classes == ["all"] else args.classes, "val_per_class": args.val_per_class,
+                     "train_per_class": args.train_per_class, "test_per_class": None},
+            "train": {"device": args.device, "time_budget_s": args.budget}}
+    over["gpu"] = {"use": "always" if args.recipe == "gpu" else "never"}
+    p = parse_params(deep_merge(base.model_dump(), over))
+    p, recipe = p.recipe_for(resolve_device(args.device).type)
+    p = apply_sets(p, args.set)
+    device = resolve_device(p.train.device)
+    raw, names = load_raw()
+    work = Path(".cache/gpu_bench")
+    print(f"{recipe} recipe on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: "
+          f"batch {p.train.batch_size}, {p.train.optimizer}, "
+          f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; warm-up run (not timed)...", flush=True)
+    one_run(p, raw, names, device, 0, work, args.target)
+    rows = []
+    for run in range(1, args.runs + 1):
+        r = one_run(p, raw, names, device, run, work, args.target)
+        rows.append(r)
+        hit = f"{r['time_to_target']:.2f} s" if r["time_to_target"] is not None else "not reached"
+        print(f"run {run}/{args.runs}: test acc {r['test_acc']:.4f}  {r['seconds']:.2f} s  "
+              f"{r['images_per_s']:,.0f} img/s  to {args.target}: {hit}", flush=True)
+    hits = [r["time_to_target"] for r in rows if r["time_to_target"] is not None]
+    summary = {k: spread([r[k] for r in rows]) for k in ("test_acc", "seconds", "images_per_s", "epochs")}
+    summary["time_to_target"] = {**spread(hits), "reached": f"{len(hits)}/{len(rows)}"} if hits else {"reached": f"0/{len(rows)}"}
+    s = summary
+    print(f"\nmedian of {len(rows)} (min-max): test acc {s['test_acc']['median']:.4f} ({s['test_acc']['min']:.4f}-"
+          f"{s['test_acc']['max']:.4f}), {s['seconds']['median']:.2f} s ({s['seconds']['min']:.2f}-{s['seconds']['max']:.2f}), "
+          f"{s['images_per_s']['median']:,.0f} img/s, time to {args.target}: "
+          + (f"{s['time_to_target']['median']:.2f} s ({s['time_to_target']['reached']} runs)" if hits else "not reached"))
+    name = args.name or f"gpu_recipe_{device.type}_{'budget%gs' % args.budget if args.budget else 'epochs'}"
+    out = Path("benchmarks/results") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": " ".join(["python -m benchmarks.gpu_recipe", *(sys.argv[1:] if argv is None else argv)]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "recipe": recipe, "target": args.target, "summary": summary, "runs": rows,
+        "train": p.train.model_dump(), "augment": p.augment.model_dump(), "model": p.model.model_dump()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The GPU recipe and its pieces (alternating flip, Muon for conv filters, lookahead, half-precision
+weights, a step loop that never waits for the device), each run on the CPU; and how the recipe is
+chosen (params.yaml `gpu`) and recorded (metrics/train.json)."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from src.augment import alternating_flips
+from src.data import normalize
+from src.errors import ParamsError
+from src.models import build_model
+from src.optim import Lookahead, MuonSGD, make_optimizer
+from src.training import FitConfig, Trainer, _step_generator, fit, init_from_data
+from tests.conftest import REPO, make_repo, params_with, sh
+from tests.test_training import tiny_data
+
+GPU_ALWAYS = {"gpu": {"use": "always", "model": {"fast_cnn": {"widths": [8, 16, 16]}},
+                      "train": {"batch_size": 32, "epochs": 3, "compile": False}}}
+MEAN, STD = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+
+
+def trainer(p, tmp_path, data=None) -> Trainer:
+    tx, ty, vx, vy = data or tiny_data()
+    torch.manual_seed(0)
+    model = build_model(p.model, 3)
+    init_from_data(model, tx, MEAN, STD)
+    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp", meta={},
+                    progress=False, log=lambda s: None)
+    return Trainer(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
+
+
+# --- choosing the recipe ---------------------------------------------------------------------
+
+def test_the_committed_gpu_recipe_applies_on_cuda_only():
+    p = params_with()
+    same, name = p.recipe_for("cpu")
+    assert name == "default" and same == p
+    assert p.recipe_for("mps")[1] == "default"
+    g, name = p.recipe_for("cuda")
+    assert name == "gpu"
+    assert g.train.batch_size == 1024 and g.train.optimizer == "muon" and g.train.half == "fp16"
+    assert g.augment.hflip == "alternate" and g.model.raw_section()["widths"] == [64, 256, 256]
+    # everything the gpu section does not name stays as written
+    assert g.data == p.data and g.evaluate == p.evaluate and g.train.label_smoothing == p.train.label_smoothing
+
+
+def test_gpu_use_always_and_never():
+    assert params_with({"gpu": {"use": "always"}}).recipe_for("cpu")[1] == "gpu"
+    assert params_with({"gpu": {"use": "never"}}).recipe_for("cuda")[1] == "default"
+    assert params_with({"gpu": {"use": False}}).gpu.use == "never"  # `-S gpu.use=off` reads as False
+
+
+@pytest.mark.parametrize("over,line", [
+    ({"train": {"batch_size": 0}}, "params.yaml: gpu.train.batch_size=0: Input should be greater than or equal to 1"),
+    ({"train": {"optimiser": "sgd"}}, "params.yaml: unknown key 'gpu.train.optimiser' (did you mean 'gpu.train.optimizer'?)"),
+    ({"augment": {"hflip": "sometimes"}}, "params.yaml: gpu.augment.hflip='sometimes'"),
+    ({"use": "maybe"}, "params.yaml: gpu.use='maybe'"),
+])
+def test_a_bad_gpu_value_is_one_line_naming_its_key(over, line):
+    with pytest.raises(ParamsError) as e:
+        params_with({"gpu": over})
+    assert str(e.value).startswith(line) and "\n" not in str(e.value)
+
+
+# --- alternating flip ------------------------------------------------------------------------
+
+def test_alternating_flip_shows_every_image_both_ways_in_two_epochs(tmp_path):
+    p = params_with({"augment": {"hflip": "alternate", "crop_padding": 0}, "train": {"batch_size": 240, "threads": 1},
+                     "model": {"fast_cnn": {"widths": [8, 16, 16]}}})
+    t = trainer(p, tmp_path)
+    order = torch.arange(240)
+    plain = normalize(t.train_x, t.mean, t.std)
+    seen = []
+    for epoch in (0, 1, 2):
+        t.st.step = epoch * t.spe
+        x = t.batch(order, 0, _step_generator(t.rt.device, 0)).x
+        as_is = (x == plain).flatten(1).all(1)
+        mirrored = (x == plain.flip(3)).flatten(1).all(1)
+        assert bool((as_is | mirrored).all())
+        seen.append(mirrored & ~as_is)
+    assert bool((seen[0] ^ seen[1]).all())           # epoch 1 mirrors exactly the others
+    assert torch.equal(seen[0], seen[2])              # and epoch 2 repeats epoch 0
+    assert 0.3 < seen[0].float().mean() < 0.7
+    assert torch.equal(alternating_flips(240, 0, torch.device("cpu")), alternating_flips(240, 0, torch.device("cpu")))
+
+
+# --- Muon for conv filters -------------------------------------------------------------------
+
+def _model(channels_last: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    m = build_model(params_with({"model": {"fast_cnn": {"widths": [8, 16, 16]}}}).model, 3)
+    init_from_data(m, tiny_data()[0], MEAN, STD)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def _loss(m: nn.Module, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 3, (16,), generator=g)
+    return nn.functional.cross_entropy(m(x), y)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_orthogonalises_conv_filter_updates_and_sgd_steps_the_rest(channels_last):
+    p = params_with({"train": {"optimizer": "muon", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                "muon_lr": 0.1, "lr": 0.05}})
+    m, ref = _model(channels_last), _model(channels_last)
+    opt = make_optimizer(m, p.train)
+    assert isinstance(opt, MuonSGD)
+    sgd_ref = torch.optim.SGD([q for q in ref.parameters() if q.requires_grad and q.ndim != 4], lr=0.05)
+    for g in opt.param_groups:
+        g["lr"] = 0.05 * g["lr_scale"]  # what the schedule does
+    _loss(m).backward()
+    _loss(ref).backward()
+    conv = m.features.group2.conv1.weight
+    before = conv.detach().clone()
+    before = before * (before.shape[0] ** 0.5 / before.norm())  # Muon's step renormalises first
+    opt.step()
+    sgd_ref.step()
+    update = (before - conv.detach()).reshape(conv.shape[0], -1) / (0.05 * opt.param_groups[1]["lr_scale"])
+    s = torch.linalg.svdvals(update.double())
+    assert 0.5 < s.min() and s.max() < 1.5  # Newton-Schulz: all singular values near 1
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    for (name, a), b in zip(m.named_parameters(), ref.parameters()):
+        if a.ndim != 4 and a.requires_grad:
+            assert torch.allclose(a, b), name  # the rest: plain SGD
+    assert not m.whiten.weight.requires_grad and torch.equal(m.whiten.weight, ref.whiten.weight)
+
+
+def test_muon_state_round_trips_for_resume():
+    p = params_with({"train": {"optimizer": "muon"}})
+    a, b = _model(), _model()
+    oa = make_optimizer(a, p.train)
+    for s in range(3):
+        oa.zero_grad()
+        _loss(a, s).backward()
+        oa.step()
+    b.load_state_dict(a.state_dict())
+    ob = make_optimizer(b, p.train)
+    ob.load_state_dict(copy.deepcopy(oa.state_dict()))  # as a checkpoint file would hand it back
+    for o, mdl in ((oa, a), (ob, b)):
+        o.zero_grad()
+        _loss(mdl, 9).backward()
+        o.step()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+# --- lookahead -------------------------------------------------------------------------------
+
+def test_lookahead_pulls_weights_to_their_average_and_ends_on_it():
+    m = nn.Linear(1, 1, bias=False)
+    m.weight.data.fill_(0.0)
+    la = Lookahead(m, every=2, decay=0.5)
+    m.weight.data.fill_(1.0)
+    la.after_step(m, 1, 4)  # not a lookahead step
+    assert m.weight.item() == 1.0
+    la.after_step(m, 2, 4)  # keep = 0.5**2 * (2/4)**3 = 1/32 of the average (0)
+    assert m.weight.item() == pytest.approx(1 - 1 / 32)
+    m.weight.data.fill_(5.0)
+    la.after_step(m, 4, 4)  # the last step: the model becomes the average, which keeps its value
+    assert m.weight.item() == pytest.approx(1 - 1 / 32)
+
+
+# --- half precision, the step loop, the whole recipe on a CPU --------------------------------
+
+def test_half_weights_train_with_batchnorm_in_fp32(tmp_path):
+    p = params_with({"train": {"half": "bf16", "epochs": 4, "batch_size": 32, "lr": 0.02, "threads": 1},
+                     "model": {"fast_cnn": {"widths": [8, 16, 16]}}})
+    t = trainer(p, tmp_path)
+    dtypes = {type(mod).__name__: mod.weight.dtype for mod in t.model.modules() if getattr(mod, "weight", None) is not None}
+    assert dtypes["Conv2d"] == torch.bfloat16 and dtypes["Linear"] == torch.bfloat16
+    assert dtypes["BatchNorm2d"] == torch.float32
+    assert t.rt.precision == "bf16 weights" and not t.rt.amp
+    while not t.finished:
+        meter, lr = t.train_epoch(None)
+        t.end_epoch(meter, lr)
+    res = t.result()
+    assert res.history[-1]["val_acc"] > 0.9 and res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+_HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "numpy")
+
+
+def test_the_step_loop_of_the_gpu_recipe_reads_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """On CUDA every host read waits for the queue to drain; the loop between epoch ends must do
+    none (here: Python-side reads patched to raise, on the CPU; on a GPU the test below)."""
+    p, name = params_with({**GPU_ALWAYS, "augment": {"mixup_alpha": 0.4, "autoaugment": True}}).recipe_for("cpu")
+    assert name == "gpu"
+    t = trainer(p, tmp_path)
+    t.host_checks = False  # as on CUDA
+    t.autoaugment.sync_free = True  # AutoAugment's CUDA path (on a CPU it gathers the drawn images)
+    calls = []
+
+    def refuse(self, *a, **k):
+        calls.append(1)
+        raise AssertionError("a host read inside the step loop")
+
+    t.train_epoch(None)  # the first epoch builds AutoAugment's tables (host constants, once per run)
+    for attr in _HOST_READS:
+        monkeypatch.setattr(torch.Tensor, attr, refuse)
+    t.train_epoch(None)
+    monkeypatch.undo()
+    assert t.st.step == 2 * t.spe and not calls
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_gpu_step_loop_does_not_synchronise(tmp_path):
+    p, _ = params_with(GPU_ALWAYS).recipe_for("cuda")
+    tx, ty, vx, vy = tiny_data()
+    model = build_model(p.model, 3)
+    init_from_data(model, tx, MEAN, STD)
+    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp", meta={},
+                    progress=False, log=lambda s: None)
+    t = Trainer(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cuda"), cfg)
+    t.train_epoch(None)  # warm-up: allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        t.train_epoch(None)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def test_the_gpu_recipe_learns_on_a_cpu(tmp_path):
+    p, _ = params_with(GPU_ALWAYS).recipe_for("cpu")
+    tx, ty, vx, vy = tiny_data()
+    torch.manual_seed(0)
+    model = build_model(p.model, 3)
+    init_from_data(model, tx, MEAN, STD)
+    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp", meta={},
+                    progress=False, log=lambda s: None)
+    res = fit(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
+    assert res.runtime.precision == "fp16 weights"
+    assert res.best_val_acc > 0.9
+
+
+def test_the_train_stage_records_the_recipe(tmp_path, full_mirror):
+    repo = make_repo(tmp_path / "lab", full_mirror, over=GPU_ALWAYS)
+    out = sh(repo, "dvc", "repro", "evaluate", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+    assert "train: recipe gpu (gpu.use=always, training on cpu: the values of params.yaml `gpu` in place)" in out.stdout
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert (train["recipe"], train["optimizer"], train["batch_size"], train["precision"]) == \
+        ("gpu", "muon", 32, "fp16 weights")
+    ck = torch.load(repo / "models/best.pt", weights_only=False)
+    assert ck["params"]["augment"]["hflip"] == "alternate" and ck["params"]["train"]["lookahead_steps"] == 5
+    assert json.loads((repo / "metrics/eval.json").read_text())["test_acc"] > 0.5
+
+
+def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path, small_batches, monkeypatch):
+    from benchmarks import gpu_recipe
+
+    monkeypatch.setenv("CIFAR10_MIRROR", str(small_batches))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    gpu_recipe.main(["--runs", "2", "--classes", "cat", "ship", "--train-per-class", "60", "--target", "0.6",
+                     "--device", "cpu", "--name", "t", "--set", "train.batch_size=32", "train.epochs=3",
+                     "train.compile=false", "train.threads=1", "model.fast_cnn.widths=[8,16,16]"])
+    out = json.loads((tmp_path / "benchmarks/results/t.json").read_text())
+    assert out["recipe"] == "gpu" and out["train"]["optimizer"] == "muon" and out["augment"]["hflip"] == "alternate"
+    assert len(out["runs"]) == 2 and out["device"].startswith("cpu")
+    for r in out["runs"]:
+        assert [c["epoch"] for c in r["curve"]] == [1, 2, 3]
+        secs = [c["seconds"] for c in r["curve"]]
+        assert secs == sorted(secs) and r["seconds"] >= secs[-1] > 0
+        assert r["test_acc"] == r["curve"][-1]["test_acc"]
+        first = next((c["seconds"] for c in r["curve"] if c["test_acc"] >= 0.6), None)
+        assert r["time_to_target"] == first
+    accs = sorted(r["test_acc"] for r in out["runs"])
+    assert out["summary"]["test_acc"]["median"] == pytest.approx(sum(accs) / 2)
+    assert out["summary"]["test_acc"]["min"] == accs[0]
