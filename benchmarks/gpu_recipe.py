@@ -95,7 +95,8 @@ def spread(values: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=5, help="timed runs (seeds 1..N) after one untimed warm-up (seed 0)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs (seeds 1..N) after the untimed warm-up")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs first (seed 0): compile, autotune")
     ap.add_argument("--target", type=float, default=0.906, help="test accuracy for the time-to-target column")
     ap.add_argument("--budget", type=float, default=None, help="train.time_budget_s instead of the recipe's epochs")
     ap.add_argument("--classes", nargs="+", default=["all"])
@@ -121,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(".cache/gpu_bench")
     print(f"{recipe} recipe on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: "
           f"batch {p.train.batch_size}, {p.train.optimizer}, "
-          f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; warm-up run (not timed)...", flush=True)
-    one_run(p, raw, names, device, 0, work, args.target)
+          f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; "
+          f"{args.warmup} warm-up run(s), not timed...", flush=True)
+    for _ in range(args.warmup):
+        one_run(p, raw, names, device, 0, work, args.target)
     rows = []
     for run in range(1, args.runs + 1):
         r = one_run(p, raw, names, device, run, work, args.target)

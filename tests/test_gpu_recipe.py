@@ -257,7 +257,7 @@ def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path, small_batches, monkeypatch):
     monkeypatch.setenv("CIFAR10_MIRROR", str(small_batches))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    gpu_recipe.main(["--runs", "2", "--classes", "cat", "ship", "--train-per-class", "60", "--target", "0.6",
+    gpu_recipe.main(["--runs", "2", "--warmup", "1", "--classes", "cat", "ship", "--train-per-class", "60", "--target", "0.6",
                      "--device", "cpu", "--name", "t", "--set", "train.batch_size=32", "train.epochs=3",
                      "train.compile=false", "train.threads=1", "model.fast_cnn.widths=[8,16,16]"])
     out = json.loads((tmp_path / "benchmarks/results/t.json").read_text())
