@@ -43,7 +43,7 @@ def test_the_committed_gpu_recipe_applies_on_cuda_only():
     assert p.recipe_for("mps")[1] == "default"
     g, name = p.recipe_for("cuda")
     assert name == "gpu"
-    assert g.train.batch_size == 1024 and g.train.optimizer == "muon" and g.train.half == "fp16"
+    assert g.train.batch_size == 1024 and g.train.optimizer == "muon" and g.train.half == "bf16"
     assert g.augment.hflip == "alternate" and g.model.raw_section()["widths"] == [64, 256, 256]
     # everything the gpu section does not name stays as written
     assert g.data == p.data and g.evaluate == p.evaluate and g.train.label_smoothing == p.train.label_smoothing
@@ -235,7 +235,7 @@ def test_the_gpu_recipe_learns_on_a_cpu(tmp_path):
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp", meta={},
                     progress=False, log=lambda s: None)
     res = fit(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
-    assert res.runtime.precision == "fp16 weights"
+    assert res.runtime.precision == "bf16 weights"
     assert res.best_val_acc > 0.9
 
 
@@ -245,7 +245,7 @@ def test_the_train_stage_records_the_recipe(tmp_path, full_mirror):
     assert "train: recipe gpu (gpu.use=always, training on cpu: the values of params.yaml `gpu` in place)" in out.stdout
     train = json.loads((repo / "metrics/train.json").read_text())
     assert (train["recipe"], train["optimizer"], train["batch_size"], train["precision"]) == \
-        ("gpu", "muon", 32, "fp16 weights")
+        ("gpu", "muon", 32, "bf16 weights")
     ck = torch.load(repo / "models/best.pt", weights_only=False)
     assert ck["params"]["augment"]["hflip"] == "alternate" and ck["params"]["train"]["lookahead_steps"] == 5
     assert json.loads((repo / "metrics/eval.json").read_text())["test_acc"] > 0.5

@@ -1,0 +1,107 @@
+"""Where a CPU training step spends its time: images/s of the default recipe's step (forward,
+backward, optimizer; synthetic batch, no data loading) for variants side by side in one process,
+then PyTorch's profiler table for the first variant.
+
+    python -m benchmarks.cpu_step                                   # this CPU as PyTorch sees it
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.cpu_step   # as an AVX2 laptop
+    python -m benchmarks.cpu_step --variant w64='model.fast_cnn.widths=[64,128,256]' --variant nchw=train.channels_last=off
+
+Each variant is a name and KEY=VALUE overrides (space-separated) of params.yaml; the default list
+compares the committed net with the wider 64/128/256, NCHW layout, and batches of 128 and 512.
+Medians of --repeats timings of --steps steps after warm-up. Writes benchmarks/results/<name>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
+from src.models import build_model
+from src.optim import make_optimizer
+from src.params import Params, load_params
+from src.runtime import setup_runtime
+from src.training import Batch, train_step
+
+DEFAULT_VARIANTS = [
+    "committed=",
+    "w64=model.fast_cnn.widths=[64,128,256]",
+    "nchw=train.channels_last=off",
+    "b128=train.batch_size=128",
+    "b512=train.batch_size=512",
+]
+
+
+def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_rows: int = 0) -> dict:
+    """Training images/s of `p`'s step on a synthetic batch (median of `repeats`), and optionally
+    the profiler's table of the busiest operators."""
+    rt = setup_runtime(p.train, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(p.model, classes)
+    flops = train_flops_per_image(build_model(p.model, classes))
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, p.train)
+    bs = p.train.batch_size
+    x, y = torch.randn(bs, 3, 32, 32), torch.randint(0, classes, (bs,))
+    if rt.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    b = Batch(x, y)
+    for _ in range(3):  # warm-up: allocations, oneDNN primitive caches
+        train_step(model, model, opt, None, b, p.train, rt)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, model, opt, None, b, p.train, rt)
+        rates.append(bs * steps / (time.perf_counter() - t))
+    out = {"images_per_s": statistics.median(rates), "all": rates, "precision": rt.precision,
+           "cpu_capability": rt.cpu_capability, "threads": rt.threads, "gflop_per_image": flops / 1e9,
+           "gflop_s": flops * statistics.median(rates) / 1e9}
+    if profile_rows:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                train_step(model, model, opt, None, b, p.train, rt)
+        out["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile_rows)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", action="append", default=None, metavar="'NAME=KEY=VALUE ...'",
+                    help="a variant: name, then overrides (repeat the option for several)")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile-rows", type=int, default=15)
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args(argv)
+    base = load_params("params.yaml")
+    results = {}
+    for i, spec in enumerate(args.variant or DEFAULT_VARIANTS):
+        name, _, sets = spec.partition("=")
+        p = apply_sets(base, sets.split())
+        r = step_speed(p, args.steps, args.repeats, profile_rows=args.profile_rows if i == 0 else 0)
+        results[name] = {"overrides": sets, **r}
+        print(f"{name:10s} {r['images_per_s']:7.1f} images/s  {r['gflop_per_image']:.3f} GFLOP/image  "
+              f"{r['gflop_s']:6.1f} GFLOP/s  ({r['precision']}, {r['cpu_capability']}, {r['threads']} threads)", flush=True)
+    first = next(iter(results.values()))
+    if "profile" in first:
+        print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
+    cap = first["cpu_capability"].lower()
+    out = Path("benchmarks/results") / f"{args.name or f'cpu_step_{cap}_{first['precision']}'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": " ".join(["python -m benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]),
+                               "torch": torch.__version__, "variants": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
