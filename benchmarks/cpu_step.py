@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if "profile" in first:
         print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
     cap = first["cpu_capability"].lower()
-    out = Path("benchmarks/results") / f"{args.name or f'cpu_step_{cap}_{first['precision']}'}.json"
+    name = args.name or f"cpu_step_{cap}_{first['precision'].replace(' ', '_')}"
+    out = Path("benchmarks/results") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(["python -m benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]),
                                "torch": torch.__version__, "variants": results}, indent=2) + "\n")
