@@ -52,13 +52,14 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     b = Batch(x, y)
-    for _ in range(3):  # warm-up: allocations, oneDNN primitive caches
-        train_step(model, model, opt, None, b, p.train, rt)
+    fwd = torch.compile(model) if p.train.compile else model
+    for _ in range(3):  # warm-up: allocations, oneDNN primitive caches, compilation
+        train_step(model, fwd, opt, None, b, p.train, rt)
     rates = []
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(steps):
-            train_step(model, model, opt, None, b, p.train, rt)
+            train_step(model, fwd, opt, None, b, p.train, rt)
         rates.append(bs * steps / (time.perf_counter() - t))
     out = {"images_per_s": statistics.median(rates), "all": rates, "precision": rt.precision,
            "cpu_capability": rt.cpu_capability, "threads": rt.threads, "gflop_per_image": flops / 1e9,
@@ -68,7 +69,7 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
-                train_step(model, model, opt, None, b, p.train, rt)
+                train_step(model, fwd, opt, None, b, p.train, rt)
         out["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile_rows)
     return out
 
