@@ -53,6 +53,7 @@ def test_gpu_use_always_and_never():
     assert params_with({"gpu": {"use": "always"}}).recipe_for("cpu")[1] == "gpu"
     assert params_with({"gpu": {"use": "never"}}).recipe_for("cuda")[1] == "default"
     assert params_with({"gpu": {"use": False}}).gpu.use == "never"  # `-S gpu.use=off` reads as False
+    assert params_with({"train": {"half": False}}).train.half == "off"  # `-S train.half=off` likewise
 
 
 @pytest.mark.parametrize("over,line", [

@@ -50,7 +50,7 @@ def test_committed_params_are_valid():
     ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
     ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
     ("model.name", "seed-cnn", ["did you mean 'seed_cnn'"]),
-    ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd' or 'adamw'"]),
+    ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd', 'adamw' or 'muon'"]),
     ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
     ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
     ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),

@@ -1,0 +1,36 @@
+"""The CPU benchmarks' plumbing: `--set` overrides and the step benchmark (tiny, CPU)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.cpu_step import main as cpu_step_main
+from benchmarks.time_to_accuracy import apply_sets
+from src.errors import ParamsError
+from tests.conftest import REPO, params_with
+
+
+def test_set_overrides_take_yaml_values_at_dotted_keys():
+    p = apply_sets(params_with(), ["model.fast_cnn.widths=[8,16,32]", "train.amp=off", "train.ema_decay=0.98",
+                                   "data.classes=[cat,dog]"])
+    assert p.model.raw_section()["widths"] == [8, 16, 32]
+    assert (p.train.amp, p.train.ema_decay, p.data.classes) == ("off", 0.98, ["cat", "dog"])
+    assert p.train.lr == params_with().train.lr  # the rest stays as committed
+    with pytest.raises(ParamsError, match="train.batch_size=0"):
+        apply_sets(params_with(), ["train.batch_size=0"])
+
+
+def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    small = "model.fast_cnn.widths=[8,16,16] train.batch_size=16 train.threads=1"
+    cpu_step_main(["--steps", "2", "--repeats", "2", "--profile-rows", "5", "--name", "t",
+                   "--variant", f"small={small}", "--variant", f"nchw={small} train.channels_last=off"])
+    out = json.loads((tmp_path / "benchmarks/results/t.json").read_text())
+    assert list(out["variants"]) == ["small", "nchw"]
+    small_r = out["variants"]["small"]
+    assert len(small_r["all"]) == 2 and small_r["images_per_s"] > 0 and small_r["threads"] == 1
+    assert small_r["gflop_s"] == pytest.approx(small_r["gflop_per_image"] * small_r["images_per_s"])
+    assert "convolution" in small_r["profile"] and "profile" not in out["variants"]["nchw"]
+    assert "where the time goes (small)" in capsys.readouterr().out
