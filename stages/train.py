@@ -8,6 +8,7 @@ import torch
 from src.checkpoints import fingerprint, save_checkpoint
 from src.data import Subset
 from src.distributed import init_from_env, under_torchrun
+from src.errors import ParamsError
 from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, check_runtime
@@ -67,7 +68,12 @@ def main(p: Params) -> None:
     if dist.is_main:
         print(f"train: recipe {recipe} (gpu.use={p.gpu.use}, training on {device.type}"
               f"{': the values of params.yaml `gpu` in place' if recipe == 'gpu' else ''})")
-    check_runtime(p, sub.train_y.numel())
+    try:
+        check_runtime(p, sub.train_y.numel())
+    except ParamsError as e:
+        if recipe != "gpu":
+            raise
+        raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
     torch.manual_seed(p.train.seed)
     model = build_model(p.model, len(sub.classes))
     init_from_data(model, sub.train_x, mean, std)

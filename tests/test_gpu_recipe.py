@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from src.augment import alternating_flips
@@ -250,6 +251,27 @@ def test_the_train_stage_records_the_recipe(tmp_path, full_mirror):
     ck = torch.load(repo / "models/best.pt", weights_only=False)
     assert ck["params"]["augment"]["hflip"] == "alternate" and ck["params"]["train"]["lookahead_steps"] == 5
     assert json.loads((repo / "metrics/eval.json").read_text())["test_acc"] > 0.5
+    # a recipe value that does not fit this data names the gpu section as where to change it
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["gpu"]["train"]["batch_size"] = 100_000
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    r = sh(repo, "python", "-m", "stages.train", check=False)
+    assert r.returncode != 0
+    assert "params.yaml: train.batch_size=100000: larger than the training split" in r.stderr + r.stdout
+    assert "(a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)" in r.stderr + r.stdout
+
+
+def test_the_check_stage_checks_the_gpu_recipes_model_values(tmp_path, monkeypatch):
+    from stages.check import main as check
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError) as e:
+        check(params_with({"gpu": {"use": "never", "model": {"fast_cnn": {"widths": [64, 0, 256]}}}}))
+    assert str(e.value).startswith("params.yaml: gpu.model.fast_cnn.widths.1=0")
+    with pytest.raises(ParamsError, match="unknown key 'gpu.model.fast_cn'"):
+        check(params_with({"gpu": {"model": {"fast_cn": {"widths": [1, 2, 3]}}}}))
+    check(params_with())
+    assert (tmp_path / "data/params.ok").is_file()
 
 
 def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path, small_batches, monkeypatch):
