@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.time_to_accuracy import apply_sets, load_raw
-from src.data import channel_stats, select_subset
+from benchmarks.time_to_accuracy import apply_sets, load_raw, subset_and_normalization
 from src.evaluation import evaluate
 from src.models import build_model
 from src.params import Params, deep_merge, load_params, parse_params
@@ -60,9 +59,7 @@ def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: 
             target: float) -> dict:
     """Train once; test accuracy after every epoch; seconds of training (CUDA events)."""
     p = parse_params(deep_merge(p.model_dump(), {"train": {"seed": seed}}))
-    d = p.data
-    sub = select_subset(raw, names, d.class_names, d.train_per_class, d.val_per_class, d.test_per_class, d.seed)
-    mean, std = (torch.tensor(v).float() for v in channel_stats(sub.train_x))
+    sub, mean, std = subset_and_normalization(p, raw, names)
     clock = Clock(device)
     torch.manual_seed(seed)
     model = build_model(p.model, len(sub.classes))

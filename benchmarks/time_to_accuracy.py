@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from src.data import BATCHES_DIR, channel_stats, load_cifar10, mirror_from_env, read_class_names, select_subset
+from src.data import (BATCHES_DIR, Subset, channel_stats, load_cifar10, mirror_from_env, normalization,
+                      read_class_names, select_subset)
 from src.evaluation import evaluate
 from src.models import build_model, count_params
-from src.params import CIFAR10_MEAN, CIFAR10_STD, Params, deep_merge as merge, load_params, parse_params
+from src.params import Params, deep_merge as merge, load_params, parse_params
 from src.runtime import resolve_device
 from src.training import FitConfig, fit, init_from_data
 
@@ -49,15 +50,17 @@ def train_flops_per_image(model: torch.nn.Module) -> float:
     return fc.get_total_flops() / 8
 
 
-def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int, work: Path) -> dict:
-    p = parse_params(merge(p.model_dump(), {"train": {"time_budget_s": budget, "seed": seed}}))
+def subset_and_normalization(p: Params, raw: dict, names: list[str]) -> tuple[Subset, torch.Tensor, torch.Tensor]:
+    """The subset `p.data` selects and the mean/std its inputs are normalised with (as the stats stage)."""
     d = p.data
     sub = select_subset(raw, names, d.class_names, d.train_per_class, d.val_per_class, d.test_per_class, d.seed)
-    if d.normalize == "computed":
-        mean, std = map(torch.tensor, channel_stats(sub.train_x))
-    else:
-        mean, std = torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD)
-    mean, std = mean.float(), std.float()
+    mean, std = normalization(d, *channel_stats(sub.train_x))
+    return sub, torch.tensor(mean).float(), torch.tensor(std).float()
+
+
+def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int, work: Path) -> dict:
+    p = parse_params(merge(p.model_dump(), {"train": {"time_budget_s": budget, "seed": seed}}))
+    sub, mean, std = subset_and_normalization(p, raw, names)
     device = resolve_device(p.train.device)
     torch.manual_seed(seed)
     model = build_model(p.model, len(sub.classes))

@@ -24,6 +24,7 @@ import torch
 
 from src.errors import DataError
 from src.io import atomic_torch_save
+from src.params import CIFAR10_MEAN, CIFAR10_STD, DataParams
 
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -250,6 +251,16 @@ def select_subset(raw: dict[str, np.ndarray], all_names: list[str], classes: lis
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) → float (B, 3, H, W), (x/255 - mean) / std."""
     return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def normalization(d: DataParams, mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
+    """The mean/std the model's input is normalised with, as `data.normalize` says, given the
+    subset's own `mean`/`std` (channel_stats of its training images)."""
+    if d.normalize == "computed":
+        return mean, std
+    if d.normalize == "cifar10":
+        return list(CIFAR10_MEAN), list(CIFAR10_STD)
+    return d.normalize[0], d.normalize[1]
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -4,22 +4,13 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data import BATCHES_DIR, channel_stats, load_cifar10, read_class_names, select_subset
+from src.data import BATCHES_DIR, channel_stats, load_cifar10, normalization, read_class_names, select_subset
 from src.figures.data import class_distribution, samples_per_class
 from src.io import save_figure, write_json, write_text
-from src.params import CIFAR10_MEAN, CIFAR10_STD, DataParams, Params
+from src.params import Params
 from stages._common import run_stage
 
 RAW = Path("data/raw") / BATCHES_DIR
-
-
-def normalization(d: DataParams, mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
-    """The mean/std the model's input is normalised with, as `data.normalize` says."""
-    if d.normalize == "computed":
-        return mean, std
-    if d.normalize == "cifar10":
-        return list(CIFAR10_MEAN), list(CIFAR10_STD)
-    return d.normalize[0], d.normalize[1]
 
 
 def main(p: Params) -> None:

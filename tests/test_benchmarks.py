@@ -34,3 +34,19 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
     assert small_r["gflop_s"] == pytest.approx(small_r["gflop_per_image"] * small_r["images_per_s"])
     assert "convolution" in small_r["profile"] and "profile" not in out["variants"]["nchw"]
     assert "where the time goes (small)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("normalize", ["computed", "cifar10", [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]])
+def test_the_benchmarks_normalise_as_the_stats_stage_does(small_batches, normalize):
+    import torch
+
+    from benchmarks.time_to_accuracy import subset_and_normalization
+    from src.data import BATCHES_DIR, channel_stats, load_cifar10, normalization, read_class_names
+
+    batches = small_batches / BATCHES_DIR
+    p = params_with({"data": {"classes": ["cat", "dog"], "val_per_class": 10, "normalize": normalize}})
+    sub, mean, std = subset_and_normalization(p, load_cifar10(batches), read_class_names(batches))
+    want = normalization(p.data, *channel_stats(sub.train_x))
+    assert torch.allclose(mean, torch.tensor(want[0])) and torch.allclose(std, torch.tensor(want[1]))
+    if isinstance(normalize, list):
+        assert mean.tolist() == pytest.approx(normalize[0]) and std.tolist() == pytest.approx(normalize[1])
