@@ -216,10 +216,14 @@ class Params(Section):
         these params, or with the `gpu` section's values in place (gpu.use: auto on CUDA, always)."""
         if self.gpu.use == "never" or (self.gpu.use == "auto" and device_type != "cuda"):
             return self, "default"
+        return self.with_gpu_recipe(), "gpu"
+
+    def with_gpu_recipe(self) -> "Params":
+        """These params with the `gpu` section's augment/model/train values in place."""
         raw = self.model_dump()
         for name in ("augment", "model", "train"):
             raw[name] = deep_merge(raw[name], getattr(self.gpu, name))
-        return parse_params(raw), "gpu"
+        return parse_params(raw)
 
 
 def _section_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:

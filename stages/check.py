@@ -3,7 +3,6 @@
 Every other stage depends on its output, so DVC stops here on a bad value, before it deletes
 the outputs of the stages that would rerun. The output never changes while the params are valid,
 so this stage never makes another one rerun."""
-from src.errors import ParamsError
 from src.io import write_text
 from src.models import model_section
 from src.params import CIFAR10_CLASSES, TRAIN_PER_CLASS_MAX, Params, check_runtime
@@ -12,12 +11,8 @@ from stages._common import run_stage
 
 def main(p: Params) -> None:
     model_section(p.model)  # the chosen model's section, checked against its own params class
-    gpu, _ = p.model_copy(update={"gpu": p.gpu.model_copy(update={"use": "always"})}).recipe_for("cuda")
-    try:  # the GPU recipe's model values too, on any machine: a typo shows before a GPU run needs it
-        model_section(gpu.model)
-    except ParamsError as e:
-        raise ParamsError(str(e).replace("params.yaml: model.", "params.yaml: gpu.model.", 1)
-                          .replace("unknown key 'model.", "unknown key 'gpu.model.", 1)) from None
+    # the GPU recipe's model values too, on any machine: a typo shows before a GPU run needs it
+    model_section(p.with_gpu_recipe().model, at="gpu.model")
     per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
     n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
     check_runtime(p, n_train=per_class * n_classes)

@@ -19,21 +19,21 @@ for _info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 
-def model_section(p: ModelParams, name: Optional[str] = None) -> Section:
+def model_section(p: ModelParams, name: Optional[str] = None, at: str = "model") -> Section:
     """The section `model.<name>` (the chosen model's by default) checked against the model's own
     params class, after every other model section params.yaml holds; a wrong name, key or value is
-    a one-line ParamsError."""
+    a one-line ParamsError naming the key under `at` (`gpu.model` for the GPU recipe's values)."""
     name = name or p.name
     if name not in REGISTRY:
-        raise ParamsError(f"params.yaml: model.name={name!r}: unknown model {name!r}{did_you_mean(name, REGISTRY)}; "
+        raise ParamsError(f"params.yaml: {at}.name={name!r}: unknown model {name!r}{did_you_mean(name, REGISTRY)}; "
                           f"allowed: {', '.join(REGISTRY)}")
     for key, raw in (p.model_extra or {}).items():
         if key not in REGISTRY:
-            hint = did_you_mean(key, REGISTRY).replace(" (did you mean '", " (did you mean 'model.")
-            raise ParamsError(f"params.yaml: unknown key 'model.{key}'{hint}; model sections are named after "
+            hint = did_you_mean(key, REGISTRY).replace(" (did you mean '", f" (did you mean '{at}.")
+            raise ParamsError(f"params.yaml: unknown key '{at}.{key}'{hint}; model sections are named after "
                               f"the models: {', '.join(REGISTRY)}")
-        parse_section(REGISTRY[key].params, raw or {}, f"model.{key}")
-    return parse_section(REGISTRY[name].params, p.raw_section(name) or {}, f"model.{name}")
+        parse_section(REGISTRY[key].params, raw or {}, f"{at}.{key}")
+    return parse_section(REGISTRY[name].params, p.raw_section(name) or {}, f"{at}.{name}")
 
 
 def build_model(p: ModelParams, num_classes: int) -> LabModel:
