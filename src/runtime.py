@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from src.params import TrainParams
 
 
+HALF = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # train.half → dtype
+HALF_NAMES = {dtype: name for name, dtype in HALF.items() if dtype is not None}
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What `setup_runtime` chose; recorded in metrics/train.json."""
@@ -25,7 +29,7 @@ class Runtime:
     @property
     def precision(self) -> str:
         if self.half is not None:
-            return f"{str(self.half).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} weights"
+            return f"{HALF_NAMES[self.half]} weights"
         return "bf16" if self.amp else "fp32"
 
     def describe(self) -> str:
@@ -91,7 +95,7 @@ def setup_runtime(tc: "TrainParams", device: torch.device) -> Runtime:
     amp = tc.amp == "bf16" or (tc.amp == "auto" and (device.type == "cuda"
                                                      or (device.type == "cpu" and cpu_has_native_bf16())))
     channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and device.type in ("cpu", "cuda"))
-    half = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[tc.half]
+    half = HALF[tc.half]
     return Runtime(device=device, threads=torch.get_num_threads(), amp=amp and half is None, channels_last=channels_last,
                    cpu_capability=torch.backends.cpu.get_cpu_capability(), half=half)
 
