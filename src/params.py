@@ -7,6 +7,8 @@ and what is allowed; stages print that line and exit non-zero before touching an
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -16,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from src.errors import ParamsError
 from src.schema import Section
 
-__all__ = ["ParamsError", "Params", "load_params", "parse_params", "parse_section", "check_runtime", "deep_merge"]
+__all__ = ["ParamsError", "Params", "load_params", "parse_params", "parse_section", "check_runtime",
+           "batch_remainder_warning", "deep_merge"]
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -308,13 +311,39 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
+DROP_WARN_SHARE = 0.25  # a quarter of the images unseen each epoch is worth a line; less is drop_last's usual cost
+
+
+def _try_batch(n_train: int, nproc: int = 1) -> int:
+    """A batch size to suggest for `n_train` images: the largest power of two that still gives 8
+    steps an epoch (so it drops under an eighth of them), a multiple of `nproc`."""
+    b = 1 << max(0, (n_train // 8).bit_length() - 1)
+    return max(nproc, b // nproc * nproc)
+
+
+def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> Optional[str]:
+    """One line when the last partial batch, which training skips every epoch (src/training.py
+    drops it so every step has the same size), is a large share of the training images; else None."""
+    dropped = n_train % batch_size
+    if batch_size > n_train or dropped < DROP_WARN_SHARE * n_train:
+        return None
+    steps = n_train // batch_size
+    # as many steps as it takes to cover the split, each as large as fits: drops at most a few images
+    better = max(nproc, n_train // (steps + 1) // nproc * nproc)
+    hint = f"; train.batch_size={better} would skip {n_train % better}" if n_train % better < dropped else ""
+    return (f"params.yaml: warning: train.batch_size={batch_size} trains on {steps * batch_size} of the "
+            f"{n_train} training images an epoch ({steps} step{'s' if steps > 1 else ''}) and skips {dropped} "
+            f"({round(100 * dropped / n_train)} %: the last partial batch is dropped){hint}")
+
+
 def check_runtime(p: Params, n_train: Optional[int] = None) -> None:
-    """Checks that need the data or the machine: batch size vs split size, device availability."""
+    """Checks that need the data or the machine: batch size vs split size, device availability.
+    A batch larger than the split is refused; one that leaves a large remainder unseen is a warning."""
     import torch
 
     if n_train is not None and p.train.batch_size > n_train:
         raise ParamsError(f"params.yaml: train.batch_size={p.train.batch_size}: larger than the training "
-                          f"split ({n_train} images); use at most {n_train}")
+                          f"split ({n_train} images); allowed: ≤ {n_train} (try {_try_batch(n_train, p.train.nproc)})")
     if p.train.batch_size % p.train.nproc:
         raise ParamsError(f"params.yaml: train.batch_size={p.train.batch_size}: must divide evenly among "
                           f"train.nproc={p.train.nproc} processes")
@@ -327,3 +356,7 @@ def check_runtime(p: Params, n_train: Optional[int] = None) -> None:
                           "use 'auto' or 'cpu'")
     if p.train.device == "mps" and not torch.backends.mps.is_available():
         raise ParamsError("params.yaml: train.device='mps': MPS is not available here; use 'auto' or 'cpu'")
+    # last: a warning is worth printing only when no error stops the run
+    warning = None if n_train is None else batch_remainder_warning(p.train.batch_size, n_train, p.train.nproc)
+    if warning and os.environ.get("RANK", "0") == "0":  # under torchrun every process checks: rank 0 speaks
+        print(warning, file=sys.stderr, flush=True)

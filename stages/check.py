@@ -13,6 +13,9 @@ def main(p: Params) -> None:
     model_section(p.model)  # the chosen model's section, checked against its own params class
     # the GPU recipe's model values too, on any machine: a typo shows before a GPU run needs it
     model_section(p.with_gpu_recipe().model, at="gpu.model")
+    # the data may not exist yet: count what the stats stage will select from CIFAR-10's 5,000 training
+    # images per class, so a batch larger than the split stops here; the train stage repeats the
+    # check on the real count
     per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
     n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
     check_runtime(p, n_train=per_class * n_classes)

@@ -69,13 +69,59 @@ def test_bad_values_give_one_clear_line(path, value, expect):
 
 def test_runtime_checks():
     p = parse_params(with_change("train.batch_size", 512))
-    with pytest.raises(ParamsError, match=r"train.batch_size=512: larger than the training split \(300 images\)"):
+    with pytest.raises(ParamsError) as e:
         check_runtime(p, n_train=300)
+    assert str(e.value) == ("params.yaml: train.batch_size=512: larger than the training split (300 images); "
+                            "allowed: ≤ 300 (try 32)")
     import torch
 
     if not torch.cuda.is_available():
         with pytest.raises(ParamsError, match="no CUDA GPU"):
             check_runtime(parse_params(with_change("train.device", "cuda")), n_train=1000)
+
+
+DROPS_144 = ("params.yaml: warning: train.batch_size=256 trains on 256 of the 400 training images an epoch "
+             "(1 step) and skips 144 (36 %: the last partial batch is dropped); train.batch_size=200 would skip 0")
+
+
+def test_a_batch_that_leaves_a_large_remainder_unseen_is_a_warning(capsys, monkeypatch):
+    # 2 classes x 200 images, batch 256: one step an epoch, 144 images never trained on
+    monkeypatch.delenv("RANK", raising=False)
+    check_runtime(parse_params(with_change("train.batch_size", 256)), n_train=400)
+    captured = capsys.readouterr()
+    assert captured.err == DROPS_144 + "\n" and captured.out == ""
+    monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 prints it
+    check_runtime(parse_params(with_change("train.batch_size", 256)), n_train=400)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("batch_size,n_train,nproc,expect", [
+    (256, 13500, 1, None),   # the default run: 188 of 13,500 skipped (1 %)
+    (256, 600, 1, None),     # 88 of 600 (15 %): under a quarter
+    (256, 256, 1, None),     # one step, nothing skipped
+    (350, 1000, 1, "trains on 700 of the 1000 training images an epoch (2 steps) and skips 300 (30 %"),
+    (600, 1000, 2, "skips 400 (40 %: the last partial batch is dropped); train.batch_size=500 would skip 0"),
+    (6, 10, 4, "train.batch_size=4 would skip 2"),  # the suggestion divides among the processes
+])
+def test_the_remainder_warning(batch_size, n_train, nproc, expect):
+    from src.params import batch_remainder_warning
+
+    line = batch_remainder_warning(batch_size, n_train, nproc)
+    assert line is None if expect is None else (expect in line and "\n" not in line), line
+
+
+def test_the_check_stage_meets_the_batch_size_with_the_split_it_will_train_on(tmp_path, monkeypatch, capsys):
+    from stages.check import main as check
+    from tests.conftest import params_with
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RANK", raising=False)
+    small = {"data": {"classes": ["cat", "dog"], "train_per_class": 200}}
+    check(params_with({**small, "train": {"batch_size": 256}}))
+    assert capsys.readouterr().err == DROPS_144 + "\n"
+    with pytest.raises(ParamsError, match=r"^params.yaml: train.batch_size=512: larger than the training split "
+                                          r"\(400 images\); allowed: ≤ 400 \(try 32\)$"):
+        check(params_with({**small, "train": {"batch_size": 512}}))
 
 
 def test_bad_yaml_and_missing_file(tmp_path):
