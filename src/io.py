@@ -43,10 +43,13 @@ def read_json(path: str | Path) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save atomically, the same object giving the same bytes: saved to a path, torch names the
+    zip archive's root folder after the file (here the random temp name), so it gets an open file,
+    whose archive root is always "archive"."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> None:

@@ -77,12 +77,35 @@ def cpu_threads(p: Params) -> tuple[int, str]:
     return cores, f"the {cores} cores this process may use"
 
 
+def newest_experiment() -> Optional[str]:
+    """The name of the newest `dvc exp` experiment on the current commit (DVC keeps them as git refs
+    refs/exps/<commit[:2]>/<commit[2:]>/<name>), or None."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        if not head:
+            return None
+        refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate", "--count=1", "--format=%(refname)",
+                               f"refs/exps/{head[:2]}/{head[2:]}/"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = refs.stdout.strip().rsplit("/", 1)[-1]
+    return name or None
+
+
 def _undo_hint(cmd: Optional[str]) -> str:
-    """After `dvc exp run -S …` the bad value stays in params.yaml: say how to get back."""
+    """After `dvc exp run -S …` the bad value stays in params.yaml (and DVC has removed this stage's
+    output): say how to get back to where the user was, not only to the committed values."""
     words = (cmd or "").split()
-    if words[:3] == ["dvc", "exp", "run"] and any(w.startswith(("-S", "--set-param")) for w in words):
-        return " (`dvc exp run -S` left this value in params.yaml: `git checkout params.yaml` restores the committed ones)"
-    return ""
+    if not (words[:3] == ["dvc", "exp", "run"] and any(w.startswith(("-S", "--set-param")) for w in words)):
+        return ""
+    back = "`git checkout params.yaml && dvc checkout` restores the committed values"
+    exp = newest_experiment()
+    if exp:
+        back = (f"`dvc exp apply {exp}` brings back the newest experiment (or name another from `dvc exp show`); "
+                f"{back}")
+    return f" (`dvc exp run -S` left this value in params.yaml: {back})"
 
 
 def run_under_torchrun(name: str, nproc: int) -> None:

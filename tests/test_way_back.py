@@ -1,0 +1,111 @@
+"""Same inputs, same bytes, and the README's ways back, done as a student does them.
+
+A fresh `git clone` of a repo whose run is committed (the session's `repo` fixture) has the metrics
+and plots but none of the DVC-cached outputs (data, models). Its own `dvc repro` must give every
+output the committed bytes (the two-run identity test: two temp repos, every out's md5 in
+dvc.lock), and then each way back of the README must end in a clean `dvc status`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import sh
+
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+TIMING = "metrics/timing.json"  # seconds and images/s: the one output that differs run to run
+
+
+def lock_outs(lock_text: str) -> dict[str, str]:
+    """Every stage output of a dvc.lock → its md5 (a folder's is the hash of its listing)."""
+    lock = yaml.safe_load(lock_text)
+    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+
+
+def clean(repo: Path) -> bool:
+    out = sh(repo, "dvc", "status").stdout
+    return "Data and pipelines are up to date" in out
+
+
+@pytest.fixture(scope="module")
+def clone(repo, full_mirror, tmp_path_factory) -> Path:
+    """A fresh clone of the committed run, reproduced on this machine (the second run)."""
+    dest = tmp_path_factory.mktemp("clone") / "lab"
+    sh(repo.parent, "git", "clone", "-q", str(repo), str(dest))
+    return dest
+
+
+def test_a_fresh_clone_cannot_check_out_what_only_another_cache_holds(clone):
+    r = sh(clone, "dvc", "checkout", check=False)
+    assert r.returncode != 0
+    for path in ("models/best.pt", "models/last.pt", "data/subset.pt"):
+        assert path in r.stdout + r.stderr
+
+
+def test_two_runs_give_every_output_the_same_bytes(repo, clone, full_mirror):
+    committed = lock_outs(sh(repo, "git", "show", "HEAD:dvc.lock").stdout)
+    sh(clone, "dvc", "repro", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+    mine = lock_outs((clone / "dvc.lock").read_text())
+    assert set(mine) == set(committed) and len(mine) >= 15
+    differ = sorted(p for p in mine if mine[p] != committed[p])
+    assert differ == [TIMING], differ
+    assert set(json.loads((clone / TIMING).read_text())) == {"seconds", "train_seconds", "images_per_s"}
+    changed = sh(clone, "git", "status", "--porcelain").stdout.split()
+    assert set(changed) - {"M"} == {"dvc.lock", TIMING}
+
+
+def test_back_to_the_committed_results(clone):
+    committed = (clone / "metrics/train.json").read_bytes()
+    sh(clone, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three")
+    assert json.loads((clone / "metrics/train.json").read_text())["epochs"] == 3
+    sh(clone, "git", "checkout", "--", ".")
+    sh(clone, "dvc", "checkout")
+    assert clean(clone)
+    assert (clone / "metrics/train.json").read_bytes() == committed
+
+
+def test_back_to_my_own_last_run(clone):
+    sh(clone, "dvc", "exp", "run", "-S", "train.epochs=3")
+    sh(clone, "git", "add", "dvc.lock", "params.yaml", "metrics", "plots", "dvclive")
+    sh(clone, *GIT, "commit", "-qm", "my run")
+    mine = (clone / "models/best.pt").read_bytes()
+    sh(clone, "dvc", "exp", "run", "-S", "train.lr=0.05", "-n", "lr05")
+    assert (clone / "models/best.pt").read_bytes() != mine
+    sh(clone, "git", "checkout", "--", ".")
+    sh(clone, "dvc", "checkout")
+    assert clean(clone)
+    assert (clone / "models/best.pt").read_bytes() == mine
+    assert json.loads((clone / "metrics/train.json").read_text())["epochs"] == 3
+
+
+def test_out_of_a_failed_experiment(clone):
+    sh(clone, "dvc", "exp", "run", "-S", "train.lr=0.05", "-n", "lr05b")  # an experiment, now in the workspace
+    r = sh(clone, "dvc", "exp", "run", "-S", "data.classes=[cat,dgo]", check=False)
+    assert r.returncode != 0
+    assert "unknown class 'dgo'" in r.stderr
+    assert "`dvc exp apply lr05b` brings back the newest experiment" in r.stderr
+    assert not clean(clone)  # DVC removed data/params.ok and params.yaml holds the typo
+    sh(clone, "dvc", "exp", "apply", "lr05b")
+    assert clean(clone)
+    p = yaml.safe_load((clone / "params.yaml").read_text())
+    assert p["train"]["lr"] == 0.05 and p["data"]["classes"] == ["cat", "dog", "ship"]
+    sh(clone, "git", "checkout", "--", ".")
+    sh(clone, "dvc", "checkout")
+    assert clean(clone)
+
+
+def test_with_a_dvc_remote_a_fresh_clone_gets_everything(clone, tmp_path):
+    remote = tmp_path / "remote"
+    sh(clone, "dvc", "remote", "add", "-d", "class", str(remote))
+    sh(clone, *GIT, "commit", "-qam", "class remote")
+    sh(clone, "dvc", "push")
+    other = tmp_path / "other"
+    sh(tmp_path, "git", "clone", "-q", str(clone), str(other))
+    sh(other, "dvc", "pull")
+    assert clean(other)
+    assert (other / "models/best.pt").read_bytes() == (clone / "models/best.pt").read_bytes()
+    shutil.rmtree(other)
