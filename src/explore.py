@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
 from flask import Blueprint, Flask, current_app, jsonify, request, send_from_directory
 
 from src import explorer as E
@@ -56,18 +57,39 @@ def api(fn: Callable) -> Callable:
     return wrapped
 
 
-def image_from_request():
-    """The image a call is about: an upload, a 32×32 PNG the page holds, or a test index."""
+def json_body() -> dict:
+    """The request's JSON object, or {} (no body, not JSON, or JSON that is not an object)."""
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
+
+
+def image_from_request() -> tuple[torch.Tensor, Optional[int]]:
+    """The image a call is about and its test index: an upload or a 32×32 PNG the page holds (no
+    index), or a test image. A bad index keeps its own message from E.test_index: catching
+    ValueError here would swallow it, InputError being a ValueError."""
     lab = get_lab()
     if "file" in request.files:
-        return E.decode_upload(request.files["file"].read())
-    body = request.get_json(silent=True) or {}
+        return E.decode_upload(request.files["file"].read()), None
+    body = json_body()
     if body.get("image"):
-        return E.decode_png32(body["image"])
-    try:
-        return E.test_image(lab, int(body.get("index", request.args.get("index", -1))))
-    except (TypeError, ValueError):
-        raise E.InputError("say which image: a test index, or upload a PNG/JPEG") from None
+        return E.decode_png32(body["image"]), None
+    if "index" in body:
+        raw = body["index"]
+    elif "index" in request.args:
+        raw = request.args["index"]
+    else:
+        raise E.InputError(f"say which image: a test index (0–{len(lab.test_y) - 1}), or upload a PNG/JPEG")
+    index = E.test_index(lab, raw)
+    return E.test_image(lab, index), index
+
+
+def int_arg(name: str, default: int) -> int:
+    """A whole-number query argument; anything else is an InputError naming it."""
+    raw = request.args.get(name)
+    value = default if raw is None else E.whole_number(raw)
+    if value is None:
+        raise E.InputError(f"{name} must be a whole number, not {raw[:40]!r}")
+    return value
 
 
 @bp.get("/")
@@ -93,30 +115,29 @@ def info():
 def images():
     a = request.args
     return E.list_images(get_lab(), a.get("cls") or None, a.get("which", "all"), a.get("order", "index"),
-                         int(a.get("page", 0)), int(a.get("per", 48)))
+                         int_arg("page", 0), max(1, int_arg("per", 48)))  # per ≥ 1: it divides
 
 
 @bp.post("/api/analyse")
 @api
 def analyse():
-    return E.analyse(get_lab(), image_from_request())
+    return E.analyse(get_lab(), *image_from_request())
 
 
 @bp.post("/api/gradcam")
 @api
 def gradcam():
-    return E.gradcam(get_lab(), image_from_request(), (request.get_json(silent=True) or {}).get("cls", ""))
+    return E.gradcam(get_lab(), image_from_request()[0], json_body().get("cls", ""))
 
 
 @bp.post("/api/conv")
 @api
 def conv():
-    body = request.get_json(silent=True) or {}
-    try:
-        c, i, j = int(body["channel"]), int(body["i"]), int(body["j"])
-    except (KeyError, TypeError, ValueError):
-        raise E.InputError("give channel, i and j of the first conv layer's output") from None
-    return E.conv_sum(get_lab(), image_from_request(), c, i, j)
+    body = json_body()
+    c, i, j = (E.whole_number(body.get(k)) for k in ("channel", "i", "j"))
+    if c is None or i is None or j is None:
+        raise E.InputError("give channel, i and j of the first conv layer's output (whole numbers)")
+    return E.conv_sum(get_lab(), image_from_request()[0], c, i, j)
 
 
 @bp.get("/api/class/<name>")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -96,10 +98,10 @@ def decode_upload(data: bytes) -> torch.Tensor:
 def decode_png32(text: str) -> torch.Tensor:
     """The 32×32 image the page holds (a PNG it received from us) back to a tensor."""
     try:
-        img = decode_upload(base64.b64decode(text, validate=True))
-    except (ValueError, TypeError) as exc:
+        data = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError; a non-string a TypeError
         raise InputError(f"the image sent back is not readable ({exc})") from None
-    return img
+    return decode_upload(data)  # outside the try: its own InputError (a ValueError too) keeps its message
 
 
 # ----------------------------------------------------------------------------- picking test images
@@ -127,10 +129,35 @@ def list_images(lab: Lab, cls: Optional[str] = None, which: str = "all", order: 
     return {"total": int(len(idx)), "page": page, "pages": pages, "items": items}
 
 
+def whole_number(value: object) -> Optional[int]:
+    """An int sent as JSON or in a query string (7, 7.0, "7"); None for anything else (3.5, "abc", true, null)."""
+    if isinstance(value, bool):  # bool is an int subclass: `true` is not test image 1
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
+        return int(value)
+    return None
+
+
+def test_index(lab: Lab, value: object) -> int:
+    """The test index the page sent, checked: one message each for a non-integer, a negative and a too large one."""
+    last = len(lab.test_y) - 1
+    index = whole_number(value)
+    if index is None:
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        raise InputError(f"the test index must be a whole number 0–{last}, not {shown[:40]}")
+    if index < 0:
+        raise InputError(f"test index {index} is negative: test images are numbered 0–{last}")
+    if index > last:
+        raise InputError(f"test image {index} does not exist (0–{last})")
+    return index
+
+
 def test_image(lab: Lab, index: int) -> torch.Tensor:
-    if not 0 <= index < len(lab.test_y):
-        raise InputError(f"test image {index} does not exist: the test split has {len(lab.test_y)} (0–{len(lab.test_y) - 1})")
-    return lab.test_x[index]
+    return lab.test_x[test_index(lab, index)]
 
 
 # ----------------------------------------------------------------------------- one image through the network
@@ -154,8 +181,9 @@ def _mosaic(a: torch.Tensor, cmap: str = "viridis") -> tuple[str, int, int]:
 
 
 @torch.no_grad()
-def analyse(lab: Lab, img: torch.Tensor) -> dict:
-    """Class probabilities and every feature layer's maps (all channels) for one uint8 image."""
+def analyse(lab: Lab, img: torch.Tensor, index: Optional[int] = None) -> dict:
+    """Class probabilities and every feature layer's maps (all channels) for one uint8 image; for test
+    image `index` also its true class and whether the prediction is right (None for an upload)."""
     from src.figures.inside import activations
 
     from src.models import conv_layers
@@ -169,8 +197,11 @@ def analyse(lab: Lab, img: torch.Tensor) -> dict:
         mosaic, rows, cols = _mosaic(a[0])
         layers.append({"name": name, "shape": list(a.shape[1:]), "mosaic": mosaic, "rows": rows, "cols": cols})
     p = probs.tolist()
+    pred = lab.classes[int(np.argmax(p))]
+    true = None if index is None else lab.classes[int(lab.test_y[index])]
     return {"image": png(to_hwc(img)), "probs": [{"class": c, "p": round(v, 6)} for c, v in zip(lab.classes, p)],
-            "pred": lab.classes[int(np.argmax(p))], "layers": layers,
+            "pred": pred, "index": index, "true_class": true, "correct": None if true is None else pred == true,
+            "layers": layers,
             "first_conv": {"name": first, "shape": list(conv_out.shape), "maps": conv_out.round(decimals=3).tolist()}}
 
 

@@ -1,6 +1,8 @@
 """The explorer's API on both networks, 3 and 10 classes: probabilities equal the model's, every
 layer's maps, Grad-CAM for any class, the hand-written sum equals PyTorch, a class's confusion row,
-and clear messages for bad input (no model yet, another class list, a non-image, an oversized file)."""
+and a test image's true class (none for an upload), and clear messages for bad input, one each (no model
+yet, another class list, a non-image, an oversized file, a test index out of range, negative, not a
+whole number or missing)."""
 from __future__ import annotations
 
 import base64
@@ -21,14 +23,14 @@ from src.params import CIFAR10_CLASSES
 from tests.conftest import params_with
 
 
-def synthetic_lab(name: str, k: int) -> E.Lab:
+def synthetic_lab(name: str, k: int, n: int = 60) -> E.Lab:
     torch.manual_seed(0)
     model = build_model(params_with({"model": {"name": name}}).model, k).eval()
     g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 256, (60, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = np.arange(60) % k
-    pred = (y + (np.arange(60) % 4 == 0)) % k
-    conf = np.random.default_rng(0).uniform(0.3, 1.0, 60)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = np.arange(n) % k
+    pred = (y + (np.arange(n) % 4 == 0)) % k
+    conf = np.random.default_rng(0).uniform(0.3, 1.0, n)
     return E.Lab(model, list(CIFAR10_CLASSES[:k]), torch.tensor([0.5] * 3), torch.tensor([0.25] * 3), x, y, pred,
                  conf, name)
 
@@ -100,6 +102,66 @@ def test_uploads_good_and_bad(client):
     assert c.post("/api/analyse", json={"index": 10_000}).status_code == 400
     assert "unknown class" in c.post("/api/gradcam", json={"index": 0, "cls": "unicorn"}).get_json()["error"]
     assert c.post("/api/conv", json={"index": 0, "channel": 9999, "i": 0, "j": 0}).status_code == 400
+
+
+def test_a_test_image_has_its_true_class_and_an_upload_none(client):
+    c, lab = client
+    for index in (0, 7, 59):
+        r = c.post("/api/analyse", json={"index": index}).get_json()
+        true = lab.classes[int(lab.test_y[index])]
+        assert (r["index"], r["true_class"], r["correct"]) == (index, true, r["pred"] == true)
+    assert c.post("/api/analyse?index=7").get_json()["true_class"] == lab.classes[int(lab.test_y[7])]
+    up = c.post("/api/analyse", data={"file": (io.BytesIO(png_bytes(np.zeros((32, 32, 3), np.uint8))), "b.png")})
+    back = c.post("/api/analyse", json={"image": up.get_json()["image"]})  # the page's copy of an upload
+    for r in (up, back):
+        assert r.status_code == 200 and (r.get_json()["index"], r.get_json()["true_class"], r.get_json()["correct"]) == (None, None, None)
+
+
+BAD_INDEX = [  # (JSON body or query string, the message for a 60-image test split)
+    ({"index": 60}, "test image 60 does not exist (0–59)"),
+    ({"index": 10_000}, "test image 10000 does not exist (0–59)"),
+    ({"index": -1}, "test index -1 is negative: test images are numbered 0–59"),
+    ({"index": 3.5}, "the test index must be a whole number 0–59, not 3.5"),
+    ({"index": "seven"}, 'the test index must be a whole number 0–59, not "seven"'),
+    ({"index": True}, "the test index must be a whole number 0–59, not true"),
+    ({"index": None}, "the test index must be a whole number 0–59, not null"),
+    ({"index": [7]}, "the test index must be a whole number 0–59, not [7]"),
+    ({}, "say which image: a test index (0–59), or upload a PNG/JPEG"),
+    ({"cls": "cat"}, "say which image: a test index (0–59), or upload a PNG/JPEG"),
+    ("index=60", "test image 60 does not exist (0–59)"),
+    ("index=-3", "test index -3 is negative: test images are numbered 0–59"),
+    ("index=x", 'the test index must be a whole number 0–59, not "x"'),
+]
+
+
+@pytest.mark.parametrize("sent, message", BAD_INDEX, ids=[str(b) for b, _ in BAD_INDEX])
+def test_each_bad_index_gets_its_own_message(sent, message):
+    c = create_app(lab=synthetic_lab("fast_cnn", 3)).test_client()
+    for url in ("/api/analyse", "/api/gradcam", "/api/conv"):  # every call about one image reads it the same way
+        query, body = (sent, {}) if isinstance(sent, str) else ("", sent)
+        r = c.post(f"{url}?{query}", json={"channel": 0, "i": 0, "j": 0, **body})
+        assert (r.status_code, r.get_json()) == (400, {"error": message}), url
+
+
+def test_the_real_test_split_size_is_in_the_message():
+    c = create_app(lab=synthetic_lab("fast_cnn", 10, n=3000)).test_client()
+    assert c.post("/api/analyse", json={"index": 2999}).status_code == 200
+    for index, message in ((3000, "test image 3000 does not exist (0–2999)"),
+                           (-1, "test index -1 is negative: test images are numbered 0–2999")):
+        r = c.post("/api/analyse", json={"index": index})
+        assert (r.status_code, r.get_json()) == (400, {"error": message})
+
+
+def test_other_bad_input_gets_its_own_message(client):
+    c, lab = client
+    r = c.post("/api/analyse", json={"image": "not base64!"})
+    assert r.status_code == 400 and r.get_json()["error"].startswith("the image sent back is not readable")
+    r = c.post("/api/analyse", json={"image": base64.b64encode(b"text").decode()})  # base64, but no picture
+    assert (r.status_code, r.get_json()["error"]) == (400, "not a PNG or JPEG image (the file could not be read as a picture)")
+    r = c.post("/api/conv", json={"index": 0, "channel": 1.5, "i": 0, "j": 0})
+    assert (r.status_code, r.get_json()["error"]) == (400, "give channel, i and j of the first conv layer's output (whole numbers)")
+    r = c.get("/api/images?page=two")
+    assert (r.status_code, r.get_json()["error"]) == (400, "page must be a whole number, not 'two'")
 
 
 def test_no_model_and_a_foreign_checkpoint_say_so(repo, tmp_path):

@@ -1,7 +1,8 @@
 """The explorer in headless Chromium (Debian's, driven by Playwright) with the network cut off:
 the page loads from 127.0.0.1 alone; choosing an image shows the probabilities the model gives in
-Python (3 decimals); every layer's maps are drawn; a clicked position's sum equals PyTorch's; a PNG
-upload is predicted; a text file gets the error message.
+Python (3 decimals); every layer's maps are drawn; a clicked position's sum equals PyTorch's; a test
+image shows its true class in words and on its bar; a PNG upload is predicted and says it has no true
+class; a text file or a bad index gets the error message and the previous analysis is cleared.
 
     EXPLORER_ROOT=. SCREENSHOTS=docs python -m pytest tests/test_explorer_browser.py   # the README's pictures
 """
@@ -124,6 +125,57 @@ def test_a_clicked_position_is_summed_by_hand_as_pytorch_does(page):
     shot(pg, "explorer.png", "header")
 
 
+def tagged(pg) -> dict[str, list[str]]:
+    """The tags (text, not colour) each probability bar carries: "predicted", "true class"."""
+    return {el.get_attribute("data-class"): [t.inner_text() for t in el.query_selector_all(".tag")]
+            for el in pg.query_selector_all("#probs .prob")}
+
+
+def choose_and_read(pg, index: int) -> tuple[str, dict[str, list[str]]]:
+    """Click test image `index` (on the first page of thumbnails); the true-class line and the bars' tags."""
+    pg.click(f'#thumbs figure[data-index="{index}"]')
+    pg.wait_for_function(f"document.getElementById('view-title').textContent === 'Test image #{index}'")
+    pg.wait_for_function("document.getElementById('cam').naturalWidth > 0")
+    return pg.inner_text("#truth"), tagged(pg)
+
+
+def test_a_test_image_shows_its_true_class_and_the_verdict(page):
+    from src.data import Subset
+
+    pg, repo, _ = page
+    sub = Subset.load(repo / "data/subset.pt")
+    index = 5
+    true, pred = sub.classes[int(sub.test_y[index])], sub.classes[int(model_probs(repo, index).argmax())]
+    verdict = "right" if true == pred else "wrong"
+    truth, tags = choose_and_read(pg, index)
+    assert truth == f"true class: {true} — predicted {pred} ({verdict})"
+    assert tags[pred][0] == "predicted" and tags[true][-1] == "true class" and sum(map(len, tags.values())) == 2
+
+
+def test_a_mistake_marks_the_true_class_and_the_prediction_on_two_bars(page):
+    """The tiny end-to-end model makes no mistakes on its test split, so the server's answer is
+    rewritten as if it had: the page must draw what the API says."""
+    pg, _, _ = page
+
+    def as_a_mistake(route):
+        resp = route.fetch()
+        body = resp.json()
+        body["true_class"] = next(p["class"] for p in body["probs"] if p["class"] != body["pred"])
+        body["correct"] = False
+        route.fulfill(response=resp, json=body)
+
+    pg.route("**/api/analyse", as_a_mistake)
+    try:
+        truth, tags = choose_and_read(pg, 7)
+    finally:
+        pg.unroute("**/api/analyse")
+    pred = pg.get_attribute("#probs .prob.pred", "data-class")
+    true = pg.get_attribute("#probs .prob.truth", "data-class")
+    assert true != pred and truth == f"true class: {true} — predicted {pred} (wrong)"
+    assert {c: t for c, t in tags.items() if t} == {pred: ["predicted"], true: ["true class"]}
+    assert "miss" in pg.get_attribute("#probs .prob.pred", "class")  # drawn red as well
+
+
 def test_an_uploaded_png_is_predicted_and_a_text_file_is_refused(page, tmp_path):
     from PIL import Image
 
@@ -135,11 +187,31 @@ def test_an_uploaded_png_is_predicted_and_a_text_file_is_refused(page, tmp_path)
     pg.set_input_files("#upload", str(picture))
     pg.wait_for_function("document.getElementById('view-title').textContent === 'Your upload'")
     assert len(pg.query_selector_all("#probs .prob")) >= 2 and pg.is_hidden("#error")
+    pred = pg.get_attribute("#probs .prob.pred", "data-class")
+    assert pg.inner_text("#truth") == f"uploaded image: no true class — predicted {pred}"
+    assert [t for ts in tagged(pg).values() for t in ts] == ["predicted"]
     text = tmp_path / "notes.png"
     text.write_text("this is not a picture\n")
     pg.set_input_files("#upload", str(text))
     pg.wait_for_selector("#error:not([hidden])")
     assert "not a PNG or JPEG image" in pg.inner_text("#error")
+    # the previous upload's analysis is gone: nothing on screen reads as the refused file's
+    pg.wait_for_selector("#view", state="hidden")
+    assert pg.query_selector_all("#probs .prob, #layers .layer") == [] and pg.inner_text("#truth") == ""
+    assert pg.get_attribute("#image", "src") is None
+
+
+def test_a_refused_test_index_clears_the_previous_image(page):
+    pg, _, _ = page
+    pg.locator("#thumbs figure").first.click()
+    pg.wait_for_selector("#view", state="visible")
+    pg.wait_for_selector("#probs .prob")
+    pg.wait_for_function("document.getElementById('cam').naturalWidth > 0")  # the whole analysis is drawn
+    pg.evaluate("choose({ index: 999999 }).catch(() => {})")  # what a stale link or a hand-made request sends
+    pg.wait_for_selector("#error:not([hidden])")
+    assert pg.inner_text("#error").startswith("test image 999999 does not exist (0–")
+    pg.wait_for_selector("#view", state="hidden")
+    assert pg.query_selector_all("#probs .prob") == [] and pg.inner_text("#view-title") == ""
 
 
 def test_the_filters_view_draws_patches(page):

@@ -2,20 +2,26 @@
 // from the network; every picture arrives as a PNG in the API's answers.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { page: 0, image: null, analysis: null, classes: [] };
+const state = { page: 0, image: null, analysis: null, classes: [], ticket: 0 };
 const PX = 192;  // the input is drawn 32×32 → 192×192
 
 function showError(msg) { const e = $("error"); e.textContent = msg; e.hidden = !msg; }
 
-async function call(url, opts = {}) {
+// `ticket`: the choice of image a call belongs to. Once another image is chosen its answers neither
+// show nor clear the error: a late Grad-CAM of the old image must not hide why the new one was refused.
+async function call(url, opts = {}, ticket = null) {
   const res = await fetch(url, opts);
+  const current = ticket === null || ticket === state.ticket;
   let body;
   try { body = await res.json(); } catch { body = { error: `the server answered ${res.status}` }; }
-  if (!res.ok || body.error) { showError(body.error || `the server answered ${res.status}`); throw new Error(body.error); }
-  showError("");
+  if (!res.ok || body.error) {
+    if (current) showError(body.error || `the server answered ${res.status}`);
+    throw new Error(body.error);
+  }
+  if (current) showError("");
   return body;
 }
-const post = (url, data) => call(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
+const post = (url, data, ticket = null) => call(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) }, ticket);
 const img = (b64) => `data:image/png;base64,${b64}`;
 function el(tag, attrs = {}, ...kids) {
   const n = document.createElement(tag);
@@ -25,7 +31,8 @@ function el(tag, attrs = {}, ...kids) {
 }
 function thumb(item, caption) {
   return el("figure", { class: item.pred === undefined ? "" : (item.label === undefined || item.pred === item.label ? "right" : "wrong"),
-    "data-index": item.index, onclick: () => choose({ index: item.index }) },
+    "data-index": item.index, onclick: () => choose({ index: item.index }).catch(() => {}),
+    title: `test #${item.index}` + (item.label === undefined ? "" : `: true class ${item.label}`) + (item.pred === undefined ? "" : `, predicted ${item.pred}`) },
     el("img", { src: img(item.png), alt: `test #${item.index}` }), el("figcaption", {}, caption));
 }
 
@@ -38,24 +45,42 @@ async function loadThumbs() {
   $("thumbs").replaceChildren(...r.items.map((it) => thumb(it, `${it.pred} ${(100 * it.conf).toFixed(0)}%`)));
 }
 
+// A refused image must not leave the previous analysis on screen, where it reads as the refused one's.
+function clearView() {
+  state.image = null; state.analysis = null;
+  $("view").hidden = true;
+  $("view-title").textContent = ""; $("truth").replaceChildren(); $("truth").className = "";
+  for (const id of ["image", "cam"]) $(id).removeAttribute("src");
+  for (const id of ["probs", "layers", "conv-sum"]) $(id).replaceChildren();
+  clearField();
+}
+
 async function choose(source) {  // {index} or {file} or {image}
+  const ticket = ++state.ticket;  // the latest choice wins over answers still on their way
   let a;
-  if (source.file) {
-    const form = new FormData(); form.append("file", source.file);
-    a = await call("/api/analyse", { method: "POST", body: form });
-    source = { image: a.image };
-  } else {
-    a = await post("/api/analyse", source);
+  try {
+    if (source.file) {
+      const form = new FormData(); form.append("file", source.file);
+      a = await call("/api/analyse", { method: "POST", body: form }, ticket);
+    } else {
+      a = await post("/api/analyse", source, ticket);
+    }
+  } catch (err) {
+    if (ticket === state.ticket) clearView();
+    throw err;
   }
-  state.image = source.index !== undefined ? { index: source.index } : { image: a.image };
+  if (ticket !== state.ticket) return;
+  state.image = a.index !== null ? { index: a.index } : { image: a.image };
   state.analysis = a;
   $("view").hidden = false;
-  $("view-title").textContent = source.index !== undefined ? `Test image #${source.index}` : "Your upload";
+  $("view-title").textContent = a.index !== null ? `Test image #${a.index}` : "Your upload";
   $("image").src = img(a.image);
+  drawTruth(a);
   drawProbs(a);
   $("cam-class").replaceChildren(...state.classes.map((c) => el("option", { value: c }, c)));
   $("cam-class").value = a.pred;
-  await drawCam();
+  await drawCam(ticket);
+  if (ticket !== state.ticket) return;
   $("layers").replaceChildren(...a.layers.map((l) => el("div", { class: "layer", "data-layer": l.name },
     el("h4", {}, `${l.name} — ${l.shape.join("×")} (${l.shape[0]} channels in a ${l.rows}×${l.cols} grid)`),
     el("img", { src: img(l.mosaic), alt: l.name, style: `width:${Math.min(900, l.cols * (l.shape[2] + 1) * 3)}px` }))));
@@ -66,16 +91,32 @@ async function choose(source) {  // {index} or {file} or {image}
   clearField(); $("conv-sum").replaceChildren();
 }
 
-function drawProbs(a) {
-  const top = Math.max(...a.probs.map((p) => p.p));
-  $("probs").replaceChildren(...a.probs.map((p) => el("div", { class: "prob" + (p.p === top ? " top" : ""), "data-class": p.class, "data-p": p.p },
-    el("span", {}, p.class), el("div", { class: "bar" }, el("div", { style: `width:${(100 * p.p).toFixed(1)}%` })),
-    el("span", { class: "value" }, p.p.toFixed(3)))));
+function drawTruth(a) {  // in words: a test image's true class and the verdict; an upload has none
+  const t = $("truth");
+  if (a.true_class === null) {
+    t.className = "upload";
+    t.replaceChildren(`uploaded image: no true class — predicted ${a.pred}`);
+  } else {
+    t.className = a.correct ? "right" : "wrong";
+    t.replaceChildren(`true class: ${a.true_class} — predicted ${a.pred} `, el("b", { class: "verdict" }, a.correct ? "(right)" : "(wrong)"));
+  }
 }
 
-async function drawCam() {
-  const r = await post("/api/gradcam", { ...state.image, cls: $("cam-class").value });
-  $("cam").src = img(r.png);
+function drawProbs(a) {  // the predicted and the true class each get a text tag, not a colour alone
+  const tag = (on, cls, text) => (on ? [el("span", { class: `tag ${cls}` }, text)] : []);
+  $("probs").replaceChildren(...a.probs.map((p) => {
+    const isPred = p.class === a.pred, isTrue = p.class === a.true_class;
+    const cls = "prob" + (isPred ? " pred" : "") + (isTrue ? " truth" : "") + (a.correct === false ? " miss" : "");
+    return el("div", { class: cls, "data-class": p.class, "data-p": p.p },
+      el("span", { class: "name" }, p.class, ...tag(isPred, "pred", "predicted"), ...tag(isTrue, "truth", "true class")),
+      el("div", { class: "bar" }, el("div", { style: `width:${(100 * p.p).toFixed(1)}%` })),
+      el("span", { class: "value" }, p.p.toFixed(3)));
+  }));
+}
+
+async function drawCam(ticket = null) {
+  const r = await post("/api/gradcam", { ...state.image, cls: $("cam-class").value }, ticket);
+  if (ticket === null || ticket === state.ticket) $("cam").src = img(r.png);
 }
 
 // ------------------------------------------------------------------ the first conv layer, by hand
@@ -135,7 +176,7 @@ async function loadFilters() {
   $("filter-view").replaceChildren(...layers.map((l) => el("div", { class: "layer", "data-layer": l.layer },
     el("h4", {}, `${l.layer}: receptive field ${l.field}×${l.field}` + (l.learned ? "" : " — not learned (frozen, set from the data)")),
     ...l.rows.map((r) => el("div", { class: "patches" }, el("span", { class: "ch" }, `channel ${r.channel}`),
-      ...r.patches.map((p) => el("figure", { onclick: () => choose({ index: p.index }) },
+      ...r.patches.map((p) => el("figure", { onclick: () => choose({ index: p.index }).catch(() => {}) },
         el("img", { src: img(p.png), alt: `test #${p.index}` }), el("figcaption", {}, p.value.toFixed(2)))))))));
 }
 
