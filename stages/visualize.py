@@ -85,12 +85,15 @@ def gradcam(a: Inputs) -> dict:
     n_right, n_wrong = min(a.v.gradcam_images, right.size), min(a.v.gradcam_images, wrong.size)
     picks = np.concatenate([a.rng.choice(right, n_right, replace=False),
                             a.rng.choice(wrong, n_wrong, replace=False)]).astype(int)
-    cams = inside.gradcam_maps(a.model, normalize(x[picks], a.mean, a.std), a.pred[picks].tolist())
-    layer = inside.conv_layers(a.model)[-1][0]
+    xn = normalize(x[picks], a.mean, a.std)
+    cams = inside.gradcam_maps(a.model, xn, a.pred[picks].tolist())
+    layer, conv = inside.conv_layers(a.model)[-1]
+    size = inside.map_size(a.model, conv, xn)  # the map's own size, before the upsampling to the input's
     save_figure(inside.gradcam_figure(x[picks], cams, [a.classes[i] for i in yt[picks]],
-                                      [a.classes[i] for i in a.pred[picks]], a.conf[picks].tolist(), layer),
+                                      [a.classes[i] for i in a.pred[picks]], a.conf[picks].tolist(), layer, size),
                 OUT / "gradcam.png", a.v.dpi)
-    return {"gradcam": {"layer": layer, "right": int(n_right), "wrong": int(n_wrong), "map_shape": list(cams.shape[1:])}}
+    return {"gradcam": {"layer": layer, "right": int(n_right), "wrong": int(n_wrong),
+                        "map_shape": list(cams.shape[1:]), "layer_map_shape": list(size)}}
 
 
 def read_history(root: Path = Path("dvclive/train/plots/metrics")) -> dict[str, list[float]]:

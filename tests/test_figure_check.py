@@ -51,6 +51,18 @@ def test_a_number_spilling_out_of_its_table_cell_is_caught():
     assert problems(fig) == ["'1,414,400,000' spills out of its table cell"]
 
 
+def test_an_inset_over_another_image_is_caught_and_an_overlay_in_its_own_axes_is_not():
+    fig, ax = plt.subplots()
+    ax.imshow(np.zeros((8, 8)), cmap="gray")
+    ax.imshow(np.eye(8), cmap="jet", alpha=0.4)                 # a heatmap over its photo: meant
+    ax.set_title("grey input")
+    assert problems(fig) == []
+    inset = ax.inset_axes([0.68, 0.68, 0.3, 0.3])
+    inset.imshow(np.ones((8, 8, 3)))
+    inset.set_xticks([]), inset.set_yticks([])
+    assert problems(fig) == ["the image of axes 'untitled' hides part of the image of axes 'grey input'"]
+
+
 def test_contrast_is_wcag():
     assert contrast("black", "white") == pytest.approx(21.0)
     assert contrast("#777777", "white") == pytest.approx(4.48, abs=0.01)

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from torch import nn
+
 from src.augment import augment_batch
 from src.figures import inside, results
+from src.figures.check import problems
 from src.models import build_model, conv_layers
+from src.probe import crop, top_patches
 from tests.conftest import params_with
 
 
@@ -22,10 +26,48 @@ def test_first_layer_tiles_are_rgb_and_one_per_filter(model):
     conv = conv_layers(model)[0][1]
     assert len(d["tiles"]) == conv.out_channels == d["out_channels"]
     assert d["tiles"].shape[1:] == (conv.kernel_size[0], conv.kernel_size[1], 3)
-    # each filter is scaled to [0, 1] on its own
-    assert np.allclose(d["tiles"].reshape(len(d["tiles"]), -1).min(1), 0)
-    assert np.allclose(d["tiles"].reshape(len(d["tiles"]), -1).max(1), 1)
+    _assert_signed_tiles(d["tiles"], conv.weight.detach().numpy())
     assert sum(1 for ax in fig.axes if ax.images) == conv.out_channels
+    assert problems(fig) == []
+
+
+def _assert_signed_tiles(tiles: np.ndarray, w: np.ndarray) -> None:
+    """Grey is 0, each kernel reaches ±its own max, and a tile's colour has its weights' signs."""
+    off = tiles - 0.5
+    np.testing.assert_allclose(np.abs(off).reshape(len(off), -1).max(1), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(off, 0.5 * w.transpose(0, 2, 3, 1) / np.abs(w).reshape(len(w), -1).max(1)[:, None, None, None],
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_learned_first_layer_filters_show_their_size_sign_and_channel(k):
+    # the lead's `whiten_trainable` flag: a first layer whose weights learn, 2×2 as today or 3×3
+    torch.manual_seed(0)
+    m = build_model(params_with({"model": {"name": "fast_cnn"}}).model, 3).eval()
+    if k == 3:
+        m.whiten = nn.Conv2d(3, m.whiten.out_channels, 3, padding=1)
+    m.whiten.weight.requires_grad_(True)
+    fig, d = inside.first_layer_filters(m)
+    assert d["learned"] and d["tiles"].shape == (m.whiten.out_channels, k, k, 3)
+    _assert_signed_tiles(d["tiles"], m.whiten.weight.detach().numpy())
+    title = fig._suptitle.get_text()
+    assert f"learned first-layer filters ({k}×{k}×3)" in title and "not learned" not in title
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == [f"ch {c}" for c in range(m.whiten.out_channels)]
+    big = shown[0].images[0].get_array()          # enlarged by whole pixels: nearest neighbour, not blurred
+    assert big.shape[0] >= 16 and big.shape[0] % k == 0
+    np.testing.assert_array_equal(big[:: big.shape[0] // k, :: big.shape[1] // k], d["tiles"][0])
+    assert problems(fig) == []
+
+
+def test_a_frozen_first_layer_says_how_to_learn_it():
+    torch.manual_seed(0)
+    m = build_model(params_with({"model": {"name": "fast_cnn"}}).model, 3).eval()
+    m.whiten.weight.requires_grad_(False)
+    fig, d = inside.first_layer_filters(m)
+    title = fig._suptitle.get_text()
+    assert not d["learned"] and "not learned" in title and "learned first-layer filters" not in title
+    assert "(frozen: set model.fast_cnn.whiten_trainable=true to learn it)" in title
 
 
 def test_deep_layer_grid(model):
@@ -65,6 +107,36 @@ def test_gradcam_maps(model):
     assert any(not np.allclose(c, c.mean()) for c in cams)  # real heatmaps, not constants
 
 
+def test_gradcam_figure_says_the_maps_real_size_and_has_a_colour_bar(model):
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    name, conv = conv_layers(model)[-1]
+    cams = inside.gradcam_maps(model, x, [0, 1, 0, 1])
+    size = inside.map_size(model, conv, x)
+    with torch.no_grad():
+        assert size == tuple(inside.activations(model, x, [name])[name].shape[-2:])
+    imgs = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    fig = inside.gradcam_figure(imgs, cams, ["a", "b", "a", "a"], ["a", "a", "a", "b"], [0.9, 0.5, 0.7, 0.6], name, size)
+    title = fig._suptitle.get_text()
+    assert f"Grad-CAM of '{name}' ({size[0]}×{size[1]}), upsampled (bilinear) to 32×32" in title
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "relevance to the predicted class, 0–1"]
+    assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()][:2] == ["a → a\n(90%)", "b → a\n(50%)"]
+    assert problems(fig) == []
+
+
+def test_top_patch_numbers_are_labelled(model):
+    x = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    imgs = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    for t in top_patches(model, x, k=3, channels=2)[:2]:
+        crops = [[crop(imgs[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q]))) for q in range(3)]
+                 for r in range(2)]
+        fig = inside.top_patches_figure(t, crops)
+        titles = [ax.get_title() for ax in fig.axes if ax.images]
+        assert titles == [f"response {v:.2f}" for v in t.values.ravel()]
+        assert "response = the channel's raw conv output" in fig._suptitle.get_text()
+        assert problems(fig) == []
+
+
 def test_results_figures_draw_their_data():
     cm = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 6]])
     fig = results.confusion_figure(cm, ["a", "b", "c"])
@@ -82,7 +154,8 @@ def test_results_figures_draw_their_data():
     fig = results.prediction_grid(imgs, np.array([0, 1, 2, 0]), np.array([0, 2, 2, 1]),
                                   np.array([0.9, 0.8, 0.7, 0.6]), ["a", "b", "c"])
     titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
-    assert titles[0] == ("a / a\n(90%)", "#1a9850") and titles[1] == ("b / c\n(80%)", "#d73027")
+    assert titles[0] == ("a → a\n(90%)", "#1a9850") and titles[1] == ("b → c\n(80%)", "#d73027")
+    assert "true → predicted (confidence)" in fig._suptitle.get_text()
 
     hist = {"train_acc": [0.5, 0.7], "val_acc": [0.6, 0.65], "train_loss": [1.0, 0.6], "val_loss": [0.9, 0.8]}
     fig = results.training_curves(hist, best_epoch=2)
@@ -97,3 +170,20 @@ def test_augmentation_examples_differ_and_keep_shape():
     assert len({bytes(a.numpy()) for a in aug}) > 1
     fig = results.augmentation_figure(img, aug, "test")
     assert sum(1 for ax in fig.axes if ax.images) == 7
+
+
+FIGURE_CODE = ["src/figures/*.py", "stages/visualize.py", "src/probe.py"]
+
+
+def test_one_wording_for_true_and_predicted():
+    """'true → predicted' everywhere: no figure (or its docstring) writes 'true / predicted'."""
+    import re
+
+    from tests.conftest import REPO
+
+    files = [f for pattern in FIGURE_CODE for f in sorted(REPO.glob(pattern))]
+    assert len(files) > 5
+    other = re.compile(r"true\s*/\s*pred|classes\[true\[k\]\]\}\s*/", re.IGNORECASE)
+    found = [f"{f.relative_to(REPO)}:{n}" for f in files for n, line in enumerate(f.read_text().splitlines(), 1)
+             if other.search(line)]
+    assert found == []

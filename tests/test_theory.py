@@ -148,3 +148,33 @@ def test_uses_per_pixel_counts_receptive_fields(n, f, p, s):
     x = torch.ones(1, 1, n, n, requires_grad=True)
     torch.nn.functional.conv2d(x, torch.ones(1, 1, f, f), padding=p, stride=s).sum().backward()
     np.testing.assert_array_equal(counts, x.grad[0, 0].numpy())  # d(sum of outputs)/d pixel = uses
+
+
+def test_the_cells_the_kernel_has_not_reached_say_so():
+    from src.figures.check import problems
+
+    cx, cw = RNG.integers(0, 10, (5, 5)).astype(float), RNG.integers(-1, 2, (3, 3)).astype(float)
+    fig = TF.conv_step_figure(cx, cw, 1.0, (1, 1))   # the stage's position: 5 of the 9 outputs computed
+    ax_y = fig.axes[2]
+    np.testing.assert_array_equal(TF.cell_values(ax_y), T.relu(T.conv2d(cx, cw, 1.0)).ravel()[:5])
+    assert "not computed yet" in ax_y.get_xlabel() and "5 of 9 positions" in ax_y.get_xlabel()
+    pending = [p for p in ax_y.patches if p.get_hatch()]
+    assert sorted((int(p.get_x() + 0.5), int(p.get_y() + 0.5)) for p in pending) == [(0, 2), (1, 2), (2, 1), (2, 2)]
+    assert problems(fig) == []
+    full = TF.conv_step_figure(cx, cw, 1.0, (2, 2))   # all computed: nothing hatched, nothing to explain
+    assert full.axes[2].get_xlabel() == "" and not [p for p in full.axes[2].patches if p.get_hatch()]
+
+
+def test_the_colour_original_hides_nothing_of_the_grey_input():
+    from src.figures.check import problems
+
+    img = RNG.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    k = {"vertical edge": np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float),
+         "horizontal edge": np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], float)}
+    fig = TF.real_filters_figure(img, img.mean(axis=2) / 255, k)
+    assert all(not ax.child_axes for ax in fig.axes)  # no inset over any panel
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles[0].startswith("the colour") and titles[1].startswith("input 32×32, grey")
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), img)
+    assert problems(fig) == []
+    assert len(TF.real_filters_figure(img, img.mean(axis=2) / 255, dict([k.popitem()])).axes) == 6 + 3  # one row

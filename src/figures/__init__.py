@@ -34,20 +34,6 @@ def grid(n: int, cols: int, cell: float = 1.6, title_space: float = 0.5):
     return fig, axes.flat[:n]
 
 
-def tiles(n: int, cols: int, cell: float = 0.6, gap: float = 0.08, title_in: float = 0.6):
-    """n small square axes packed in rows of `cols` with `gap` (fraction of a cell) between them,
-    and `title_in` inches on top for a suptitle; axes off. For filter and patch mosaics."""
-    cols = max(1, min(cols, n))
-    rows = int(np.ceil(n / cols))
-    w = cols * cell * (1 + gap)
-    h = rows * cell * (1 + gap) + title_in
-    fig, axes = plt.subplots(rows, cols, figsize=(w, h), squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - title_in / h, wspace=gap, hspace=gap)
-    for ax in axes.flat:
-        ax.axis("off")
-    return fig, axes.flat[:n]
-
-
 MIN_CONTRAST = 4.5  # WCAG AA for normal text; src/figures/check.py holds every figure to it
 
 

@@ -1,5 +1,6 @@
 """What a reader sees, checked: text that overlaps other text or an image it does not belong to,
-text that spills out of its table cell, and text too faint against the cell it sits on.
+text that spills out of its table cell, text too faint against the cell it sits on, and an image
+that covers part of another axes' image (an inset over a picture hides what is under it).
 
     problems(fig) → ["'ch 3' overlaps the image of axes 'features.group1'", ...]   (empty: fine)
 
@@ -99,8 +100,39 @@ def _table_problems(fig: Figure, renderer) -> tuple[list[str], set[int]]:
     return out, ids
 
 
+def _all_axes(fig: Figure) -> list:
+    """The figure's axes and their inset axes (insets are children of an axes, not in fig.axes)."""
+    out, todo = [], list(fig.axes)
+    while todo:
+        ax = todo.pop(0)
+        out.append(ax)
+        todo += [c for c in ax.child_axes if c not in out]
+    return out
+
+
+def _axes_name(ax) -> str:
+    return _label(Text(text=ax.get_title() or ax.get_ylabel() or "untitled"))
+
+
+def _hidden_images(images: list, renderer) -> list[str]:
+    """Images of different axes that overlap on the canvas: the one on top hides part of the other.
+    (Several images in one axes, like a heatmap over its photo, are meant to be seen together.)"""
+    areas = [(ax, Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer)))
+             for ax, im in images]
+    out, seen = [], set()
+    for i, (ax_a, a) in enumerate(areas):
+        for ax_b, b in areas[i + 1:]:
+            if ax_a is ax_b or a is None or b is None or (id(ax_a), id(ax_b)) in seen:
+                continue
+            if _shrunk(a).overlaps(_shrunk(b)):
+                seen.add((id(ax_a), id(ax_b)))
+                top, under = (ax_a, ax_b) if ax_a.get_zorder() > ax_b.get_zorder() else (ax_b, ax_a)
+                out.append(f"the image of axes {_axes_name(top)} hides part of the image of axes {_axes_name(under)}")
+    return out
+
+
 def problems(fig: Figure) -> list[str]:
-    """Every overlap and low-contrast text a reader would see in `fig` (drawn at its own dpi)."""
+    """Every overlap, hidden image and low-contrast text a reader would see in `fig` (drawn at its own dpi)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     out, table_texts = _table_problems(fig, renderer)
@@ -110,7 +142,8 @@ def problems(fig: Figure) -> list[str]:
         for j in range(i + 1, len(texts)):
             if boxes[i].overlaps(boxes[j]):
                 out.append(f"{_label(texts[i])} overlaps {_label(texts[j])}")
-    images = [(ax, im) for ax in fig.axes if ax.get_visible() for im in ax.images if im.get_visible()]
+    images = [(ax, im) for ax in _all_axes(fig) if ax.get_visible() for im in ax.images if im.get_visible()]
+    out += _hidden_images(images, renderer)
     for t, box in zip(texts, boxes):
         if _in_own_image(t):
             x, y = t.get_position()
@@ -121,6 +154,5 @@ def problems(fig: Figure) -> list[str]:
         for ax, im in images:
             area = Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))
             if area is not None and box.overlaps(area):
-                title = ax.get_title() or ax.get_ylabel() or "untitled"
-                out.append(f"{_label(t)} overlaps the image of axes {_label(Text(text=title))}")
+                out.append(f"{_label(t)} overlaps the image of axes {_axes_name(ax)}")
     return out

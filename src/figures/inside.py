@@ -13,30 +13,48 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.figures import GREEN, RED, tiles, to_hwc
+from src.figures import GREEN, RED, grid, to_hwc
 from src.models import conv_layers
 
 
 # ----------------------------------------------------------------------------- filters
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    """Scale one filter to [0, 1] on its own."""
-    lo, hi = a.min(), a.max()
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+FROZEN_HINTS = {"whiten": "set model.fast_cnn.whiten_trainable=true to learn it"}  # layer name → how to learn it
 
 
-def first_layer_filters(model: nn.Module, cols: int = 16):
-    """Every filter of the first conv layer as an RGB tile, each scaled to [0, 1] on its own."""
+def signed_tile(kernel: np.ndarray) -> np.ndarray:
+    """One (3, kh, kw) kernel as an (kh, kw, 3) RGB tile: grey is 0, each kernel scaled by its own
+    largest |weight|, so both its colour and its sign show (a min-max scale would hide the sign)."""
+    m = np.abs(kernel).max()
+    return 0.5 + 0.5 * (kernel / m if m > 0 else kernel).transpose(1, 2, 0)
+
+
+def _first_layer_title(name: str, w: np.ndarray, learned: bool) -> str:
+    """Whether the layer learned, its kernels' size, and how to read a tile's colour."""
+    kh, kw = w.shape[2:]
+    if learned:
+        head = f"First conv layer '{name}': learned first-layer filters ({kh}×{kw}×3)"
+    else:
+        hint = FROZEN_HINTS.get(name, "")
+        head = (f"First conv layer '{name}' ({kh}×{kw}×3): not learned, set from the data's patch statistics"
+                + (f"\n(frozen: {hint})" if hint else ""))
+    return (f"{head}\n{len(w)} filters, weight {tuple(w.shape)}; grey = 0, each scaled to ±its own largest |weight|:\n"
+            f"red means a positive weight on R, cyan a negative one (likewise green/magenta, blue/yellow)")
+
+
+def first_layer_filters(model: nn.Module, cols: int = 12):
+    """Every filter of the first conv layer as a signed RGB tile (grey = 0), titled with its channel."""
     name, conv = conv_layers(model)[0]
     w = conv.weight.detach().cpu().float().numpy()          # (O, 3, kh, kw)
-    tiles_ = np.stack([_unit(f).transpose(1, 2, 0) for f in w])  # (O, kh, kw, 3)
-    fig, axes = tiles(len(tiles_), cols, cell=0.6, title_in=0.7)
-    for ax, tile in zip(axes, tiles_):
-        ax.imshow(tile, interpolation="nearest")
-    how = "learned" if conv.weight.requires_grad else "not learned: frozen, set from the data's patch statistics"
-    fig.suptitle(f"First conv layer '{name}' ({how})\n{len(tiles_)} filters, weight {tuple(w.shape)}, "
-                 f"each scaled to [0, 1] on its own", fontsize=10)
-    return fig, {"layer": name, "tiles": tiles_, "out_channels": conv.out_channels, "learned": conv.weight.requires_grad}
+    tiles_ = np.stack([signed_tile(f) for f in w])          # (O, kh, kw, 3)
+    learned = conv.weight.requires_grad
+    fig, axes = grid(len(tiles_), cols, cell=0.72, title_space=0.9)
+    zoom = max(1, 24 // max(w.shape[2:]))                   # whole pixels per weight: a crisp enlargement
+    for k, (ax, tile) in enumerate(zip(axes, tiles_)):
+        ax.imshow(tile.repeat(zoom, 0).repeat(zoom, 1), interpolation="nearest")
+        ax.set_title(f"ch {k}", fontsize=7, pad=2)
+    fig.suptitle(_first_layer_title(name, w, learned), fontsize=9)
+    return fig, {"layer": name, "tiles": tiles_, "out_channels": conv.out_channels, "learned": learned}
 
 
 def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inputs: int):
@@ -124,13 +142,29 @@ def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: O
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
 
 
+@torch.no_grad()
+def map_size(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of `layer`'s output for input x: the size of its Grad-CAM map before pytorch-grad-cam
+    upsamples it to the input's size."""
+    seen: list[tuple[int, int]] = []
+    h = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    try:
+        model.eval()
+        model(x[:1])
+    finally:
+        h.remove()
+    return seen[0]
+
+
 def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], pred: list[str],
-                   conf: list[float], layer_name: str):
-    """Pairs of (image, image + heatmap), titled true / predicted (confidence), green or red."""
+                   conf: list[float], layer_name: str, layer_size: tuple[int, int]):
+    """Pairs of (image, image + heatmap), titled true → predicted (confidence), green or red; the
+    subtitle says how small the layer's map really is, the colour bar what the colours mean."""
     n = len(images_u8)
     cols = min(6, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.8, rows * 3.7 + 0.6), squeeze=False)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.8 + 1.0, rows * 3.7 + 0.9), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for k in range(n):
@@ -141,9 +175,14 @@ def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], p
         axes[r, c].set_title(f"{true[k]} → {pred[k]}\n({conf[k]:.0%})", fontsize=8, color=GREEN if ok else RED)
         axes[r + 1, c].imshow(img, interpolation="nearest")
         axes[r + 1, c].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-    fig.suptitle(f"Grad-CAM from '{layer_name}' for the predicted class: where the network looked\n"
-                 f"(green: right, red: wrong; true → predicted)", fontsize=10)
-    fig.tight_layout()
+    bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
+                       fraction=0.03, pad=0.02)
+    bar.set_label("relevance to the predicted class, 0–1", fontsize=8)
+    (h, w), (H, W) = layer_size, cams.shape[1:]
+    fig.suptitle(f"Grad-CAM for the predicted class: where the network looked (green: right, red: wrong; "
+                 f"true → predicted)\nGrad-CAM of '{layer_name}' ({h}×{w}), upsampled (bilinear) to {H}×{W}\n"
+                 f"(the heatmap holds only {h * w} numbers, smoothed between them; each map is scaled to 0–1 on its own)",
+                 fontsize=10)
     return fig
 
 
@@ -151,9 +190,10 @@ def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], p
 
 def top_patches_figure(tp, patches: list[list[np.ndarray]]):
     """Rows: the channels; columns: the test patches (receptive fields) that excite each most,
-    strongest first, titled with the response. `patches[r][q]` is an (h, w, 3) uint8 crop."""
+    strongest first, titled with the response (the caption says what that number is).
+    `patches[r][q]` is an (h, w, 3) uint8 crop."""
     rows, cols = len(patches), max(len(p) for p in patches)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.05 + 0.9, rows * 1.2 + 1.0), squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.05 + 0.9, rows * 1.2 + 1.3), squeeze=False,
                              layout="constrained")
     for r, row in enumerate(patches):
         for q in range(cols):
@@ -163,10 +203,11 @@ def top_patches_figure(tp, patches: list[list[np.ndarray]]):
                 ax.axis("off")
                 continue
             ax.imshow(row[q], interpolation="nearest")
-            ax.set_title(f"{tp.values[r, q]:.2f}", fontsize=7, pad=2)
+            ax.set_title(f"response {tp.values[r, q]:.2f}", fontsize=7, pad=2)
         axes[r, 0].set_ylabel(f"ch {tp.channels[r]}", fontsize=8)
     how = "learned" if tp.learned else "not learned: frozen, set from the data"
     fig.suptitle(f"What excites layer '{tp.layer}' ({how}): for {rows} channels, the test patches\n"
-                 f"({tp.field.size}×{tp.field.size} receptive fields; black = padding) with the strongest response",
-                 fontsize=10)
+                 f"({tp.field.size}×{tp.field.size} receptive fields; black = padding) with the strongest response\n"
+                 f"response = the channel's raw conv output (before any BatchNorm or activation) at the\n"
+                 f"position whose receptive field is that patch: its highest anywhere in that test image", fontsize=9)
     return fig

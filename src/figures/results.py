@@ -38,18 +38,18 @@ def training_curves(history: dict[str, list[float]], best_epoch: int, label_smoo
 
 def prediction_grid(images, true: np.ndarray, pred: np.ndarray, conf: np.ndarray, classes: list[str],
                     title: str = "Sample test predictions"):
-    """Images titled 'true / predicted (confidence)', green when right, red when wrong."""
+    """Images titled 'true → predicted (confidence)', green when right, red when wrong."""
     n = len(images)
     fig, axes = grid(n, cols=min(8, n), cell=1.55, title_space=0.7)
     for k, ax in enumerate(axes):
         ok = true[k] == pred[k]
         ax.imshow(to_hwc(images[k]), interpolation="nearest")
-        ax.set_title(f"{classes[true[k]]} / {classes[pred[k]]}\n({conf[k]:.0%})", fontsize=7.5,
+        ax.set_title(f"{classes[true[k]]} → {classes[pred[k]]}\n({conf[k]:.0%})", fontsize=7.5,
                      color=GREEN if ok else RED)
         for s in ax.spines.values():
             s.set_edgecolor(GREEN if ok else RED)
             s.set_linewidth(2)
-    fig.suptitle(f"{title}: true / predicted (confidence); green right, red wrong", fontsize=10)
+    fig.suptitle(f"{title}: true → predicted (confidence); green right, red wrong", fontsize=10)
     return fig
 
 

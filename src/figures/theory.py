@@ -16,6 +16,7 @@ from src.figures import text_colour_on
 CMAP = "RdBu_r"
 COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3"]
 GREY_CELL = "#dddddd"  # padding
+PENDING_CELL = "#f2f2f2"  # an output not computed yet (hatched, unlike a computed 0, which is white)
 
 
 def fmt(v: float) -> str:
@@ -80,33 +81,44 @@ def relu_figure(x: np.ndarray):
 
 # ----------------------------------------------------------------------------- 2. sliding kernel
 
+def draw_partial_map(ax, y: np.ndarray, done: int) -> None:
+    """The feature map y with only its first `done` cells (row by row) computed: those coloured and
+    numbered, the rest hatched and explained under the panel, so a blank cell never reads as a 0."""
+    span = np.abs(y).max() or 1.0
+    filled = np.full(y.shape, np.nan)
+    filled.flat[:done] = y.flat[:done]
+    im = ax.imshow(np.ma.masked_invalid(filled), cmap=CMAP, vmin=-span, vmax=span)
+    for (a, c), val in np.ndenumerate(filled):
+        if np.isnan(val):
+            ax.add_patch(Rectangle((c - 0.5, a - 0.5), 1, 1, facecolor=PENDING_CELL, edgecolor="#aaaaaa",
+                                   hatch="//", linewidth=0))
+        else:
+            ax.text(c, a, fmt(val), ha="center", va="center", fontsize=10, gid="cell",
+                    color=text_colour_on(im.cmap(im.norm(val))))
+    ax.set_xticks(np.arange(y.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(y.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.set_title(f"feature map Y = relu(W * X + b), {y.shape[0]}×{y.shape[1]}", fontsize=10)
+    if done < y.size:
+        ax.set_xlabel(f"hatched: not computed yet — the kernel has visited\n{done} of {y.size} positions "
+                      f"so far (row by row)", fontsize=9, gid="pending")
+
+
 def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int]):
     """Input with the receptive field of output `pos` outlined, the kernel, the feature map filled
-    up to `pos`, and the weighted sum of that position written out."""
+    up to `pos` (the cells after it hatched: not computed yet), and the weighted sum of that
+    position written out."""
     y = T.relu(T.conv2d(x, w, b))
     i, j = pos
     kh, kw = w.shape
-    fig = plt.figure(figsize=(11, 4.6))
+    fig = plt.figure(figsize=(11, 4.9))
     gs = fig.add_gridspec(2, 3, height_ratios=[4, 1.3])
     ax_x, ax_w, ax_y = (fig.add_subplot(gs[0, k]) for k in range(3))
     draw_matrix(ax_x, x, f"input X {x.shape[0]}×{x.shape[1]}")
     outline(ax_x, i, j, kh, kw)
     draw_matrix(ax_w, w, f"kernel W {kh}×{kw}, bias b = {fmt(b)}")
-    filled = np.full(y.shape, np.nan)
-    order = [(a, c) for a in range(y.shape[0]) for c in range(y.shape[1])]
-    for a, c in order[: order.index((i, j)) + 1]:
-        filled[a, c] = y[a, c]
-    span = np.abs(y).max() or 1.0
-    im = ax_y.imshow(np.nan_to_num(filled, nan=0.0), cmap=CMAP, vmin=-span, vmax=span)
-    for (a, c), val in np.ndenumerate(filled):
-        if not np.isnan(val):
-            ax_y.text(c, a, fmt(val), ha="center", va="center", fontsize=10, gid="cell",
-                      color=text_colour_on(im.cmap(im.norm(val))))
-    ax_y.set_xticks(np.arange(y.shape[1] + 1) - 0.5, minor=True)
-    ax_y.set_yticks(np.arange(y.shape[0] + 1) - 0.5, minor=True)
-    ax_y.grid(which="minor", color="white", linewidth=1.5)
-    ax_y.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-    ax_y.set_title(f"feature map Y = relu(W * X + b), {y.shape[0]}×{y.shape[1]}", fontsize=10)
+    draw_partial_map(ax_y, y, i * y.shape[1] + j + 1)
     outline(ax_y, i, j, 1, 1)
     patch = x[i:i + kh, j:j + kw]
     terms = " + ".join(f"({fmt(a)})·({fmt(c)})" for a, c in zip(w.ravel(), patch.ravel()))
@@ -246,21 +258,23 @@ def network_figure(tables: dict[str, list[dict]]):
 
 def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[str, np.ndarray]):
     """Hand-made kernels on a real image: convolution, ReLU, max pooling, step by step."""
-    fig, axes = plt.subplots(len(kernels), 5, figsize=(13, 2.9 * len(kernels)))
+    # the colour original gets its own, narrower panel: an inset would hide a corner of the grey
+    # input, and with it whatever edge the kernels find there
+    fig, axes = plt.subplots(len(kernels), 6, figsize=(14.5, 2.9 * len(kernels)),
+                             gridspec_kw={"width_ratios": [0.7, 1, 1, 1, 1, 1]}, squeeze=False)
     for r, (name, k) in enumerate(kernels.items()):
         conv = T.conv2d(gray, k)  # no padding: zero borders would look like edges
         act = T.relu(conv)
         pooled = T.max_pool2d(act, 2)
-        axes[r, 0].imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 0].set_title(f"input {gray.shape[0]}×{gray.shape[1]}, grey\n(mean of R, G, B)", fontsize=9)
-        inset = axes[r, 0].inset_axes([0.68, 0.68, 0.3, 0.3])  # the colour original, small
-        inset.imshow(image_hwc, interpolation="nearest")
-        inset.set_xticks([]), inset.set_yticks([])
-        draw_matrix(axes[r, 1], k, f"{name} kernel", numbers=True)
+        axes[r, 0].imshow(image_hwc, interpolation="nearest")
+        axes[r, 0].set_title("the colour\noriginal", fontsize=9)
+        axes[r, 1].imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 1].set_title(f"input {gray.shape[0]}×{gray.shape[1]}, grey\n(mean of R, G, B)", fontsize=9)
+        draw_matrix(axes[r, 2], k, f"{name} kernel", numbers=True)
         v = np.abs(conv).max() or 1
-        for ax, img, title, cmap, lo in ((axes[r, 2], conv, f"conv2d → {conv.shape[0]}×{conv.shape[1]}", CMAP, -v),
-                                         (axes[r, 3], act, "ReLU", "magma", 0),
-                                         (axes[r, 4], pooled, f"max_pool2d(2) → {pooled.shape[0]}×{pooled.shape[1]}",
+        for ax, img, title, cmap, lo in ((axes[r, 3], conv, f"conv2d → {conv.shape[0]}×{conv.shape[1]}", CMAP, -v),
+                                         (axes[r, 4], act, "ReLU", "magma", 0),
+                                         (axes[r, 5], pooled, f"max_pool2d(2) → {pooled.shape[0]}×{pooled.shape[1]}",
                                           "magma", 0)):
             im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=v, interpolation="nearest")
             ax.set_title(title, fontsize=9)
