@@ -3,11 +3,14 @@
     python -m src.compare                  # this repo's experiments (on HEAD) → compare/
     python -m src.compare --all-commits    # experiments on every commit (pulled from several clones)
     python -m src.compare --json show.json --out somewhere/
+    python -m src.compare --terminal       # only the table that fits the terminal; writes nothing
 
 One row per commit and per experiment: its name, the params that differ between the rows, test
 accuracy, per-class accuracy, training seconds, images/s, device and precision. A failed experiment
-keeps its row, marked failed, with no metrics. Figures: test accuracy against training seconds (a
-labelled point per experiment) and per-class accuracy as a heatmap (experiments × classes).
+keeps its row, marked failed, with no metrics. Figures: test accuracy against training seconds (each
+point labelled with what differs, e.g. "lr=0.02, classes=cat,dog", and its name) and per-class
+accuracy as a heatmap (experiments × classes). Printed: the same rows cut to the terminal's width
+(`dvc exp show` at 120 columns shows "…" in every cell).
 """
 from __future__ import annotations
 
@@ -16,15 +19,22 @@ import csv
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
-EVAL, TRAIN = "metrics/eval.json", "metrics/train.json"
+EVAL, TRAIN, TIMING = "metrics/eval.json", "metrics/train.json", "metrics/timing.json"
 FORMATS = {"test_acc": "{:.4f}", "seconds": "{:.1f}", "images_per_s": "{:.0f}", "device": "{}", "precision": "{}",
            "threads": "{}"}  # the metric columns and how they print
 COLUMNS = tuple(FORMATS)
+# The terminal view's metrics after test_acc, most wanted first: (row key, header, format); each
+# is shown only if it still fits the width.
+KEY_METRICS = (("best_val_acc", "val_acc", "{:.4f}"), ("seconds", "seconds", "{:.1f}"),
+               ("images_per_s", "img/s", "{:.0f}"), ("macro_f1", "macro_f1", "{:.4f}"),
+               ("device", "device", "{}"), ("precision", "precision", "{}"))
+SEP = "  "  # between the terminal view's columns
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -42,9 +52,11 @@ def _row(name: str, rev: str, data: Optional[dict], failed: bool) -> dict:
     data = data or {}
     params = _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
     metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
-    ev, tr = ({} if failed else metrics.get(path, {}) for path in (EVAL, TRAIN))
+    ev, tr, tm = ({} if failed else metrics.get(path, {}) for path in (EVAL, TRAIN, TIMING))
+    tr = {**tr, **tm}  # seconds and images/s moved to timing.json; older commits have them in train.json
     return {"name": name, "rev": rev[:7], "status": "failed" if failed else "ok", "params": params,
             "test_acc": ev.get("test_acc"), "per_class": ev.get("per_class_acc") or {},
+            "macro_f1": ev.get("macro_f1"), "best_val_acc": tr.get("best_val_acc"),
             **{k: tr.get(k) for k in COLUMNS if k != "test_acc"}}
 
 
@@ -73,18 +85,65 @@ def classes(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(c for r in rows for c in r["per_class"]))
 
 
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each param key's shortest tail that no other key ends with: train.lr → lr, but
+    model.fast_cnn.widths and model.seed_cnn.widths keep fast_cnn.widths and seed_cnn.widths."""
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        tails = [".".join(parts[-n:]) for n in range(1, len(parts) + 1)]
+        out[k] = next(t for t in tails if sum(o == t or o.endswith("." + t) for o in keys) == 1)
+    return out
+
+
+def show_value(v: Any) -> str:
+    """A param value as a person would type it: [cat, dog] → cat,dog; 0.0200 → 0.02; None → null."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    s = str(v)
+    if s.startswith("[") and s.endswith("]") and "[" not in s[1:-1]:  # a flat list (_flatten wrote it)
+        return ",".join(item.strip() for item in s[1:-1].split(","))
+    return s
+
+
+def shorten(s: str, width: int) -> str:
+    """`s` in at most `width` characters: a comma list keeps whole leading items and counts the rest
+    (airplane,automobile,…+8), anything else is cut with "…"."""
+    if len(s) <= width:
+        return s
+    items = s.split(",")
+    for k in range(len(items) - 1, 0, -1):
+        kept = f"{','.join(items[:k])},…+{len(items) - k}"
+        if len(kept) <= width:
+            return kept
+    return s[:max(0, width - 1)] + "…"[:width]
+
+
+def describe(rows: list[dict], width: int = 28) -> list[str]:
+    """Per row, what differs between `rows` as "lr=0.02, classes=cat,dog" (each value at most
+    `width` characters); a row's name where nothing differs."""
+    keys = differing(rows)
+    names = short_keys(keys)
+    return [", ".join(f"{names[k]}={shorten(show_value(r['params'].get(k)), width)}" for k in keys) or r["name"]
+            for r in rows]
+
+
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, cells): name, status, differing params, metrics, per-class accuracy."""
     keys, cls = differing(rows), classes(rows)
     header = ["name", "status", *keys, *COLUMNS, *(f"acc.{c}" for c in cls)]
-
-    def fmt(v: Any, how: str = "{}") -> str:
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else how.format(v)
-
-    cells = [[r["name"], r["status"], *(fmt(r["params"].get(k)) for k in keys),
-              *(fmt(r[c], FORMATS[c]) for c in COLUMNS), *(fmt(r["per_class"].get(c), "{:.4f}") for c in cls)]
+    cells = [[r["name"], r["status"], *(_fmt(r["params"].get(k)) for k in keys),
+              *(_fmt(r[c], FORMATS[c]) for c in COLUMNS), *(_fmt(r["per_class"].get(c), "{:.4f}") for c in cls)]
              for r in rows]
     return header, cells
+
+
+def _fmt(v: Any, how: str = "{}") -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else how.format(v)
 
 
 def to_markdown(header: list[str], cells: list[list[str]]) -> str:
@@ -101,6 +160,63 @@ def to_csv(header: list[str], cells: list[list[str]]) -> str:
     return buf.getvalue()
 
 
+def _terminal_columns(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(needed, optional) columns of the terminal view. Each: header, cells, the widest it may be
+    (cap), the narrowest it may be squeezed to (least), right-aligned or not."""
+    keys = differing(rows)
+    names = short_keys(keys)
+    col = lambda head, cells, cap, least, right=False: {  # noqa: E731
+        "head": head, "cells": cells, "cap": cap, "least": min(least, cap), "right": right}
+    needed = [col("experiment", [r["name"] for r in rows], 20, 10)]
+    needed += [col(names[k], [show_value(r["params"].get(k)) for r in rows], 24, max(6, min(len(names[k]), 10)))
+               for k in keys]
+    needed.append(col("test_acc", ["failed" if r["status"] == "failed" else _fmt(r["test_acc"], "{:.4f}")
+                                   for r in rows], 8, 8, right=True))
+    optional = [col(head, [_fmt(r.get(key), how) for r in rows], 12, len(head), right=how != "{}")
+                for key, head, how in KEY_METRICS if any(r.get(key) is not None for r in rows)]
+    for c in needed + optional:
+        c["width"] = min(c["cap"], max([len(c["head"]), *map(len, c["cells"])]))
+    return needed, optional
+
+
+def _fit(needed: list[dict], optional: list[dict], width: int) -> tuple[list[dict], list[dict]]:
+    """The columns that fit in `width`: the needed ones squeezed (widest first) down to their least
+    widths, then changed params dropped from the last while still too wide; then the optional
+    metrics in order while they fit. Returns (shown, dropped params)."""
+    total = lambda cols: sum(c["width"] for c in cols) + len(SEP) * (len(cols) - 1)  # noqa: E731
+    while total(needed) > width:
+        squeezable = [c for c in needed if c["width"] > c["least"]]
+        if not squeezable:
+            break
+        max(squeezable, key=lambda c: c["width"])["width"] -= 1
+    dropped = []
+    while total(needed) > width and len(needed) > 2:
+        dropped.insert(0, needed.pop(-2))  # the last param (test_acc stays last)
+    shown = list(needed)
+    for c in optional:
+        if total(shown + [c]) <= width:
+            shown.append(c)
+    return shown, dropped
+
+
+def terminal_view(rows: list[dict], width: int = 120) -> str:
+    """The rows as a plain-text table of at most `width` columns: experiment name, the params that
+    differ (values shortened, e.g. airplane,automobile,…+8), test accuracy, then as many key
+    metrics as fit. A line under the table names the changed params that did not fit."""
+    shown, dropped = _fit(*_terminal_columns(rows), width)
+
+    def line(cells: list[str]) -> str:
+        return SEP.join(shorten(v, c["width"]).rjust(c["width"]) if c["right"] else
+                        shorten(v, c["width"]).ljust(c["width"]) for c, v in zip(shown, cells)).rstrip()[:width]
+
+    out = [line([c["head"] for c in shown]), line(["-" * c["width"] for c in shown])]
+    out += [line([c["cells"][i] for c in shown]) for i in range(len(rows))]
+    if dropped:
+        note = f"(also changed, not shown: {', '.join(c['head'] for c in dropped)}; all columns in compare.md)"
+        out.append(shorten(note, width))
+    return "\n".join(out) + "\n"
+
+
 def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
     """compare.md, compare.csv and the two figures into `out`; returns the paths written."""
     from src.figures.compare import accuracy_vs_seconds, per_class_heatmap
@@ -110,8 +226,9 @@ def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
     paths = [out / "compare.md", out / "compare.csv", out / "accuracy_vs_seconds.png", out / "per_class.png"]
     write_text(paths[0], to_markdown(header, cells))
     write_text(paths[1], to_csv(header, cells))
-    save_figure(accuracy_vs_seconds(rows), paths[2], dpi)
-    save_figure(per_class_heatmap(rows, classes(rows)), paths[3], dpi)
+    # each figure labels the runs it draws with what differs among those runs
+    save_figure(accuracy_vs_seconds(rows, describe), paths[2], dpi)
+    save_figure(per_class_heatmap(rows, classes(rows), describe), paths[3], dpi)
     return paths
 
 
@@ -130,16 +247,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     ap.add_argument("--workspace", action="store_true", help="include the workspace as a row")
     ap.add_argument("--out", type=Path, default=Path("compare"))
+    ap.add_argument("--terminal", action="store_true", help="only print the table; write no files")
+    ap.add_argument("--width", type=int, default=shutil.get_terminal_size((120, 24)).columns,
+                    help="columns of the printed table (default: the terminal's, else 120)")
     args = ap.parse_args(argv)
     data = json.loads(args.json.read_text()) if args.json else exp_show(args.all_commits)
     rows = experiments(data, include_workspace=args.workspace)
     if not rows:
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)
         return 1
+    print(terminal_view(rows, args.width), end="")
+    if args.terminal:
+        return 0
     paths = write_report(rows, args.out)
-    print(to_markdown(*table(rows)), end="")
-    print(f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → "
-          f"{', '.join(str(p) for p in paths)}")
+    print(f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → {args.out}/ "
+          f"({', '.join(p.name for p in paths)})")
     return 0
 
 

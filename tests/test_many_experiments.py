@@ -85,6 +85,16 @@ def test_the_comparison_has_one_row_per_experiment_with_its_own_metrics(lab, tmp
     res = sh(repo, "python", "-m", "src.compare", "--out", str(out))
     assert "lr-high" in res.stdout
     assert {p.name for p in out.iterdir()} == {"compare.md", "compare.csv", "accuracy_vs_seconds.png", "per_class.png"}
+    # the printed table from the saved `dvc exp show --json`: 120 columns (not a terminal), where
+    # `dvc exp show` shows "…" in every cell; the changed lr and test_acc in it
+    saved = tmp_path / "show.json"
+    saved.write_text(json.dumps(show))
+    lines = sh(repo, "python", "-m", "src.compare", "--json", str(saved), "--terminal",
+               env_extra={"COLUMNS": "120"}).stdout.splitlines()
+    assert max(map(len, lines)) <= 120, "\n".join(lines)
+    assert {"experiment", "lr", "test_acc"} <= set(lines[0].split()), lines[0]
+    row = next(line.split() for line in lines if line.startswith("lr-high"))
+    assert "0.08" in row and f"{rows[names.index('lr-high')]['test_acc']:.4f}" in row
 
 
 def test_a_student_pushes_experiments_and_the_instructor_pulls_and_compares(tmp_path, full_mirror):

@@ -1,19 +1,100 @@
-"""Figures across experiments: test accuracy against training time, per-class accuracy as a heatmap."""
+"""Figures across experiments: test accuracy against training time, per-class accuracy as a heatmap.
+
+Each run is labelled with what differs ("lr=0.02, classes=cat,dog"), its name below in grey: random
+experiment names say nothing about a run. Labels are placed where they cover no other label and no
+point, so two runs at one point get one label each, stacked with leader lines.
+"""
 from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.offsetbox import AnnotationBbox, TextArea, VPacker
+from matplotlib.transforms import Bbox
 
 from src.figures import text_colour_on
 
+Labeller = Callable[[list[dict]], list[str]]  # rows → one label per row (src.compare.describe)
+GAP = 6.0        # points between a point and its label
+MARK_PX = 5.0    # half the size of a point's marker, in pixels, kept clear of labels
 
-def accuracy_vs_seconds(rows: list[dict]):
-    """One labelled point per experiment that has metrics: training seconds → test accuracy."""
+
+def _names(rows: list[dict]) -> list[str]:
+    return [r["name"] for r in rows]
+
+
+def _label_box(ax, xy: tuple[float, float], text: str, name: str, offset: tuple[float, float],
+               align: tuple[float, float]) -> AnnotationBbox:
+    """The label: what differs, then the run's name smaller and grey (left out when the same);
+    a leader line when it sits away from its point."""
+    lines = [TextArea(text, textprops={"fontsize": 8})]
+    if name != text:
+        lines.append(TextArea(name, textprops={"fontsize": 7, "color": "#555555"}))
+    box = VPacker(children=lines, align="left" if align[0] == 0 else "right", pad=0, sep=1)
+    far = abs(offset[1]) > 2 * GAP
+    ab = AnnotationBbox(box, xy, xybox=offset, xycoords="data", boxcoords="offset points", box_alignment=align,
+                        frameon=False, pad=0.1, arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.6,
+                                                           "shrinkA": 0, "shrinkB": 3,
+                                                           "relpos": align} if far else None)  # to the near corner
+    ab.set_in_layout(False)  # inside the axes by construction: the layout need not make room
+    return ab
+
+
+def _spots(step: float) -> Iterator[tuple[tuple[float, float], tuple[float, float]]]:
+    """(offset in points, box alignment) to try, nearest first: the four corners beside the point,
+    then further up and down on either side, one label height at a time."""
+    yield from (((GAP, GAP), (0, 0)), ((GAP, -GAP), (0, 1)), ((-GAP, GAP), (1, 0)), ((-GAP, -GAP), (1, 1)))
+    for k in range(1, 16):
+        for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            yield (sx * 3 * GAP, sy * (GAP + k * step)), (0 if sx > 0 else 1, 0 if sy > 0 else 1)
+
+
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str], names: list[str]) -> list[AnnotationBbox]:
+    """One label per point, each at the first spot (see _spots) inside the axes that overlaps no
+    label placed before it and no point's marker; the nearest spot if none is free."""
+    fig = ax.figure
+    fig.canvas.draw()  # settle the layout first: spots are measured in pixels
+    renderer = fig.canvas.get_renderer()
+    area = ax.get_window_extent(renderer).padded(-2)
+    marks = [Bbox.from_extents(px - MARK_PX, py - MARK_PX, px + MARK_PX, py + MARK_PX)
+             for px, py in ax.transData.transform(np.asarray(points, dtype=float).reshape(-1, 2))]
+    taken: list[Bbox] = []
+    for xy, text, name in zip(points, labels, names):
+        step = (10 if name == text else 19) + 2  # a label's height in points, with a little air
+        chosen = None
+        for offset, align in _spots(step):
+            ab = ax.add_artist(_label_box(ax, xy, text, name, offset, align))
+            box = _extent(ab, renderer)
+            if _inside(box, area) and not any(box.padded(2).overlaps(b) for b in taken) and \
+                    not any(box.overlaps(m) for m in marks):
+                chosen = ab
+                break
+            ab.remove()
+        if chosen is None:  # nowhere free (very crowded): the nearest spot, and the figure check says so
+            chosen = ax.add_artist(_label_box(ax, xy, text, name, *next(_spots(step))))
+            box = _extent(chosen, renderer)
+        taken.append(box)
+    return [a for a in ax.artists if isinstance(a, AnnotationBbox)]
+
+
+def _extent(ab: AnnotationBbox, renderer) -> Bbox:
+    """The label's text box in pixels (its leader line left out: that starts at the point)."""
+    ab.update_positions(renderer)
+    return ab.offsetbox.get_window_extent(renderer)
+
+
+def _inside(box: Bbox, area: Bbox) -> bool:
+    return area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+
+
+def accuracy_vs_seconds(rows: list[dict], label: Optional[Labeller] = None):
+    """One labelled point per experiment that has metrics: training seconds → test accuracy.
+    `label` says what differs among the drawn runs (src.compare.describe); else their names."""
     done = [r for r in rows if r["test_acc"] is not None and r["seconds"] is not None]
-    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
     for r in done:
-        ax.scatter(r["seconds"], r["test_acc"], s=36, color="#1f77b4" if r["status"] == "ok" else "#999999")
-        ax.annotate(r["name"], (r["seconds"], r["test_acc"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter(r["seconds"], r["test_acc"], s=36, color="#1f77b4" if r["status"] == "ok" else "#999999", zorder=3)
     failed = [r["name"] for r in rows if r["status"] == "failed"]
     ax.set_xlabel("training seconds (the whole loop, validation included)")
     ax.set_ylabel("test accuracy")
@@ -22,24 +103,32 @@ def accuracy_vs_seconds(rows: list[dict]):
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if done:
-        xs = [r["seconds"] for r in done]
+        xs, ys = [r["seconds"] for r in done], [r["test_acc"] for r in done]
         ax.set_xlim(0, max(xs) * 1.25 + 1)
+        pad = max(0.02, (max(ys) - min(ys)) * 0.35)  # room above and below for stacked labels
+        ax.set_ylim(max(0.0, min(ys) - pad), min(1.0, max(ys) + pad) + 0.005)
+        place_labels(ax, list(zip(xs, ys)), (label or _names)(done), _names(done))
     return fig
 
 
-def per_class_heatmap(rows: list[dict], classes: list[str]):
+def per_class_heatmap(rows: list[dict], classes: list[str], label: Optional[Labeller] = None):
     """Experiments (rows) × classes (columns), the test accuracy of each class; blank where an
-    experiment did not train on that class or failed."""
+    experiment did not train on that class or failed. Rows are labelled like the points above."""
     done = [r for r in rows if r["per_class"]]
     m = np.array([[r["per_class"].get(c, np.nan) for c in classes] for r in done], dtype=float).reshape(len(done), len(classes))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(classes) + 3), max(2.5, 0.42 * len(done) + 1.6)),
-                           layout="constrained")
+    fig, ax = plt.subplots(figsize=(5.0, max(2.5, 0.42 * len(done) + 1.6)), layout="constrained")
     im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(m):
         if not np.isnan(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=text_colour_on(im.cmap(im.norm(v))))
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(done)), [r["name"] for r in done], fontsize=8)
+    said = (label or _names)(done)
+    ax.set_yticks(range(len(done)), [s if s == r["name"] else f"{s} ({r['name']})" for s, r in zip(said, done)],
+                  fontsize=8)
     ax.set_title("Per-class test accuracy across experiments (blank: class not in that run)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    # long row labels would squeeze the cells until their numbers touch: widen by the labels' width
+    fig.canvas.draw()
+    labels_in = max((t.get_window_extent().width for t in ax.get_yticklabels()), default=0) / fig.dpi
+    fig.set_size_inches(max(5.0, 0.9 * len(classes) + 2.2 + labels_in), fig.get_size_inches()[1])
     return fig

@@ -1,0 +1,164 @@
+"""The comparison across experiments, from a saved `dvc exp show --json` (built here in DVC 3's
+layout from the committed params.yaml and metrics, so no experiment has to run): the printed table
+fits the terminal, each figure labels a run with what differs and reads well when two runs land on
+one point, and compare/ stays out of git."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.offsetbox import AnnotationBbox, TextArea
+
+from src.compare import describe, experiments, main, short_keys, shorten, show_value, terminal_view
+from src.figures.check import problems
+from src.figures.compare import accuracy_vs_seconds, per_class_heatmap
+from src.params import CIFAR10_CLASSES, deep_merge
+from tests.conftest import COMMITTED, REPO
+
+EVAL = json.loads((REPO / "metrics/eval.json").read_text())
+BASE = {"data": {"classes": list(CIFAR10_CLASSES)}}  # the baseline: all 10 classes, a long value to shorten
+LR, EPOCHS = f"{COMMITTED['train']['lr']:g}", str(COMMITTED["train"]["epochs"])  # the baseline's
+TRAIN = json.loads((REPO / "metrics/train.json").read_text())
+
+
+def _rev(sha: str, name: str, over: dict, acc: float | None, seconds: float = 87.2, error: bool = False) -> dict:
+    """One commit or experiment as `dvc exp show --json` writes it (data: params, metrics, deps, ...)."""
+    params = deep_merge(deep_merge(copy.deepcopy(COMMITTED), BASE), over)
+    metrics = {} if acc is None else {
+        "metrics/eval.json": {"data": {**EVAL, "test_acc": acc,
+                                       "per_class_acc": {c: acc for c in params["data"]["classes"]}}},
+        "metrics/train.json": {"data": {**TRAIN, "seconds": seconds}}}
+    return {"rev": sha * 40, "name": name, "error": {"type": "ReproductionError", "msg": "failed"} if error else None,
+            "data": {"rev": sha * 40, "timestamp": "2026-12-01T09:33:08", "params": {"params.yaml": {"data": params}},
+                     "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}, "experiments": None}
+
+
+def exp_show(runs: list[tuple[str, dict, float | None, float]]) -> list[dict]:
+    """[workspace, main with its experiments]: each run (name, params changed, test acc or None if
+    it failed, seconds)."""
+    main_rev = {**_rev("a", "main", {}, 0.954), "experiments": []}
+    for i, (name, over, acc, seconds) in enumerate(runs):
+        failed = acc is None
+        main_rev["experiments"].append({"name": name, "executor": {"state": "failed"} if failed else None,
+                                        "revs": [_rev("bcdef123"[i % 8], name, over, acc, seconds, failed)]})
+    return [{**_rev("0", "workspace", {}, 0.954), "rev": "workspace"}, main_rev]
+
+
+GRID = [("lowse-meal", {"train": {"lr": 0.02}, "data": {"classes": ["cat", "dog"]}}, 0.97, 40.1),
+        ("lento-cogs", {"train": {"lr": 0.02}, "data": {"classes": ["cat", "dog"]}}, 0.97, 40.1),  # same point
+        ("warm-dune", {"train": {"epochs": 12}}, 0.962, 120.0),
+        ("bad-epochs", {"train": {"epochs": 0}}, None, 0.0)]
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(exp_show(GRID)))
+    return path
+
+
+# ----------------------------------------------------------------------------- the printed table
+
+def _printed(capsys, *argv: str) -> list[str]:
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_the_printed_table_fits_120_columns_with_the_changed_params_first(saved, capsys, monkeypatch):
+    # not a terminal (a pipe, CI): get_terminal_size gives its fallback, which must be 120
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size(fallback))
+    lines = _printed(capsys, "--json", str(saved), "--terminal")
+    assert max(map(len, lines)) <= 120, "\n".join(lines)
+    head = lines[0].split()
+    assert head[:5] == ["experiment", "classes", "epochs", "lr", "test_acc"]  # params.yaml's order
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["lowse-meal"][1:5] == ["cat,dog", EPOCHS, "0.02", "0.9700"]
+    assert rows["warm-dune"][2] == "12" and rows["bad-epochs"][2:5] == ["0", LR, "failed"]
+    assert rows["main"][1] == "airplane,automobile,…+8"  # the 10 classes, shortened sensibly
+
+
+def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path, capsys):
+    """Like `dvc exp show --only-changed` with ~30 columns, where train.epochs was cut off."""
+    over = {"data": {"classes": ["cat", "dog"], "train_per_class": 900}, "augment": {"cutout": 8, "flip": False},
+            "model": {"name": "seed_cnn"}, "train": {"lr": 0.04, "batch_size": 128, "weight_decay": 0.001,
+                                                     "optimizer": "muon", "label_smoothing": 0.2, "epochs": 3}}
+    over = {k: {kk: vv for kk, vv in v.items() if kk in COMMITTED[k]} for k, v in over.items()}
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(exp_show([("wide-grid", over, 0.91, 50.0)])))
+    for width in (120, 80):
+        lines = _printed(capsys, "--json", str(path), "--terminal", "--width", str(width))
+        assert max(map(len, lines)) <= width, "\n".join(lines)
+        assert "test_acc" in lines[0] and "0.9100" in lines[2 + 1]
+        assert "epochs" in lines[0] or "epochs" in lines[-1]  # shown, or named as left out
+    assert lines[-1].startswith("(also changed, not shown:")
+
+
+def test_the_report_prints_the_fitted_table_and_writes_its_files(saved, tmp_path, capsys):
+    lines = _printed(capsys, "--json", str(saved), "--out", str(tmp_path / "out"), "--width", "100")
+    assert max(map(len, lines[:-1])) <= 100 and lines[-1].startswith("compare: 5 rows (1 failed)")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"compare.md", "compare.csv", "accuracy_vs_seconds.png",
+                                                              "per_class.png"}
+
+
+def test_values_and_keys_are_shortened_sensibly():
+    assert show_value("[cat, dog]") == "cat,dog" and show_value(0.0200) == "0.02" and show_value(True) == "true"
+    assert show_value(None) == "null" and show_value("[[0.49, 0.48], [0.24, 0.24]]") == "[[0.49, 0.48], [0.24, 0.24]]"
+    assert shorten("airplane,automobile,bird,cat,deer", 24) == "airplane,automobile,…+3"
+    assert shorten("a-very-long-experiment-name", 10) == "a-very-lo…" and shorten("short", 10) == "short"
+    assert short_keys(["train.lr", "model.fast_cnn.widths", "model.seed_cnn.widths"]) == {
+        "train.lr": "lr", "model.fast_cnn.widths": "fast_cnn.widths", "model.seed_cnn.widths": "seed_cnn.widths"}
+
+
+def test_a_single_run_or_a_narrow_terminal_still_fits():
+    rows = experiments(exp_show(GRID))
+    for width in (120, 60, 40, 24):
+        assert max(map(len, terminal_view(rows, width).splitlines())) <= width
+    assert "experiment" in terminal_view(rows[:1], 120)
+
+
+# ----------------------------------------------------------------------------- the figures
+
+def _labels(fig) -> list[str]:
+    """Each point's label as drawn: its lines joined by " | "."""
+    boxes = [a for a in fig.axes[0].artists if isinstance(a, AnnotationBbox)]
+    return [" | ".join(t.get_text() for t in b.offsetbox.findobj(match=lambda o: isinstance(o, TextArea)))
+            for b in boxes]
+
+
+def test_points_are_labelled_with_what_differs_and_their_name():
+    rows = experiments(exp_show(GRID))
+    assert describe(rows[:3]) == [f"classes=airplane,automobile,bird,…+7, lr={LR}",
+                                  "classes=cat,dog, lr=0.02", "classes=cat,dog, lr=0.02"]
+    fig = accuracy_vs_seconds(rows, describe)
+    assert sorted(_labels(fig)) == sorted([
+        f"classes=airplane,automobile,bird,…+7, epochs={EPOCHS}, lr={LR} | main",
+        f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lowse-meal",
+        f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lento-cogs",
+        f"classes=airplane,automobile,bird,…+7, epochs=12, lr={LR} | warm-dune"])  # the failed run is not drawn
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("grid", [GRID, GRID[:2], [GRID[0]] * 5, []],
+                         ids=["grid", "two-at-one-point", "five-at-one-point", "baseline-only"])
+def test_both_comparison_figures_read_well(grid):
+    """No label on another (two or five runs at one point included), numbers readable on their cells."""
+    rows = experiments(exp_show([(f"{name}-{i}", over, acc, s) for i, (name, over, acc, s) in enumerate(grid)]))
+    cls = list(dict.fromkeys(c for r in rows for c in r["per_class"]))
+    for fig in (accuracy_vs_seconds(rows, describe), per_class_heatmap(rows, cls, describe)):
+        fig.set_dpi(110)  # as src.compare saves them
+        assert problems(fig) == []
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- git
+
+def test_the_comparison_folder_is_ignored_by_git():
+    paths = ["compare/compare.md", "compare/per_class.png"]
+    res = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True)
+    assert res.stdout.split() == paths, "add /compare/ to .gitignore: `python -m src.compare` writes it"
