@@ -67,7 +67,8 @@ def test_a_frozen_first_layer_says_how_to_learn_it():
     fig, d = inside.first_layer_filters(m)
     title = fig._suptitle.get_text()
     assert not d["learned"] and "not learned" in title and "learned first-layer filters" not in title
-    assert "(frozen: set model.fast_cnn.whiten_trainable=true to learn it)" in title
+    assert "(frozen: set model.fast_cnn.whiten_trainable=true to learn it, whiten_kernel=3 for 3×3" in title
+    assert "top_patches_features_group1_conv1.png" in title  # the learned layer's RGB view in the same run
 
 
 def test_deep_layer_grid(model):

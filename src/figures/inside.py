@@ -19,7 +19,9 @@ from src.models import conv_layers
 
 # ----------------------------------------------------------------------------- filters
 
-FROZEN_HINTS = {"whiten": "set model.fast_cnn.whiten_trainable=true to learn it"}  # layer name → how to learn it
+# layer name → how to learn it, and where the default run shows learned filters at work in RGB
+FROZEN_HINTS = {"whiten": "set model.fast_cnn.whiten_trainable=true to learn it, whiten_kernel=3 for 3×3 filters;\n"
+                          "what the first learned layer responds to in RGB: top_patches_features_group1_conv1.png"}
 
 
 def signed_tile(kernel: np.ndarray) -> np.ndarray:
