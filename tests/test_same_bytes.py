@@ -63,3 +63,19 @@ def test_figures_and_json_are_the_same_bytes(tmp_path):
     assert b"matplotlib" not in a.read_bytes()  # no version stamp: a matplotlib upgrade alone changes nothing
     a, b = twice(tmp_path / "json", lambda p: write_json(p, {"b": 1, "a": [0.1, 0.2]}), ".json")
     assert md5(a) == md5(b) and a.read_text().index('"b"') < a.read_text().index('"a"')  # order kept
+
+
+def test_shared_and_copied_values_pickle_alike(tmp_path):
+    """An optimizer state loaded from a resume point holds copies where a fresh one shares objects:
+    equal values, different pickles, unless the writer rebuilds them."""
+    name = "".join(["momentum", "_buffer"])  # a string equal to, but not the same object as, the literal
+    groups = ["momentum_buffer"] * 2
+    shared = {"groups": [groups, groups], "key": "momentum_buffer"}
+    copied = {"groups": [list(groups), [name, name]], "key": name}
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    atomic_torch_save(shared, a)
+    atomic_torch_save(copied, b)
+    assert md5(a) == md5(b)
+    model = torch.nn.BatchNorm1d(3)
+    atomic_torch_save(model.state_dict(), a)
+    assert torch.load(a, weights_only=True)._metadata == model.state_dict()._metadata  # versions kept
