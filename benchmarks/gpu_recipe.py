@@ -28,7 +28,7 @@ from src.evaluation import evaluate
 from src.models import build_model
 from src.params import Params, deep_merge, load_params, parse_params
 from src.runtime import resolve_device
-from src.training import FitConfig, Trainer, init_from_data
+from src.training import FitConfig, build_trainer, init_from_data
 
 
 class Clock:
@@ -69,20 +69,23 @@ def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: 
     clock.total += init_seconds
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=work, fingerprint=f"gpu-bench-{time.time()}", meta={},
                     progress=False, log=lambda s: None)
-    t = Trainer(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
+    trainer = build_trainer(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
     test_x, test_y = sub.test_x.to(device), sub.test_y.to(device)
     curve = []
-    while not t.finished:
+    state, runtime = trainer.state, trainer.runtime
+    while not state.finished:
         clock.start()
-        t.train_epoch(None)
+        trainer.train_epoch(None)
         seconds = clock.stop()
-        acc = evaluate(t.eval_model, test_x, test_y, t.mean, t.std, batch_size=p.evaluate.batch_size,
-                       tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift, amp=t.rt.amp,
-                       channels_last=t.rt.channels_last)["acc"]
+        acc = evaluate(trainer.learner.eval_model, test_x, test_y, trainer.batches.mean, trainer.batches.std,
+                       batch_size=p.evaluate.batch_size, tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift,
+                       amp=runtime.amp, channels_last=runtime.channels_last)["acc"]
         curve.append({"epoch": len(curve) + 1, "seconds": seconds, "test_acc": acc})
     hit = next((c["seconds"] for c in curve if c["test_acc"] >= target), None)
-    return {"test_acc": curve[-1]["test_acc"], "seconds": clock.total, "images_per_s": t.st.images / max(clock.total - init_seconds, 1e-9),
-            "epochs": t.st.step / t.spe, "time_to_target": hit, "curve": curve, "precision": t.rt.precision}
+    return {"test_acc": curve[-1]["test_acc"], "seconds": clock.total,
+            "images_per_s": state.images / max(clock.total - init_seconds, 1e-9),
+            "epochs": state.step / trainer.steps_per_epoch, "time_to_target": hit, "curve": curve,
+            "precision": runtime.precision}
 
 
 def spread(values: list[float]) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from torch import nn
@@ -76,35 +76,61 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
     return model, {**ck, "model_params": model_p, "augment_params": augment_p}
 
 
+class Stateful(Protocol):
+    """What a resume point holds the state of: a model, an optimizer, an EMA, a lookahead."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> Any: ...
+
+
 class RunFiles:
     """The files of a training run in progress, in `run_dir`: resume.pt (everything needed to go on
-    after an interruption, tagged with the params fingerprint) and best.pt (the best epoch so far)."""
+    after an interruption, tagged with the params fingerprint) and best.pt (the best epoch so far).
+    Only the `writer` (rank 0 of several processes) writes or removes them; every process reads."""
 
-    def __init__(self, run_dir: Path, fingerprint: str, meta: dict):
+    def __init__(self, run_dir: Path, fingerprint: str, meta: dict, writer: bool = True):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.resume, self.best = self.dir / "resume.pt", self.dir / "best.pt"
-        self.fingerprint, self.meta = fingerprint, meta
+        self.fingerprint, self.meta, self.writer = fingerprint, meta, writer
 
-    def load_resume(self, log, owner: bool = True) -> Optional[dict]:
+    def load_resume(self, log: Callable[[str], None]) -> Optional[dict]:
         """The resume checkpoint when it was written with the same params; else None (and the
-        `owner` — the process that writes the files — removes it)."""
+        writer removes it, and best.pt with it)."""
         if not self.resume.exists():
             return None
-        ck = load_checkpoint(self.resume)
-        if ck.get("fingerprint") == self.fingerprint:
-            return ck
+        checkpoint = load_checkpoint(self.resume)
+        if checkpoint.get("fingerprint") == self.fingerprint:
+            return checkpoint
         log(f"train: {self.resume} is from other params; starting fresh")
-        if owner:
+        if self.writer:
             self.resume.unlink(missing_ok=True)
             self.best.unlink(missing_ok=True)
         return None
 
-    def save_resume(self, model: nn.Module, opt: torch.optim.Optimizer, ema: Optional[nn.Module],
-                    state: dict, lookahead: Optional[dict] = None) -> None:
-        save_checkpoint(self.resume, model.state_dict(), self.meta, fingerprint=self.fingerprint,
-                        optimizer=opt.state_dict(), ema=ema.state_dict() if ema is not None else None,
-                        state=state, lookahead=lookahead)
+    def resume_into(self, model: Stateful, optimizer: Stateful, ema: Optional[Stateful],
+                    lookahead: Optional[Stateful], log: Callable[[str], None]) -> Optional[dict]:
+        """Load the resume point of an interrupted run with the same params into these; returns the
+        run state it was saved with, or None when there is none to continue."""
+        checkpoint = self.load_resume(log)
+        if checkpoint is None:
+            return None
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None and checkpoint.get("ema") is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        if lookahead is not None and checkpoint.get("lookahead") is not None:
+            lookahead.load_state_dict(checkpoint["lookahead"])
+        return checkpoint["state"]
+
+    def save_resume(self, model: Stateful, optimizer: Stateful, ema: Optional[Stateful],
+                    lookahead: Optional[Stateful], state: dict) -> None:
+        if self.writer:
+            save_checkpoint(self.resume, model.state_dict(), self.meta, fingerprint=self.fingerprint,
+                            optimizer=optimizer.state_dict(), ema=ema.state_dict() if ema is not None else None,
+                            state=state, lookahead=lookahead.state_dict() if lookahead is not None else None)
 
     def save_best(self, model: nn.Module, epoch: int, val_acc: float) -> None:
-        save_checkpoint(self.best, model.state_dict(), self.meta, epoch=epoch, val_acc=val_acc)
+        if self.writer:
+            save_checkpoint(self.best, model.state_dict(), self.meta, epoch=epoch, val_acc=val_acc)

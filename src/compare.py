@@ -25,7 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-EVAL, TRAIN, TIMING = "metrics/eval.json", "metrics/train.json", "metrics/timing.json"
+from src import paths
+
+# the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
+EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
 FORMATS = {"test_acc": "{:.4f}", "seconds": "{:.1f}", "images_per_s": "{:.0f}", "device": "{}", "precision": "{}",
            "threads": "{}"}  # the metric columns and how they print
 COLUMNS = tuple(FORMATS)

@@ -277,5 +277,31 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return (mean / 255).tolist(), (std / 255).tolist()
 
 
+def class_counts(sub: Subset) -> dict[str, dict[str, int]]:
+    """Images of each class in each split: {split: {class: count}}."""
+    return {s: {c: int((sub.split(s)[1] == i).sum()) for i, c in enumerate(sub.classes)}
+            for s in ("train", "val", "test")}
+
+
+def subset_stats(sub: Subset, d: DataParams) -> dict:
+    """The stats stage's record (metrics/stats.json): sizes, the training images' per-channel
+    mean/std, the mean/std the input is normalised with (`data.normalize`), counts per class."""
+    mean, std = channel_stats(sub.train_x)
+    use_mean, use_std = normalization(d, mean, std)
+    return {
+        "classes": sub.classes, "num_classes": len(sub.classes),
+        "train_images": int(sub.train_y.numel()), "val_images": int(sub.val_y.numel()),
+        "test_images": int(sub.test_y.numel()),
+        "mean": mean, "std": std, "normalize": d.normalize if isinstance(d.normalize, str) else "custom",
+        "normalize_mean": use_mean, "normalize_std": use_std, "per_class": class_counts(sub),
+    }
+
+
+def class_counts_csv(counts: dict[str, dict[str, int]]) -> str:
+    """`class_counts` as CSV rows class,split,images (plots/data/class_counts.csv)."""
+    rows = ["class,split,images"] + [f"{c},{s},{n}" for s, cs in counts.items() for c, n in cs.items()]
+    return "\n".join(rows) + "\n"
+
+
 def mirror_from_env() -> Optional[str]:
     return os.environ.get("CIFAR10_MIRROR") or None

@@ -2,17 +2,35 @@
 
 Under `torchrun --standalone --nproc_per_node=N -m stages.train` every process trains on its slice of
 each global batch (DistributedDataParallel averages the gradients), so the global batch and the
-schedule are those of one process. `Dist` is what the training loop needs to know: its rank, the
-world size, and a few collectives; with one process (plain `python`, or torchrun with N=1) every
-collective is a no-op and training is exactly the single-process code path.
+schedule are those of one process. `Dist` is everything the training loop asks about the other
+processes: its rank, the world size, and what it does with them (`wrap` the model, `shard` a batch,
+`sum_` counts, `agree` after a step, `on_main` for what rank 0 alone does); with one process (plain
+`python`, or torchrun with N=1) each of these does nothing and training is exactly the
+single-process code path.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, NamedTuple, Optional, TypeVar
 
 import torch
+from torch import nn
+
+T = TypeVar("T")
+
+
+class Agreement(NamedTuple):
+    """What every process acts on after a step."""
+    stop: Optional[str]           # the name of a signal some process got, or None
+    nonfinite: Optional[float]    # the loss to report when some process's loss was not finite, else None
+    total_steps: Optional[int]    # the schedule's length (rank 0's: its clock sizes a time budget)
+
+
+def _nothing(*args, **kwargs) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,28 @@ class Dist:
     def active(self) -> bool:
         return self.world > 1
 
+    def describe(self) -> str:
+        """For the log line naming where training runs ("" with one process)."""
+        return f", {self.world} processes (torchrun)" if self.active else ""
+
+    def on_main(self, fn: Callable[..., T]) -> Callable[..., Optional[T]]:
+        """`fn` on the main process; elsewhere a function that does nothing (and returns None)."""
+        return fn if self.is_main else _nothing
+
+    def own_share(self, total: T, zero: T) -> T:
+        """This process's part of a `total` that will be summed over the processes again (`sum_`):
+        rank 0 holds it all, the others `zero`."""
+        return total if self.is_main else zero
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The model as the training steps call it: under DistributedDataParallel (gradients averaged
+        over the processes, each seeing its slice of the batch) with several, itself with one."""
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
     def shard(self, x: torch.Tensor) -> torch.Tensor:
         """This process's contiguous slice of a global batch (the batch divides evenly: checked)."""
         if not self.active:
@@ -43,6 +83,40 @@ class Dist:
 
             td.all_reduce(t, op=td.ReduceOp.SUM if op == "sum" else td.ReduceOp.MAX)
         return t
+
+    def sum_(self, *tensors: torch.Tensor) -> None:
+        """Each 0-d tensor summed over the processes, in place (in float64, so counts stay exact);
+        nothing with one process."""
+        if not self.active:
+            return
+        totals = self.all_reduce(torch.stack([tensor.double() for tensor in tensors]))
+        for tensor, total in zip(tensors, totals):
+            tensor.copy_(total if tensor.is_floating_point() else total.round())
+
+    def agree(self, device: torch.device, *, loss: Optional[torch.Tensor] = None, read_loss: bool = False,
+              stop_flag: Optional[dict] = None, total_steps: Optional[int] = None) -> Agreement:
+        """After a step (or a validation), what every process acts on: a signal any of them got
+        (`stop_flag`), a non-finite `loss` any of them saw, and rank 0's `total_steps`. With one
+        process: no signal (the loop reads its flag before each step: `signal_before_step`), its
+        loss checked only where `read_loss` (on a GPU a read waits for the queue), its own schedule."""
+        if not self.active:
+            bad = read_loss and loss is not None and not math.isfinite(loss.item())
+            return Agreement(None, loss.item() if bad else None, total_steps)
+        stop = stop_flag.get("stop") if stop_flag is not None else None
+        bad = loss is not None and not math.isfinite(loss.item())
+        total = total_steps if self.is_main and total_steps is not None else -1
+        flags = self.all_reduce(torch.tensor([float(bool(stop)), float(bad), float(total)], dtype=torch.float64,
+                                             device=device), op="max").tolist()
+        return Agreement(stop=(stop or "a signal to another training process") if flags[0] > 0 else None,
+                         nonfinite=(loss.item() if bad else float("nan")) if flags[1] > 0 else None,
+                         total_steps=int(flags[2]) if flags[2] >= 0 else None)
+
+    def signal_before_step(self, stop_flag: Optional[dict]) -> Optional[str]:
+        """A signal to stop on before the next step: one process reads its flag here; several read
+        theirs after each step and act on it together (`agree`)."""
+        if self.active or stop_flag is None:
+            return None
+        return stop_flag.get("stop")
 
     def close(self) -> None:
         if self.active:

@@ -123,6 +123,11 @@ def predictions_csv(y_true: np.ndarray, logits: torch.Tensor, classes: list[str]
         f"{classes[a]},{classes[b]},{c:.4f}\n" for a, b, c in zip(y_true, pred, conf))
 
 
+def per_class_csv(per_class_acc: dict[str, float]) -> str:
+    """class,accuracy rows, one per class (the bars of `dvc plots`)."""
+    return "class,accuracy\n" + "".join(f"{c},{a:.4f}\n" for c, a in per_class_acc.items())
+
+
 def read_predictions(path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true, predicted, confidence) arrays back from a `predictions_csv` file."""
     import csv

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from src import paths
 from src.checkpoints import load_trained
 from src.data import Subset, normalize
 from src.errors import CheckpointError, DataError
@@ -47,12 +48,12 @@ class Lab:
     def load(cls, root: Path = Path(".")) -> "Lab":
         """models/best.pt, data/subset.pt and plots/eval/predictions.csv under `root`; a clear
         CheckpointError/DataError when one is missing or they do not belong together."""
-        best, subset = root / "models/best.pt", root / "data/subset.pt"
+        best, subset = root / paths.BEST, root / paths.SUBSET
         if not best.exists() or not subset.exists():
-            raise CheckpointError("no trained model yet: run `dvc repro` first (it writes models/best.pt)")
+            raise CheckpointError(f"no trained model yet: run `dvc repro` first (it writes {paths.BEST})")
         sub = Subset.load(subset)
         model, ck = load_trained(best, sub.classes)
-        preds = root / "plots/eval/predictions.csv"
+        preds = root / paths.PREDICTIONS
         if not preds.exists():
             raise DataError(f"{preds}: missing; run `dvc repro evaluate`")
         true, pred, conf = read_predictions(preds, sub.classes)

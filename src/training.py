@@ -1,12 +1,18 @@
 """The training loop: one-cycle schedule over steps, optional time budget, EMA, resume.
 
-    fit():  while steps remain:
-                train_epoch():  for each step: stop requested? → train_step() → TimeBudget.after_step()
-                end_epoch():    validate → keep the best → TimeBudget.after_epoch() → save resume point
+    fit():  trainer = build_trainer()    runtime → Learner (model, optimizer, EMA, lookahead, DDP)
+                                         → Batches → RunFiles → TimeBudget → resume
+            while steps remain:
+                trainer.train_epoch():   for each step: stop? → schedule → step() → after_step()
+                                         (progress, TimeBudget.after_step, Dist.agree)
+                trainer.end_epoch():     validate → keep the best → TimeBudget.after_epoch
+                                         → save the resume point
+            trainer.result()
 
 Every random draw of step `s` comes from generators seeded by (seed, s), and the data order of
 epoch `e` from (seed, e): a run resumed from any checkpoint continues exactly as an
-uninterrupted one would, on the CPU.
+uninterrupted one would, on the CPU. What differs with several processes lives in `Dist`
+(src/distributed.py) and `RunFiles` (src/checkpoints.py); the loop reads the same for one.
 """
 from __future__ import annotations
 
@@ -53,6 +59,10 @@ class FitConfig:
     on_epoch: Optional[Callable[["EpochRow"], None]] = None
     log: Callable[[str], None] = print
 
+    def epoch_done(self, row: "EpochRow") -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+
 
 class EpochRow(TypedDict):
     """One epoch in the history (and in DVCLive's logs)."""
@@ -80,6 +90,10 @@ class RunState:
     partial_epoch: tuple = (0.0, 0, 0)  # loss sum, correct, seen of an epoch interrupted mid-way
     lrs: list = field(default_factory=list)  # the learning rate of every step so far
 
+    @property
+    def finished(self) -> bool:
+        return self.total_steps is not None and self.step >= self.total_steps
+
 
 @dataclass
 class FitResult:
@@ -95,6 +109,14 @@ class FitResult:
     model_state: dict
     optimizer_state: dict
     lrs: list[float]         # per step
+
+    @classmethod
+    def of(cls, state: RunState, steps_per_epoch: int, runtime: Runtime, learner: "Learner") -> "FitResult":
+        return cls(steps=state.step, steps_per_epoch=steps_per_epoch, history=state.history,
+                   best_val_acc=state.best_val_acc, best_epoch=state.best_epoch, seconds=state.elapsed,
+                   train_seconds=state.train_time, images_seen=state.images, runtime=runtime,
+                   model_state=learner.model.state_dict(), optimizer_state=learner.optimizer.state_dict(),
+                   lrs=state.lrs)
 
     @property
     def epochs_run(self) -> int:
@@ -125,7 +147,7 @@ def stop_on_signals(escalate: bool = True) -> Iterator[dict]:
     kills at once; under torchrun a Ctrl-C arrives twice — from the terminal and from torchrun —
     so there the process finishes its step and saves instead)."""
     flag = {"stop": None}
-    old = {}
+    previous = {}
 
     def handler(signum, frame):
         if flag["stop"] is not None and escalate:
@@ -133,58 +155,62 @@ def stop_on_signals(escalate: bool = True) -> Iterator[dict]:
             os.kill(os.getpid(), signum)
         flag["stop"] = signal.Signals(signum).name
 
-    for s in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            old[s] = signal.signal(s, handler)
+            previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread
             pass
     try:
         yield flag
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sig, old_handler in previous.items():
+            signal.signal(sig, old_handler)
 
 
 class TimeBudget:
     """"Train for N seconds": follow a provisional schedule for a few steps while measuring the speed,
     then size the schedule so the training steps, the remaining validation passes and the whole
-    one-cycle fit; re-measure after every epoch; make the step where time runs out the last one."""
+    one-cycle fit; re-measure after every epoch; make the step where time runs out the last one.
+    Only the process that `measures` (rank 0) sizes it; the others take its length (Dist.agree)."""
 
     WARMUP_STEPS = 2     # not timed: first-call allocations
     MEASURE_STEPS = 8    # timed before sizing (or 5 % of the budget, if that comes first)
 
-    def __init__(self, seconds: float, steps_per_epoch: int, val_cost_in_steps: float):
+    def __init__(self, seconds: float, steps_per_epoch: int, val_cost_in_steps: float, measures: bool = True):
         self.seconds = seconds
         self.steps_per_epoch = steps_per_epoch
         self.val_cost_in_steps = val_cost_in_steps  # one validation pass, in training steps
+        self.measures = measures
         self._from: Optional[tuple[float, int]] = None  # (time, step) when measuring began
 
     def provisional_total(self) -> int:
         """The schedule's length while the speed is not known yet."""
         return max(10 * self.steps_per_epoch, 1000)
 
-    def after_step(self, st: RunState, elapsed: float) -> None:
+    def after_step(self, state: RunState, elapsed: float) -> None:
+        if not self.measures:
+            return
         now = time.perf_counter()
-        if self._from is None and st.step >= self.WARMUP_STEPS:
-            self._from = (now, st.step)
-        elif st.total_steps is None and self._from is not None and \
-                (st.step - self._from[1] >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds):
-            sec_per_step = (now - self._from[0]) / (st.step - self._from[1])
-            self._resize(st, elapsed, sec_per_step, sec_per_step * self.val_cost_in_steps)
+        if self._from is None and state.step >= self.WARMUP_STEPS:
+            self._from = (now, state.step)
+        elif state.total_steps is None and self._from is not None and \
+                (state.step - self._from[1] >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds):
+            sec_per_step = (now - self._from[0]) / (state.step - self._from[1])
+            self._resize(state, elapsed, sec_per_step, sec_per_step * self.val_cost_in_steps)
         if elapsed > self.seconds:
-            st.total_steps = st.step  # out of time: this was the last step
+            state.total_steps = state.step  # out of time: this was the last step
 
-    def after_epoch(self, st: RunState, elapsed: float, eval_seconds: float) -> None:
+    def after_epoch(self, state: RunState, elapsed: float, eval_seconds: float) -> None:
         """Re-size with the real numbers of the epochs so far."""
-        if st.total_steps is not None and st.step < st.total_steps:
-            self._resize(st, elapsed, st.train_time / max(st.step, 1), eval_seconds)
+        if state.total_steps is not None and state.step < state.total_steps:
+            self._resize(state, elapsed, state.train_time / max(state.step, 1), eval_seconds)
 
-    def _resize(self, st: RunState, elapsed: float, sec_per_step: float, eval_seconds: float) -> None:
+    def _resize(self, state: RunState, elapsed: float, sec_per_step: float, eval_seconds: float) -> None:
         left = self.seconds - elapsed
         steps_left = max(0, int(left / sec_per_step))
         evals_left = max(1, math.ceil(steps_left / self.steps_per_epoch))
         steps_left = max(0, int((left - evals_left * eval_seconds) / sec_per_step))
-        st.total_steps = max(st.step + 1, st.step + steps_left)
+        state.total_steps = max(state.step + 1, state.step + steps_left)
 
 
 class _EpochMeter:
@@ -195,22 +221,30 @@ class _EpochMeter:
         self.correct = torch.tensor(int(partial[1]), device=device)
         self.seen = int(partial[2])
 
-    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum += loss * y.shape[0]
-        self.correct += (out.argmax(1) == y).sum()
-        self.seen += y.shape[0]
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss * labels.shape[0]
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.seen += labels.shape[0]
+
+    def row(self, epoch: int, step: int, val: dict, lr: float, partial: bool) -> "EpochRow":
+        """The epoch's row in the history: these training numbers, `val`'s loss and accuracy."""
+        return EpochRow(epoch=epoch, step=step, train_loss=self.loss_sum.item() / max(self.seen, 1),
+                        train_acc=self.correct.item() / max(self.seen, 1), val_loss=val["loss"],
+                        val_acc=val["acc"], lr=lr, partial=partial)
+
+    def check_finite(self, epoch: int, last_good: Path) -> None:
+        if not math.isfinite(self.loss_sum.item()):
+            raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch}; the last good "
+                                f"checkpoint is {last_good}. Lower train.lr or set train.grad_clip")
 
     def snapshot(self) -> tuple:
         return (self.loss_sum.item(), int(self.correct.item()), self.seen)
 
     def reduce(self, dist: Dist) -> None:
-        """Sum over the processes (each counted its slice of every batch)."""
-        if dist.active:
-            t = dist.all_reduce(torch.stack([self.loss_sum.double(), self.correct.double(),
-                                             torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss_sum.device)]))
-            self.loss_sum.copy_(t[0])
-            self.correct.copy_(t[1].round().long())
-            self.seen = int(round(t[2].item()))
+        """Sum over the processes (each counted its slice of every batch); as is with one."""
+        seen = torch.tensor(self.seen, device=self.loss_sum.device)
+        dist.sum_(self.loss_sum, self.correct, seen)
+        self.seen = int(seen.item())
 
 
 def mixup_weight(alpha: float, seed: int) -> float:
@@ -227,255 +261,306 @@ class Batch(NamedTuple):
     lam: float = 1.0
 
 
-def train_step(model: nn.Module, forward: Callable, opt: torch.optim.Optimizer, ema: Optional[nn.Module],
-               b: Batch, tc: "TrainParams", rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(model: nn.Module, forward: Callable, optimizer: torch.optim.Optimizer, ema: Optional[nn.Module],
+               batch: Batch, train_params: "TrainParams", runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step; returns (loss, logits), detached. Nothing here waits for the device."""
-    with autocast_for(rt.device, rt.amp):
-        out = forward(b.x)
-        loss = F.cross_entropy(out.float(), b.y, label_smoothing=tc.label_smoothing)
-        if b.y_mix is not None:
-            loss = b.lam * loss + (1 - b.lam) * F.cross_entropy(out.float(), b.y_mix, label_smoothing=tc.label_smoothing)
-    opt.zero_grad(set_to_none=True)
+    smoothing = train_params.label_smoothing
+    with autocast_for(runtime.device, runtime.amp):
+        logits = forward(batch.x)
+        loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=smoothing)
+        if batch.y_mix is not None:
+            loss = batch.lam * loss + (1 - batch.lam) * F.cross_entropy(logits.float(), batch.y_mix,
+                                                                        label_smoothing=smoothing)
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if tc.grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-    opt.step()
+    if train_params.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), train_params.grad_clip)
+    optimizer.step()
     if ema is not None:
         ema.update_parameters(model)
-    return loss.detach(), out.detach()
+    return loss.detach(), logits.detach()
 
 
-class Trainer:
-    """The state of one `fit`: model, optimizer, EMA, data on the device, run state, budget."""
-
-    def __init__(self, model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
-                 device: torch.device, cfg: FitConfig, dist: Dist = Dist()):
-        from tqdm import tqdm
-
-        self.cfg, self.tc, self.ac, self.dist = cfg, cfg.train, cfg.augment, dist
-        self.log = cfg.log if dist.is_main else (lambda line: None)
-        self.rt = setup_runtime(self.tc, device)
-        self.log(f"train: on {self.rt.describe()}" + (f", {dist.world} processes (torchrun)" if dist.active else ""))
-        self.model = model.to(device)
-        if self.rt.half is not None:  # weights and activations in half precision, BatchNorm in fp32
-            to_half(self.model, self.rt.half)
-        if self.rt.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.lookahead = Lookahead(model, self.tc.lookahead_steps, self.tc.lookahead_decay) \
-            if self.tc.lookahead_steps else None
-        self.ema = None
-        if self.tc.ema_decay:
-            self.ema = torch.optim.swa_utils.AveragedModel(
-                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.tc.ema_decay), use_buffers=True)
-        self.opt = make_optimizer(model, self.tc)
-        self.forward = model
-        if dist.active:  # gradients averaged over the processes; each sees its slice of the batch
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        if self.tc.compile:
-            self.forward = torch.compile(self.forward)
-        self.eval_model = self.ema.module if self.ema is not None else model
-        self.train_x, self.train_y = (t.to(device) for t in train)
-        self.val_x, self.val_y = val
-        self.mean, self.std = mean.to(device), std.to(device)
-        self.autoaugment = AutoAugmentCIFAR10() if self.ac.autoaugment else None  # its tables, built once
-        self.flips = alternating_flips(self.train_x.shape[0], self.tc.seed, device) if self.ac.hflip == "alternate" else None
-        # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
-        self.host_checks = device.type == "cpu"
-        self.spe = max(1, self.train_x.shape[0] // self.tc.batch_size)  # the last partial batch is dropped
-        self.files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta)
-        self.st = RunState(total_steps=None if self.tc.time_budget_s else self.tc.epochs * self.spe)
-        self.budget = None if self.tc.time_budget_s is None else TimeBudget(
-            self.tc.time_budget_s, self.spe, self.val_x.shape[0] / self.tc.batch_size / 3)
-        self.resume()
-        self.t_start = time.perf_counter() - self.st.elapsed
-        self.bar = tqdm(total=self.st.total_steps or 0, initial=self.st.step, unit="step", desc="train",
-                        disable=not (cfg.progress and dist.is_main), dynamic_ncols=True)
-        self.stop_requested: Optional[str] = None  # agreed by every process (see sync)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t_start
+@dataclass(eq=False)
+class Learner:
+    """The model and what updates it. `forward` is the model as the steps call it: under DDP with
+    several processes, compiled with train.compile."""
+    model: nn.Module
+    forward: Callable
+    optimizer: torch.optim.Optimizer
+    ema: Optional[torch.optim.swa_utils.AveragedModel] = None
+    lookahead: Optional[Lookahead] = None
 
     @property
-    def finished(self) -> bool:
-        return self.st.total_steps is not None and self.st.step >= self.st.total_steps
+    def eval_model(self) -> nn.Module:
+        """What validation (and best.pt) sees: the EMA's weights when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
-    def resume(self) -> None:
-        """Continue from the resume point of an interrupted run with the same params, if any."""
-        ck = self.files.load_resume(self.log, owner=self.dist.is_main)
-        if ck is None:
-            return
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        if self.ema is not None and ck.get("ema") is not None:
-            self.ema.load_state_dict(ck["ema"])
-        if self.lookahead is not None and ck.get("lookahead") is not None:
-            self.lookahead.load_state_dict(ck["lookahead"])
-        self.st = RunState(**ck["state"])
-        self.log(f"train: resuming from {self.files.resume} at step {self.st.step}/{self.st.total_steps} "
-                     f"(epoch {self.st.step // self.spe + 1})")
-        for row in self.st.history:  # replay the log of the epochs already done
-            if self.cfg.on_epoch and self.dist.is_main:
-                self.cfg.on_epoch(row)
+    def parts(self) -> tuple:
+        """What a resume point holds the state of (RunFiles): model, optimizer, EMA, lookahead."""
+        return self.model, self.optimizer, self.ema, self.lookahead
 
-    def save_resume(self) -> None:
-        self.st.elapsed = self.elapsed()
-        if self.dist.is_main:
-            self.files.save_resume(self.model, self.opt, self.ema, self.st.__dict__,
-                                   self.lookahead.state_dict() if self.lookahead is not None else None)
+    def step(self, batch: "Batch", train_params: "TrainParams", runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(self.model, self.forward, self.optimizer, self.ema, batch, train_params, runtime)
 
-    def batch(self, order: torch.Tensor, i: int, gen: torch.Generator) -> Batch:
-        """Batch i of the epoch's order: augmented, mixed (MixUp), normalised, in the run's memory
-        layout — the whole global batch, drawn alike in every process, then this process's slice."""
-        bs = self.tc.batch_size
-        idx = order[i * bs:(i + 1) * bs]
-        flip = None if self.flips is None else self.flips[idx] ^ bool(self.st.step // self.spe % 2)
-        xb = normalize(augment_batch(self.train_x[idx], self.ac, gen, self.autoaugment, flip), self.mean, self.std)
-        yb, y_mix, lam = self.train_y[idx], None, 1.0
-        if self.ac.mixup_alpha > 0:
-            lam = mixup_weight(self.ac.mixup_alpha, step_seed(self.tc.seed, self.st.step))
-            xb, yb, y_mix = mixup(xb, yb, lam, gen)
-            y_mix = self.dist.shard(y_mix)
-        xb, yb = self.dist.shard(xb), self.dist.shard(yb)
-        if self.rt.half is not None:
-            xb = xb.to(self.rt.half)
-        if self.rt.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return Batch(xb, yb, y_mix, lam)
+    def after_step(self, step: int, total_steps: int) -> None:
+        if self.lookahead is not None:
+            self.lookahead.after_step(self.model, step, total_steps)
+
+
+def build_learner(model: nn.Module, train_params: "TrainParams", runtime: Runtime, dist: Dist) -> Learner:
+    """The model on the device in the run's precision and memory layout, its optimizer, EMA and lookahead."""
+    model = model.to(runtime.device)
+    if runtime.half is not None:  # weights and activations in half precision, BatchNorm in fp32
+        to_half(model, runtime.half)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    lookahead = Lookahead(model, train_params.lookahead_steps, train_params.lookahead_decay) \
+        if train_params.lookahead_steps else None
+    ema = None
+    if train_params.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params.ema_decay), use_buffers=True)
+    optimizer = make_optimizer(model, train_params)
+    forward = dist.wrap(model, runtime.device)
+    if train_params.compile:
+        forward = torch.compile(forward)
+    return Learner(model, forward, optimizer, ema, lookahead)
+
+
+class Batches:
+    """The training images on the device and the batches made of them: batch i of an epoch's order
+    augmented, mixed (MixUp), normalised, in the run's memory layout — the whole global batch, drawn
+    alike in every process, then this process's slice."""
+
+    def __init__(self, train: Split, mean: torch.Tensor, std: torch.Tensor, train_params: "TrainParams",
+                 augment_params: "AugmentParams", runtime: Runtime, dist: Dist):
+        device = runtime.device
+        self.images, self.labels = (tensor.to(device) for tensor in train)
+        self.mean, self.std = mean.to(device), std.to(device)
+        self.train_params, self.augment_params, self.runtime, self.dist = train_params, augment_params, runtime, dist
+        self.autoaugment = AutoAugmentCIFAR10() if augment_params.autoaugment else None  # its tables, built once
+        self.flips = alternating_flips(self.images.shape[0], train_params.seed, device) \
+            if augment_params.hflip == "alternate" else None
+        self.steps_per_epoch = max(1, self.images.shape[0] // train_params.batch_size)  # the last partial batch is dropped
+
+    def make(self, order: torch.Tensor, i: int, step: int, generator: torch.Generator) -> Batch:
+        """Batch i of the epoch's `order`, for training step `step`."""
+        batch_size, augment_params = self.train_params.batch_size, self.augment_params
+        indices = order[i * batch_size:(i + 1) * batch_size]
+        flip = None if self.flips is None else self.flips[indices] ^ bool(step // self.steps_per_epoch % 2)
+        images = normalize(augment_batch(self.images[indices], augment_params, generator, self.autoaugment, flip),
+                           self.mean, self.std)
+        labels, mixed_labels, lam = self.labels[indices], None, 1.0
+        if augment_params.mixup_alpha > 0:
+            lam = mixup_weight(augment_params.mixup_alpha, step_seed(self.train_params.seed, step))
+            images, labels, mixed_labels = mixup(images, labels, lam, generator)
+            mixed_labels = self.dist.shard(mixed_labels)
+        images, labels = self.dist.shard(images), self.dist.shard(labels)
+        if self.runtime.half is not None:
+            images = images.to(self.runtime.half)
+        if self.runtime.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return Batch(images, labels, mixed_labels, lam)
+
+
+class Progress:
+    """The progress bar and the line after each epoch (rank 0, with cfg.progress; else silent)."""
+
+    def __init__(self, total: int, initial: int, show: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", desc="train", disable=not show, dynamic_ncols=True)
+
+    def step(self, step: int, lr: float, loss: Optional[torch.Tensor]) -> None:
+        """One step done; every 10th shows the loss, when it may be read back (`loss` given)."""
+        self.bar.update(1)
+        if loss is not None and not self.bar.disable and step % 10 == 0:
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+
+    def resize(self, total: Optional[int]) -> None:
+        self.bar.total = total
+
+    def epoch(self, row: EpochRow) -> None:
+        if not self.bar.disable:
+            self.bar.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
+                           f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def build_trainer(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
+                  device: torch.device, cfg: FitConfig, dist: Dist = Dist()) -> "Trainer":
+    """Set up one `fit`: runtime, learner, batches, run files, time budget; then continue from the
+    resume point of an interrupted run with the same params, if any."""
+    train_params, log = cfg.train, dist.on_main(cfg.log)
+    runtime = setup_runtime(train_params, device)
+    log(f"train: on {runtime.describe()}{dist.describe()}")
+    learner = build_learner(model, train_params, runtime, dist)
+    batches = Batches(train, mean, std, train_params, cfg.augment, runtime, dist)
+    steps_per_epoch = batches.steps_per_epoch
+    files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta, writer=dist.is_main)
+    budget = None if train_params.time_budget_s is None else TimeBudget(
+        train_params.time_budget_s, steps_per_epoch, val[0].shape[0] / train_params.batch_size / 3, measures=dist.is_main)
+    state = resume(files, learner, log, dist.on_main(cfg.epoch_done), steps_per_epoch) or \
+        RunState(total_steps=None if train_params.time_budget_s else train_params.epochs * steps_per_epoch)
+    started = time.perf_counter() - state.elapsed
+    progress = Progress(state.total_steps or 0, state.step, show=cfg.progress and dist.is_main)
+    # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
+    host_checks = device.type == "cpu"
+    return Trainer(cfg, dist, runtime, learner, batches, val, files, state, budget, progress, started, host_checks)
+
+
+def resume(files: RunFiles, learner: Learner, log: Callable[[str], None], on_epoch: Callable[[EpochRow], None],
+           steps_per_epoch: int) -> Optional[RunState]:
+    """The run state of an interrupted run with the same params, its weights and optimizer loaded
+    into `learner` and the log of its epochs replayed; None when there is none."""
+    saved = files.resume_into(*learner.parts(), log)
+    if saved is None:
+        return None
+    state = RunState(**saved)
+    log(f"train: resuming from {files.resume} at step {state.step}/{state.total_steps} "
+        f"(epoch {state.step // steps_per_epoch + 1})")
+    for row in state.history:
+        on_epoch(row)
+    return state
+
+
+@dataclass(eq=False)
+class Trainer:
+    """One `fit` in progress (made by `build_trainer`): `train_epoch` and `end_epoch` until
+    `state.finished`."""
+    cfg: FitConfig
+    dist: Dist
+    runtime: Runtime
+    learner: Learner
+    batches: Batches
+    val: Split               # on the host: `evaluate` moves it in batches
+    files: RunFiles
+    state: RunState
+    budget: Optional[TimeBudget]
+    progress: Progress
+    started: float           # perf_counter() at the run's start (earlier when resumed)
+    host_checks: bool        # read the loss back after every step
+    stop: Optional[str] = None  # a signal to stop on, agreed by every process (Dist.agree)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.batches.steps_per_epoch
+
+    def schedule_length(self) -> int:
+        return self.state.total_steps if self.state.total_steps is not None else self.budget.provisional_total()
 
     def train_epoch(self, stop_flag: Optional[dict]) -> tuple[_EpochMeter, float]:
         """The steps of the current epoch, from where the run is to the epoch's end (or the run's)."""
-        st, tc = self.st, self.tc
-        order = epoch_order(self.train_x.shape[0], tc.seed, st.step // self.spe).to(self.rt.device)
-        self.model.train()
-        meter = _EpochMeter(self.rt.device, st.partial_epoch if self.dist.is_main else (0.0, 0, 0))
-        st.partial_epoch = (0.0, 0, 0)
-        t_epoch, lr = time.perf_counter(), 0.0
-        for i in range(st.step % self.spe, self.spe):
-            stop = self.stop_requested or (stop_flag.get("stop") if stop_flag is not None and not self.dist.active else None)
+        state, train_params, steps_per_epoch = self.state, self.cfg.train, self.steps_per_epoch
+        order = epoch_order(self.batches.images.shape[0], train_params.seed, state.step // steps_per_epoch)
+        order = order.to(self.runtime.device)
+        self.learner.model.train()
+        meter = _EpochMeter(self.runtime.device, self.dist.own_share(state.partial_epoch, (0.0, 0, 0)))
+        state.partial_epoch = (0.0, 0, 0)
+        epoch_started, lr = time.perf_counter(), 0.0
+        for i in range(state.step % steps_per_epoch, steps_per_epoch):
+            stop = self.stop or self.dist.signal_before_step(stop_flag)
             if stop:  # before a step: epoch ends stay whole
                 self.interrupt(stop, meter)
-            total = st.total_steps if st.total_steps is not None else self.budget.provisional_total()
-            lr = set_hparams(self.opt, tc, st.step, total)
-            st.lrs.append(lr)
-            gen = _step_generator(self.rt.device, step_seed(tc.seed, st.step))
-            torch.manual_seed(step_seed(tc.seed, st.step))  # dropout and friends
-            b = self.batch(order, i, gen)
-            loss, out = train_step(self.model, self.forward, self.opt, self.ema, b, tc, self.rt)
-            meter.add(loss, out, b.y)
-            st.step += 1
-            st.images += tc.batch_size  # the global batch, whatever this process's share of it
+            lr = set_hparams(self.learner.optimizer, train_params, state.step, self.schedule_length())
+            state.lrs.append(lr)
+            seed = step_seed(train_params.seed, state.step)
+            generator = _step_generator(self.runtime.device, seed)
+            torch.manual_seed(seed)  # dropout and friends
+            batch = self.batches.make(order, i, state.step, generator)
+            loss, logits = self.learner.step(batch, train_params, self.runtime)
+            meter.add(loss, logits, batch.y)
+            state.step += 1
+            state.images += train_params.batch_size  # the global batch, whatever this process's share of it
             self.after_step(loss, lr, stop_flag)
-            if self.lookahead is not None:  # after the budget has had its say: the last step is known
-                self.lookahead.after_step(self.model, st.step, st.total_steps or self.budget.provisional_total())
-            if self.finished:
+            self.learner.after_step(state.step, self.schedule_length())  # after the budget: the last step is known
+            if state.finished:
                 break
-        st.train_time += time.perf_counter() - t_epoch
+        state.train_time += time.perf_counter() - epoch_started
         return meter, lr
 
     def after_step(self, loss: torch.Tensor, lr: float, stop_flag: Optional[dict] = None) -> None:
-        st = self.st
-        if self.host_checks and not self.dist.active and not math.isfinite(loss.item()):
-            self.nonfinite(loss.item())
-        self.bar.update(1)
-        if self.host_checks and self.cfg.progress and self.dist.is_main and st.step % 10 == 0:
-            self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        if self.budget is not None and self.dist.is_main:
-            self.budget.after_step(st, self.elapsed())
-        if self.dist.active:
-            self.sync(loss, stop_flag)
+        """Progress, the time budget's clock, then what every process agrees on before the next step."""
+        state = self.state
+        self.progress.step(state.step, lr, loss if self.host_checks else None)
         if self.budget is not None:
-            self.bar.total = st.total_steps or 0
-
-    def sync(self, loss: Optional[torch.Tensor] = None, stop_flag: Optional[dict] = None) -> None:
-        """With several processes, agree after each step: stop if any process got a signal or a
-        non-finite loss, and take the schedule's length from rank 0's clock (the time budget)."""
-        st = self.st
-        stop = stop_flag.get("stop") if stop_flag is not None else None
-        total = st.total_steps if self.dist.is_main and st.total_steps is not None else -1
-        bad = loss is not None and not math.isfinite(loss.item())
-        flags = self.dist.all_reduce(torch.tensor([float(bool(stop)), float(bad), float(total)], dtype=torch.float64,
-                                                  device=self.rt.device), op="max").tolist()
-        if flags[1] > 0:
-            self.nonfinite(float("nan") if not bad else loss.item())
-        if flags[0] > 0 and not self.stop_requested:
-            self.stop_requested = stop or "a signal to another training process"
-        st.total_steps = int(flags[2]) if flags[2] >= 0 else None
-
-    def nonfinite(self, value: float) -> None:
-        raise NonFiniteLoss(f"the training loss became {value} at step {self.st.step} "
-                            f"(epoch {(self.st.step - 1) // self.spe + 1}); the last good checkpoint is "
-                            f"{self.files.resume}. Lower train.lr or set train.grad_clip, then run again")
+            self.budget.after_step(state, self.elapsed())
+        agreed = self.dist.agree(self.runtime.device, loss=loss, read_loss=self.host_checks, stop_flag=stop_flag,
+                                 total_steps=state.total_steps)
+        if agreed.nonfinite is not None:
+            raise NonFiniteLoss(f"the training loss became {agreed.nonfinite} at step {state.step} "
+                                f"(epoch {(state.step - 1) // self.steps_per_epoch + 1}); the last good checkpoint is "
+                                f"{self.files.resume}. Lower train.lr or set train.grad_clip, then run again")
+        self.stop = self.stop or agreed.stop
+        state.total_steps = agreed.total_steps
+        self.progress.resize(state.total_steps or 0)  # a time budget re-sizes the schedule
 
     def interrupt(self, signal_name: str, meter: _EpochMeter) -> None:
         meter.reduce(self.dist)
-        self.st.partial_epoch = meter.snapshot()
+        self.state.partial_epoch = meter.snapshot()
         self.save_resume()
-        self.bar.close()
-        raise TrainingInterrupted(f"{signal_name} at step {self.st.step}: saved {self.files.resume}")
+        self.progress.close()
+        raise TrainingInterrupted(f"{signal_name} at step {self.state.step}: saved {self.files.resume}")
+
+    def save_resume(self) -> None:
+        self.state.elapsed = self.elapsed()
+        self.files.save_resume(*self.learner.parts(), vars(self.state))
 
     def end_epoch(self, meter: _EpochMeter, lr: float) -> Optional[EpochRow]:
-        """Validate, keep the best epoch, re-size the budget, save the resume point, log (rank 0;
-        with several processes the others wait for its schedule)."""
-        st = self.st
-        epoch = (st.step - 1) // self.spe + 1
+        """Validate, keep the best epoch, re-size the budget, save the resume point, log (rank 0
+        validates; the others take the schedule it leaves)."""
+        state, epoch = self.state, (self.state.step - 1) // self.steps_per_epoch + 1
         meter.reduce(self.dist)
-        if not math.isfinite(meter.loss_sum.item()):
-            raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch}; the last good "
-                                f"checkpoint is {self.files.resume}. Lower train.lr or set train.grad_clip")
-        row = self.validate(meter, epoch, lr) if self.dist.is_main else None
-        if self.dist.active:
-            self.sync()
+        meter.check_finite(epoch, self.files.resume)
+        row = self.dist.on_main(self.validate)(meter, epoch, lr)
+        state.total_steps = self.dist.agree(self.runtime.device, total_steps=state.total_steps).total_steps
         self.save_resume()
-        if row is not None and self.cfg.on_epoch:
-            self.cfg.on_epoch(row)
-        if row is not None and self.cfg.progress:
-            self.bar.write(f"epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                           f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}")
+        if row is not None:  # rank 0
+            self.cfg.epoch_done(row)
+            self.progress.epoch(row)
         return row
 
     def validate(self, meter: _EpochMeter, epoch: int, lr: float) -> EpochRow:
         """The epoch's row: training numbers, validation loss and accuracy; the best model kept."""
-        st = self.st
-        t_eval = time.perf_counter()
-        val = evaluate(self.eval_model, self.val_x, self.val_y, self.mean, self.std,
-                       batch_size=self.cfg.eval_batch_size, amp=self.rt.amp, channels_last=self.rt.channels_last)
-        eval_seconds = time.perf_counter() - t_eval
-        row = EpochRow(epoch=epoch, step=st.step, train_loss=meter.loss_sum.item() / max(meter.seen, 1),
-                       train_acc=meter.correct.item() / max(meter.seen, 1), val_loss=val["loss"],
-                       val_acc=val["acc"], lr=lr, partial=st.step % self.spe != 0)
-        st.history.append(row)
-        if val["acc"] >= st.best_val_acc:  # on a tie, the later (further annealed) epoch
-            st.best_val_acc, st.best_epoch = val["acc"], epoch
-            self.files.save_best(self.eval_model, epoch, val["acc"])
+        state, eval_model, runtime = self.state, self.learner.eval_model, self.runtime
+        eval_started = time.perf_counter()
+        val = evaluate(eval_model, *self.val, self.batches.mean, self.batches.std, batch_size=self.cfg.eval_batch_size,
+                       amp=runtime.amp, channels_last=runtime.channels_last)
+        eval_seconds = time.perf_counter() - eval_started
+        row = meter.row(epoch, state.step, val, lr, partial=state.step % self.steps_per_epoch != 0)
+        state.history.append(row)
+        if val["acc"] >= state.best_val_acc:  # on a tie, the later (further annealed) epoch
+            state.best_val_acc, state.best_epoch = val["acc"], epoch
+            self.files.save_best(eval_model, epoch, val["acc"])
         if self.budget is not None:
-            self.budget.after_epoch(st, self.elapsed(), eval_seconds)
-            self.bar.total = st.total_steps
+            self.budget.after_epoch(state, self.elapsed(), eval_seconds)
+            self.progress.resize(state.total_steps)
         return row
 
     def result(self) -> FitResult:
-        self.bar.close()
-        st = self.st
-        return FitResult(steps=st.step, steps_per_epoch=self.spe, history=st.history, best_val_acc=st.best_val_acc,
-                         best_epoch=st.best_epoch, seconds=st.elapsed, train_seconds=st.train_time,
-                         images_seen=st.images, runtime=self.rt, model_state=self.model.state_dict(),
-                         optimizer_state=self.opt.state_dict(), lrs=st.lrs)
+        self.progress.close()
+        return FitResult.of(self.state, self.steps_per_epoch, self.runtime, self.learner)
 
 
 def to_half(model: nn.Module, dtype: torch.dtype) -> None:
     """Weights in `dtype` except BatchNorm's, which stay fp32 (as the speed runs keep them: its
     statistics need the precision, and cuDNN takes half inputs with fp32 BatchNorm params)."""
     model.to(dtype)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.float()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.float()
 
 
 def _step_generator(device: torch.device, seed: int) -> torch.Generator:
-    g = torch.Generator(device=device if device.type == "cuda" else "cpu")
-    g.manual_seed(seed)
-    return g
+    generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
+    generator.manual_seed(seed)
+    return generator
 
 
 def fit(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
@@ -486,11 +571,11 @@ def fit(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: tor
     with the same `cfg.fingerprint`. `stop_flag["stop"]` set (see `stop_on_signals`) saves a
     resume point and raises TrainingInterrupted.
     """
-    t = Trainer(model, train, val, mean, std, device, cfg, dist)
-    while not t.finished:
-        meter, lr = t.train_epoch(stop_flag)
-        t.end_epoch(meter, lr)
-    return t.result()
+    trainer = build_trainer(model, train, val, mean, std, device, cfg, dist)
+    while not trainer.state.finished:
+        meter, lr = trainer.train_epoch(stop_flag)
+        trainer.end_epoch(meter, lr)
+    return trainer.result()
 
 
 def init_from_data(model: nn.Module, train_x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

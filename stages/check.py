@@ -3,6 +3,7 @@
 Every other stage depends on its output, so DVC stops here on a bad value, before it deletes
 the outputs of the stages that would rerun. The output never changes while the params are valid,
 so this stage never makes another one rerun."""
+from src import paths
 from src.io import write_text
 from src.models import model_section
 from src.params import CIFAR10_CLASSES, TRAIN_PER_CLASS_MAX, Params, check_runtime
@@ -19,7 +20,7 @@ def main(p: Params) -> None:
     per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
     n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
     check_runtime(p, n_train=per_class * n_classes)
-    write_text("data/params.ok", "params.yaml is valid\n")
+    write_text(paths.PARAMS_OK, "params.yaml is valid\n")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,23 @@
 """Stage `evaluate`: models/best.pt on the subset's test split → metrics/eval.json,
 plots/eval/predictions.csv (one row per test image, in test order: the confusion plots, and the
 visualize stage's predictions) and plots/eval/per_class.csv (bars)."""
-from pathlib import Path
-
 import torch
 
+from src import paths
 from src.checkpoints import load_trained
 from src.data import Subset
-from src.evaluation import evaluate, predictions_csv, summarize
+from src.evaluation import evaluate, per_class_csv, predictions_csv, summarize
 from src.io import write_json, write_text
 from src.params import Params
 from src.runtime import resolve_device
-from stages._common import cpu_threads, run_stage
-
-PREDICTIONS = Path("plots/eval/predictions.csv")
+from stages._common import run_stage
+from stages._parallel import cpu_threads
 
 
 def main(p: Params) -> None:
     torch.set_num_threads(cpu_threads(p)[0])
-    sub = Subset.load(Path("data/subset.pt"))
-    model, ck = load_trained(Path("models/best.pt"), sub.classes)
+    sub = Subset.load(paths.SUBSET)
+    model, ck = load_trained(paths.BEST, sub.classes)
     device = resolve_device(p.train.device)
     model.to(device)
     mean, std = torch.tensor(ck["mean"], device=device), torch.tensor(ck["std"], device=device)
@@ -28,10 +26,9 @@ def main(p: Params) -> None:
     res = evaluate(model, x, y, mean, std, batch_size=e.batch_size, tta_flip=e.tta_flip, tta_shift=e.tta_shift)
     metrics = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])
     metrics.update({"tta_flip": e.tta_flip, "tta_shift": e.tta_shift, "best_epoch": ck["epoch"]})
-    write_text(PREDICTIONS, predictions_csv(y.numpy(), res["logits"], sub.classes))
-    write_text("plots/eval/per_class.csv", "class,accuracy\n" + "".join(
-        f"{c},{a:.4f}\n" for c, a in metrics["per_class_acc"].items()))
-    write_json("metrics/eval.json", metrics)
+    write_text(paths.PREDICTIONS, predictions_csv(y.numpy(), res["logits"], sub.classes))
+    write_text(paths.PER_CLASS, per_class_csv(metrics["per_class_acc"]))
+    write_json(paths.EVAL_METRICS, metrics)
     pairs = ", ".join(f"{d['pair']} ({d['total']})" for d in metrics["most_confused"][:3])
     print(f"evaluate: test acc {metrics['test_acc']:.4f} on {metrics['test_images']} images, "
           f"macro F1 {metrics['macro_f1']:.4f}; most confused: {pairs}")

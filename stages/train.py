@@ -2,10 +2,10 @@
 split. Writes models/best.pt, models/last.pt, metrics/train.json, metrics/timing.json and DVCLive logs
 (dvclive/train)."""
 import shutil
-from pathlib import Path
 
 import torch
 
+from src import paths
 from src.checkpoints import fingerprint, save_checkpoint
 from src.data import Subset
 from src.distributed import init_from_env, under_torchrun
@@ -15,9 +15,8 @@ from src.models import build_model, count_params
 from src.params import Params, check_runtime
 from src.runtime import resolve_device
 from src.training import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
-from stages._common import cpu_threads, run_stage, run_under_torchrun
-
-RUN_DIR = Path(".cache/train")  # resumable state between an interruption and the next run; not a DVC out
+from stages._common import run_stage
+from stages._parallel import cpu_threads, run_under_torchrun
 
 
 def log_epoch(live, row: EpochRow) -> None:
@@ -68,8 +67,8 @@ def main(p: Params) -> None:
     if p.train.nproc > 1 and not under_torchrun():
         run_under_torchrun("train", p.train.nproc)  # the processes write everything; this one waits
         return
-    sub = Subset.load(Path("data/subset.pt"))
-    stats = read_json("metrics/stats.json")
+    sub = Subset.load(paths.SUBSET)
+    stats = read_json(paths.STATS)
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
     dist, device = init_from_env(resolve_device(p.train.device))
     p, recipe = p.recipe_for(device.type)
@@ -94,11 +93,13 @@ def main(p: Params) -> None:
     if dist.is_main:
         print(f"train: {threads} thread{'s' if threads > 1 else ''} per process ({why}"
               f"{f', {dist.world} processes' if dist.active else ''})")
-    live = Live(dir="dvclive/train", dvcyaml=None, save_dvc_exp=False, report=None) if dist.is_main else nullcontext()
+    live = (Live(dir=str(paths.DVCLIVE_TRAIN), dvcyaml=None, save_dvc_exp=False, report=None) if dist.is_main
+            else nullcontext())
     try:
         with live, stop_on_signals(escalate=not dist.active) as flag:
-            cfg = FitConfig(train=p.train.model_copy(update={"threads": threads}), augment=p.augment, run_dir=RUN_DIR,
-                            meta=meta, fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
+            cfg = FitConfig(train=p.train.model_copy(update={"threads": threads}), augment=p.augment,
+                            run_dir=paths.RUN_CACHE, meta=meta,
+                            fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
                             eval_batch_size=p.evaluate.batch_size, on_epoch=lambda row: log_epoch(live, row))
             res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
     finally:
@@ -110,14 +111,14 @@ def main(p: Params) -> None:
 def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str = "default") -> None:
     """models/best.pt and last.pt, the learning-rate plot, metrics/train.json and timing.json; the
     run's cache goes."""
-    with atomic_path("models/best.pt") as tmp:
-        shutil.copyfile(RUN_DIR / "best.pt", tmp)
-    save_checkpoint("models/last.pt", res.model_state, meta, epoch=res.epochs_run, step=res.steps,
+    with atomic_path(paths.BEST) as tmp:
+        shutil.copyfile(paths.RUN_CACHE / "best.pt", tmp)
+    save_checkpoint(paths.LAST, res.model_state, meta, epoch=res.epochs_run, step=res.steps,
                     optimizer=res.optimizer_state)
-    write_text("plots/train/lr.csv", lr_csv(res.lrs, res.steps_per_epoch))
-    write_json("metrics/train.json", summary(res, model, p, recipe))
-    write_json("metrics/timing.json", timing(res))
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    write_text(paths.LR, lr_csv(res.lrs, res.steps_per_epoch))
+    write_json(paths.TRAIN_METRICS, summary(res, model, p, recipe))
+    write_json(paths.TIMING, timing(res))
+    shutil.rmtree(paths.RUN_CACHE, ignore_errors=True)
     print(f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
           f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s, {res.runtime.describe()})")
 

@@ -16,7 +16,7 @@ from src.data import normalize
 from src.errors import ParamsError
 from src.models import build_model
 from src.optim import Lookahead, MuonSGD, make_optimizer
-from src.training import FitConfig, Trainer, _step_generator, fit, init_from_data
+from src.training import FitConfig, Trainer, _step_generator, build_trainer, fit, init_from_data
 from tests.conftest import REPO, make_repo, params_with, sh
 from tests.test_training import tiny_data
 
@@ -32,7 +32,7 @@ def trainer(p, tmp_path, data=None) -> Trainer:
     init_from_data(model, tx, MEAN, STD)
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp", meta={},
                     progress=False, log=lambda s: None)
-    return Trainer(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
+    return build_trainer(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
 
 
 # --- choosing the recipe ---------------------------------------------------------------------
@@ -76,11 +76,10 @@ def test_alternating_flip_shows_every_image_both_ways_in_two_epochs(tmp_path):
                      "model": {"fast_cnn": {"widths": [8, 16, 16]}}})
     t = trainer(p, tmp_path)
     order = torch.arange(240)
-    plain = normalize(t.train_x, t.mean, t.std)
+    plain = normalize(t.batches.images, t.batches.mean, t.batches.std)
     seen = []
     for epoch in (0, 1, 2):
-        t.st.step = epoch * t.spe
-        x = t.batch(order, 0, _step_generator(t.rt.device, 0)).x
+        x = t.batches.make(order, 0, epoch * t.steps_per_epoch, _step_generator(t.runtime.device, 0)).x
         as_is = (x == plain).flatten(1).all(1)
         mirrored = (x == plain.flip(3)).flatten(1).all(1)
         assert bool((as_is | mirrored).all())
@@ -174,11 +173,12 @@ def test_half_weights_train_with_batchnorm_in_fp32(tmp_path):
     p = params_with({"train": {"half": "bf16", "epochs": 4, "batch_size": 32, "lr": 0.02, "threads": 1},
                      "model": {"fast_cnn": {"widths": [8, 16, 16]}}})
     t = trainer(p, tmp_path)
-    dtypes = {type(mod).__name__: mod.weight.dtype for mod in t.model.modules() if getattr(mod, "weight", None) is not None}
+    dtypes = {type(mod).__name__: mod.weight.dtype for mod in t.learner.model.modules()
+              if getattr(mod, "weight", None) is not None}
     assert dtypes["Conv2d"] == torch.bfloat16 and dtypes["Linear"] == torch.bfloat16
     assert dtypes["BatchNorm2d"] == torch.float32
-    assert t.rt.precision == "bf16 weights" and not t.rt.amp
-    while not t.finished:
+    assert t.runtime.precision == "bf16 weights" and not t.runtime.amp
+    while not t.state.finished:
         meter, lr = t.train_epoch(None)
         t.end_epoch(meter, lr)
     res = t.result()
@@ -195,7 +195,7 @@ def test_the_step_loop_of_the_gpu_recipe_reads_nothing_back_from_the_device(tmp_
     assert name == "gpu"
     t = trainer(p, tmp_path)
     t.host_checks = False  # as on CUDA
-    t.autoaugment.sync_free = True  # AutoAugment's CUDA path (on a CPU it gathers the drawn images)
+    t.batches.autoaugment.sync_free = True  # AutoAugment's CUDA path (on a CPU it gathers the drawn images)
     calls = []
 
     def refuse(self, *a, **k):
@@ -207,7 +207,7 @@ def test_the_step_loop_of_the_gpu_recipe_reads_nothing_back_from_the_device(tmp_
         monkeypatch.setattr(torch.Tensor, attr, refuse)
     t.train_epoch(None)
     monkeypatch.undo()
-    assert t.st.step == 2 * t.spe and not calls
+    assert t.state.step == 2 * t.steps_per_epoch and not calls
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -218,7 +218,7 @@ def test_the_gpu_step_loop_does_not_synchronise(tmp_path):
     init_from_data(model, tx, MEAN, STD)
     cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp", meta={},
                     progress=False, log=lambda s: None)
-    t = Trainer(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cuda"), cfg)
+    t = build_trainer(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cuda"), cfg)
     t.train_epoch(None)  # warm-up: allocations
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -1,5 +1,5 @@
 """The house rules a newcomer relies on: dvc.yaml's code deps match the imports, functions stay
-short, first-party modules have no import cycles, every stage is a `main(params)`."""
+short, classes stay small, first-party modules have no import cycles, every stage is a `main(params)`."""
 from __future__ import annotations
 
 import ast
@@ -14,6 +14,7 @@ from tools.dvc_deps import check, module_file
 
 CODE = sorted([*REPO.glob("src/**/*.py"), *REPO.glob("stages/*.py")])
 MAX_FUNCTION_LINES = 60
+MAX_CLASS_LINES = 120
 
 
 def test_dvc_yaml_deps_match_the_imports():
@@ -74,6 +75,21 @@ def test_every_function_is_short():
     print(f"longest function: {longest}, {lengths[longest]} lines")
     too_long = {k: v for k, v in lengths.items() if v >= MAX_FUNCTION_LINES}
     assert not too_long, f"split these (>= {MAX_FUNCTION_LINES} lines): {too_long}"
+
+
+def _classes(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            yield node.name, node.end_lineno - node.lineno + 1
+
+
+def test_every_class_is_small():
+    """A class that outgrows a screenful is doing several jobs: give each its own (see src/training.py)."""
+    lengths = {f"{p.relative_to(REPO)}:{name}": n for p in CODE for name, n in _classes(p)}
+    longest = max(lengths, key=lengths.get)
+    print(f"longest class: {longest}, {lengths[longest]} lines")
+    too_long = {k: v for k, v in lengths.items() if v > MAX_CLASS_LINES}
+    assert not too_long, f"split these (> {MAX_CLASS_LINES} lines): {too_long}"
 
 
 def _direct_imports(path: Path) -> set[Path]:

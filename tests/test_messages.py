@@ -1,4 +1,5 @@
-"""Messages repeat the command the user actually ran (found among the stage's parent processes)."""
+"""Messages repeat the command the user actually ran (stages/_launcher.py finds it among the
+stage's parent processes)."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from stages._common import _undo_hint
 from tests.conftest import REPO
 
-PRINT = "from stages._common import launching_command; print(launching_command())"
+PRINT = "from stages._launcher import launching_command; print(launching_command())"
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")

@@ -1,6 +1,10 @@
 """Matplotlib figures, one module per family. Functions take arrays and return a Figure; the
-stages save them (src.io.save_figure). The Agg backend: no display needed."""
+stages save them (src.io.save_figure). A stage's steps (visualize_steps.py, theory_steps.py) draw
+several figures each: they yield them one at a time and return their numbers (`Drawn`, consumed by
+`run_steps`). The Agg backend: no display needed."""
 from __future__ import annotations
+
+from typing import Any, Callable, Generator, Iterable
 
 import matplotlib
 
@@ -11,6 +15,25 @@ from matplotlib.colors import to_rgba  # noqa: E402
 import numpy as np  # noqa: E402
 
 GREEN, RED = "#1a9850", "#d73027"
+
+# A step of a figure stage: yields (file name, Figure) as it draws each one, then returns what it
+# drew as a JSON-ready dict (the stage's summary).
+Drawn = Generator[tuple[str, Any], None, dict]
+
+
+def run_steps(steps: Iterable[Drawn], save: Callable[[Any, str], None]) -> dict:
+    """Run each step in order, handing every figure to `save(fig, name)` as soon as it is drawn (so
+    one is open at a time), and merge the steps' records in the same order."""
+    out: dict = {}
+    for step in steps:
+        while True:
+            try:
+                name, fig = next(step)
+            except StopIteration as done:
+                out.update(done.value or {})
+                break
+            save(fig, name)
+    return out
 
 
 def to_hwc(img) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""How many threads and processes a computing stage (train, evaluate, visualize) uses: its CPU
+threads, shared among DVC's queue workers, and starting train again under torchrun."""
+from __future__ import annotations
+
+import os
+import sys
+
+from src import paths
+from src.errors import DistributedFailure, TrainingInterrupted
+from src.params import Params
+from src.runtime import available_cores
+from stages._launcher import launching_command, queue_workers
+
+
+def cpu_threads(p: Params) -> tuple[int, str]:
+    """Threads for this stage and why: `train.threads` when set; else the cores this process may
+    use, shared among DVC's queue workers when it runs in the queue (two runs with all cores each
+    oversubscribe a laptop: each runs at well under half the speed of one)."""
+    if p.train.threads:
+        return p.train.threads, "train.threads"
+    cores = available_cores()
+    workers = queue_workers() if launching_command() is None else 0
+    if workers > 1:
+        return max(1, cores // workers), f"{cores} cores shared by {workers} queue workers"
+    return cores, f"the {cores} cores this process may use"
+
+
+def run_under_torchrun(name: str, nproc: int) -> None:
+    """Run this stage again as `torchrun --standalone --nproc_per_node=N -m stages.<name>` (PyTorch's
+    own launcher) and wait for it. SIGTERM is passed on (Ctrl-C reaches every process of the
+    terminal's group by itself). A process that dies makes torchrun stop the others: that is a
+    DistributedFailure here; after a signal, TrainingInterrupted (rank 0 saved a resume point)."""
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", f"stages.{name}"]
+    print(f"{name}: {nproc} processes: torchrun --standalone --nproc_per_node={nproc} -m stages.{name}", flush=True)
+    got: dict = {}
+    # each process gets its share of the cores, unless the user set OMP_NUM_THREADS
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    proc = subprocess.Popen(cmd, env=env)
+
+    def note(signum, frame):
+        got["signal"] = signal.Signals(signum).name
+        if signum == signal.SIGTERM:
+            proc.send_signal(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if code == 0:
+        return
+    resume = paths.RUN_CACHE / "resume.pt"
+    if got:
+        raise TrainingInterrupted(f"{got['signal']}: the {nproc} training processes stopped at a step boundary; "
+                                  f"rank 0 saved {resume}")
+    raise DistributedFailure(f"a training process failed (torchrun exited with {code}; its report is above); "
+                             f"the last resume point is {resume} if an epoch had ended")
