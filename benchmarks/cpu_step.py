@@ -23,10 +23,10 @@ import torch
 
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
 from src.models import build_model
-from src.optim import make_optimizer
+from src.training.optim import make_optimizer
 from src.params import Params, load_params
-from src.runtime import setup_runtime
-from src.training import Batch, train_step
+from src.training.runtime import setup_runtime
+from src.training.loop import Batch, train_step
 
 DEFAULT_VARIANTS = [
     "committed=",

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.time_to_accuracy import apply_sets, load_raw, subset_and_normalization
-from src.evaluation import evaluate
+from src.training.evaluation import evaluate
 from src.models import build_model
 from src.params import Params, deep_merge, load_params, parse_params
-from src.runtime import resolve_device
-from src.training import FitConfig, build_trainer, init_from_data
+from src.training.runtime import resolve_device
+from src.training.loop import FitConfig, build_trainer, init_from_data
 
 
 class Clock:

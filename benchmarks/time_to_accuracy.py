@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from src.data import (BATCHES_DIR, Subset, channel_stats, load_cifar10, mirror_from_env, normalization,
+from src.data.cifar import (BATCHES_DIR, Subset, channel_stats, load_cifar10, mirror_from_env, normalization,
                       read_class_names, select_subset)
-from src.evaluation import evaluate
+from src.training.evaluation import evaluate
 from src.models import build_model, count_params
 from src.params import Params, deep_merge as merge, load_params, parse_params
-from src.runtime import resolve_device
-from src.training import FitConfig, fit, init_from_data
+from src.training.runtime import resolve_device
+from src.training.loop import FitConfig, fit, init_from_data
 
 # The notebook's recipe, as -S overrides of params.yaml would set it (see README).
 SEED_RECIPE = {

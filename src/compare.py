@@ -222,7 +222,7 @@ def terminal_view(rows: list[dict], width: int = 120) -> str:
 
 def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
     """compare.md, compare.csv and the two figures into `out`; returns the paths written."""
-    from src.figures.compare import accuracy_vs_seconds, per_class_heatmap
+    from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap
     from src.io import save_figure, write_text
 
     header, cells = table(rows)

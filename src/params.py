@@ -322,7 +322,7 @@ def _try_batch(n_train: int, nproc: int = 1) -> int:
 
 
 def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> Optional[str]:
-    """One line when the last partial batch, which training skips every epoch (src/training.py
+    """One line when the last partial batch, which training skips every epoch (src/training/loop.py
     drops it so every step has the same size), is a large share of the training images; else None."""
     dropped = n_train % batch_size
     if batch_size > n_train or dropped < DROP_WARN_SHARE * n_train:

@@ -2,7 +2,7 @@
 
 dvc.yaml's `outs:` list the same paths; the stages take theirs from here rather than from
 arguments in `cmd:` (as DVC's example-get-started does) because the same files are read outside
-DVC too: the explorer (src.explore), src.compare and the benchmarks open models/best.pt,
+DVC too: the explorer (python -m src.explorer), src.compare and the benchmarks open models/best.pt,
 plots/eval/predictions.csv and metrics/*.json by name. One module is then the single place a path
 is spelled; tests/test_paths.py checks that every out of dvc.yaml has its constant here and that
 no stage or src module spells one itself.
@@ -14,7 +14,7 @@ from pathlib import Path
 # check
 PARAMS_OK = Path("data/params.ok")          # written once params.yaml is valid; every stage depends on it
 # download
-RAW = Path("data/raw")                      # CIFAR-10 as published: RAW / src.data.BATCHES_DIR
+RAW = Path("data/raw")                      # CIFAR-10 as published: RAW / src.data.cifar.BATCHES_DIR
 # stats
 SUBSET = Path("data/subset.pt")             # the chosen classes and splits, uint8 tensors
 STATS = Path("metrics/stats.json")          # mean/std and counts of the subset (not a result)

@@ -8,7 +8,7 @@ import sys
 from src import paths
 from src.errors import DistributedFailure, TrainingInterrupted
 from src.params import Params
-from src.runtime import available_cores
+from src.training.runtime import available_cores
 from stages._launcher import launching_command, queue_workers
 
 

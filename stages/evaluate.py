@@ -4,12 +4,12 @@ visualize stage's predictions) and plots/eval/per_class.csv (bars)."""
 import torch
 
 from src import paths
-from src.checkpoints import load_trained
-from src.data import Subset
-from src.evaluation import evaluate, per_class_csv, predictions_csv, summarize
+from src.training.checkpoints import load_trained
+from src.data.cifar import Subset
+from src.training.evaluation import evaluate, per_class_csv, predictions_csv, summarize
 from src.io import write_json, write_text
 from src.params import Params
-from src.runtime import resolve_device
+from src.training.runtime import resolve_device
 from stages._common import run_stage
 from stages._parallel import cpu_threads
 

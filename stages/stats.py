@@ -3,8 +3,8 @@ data/subset.pt; its per-channel mean/std and counts into metrics/stats.json; dat
 import numpy as np
 
 from src import paths
-from src.data import BATCHES_DIR, class_counts_csv, load_cifar10, read_class_names, select_subset, subset_stats
-from src.figures.data import class_distribution, samples_per_class
+from src.data.cifar import BATCHES_DIR, class_counts_csv, load_cifar10, read_class_names, select_subset, subset_stats
+from src.figures.dataset import class_distribution, samples_per_class
 from src.io import save_figure, write_json, write_text
 from src.params import Params
 from stages._common import run_stage

@@ -1,12 +1,12 @@
-"""Stage `theory`: the operations of a CNN computed with src.theory on small numbers and drawn,
-plus the networks' shapes and parameter counts (the steps are in src/figures/theory_steps.py)
+"""Stage `theory`: the operations of a CNN computed with src.teach.ops on small numbers and drawn,
+plus the networks' shapes and parameter counts (the steps are in src/figures/lesson_steps.py)
 → plots/theory/*.png, metrics/theory.json."""
 import numpy as np
 
 from src import paths
-from src.data import Subset
+from src.data.cifar import Subset
 from src.figures import run_steps
-from src.figures import theory_steps as steps
+from src.figures import lesson_steps as steps
 from src.io import save_figure, write_json
 from src.params import Params
 from stages._common import run_stage

@@ -6,15 +6,15 @@ import shutil
 import torch
 
 from src import paths
-from src.checkpoints import fingerprint, save_checkpoint
-from src.data import Subset
-from src.distributed import init_from_env, under_torchrun
+from src.training.checkpoints import fingerprint, save_checkpoint
+from src.data.cifar import Subset
+from src.training.distributed import init_from_env, under_torchrun
 from src.errors import ParamsError
 from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, check_runtime
-from src.runtime import resolve_device
-from src.training import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
+from src.training.runtime import resolve_device
+from src.training.loop import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
 from stages._common import run_stage
 from stages._parallel import cpu_threads, run_under_torchrun
 

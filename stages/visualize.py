@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from src import paths
-from src.checkpoints import load_trained
-from src.data import Subset
+from src.training.checkpoints import load_trained
+from src.data.cifar import Subset
 from src.errors import DataError
-from src.evaluation import read_predictions
+from src.training.evaluation import read_predictions
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
 from src.io import read_dvclive_history, read_json, save_figure, write_json

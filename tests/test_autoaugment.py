@@ -10,7 +10,7 @@ import torch
 from scipy.stats import chisquare
 from torchvision.transforms import v2
 
-from src.autoaugment import (CIFAR10_POLICY, NUM_BINS, OPS, SIGNED, AutoAugmentCIFAR10, magnitudes, signed_magnitude,
+from src.data.autoaugment import (CIFAR10_POLICY, NUM_BINS, OPS, SIGNED, AutoAugmentCIFAR10, magnitudes, signed_magnitude,
                              torchvision_reference)
 
 TV = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
@@ -109,7 +109,7 @@ def no_host_reads():
 
 
 def test_the_sync_free_path_never_reads_a_tensor_on_the_host():
-    from src.augment import augment_batch, mixup
+    from src.data.augment import augment_batch, mixup
     from tests.conftest import params_with
 
     p = params_with({"augment": {"autoaugment": True, "mixup_alpha": 0.4, "crop_pad_mode": "zeros", "cutout": 8}})
@@ -125,7 +125,7 @@ def test_the_sync_free_path_never_reads_a_tensor_on_the_host():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 def test_on_a_gpu_the_step_never_waits_for_the_device():
-    from src.augment import augment_batch
+    from src.data.augment import augment_batch
     from tests.conftest import params_with
 
     p = params_with({"augment": {"autoaugment": True, "crop_pad_mode": "zeros"}})

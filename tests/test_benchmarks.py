@@ -41,7 +41,7 @@ def test_the_benchmarks_normalise_as_the_stats_stage_does(small_batches, normali
     import torch
 
     from benchmarks.time_to_accuracy import subset_and_normalization
-    from src.data import BATCHES_DIR, channel_stats, load_cifar10, normalization, read_class_names
+    from src.data.cifar import BATCHES_DIR, channel_stats, load_cifar10, normalization, read_class_names
 
     batches = small_batches / BATCHES_DIR
     p = params_with({"data": {"classes": ["cat", "dog"], "val_per_class": 10, "normalize": normalize}})
@@ -50,3 +50,16 @@ def test_the_benchmarks_normalise_as_the_stats_stage_does(small_batches, normali
     assert torch.allclose(mean, torch.tensor(want[0])) and torch.allclose(std, torch.tensor(want[1]))
     if isinstance(normalize, list):
         assert mean.tolist() == pytest.approx(normalize[0]) and std.tolist() == pytest.approx(normalize[1])
+
+
+def test_the_autoaugment_benchmark_takes_real_training_steps(tmp_path, monkeypatch):
+    """One notebook-recipe step per kind: the benchmark calls train_step as the training loop does."""
+    import torch
+
+    from benchmarks.autoaugment_speed import Timer, step_rates
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    rates = step_rates(1, 1, torch.device("cpu"), Timer(torch.device("cpu")))
+    assert set(rates) >= {"none_images_per_s", "batched_images_per_s", "per-image_images_per_s"}
+    assert all(rates[k] > 0 for k in ("none_images_per_s", "batched_images_per_s", "per-image_images_per_s"))

@@ -16,8 +16,8 @@ import pytest
 from matplotlib.offsetbox import AnnotationBbox, TextArea
 
 from src.compare import describe, experiments, main, short_keys, shorten, show_value, terminal_view
-from src.figures.check import problems
-from src.figures.compare import accuracy_vs_seconds, per_class_heatmap
+from src.figures.readability import problems
+from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap
 from src.params import CIFAR10_CLASSES, deep_merge
 from tests.conftest import COMMITTED, REPO
 

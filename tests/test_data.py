@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.data import channel_stats, load_cifar10, read_class_names, select_subset
+from src.data.cifar import channel_stats, load_cifar10, read_class_names, select_subset
 
 
 def test_channel_stats_match_numpy():

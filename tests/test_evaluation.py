@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.evaluation import confusion_matrix, macro_f1, most_confused, per_class_accuracy, summarize
+from src.training.evaluation import confusion_matrix, macro_f1, most_confused, per_class_accuracy, summarize
 
 # 3 classes; true labels and predictions chosen so every number below is easy to check by hand
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])

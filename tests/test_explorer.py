@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from src import explorer as E
-from src.data import normalize
-from src.explore import create_app
+from src.explorer import compute
+from src.data.cifar import normalize
+from src.explorer.app import create_app
 from src.models import build_model
 from src.params import CIFAR10_CLASSES
 from tests.conftest import params_with
 
 
-def synthetic_lab(name: str, k: int, n: int = 60) -> E.Lab:
+def synthetic_lab(name: str, k: int, n: int = 60) -> compute.Lab:
     torch.manual_seed(0)
     model = build_model(params_with({"model": {"name": name}}).model, k).eval()
     g = torch.Generator().manual_seed(1)
@@ -31,7 +31,7 @@ def synthetic_lab(name: str, k: int, n: int = 60) -> E.Lab:
     y = np.arange(n) % k
     pred = (y + (np.arange(n) % 4 == 0)) % k
     conf = np.random.default_rng(0).uniform(0.3, 1.0, n)
-    return E.Lab(model, list(CIFAR10_CLASSES[:k]), torch.tensor([0.5] * 3), torch.tensor([0.25] * 3), x, y, pred,
+    return compute.Lab(model, list(CIFAR10_CLASSES[:k]), torch.tensor([0.5] * 3), torch.tensor([0.25] * 3), x, y, pred,
                  conf, name)
 
 
@@ -97,7 +97,7 @@ def test_uploads_good_and_bad(client):
     Image.new("RGB", (8, 8)).save(gif, format="GIF")
     r = c.post("/api/analyse", data={"file": (io.BytesIO(gif.getvalue()), "x.gif")})
     assert r.status_code == 400 and "GIF" in r.get_json()["error"]
-    r = c.post("/api/analyse", data={"file": (io.BytesIO(b"\0" * (E.MAX_UPLOAD_BYTES + 200_000)), "huge.png")})
+    r = c.post("/api/analyse", data={"file": (io.BytesIO(b"\0" * (compute.MAX_UPLOAD_BYTES + 200_000)), "huge.png")})
     assert r.status_code == 413 and "too large" in r.get_json()["error"]
     assert c.post("/api/analyse", json={"index": 10_000}).status_code == 400
     assert "unknown class" in c.post("/api/gradcam", json={"index": 0, "cls": "unicorn"}).get_json()["error"]

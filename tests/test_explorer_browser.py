@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.explore import create_app
+from src.explorer.app import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` (.ci/run does)")
@@ -66,8 +66,8 @@ def page(served):
 
 
 def model_probs(repo: Path, index: int) -> np.ndarray:
-    from src.checkpoints import load_trained
-    from src.data import Subset, normalize
+    from src.training.checkpoints import load_trained
+    from src.data.cifar import Subset, normalize
 
     sub = Subset.load(repo / "data/subset.pt")
     model, ck = load_trained(repo / "models/best.pt", sub.classes)
@@ -98,14 +98,14 @@ def test_choosing_an_image_shows_the_models_probabilities_and_every_layer(page):
     pg.wait_for_selector("#probs .prob")
     shown = {el.get_attribute("data-class"): el.inner_text().split("\n")[-1].strip()
              for el in pg.query_selector_all("#probs .prob")}
-    from src.data import Subset
+    from src.data.cifar import Subset
 
     classes = Subset.load(repo / "data/subset.pt").classes
     assert shown == {c: f"{p:.3f}" for c, p in zip(classes, model_probs(repo, index))}
     pg.wait_for_selector("#layers .layer img")
     pg.wait_for_function("[...document.querySelectorAll('#layers img')].every(i => i.complete && i.naturalWidth > 0)")
     names = [el.get_attribute("data-layer") for el in pg.query_selector_all("#layers .layer")]
-    from src.checkpoints import load_trained
+    from src.training.checkpoints import load_trained
 
     model, _ = load_trained(repo / "models/best.pt", classes)
     assert names == model.feature_layers()
@@ -140,7 +140,7 @@ def choose_and_read(pg, index: int) -> tuple[str, dict[str, list[str]]]:
 
 
 def test_a_test_image_shows_its_true_class_and_the_verdict(page):
-    from src.data import Subset
+    from src.data.cifar import Subset
 
     pg, repo, _ = page
     sub = Subset.load(repo / "data/subset.pt")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from src.figures import results
-from src.figures.check import contrast, problems
-from src.figures.data import class_distribution, samples_per_class
+from src.figures.readability import contrast, problems
+from src.figures.dataset import class_distribution, samples_per_class
 from src.params import CIFAR10_CLASSES, load_params
 
 

@@ -7,11 +7,11 @@ import torch
 
 from torch import nn
 
-from src.augment import augment_batch
+from src.data.augment import augment_batch
 from src.figures import inside, results
-from src.figures.check import problems
+from src.figures.readability import problems
 from src.models import build_model, conv_layers
-from src.probe import crop, top_patches
+from src.teach.probe import crop, top_patches
 from tests.conftest import params_with
 
 
@@ -173,7 +173,7 @@ def test_augmentation_examples_differ_and_keep_shape():
     assert sum(1 for ax in fig.axes if ax.images) == 7
 
 
-FIGURE_CODE = ["src/figures/*.py", "stages/visualize.py", "src/probe.py"]
+FIGURE_CODE = ["src/figures/*.py", "stages/visualize.py", "src/teach/probe.py"]
 
 
 def test_one_wording_for_true_and_predicted():

@@ -11,12 +11,12 @@ import torch
 import yaml
 from torch import nn
 
-from src.augment import alternating_flips
-from src.data import normalize
+from src.data.augment import alternating_flips
+from src.data.cifar import normalize
 from src.errors import ParamsError
 from src.models import build_model
-from src.optim import Lookahead, MuonSGD, make_optimizer
-from src.training import FitConfig, Trainer, _step_generator, build_trainer, fit, init_from_data
+from src.training.optim import Lookahead, MuonSGD, make_optimizer
+from src.training.loop import FitConfig, Trainer, _step_generator, build_trainer, fit, init_from_data
 from tests.conftest import REPO, make_repo, params_with, sh
 from tests.test_training import tiny_data
 

@@ -40,8 +40,8 @@ def _edit_deps(root: Path, stage: str, remove: str = "", add: str = "") -> None:
 
 
 def test_a_removed_dep_is_caught(copy_of_repo):
-    _edit_deps(copy_of_repo, "train", remove="src/data.py")
-    assert check(copy_of_repo) == {"train": {"missing": ["src/data.py"], "unused": []}}
+    _edit_deps(copy_of_repo, "train", remove="src/data/cifar.py")
+    assert check(copy_of_repo) == {"train": {"missing": ["src/data/cifar.py"], "unused": []}}
 
 
 def test_a_module_imported_only_indirectly_is_caught(copy_of_repo):
@@ -51,8 +51,8 @@ def test_a_module_imported_only_indirectly_is_caught(copy_of_repo):
 
 
 def test_a_dep_the_stage_never_imports_is_caught(copy_of_repo):
-    _edit_deps(copy_of_repo, "download", add="src/theory.py")
-    assert check(copy_of_repo) == {"download": {"missing": [], "unused": ["src/theory.py"]}}
+    _edit_deps(copy_of_repo, "download", add="src/teach/ops.py")
+    assert check(copy_of_repo) == {"download": {"missing": [], "unused": ["src/teach/ops.py"]}}
 
 
 def test_a_new_model_file_is_a_dep_of_every_stage_that_builds_models(copy_of_repo):
@@ -84,7 +84,7 @@ def _classes(path: Path):
 
 
 def test_every_class_is_small():
-    """A class that outgrows a screenful is doing several jobs: give each its own (see src/training.py)."""
+    """A class that outgrows a screenful is doing several jobs: give each its own (see src/training/loop.py)."""
     lengths = {f"{p.relative_to(REPO)}:{name}": n for p in CODE for name, n in _classes(p)}
     longest = max(lengths, key=lengths.get)
     print(f"longest class: {longest}, {lengths[longest]} lines")
@@ -142,3 +142,29 @@ def test_the_reading_guide_names_every_module():
     missing = [str(p.relative_to(REPO)) for p in CODE if p.stat().st_size and p.parent.name != "stages"
                and f"`{p.relative_to(REPO)}`" not in guide]
     assert not missing, f"docs/code.md does not describe: {missing}"
+
+
+def test_no_two_modules_share_a_name():
+    """A name says which file: `theory` or `compare` in two places sends a reader to the wrong one."""
+    files = [*CODE, *REPO.glob("benchmarks/*.py"), *REPO.glob("tools/*.py")]
+    names: dict[str, list[str]] = {}
+    for p in files:
+        if p.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(p.stem.lstrip("_"), []).append(str(p.relative_to(REPO)))
+    packages = {p.name: str(p.relative_to(REPO)) for p in REPO.glob("src/*/") if (p / "__init__.py").exists()}
+    for name, where in packages.items():
+        names.setdefault(name, []).append(where + "/")
+    assert {n: w for n, w in names.items() if len(w) > 1} == {}
+
+
+def test_import_aliases_are_words():
+    """`import x as T` makes a reader look up what T is; PyTorch's own `F` is the one exception."""
+    short = []
+    for p in [*CODE, *REPO.glob("benchmarks/*.py"), *REPO.glob("tests/*.py")]:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for a in node.names:
+                    full = f"{getattr(node, 'module', None) or ''}.{a.name}".strip(".")
+                    if a.asname and len(a.asname) == 1 and full != "torch.nn.functional":
+                        short.append(f"{p.relative_to(REPO)}: {full} as {a.asname}")
+    assert short == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.models import build_model, conv_layers
-from src.probe import crop, first_conv_sum, receptive_fields, top_patches
+from src.teach.probe import crop, first_conv_sum, receptive_fields, top_patches
 from tests.conftest import params_with
 
 FIELDS = {"fast_cnn": [2, 4, 9, 13, 23, 31, 51], "seed_cnn": [5, 9, 14, 22, 32, 48]}

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 import torch
 
-from src.checkpoints import save_checkpoint
-from src.data import Subset
+from src.training.checkpoints import save_checkpoint
+from src.data.cifar import Subset
 from src.io import atomic_torch_save, save_figure, write_json
 
 matplotlib.use("Agg")

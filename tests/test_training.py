@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from src.models import build_model
-from src.checkpoints import load_checkpoint
+from src.training.checkpoints import load_checkpoint
 from src.errors import NonFiniteLoss, TrainingInterrupted
-from src.optim import cycle_momentum, one_cycle
-from src.training import FitConfig, fit, init_from_data
+from src.training.optim import cycle_momentum, one_cycle
+from src.training.loop import FitConfig, fit, init_from_data
 from tests.conftest import params_with, synthetic_images
 
 

@@ -57,7 +57,7 @@ def grid(n: int, cols: int, cell: float = 1.6, title_space: float = 0.5):
     return fig, axes.flat[:n]
 
 
-MIN_CONTRAST = 4.5  # WCAG AA for normal text; src/figures/check.py holds every figure to it
+MIN_CONTRAST = 4.5  # WCAG AA for normal text; src/figures/readability.py holds every figure to it
 
 
 def luminance(colour) -> float:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.augment import augment_batch
-from src.data import Subset, normalize
-from src.evaluation import confusion_matrix, per_class_accuracy
+from src.data.augment import augment_batch
+from src.data.cifar import Subset, normalize
+from src.training.evaluation import confusion_matrix, per_class_accuracy
 from src.figures import Drawn, inside, results
 from src.params import VisualizeParams
-from src.probe import crop, top_patches
+from src.teach.probe import crop, top_patches
 
 
 @dataclass

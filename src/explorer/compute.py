@@ -1,7 +1,7 @@
 """What the explorer page shows, computed: the model of models/best.pt on the test split or an
 uploaded picture — class probabilities, every layer's feature maps, Grad-CAM, one first-layer
 output as a weighted sum, a class's confusion row and mistakes, the patches that excite each
-channel most. Plain functions over a loaded `Lab`; src/explore.py serves them over HTTP.
+channel most. Plain functions over a loaded `Lab`; src/explorer/app.py serves them over HTTP.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from src import paths
-from src.checkpoints import load_trained
-from src.data import Subset, normalize
+from src.training.checkpoints import load_trained
+from src.data.cifar import Subset, normalize
 from src.errors import CheckpointError, DataError
-from src.evaluation import read_predictions
+from src.training.evaluation import read_predictions
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
@@ -222,7 +222,7 @@ def gradcam(lab: Lab, img: torch.Tensor, cls: str) -> dict:
 
 def conv_sum(lab: Lab, img: torch.Tensor, channel: int, i: int, j: int) -> dict:
     """One output of the first conv layer written out: receptive field, terms, from-scratch sum, PyTorch."""
-    from src.probe import first_conv_sum
+    from src.teach.probe import first_conv_sum
 
     conv = next(m for m in lab.model.modules() if isinstance(m, nn.Conv2d))
     out = first_conv_sum(lab.model, lab.normalised(img), 0, 0, 0)["out_shape"]
@@ -252,7 +252,7 @@ def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
 
 def filters(lab: Lab, k: int = 6, channels: int = 6) -> list[dict]:
     """Per conv layer: the test patches (receptive fields) that excite its most responsive channels most."""
-    from src.probe import crop, top_patches
+    from src.teach.probe import crop, top_patches
 
     x = normalize(lab.test_x, lab.mean, lab.std)
     out = []

@@ -125,8 +125,8 @@ def crop(image_u8: torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray:
 def first_conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int) -> dict:
     """Output (channel, i, j) of the first conv layer for one normalised image x (3, H, W): the input
     window it reads (zeros where it hangs over the padding), the layer's own weights and bias, the
-    sum computed from scratch (src.theory.conv2d on that window) and PyTorch's value."""
-    from src import theory as T
+    sum computed from scratch (src.teach.ops.conv2d on that window) and PyTorch's value."""
+    from src.teach import ops
 
     name, conv = conv_layers(model)[0]
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
@@ -138,11 +138,11 @@ def first_conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: i
     finally:
         h.remove()
     torch_value = float(got["out"][0, channel, i, j])
-    padded = T.pad2d(x.double().numpy(), p)                              # (C, H+2p, W+2p)
+    padded = ops.pad2d(x.double().numpy(), p)                              # (C, H+2p, W+2p)
     window = padded[:, i * s:i * s + k, j * s:j * s + k]                 # (C, k, k)
     w = conv.weight[channel].detach().double().numpy()                   # (C, k, k)
     b = float(conv.bias[channel]) if conv.bias is not None else 0.0
-    ours = float(T.conv2d(window, w[None], b)[0, 0, 0])
+    ours = float(ops.conv2d(window, w[None], b)[0, 0, 0])
     return {"layer": name, "channel": channel, "i": i, "j": j, "kernel": k, "stride": s, "padding": p,
             "box": (i * s - p, j * s - p, i * s - p + k, j * s - p + k), "window": window, "weights": w, "bias": b,
             "sum": ours, "torch": torch_value, "out_shape": tuple(got["out"].shape[1:])}

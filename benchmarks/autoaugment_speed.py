@@ -1,8 +1,8 @@
-"""What AutoAugment costs: the batched version (src/autoaugment.py) against torchvision's per-image
+"""What AutoAugment costs: the batched version (src/data/autoaugment.py) against torchvision's per-image
 loop, and the notebook recipe's training step with and without it, side by side in one run.
 
-    python -m benchmarks.autoaugment                    # CPU, batches 128 and 512, 3 rounds
-    python -m benchmarks.autoaugment --device cuda      # on a GPU (CUDA-event timing)
+    python -m benchmarks.autoaugment_speed                    # CPU, batches 128 and 512, 3 rounds
+    python -m benchmarks.autoaugment_speed --device cuda      # on a GPU (CUDA-event timing)
 
 Prints a table (medians over rounds) and writes benchmarks/results/autoaugment_<device>.json.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from src.augment import augment_batch
-from src.autoaugment import AutoAugmentCIFAR10
-from src.data import normalize
+from src.data.augment import augment_batch, mixup
+from src.data.autoaugment import AutoAugmentCIFAR10
+from src.data.cifar import normalize
 from src.models import build_model
-from src.optim import make_optimizer
+from src.training.optim import make_optimizer
 from src.params import deep_merge, load_params, parse_params
-from src.runtime import resolve_device, setup_runtime
-from src.training import mixup_weight, train_step
+from src.training.runtime import resolve_device, setup_runtime
+from src.training.loop import Batch, mixup_weight, train_step
 
 NOTEBOOK = {  # the seed recipe's augmentation and optimisation (README: the notebook's recipe)
     "data": {"normalize": "cifar10"},
@@ -105,10 +105,11 @@ def step_rates(steps: int, rounds: int, device: torch.device, timer: Timer) -> d
             else:
                 xb = augment_batch(xb, p.augment if kind == "batched" else no_aa, gen, aa)
             xb = normalize(xb, mean, std)
+            lam = mixup_weight(0.4, s)
+            xb, yb, y_mix = mixup(xb, labels[i * bs:(i + 1) * bs], lam, gen)
             if rt.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            train_step(model, model, opt, None, xb, labels[i * bs:(i + 1) * bs], gen, p.train, p.augment, rt,
-                       mixup_weight(0.4, s))
+            train_step(model, model, opt, None, Batch(xb, yb, y_mix, lam), p.train, rt)
 
     kinds = ("none", "batched", "per-image")
     for k in kinds:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     timer = Timer(device)
-    result = {"command": " ".join(["python -m benchmarks.autoaugment", *(argv if argv is not None else sys.argv[1:])]),
+    result = {"command": " ".join(["python -m benchmarks.autoaugment_speed", *(argv if argv is not None else sys.argv[1:])]),
               "device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "augmentation": {}, "training": {}}
     print(f"AutoAugment (CIFAR10 policy) on {device}, {torch.get_num_threads()} threads; medians of {args.rounds}")

@@ -1,6 +1,6 @@
-"""Figures that teach the operations of src.theory, with the numbers printed in the cells.
+"""Figures that teach the operations of src.teach.ops, with the numbers printed in the cells.
 
-Every number drawn comes from the src.theory function named in the panel's title; the tests read
+Every number drawn comes from the src.teach.ops function named in the panel's title; the tests read
 the numbers back from the figures' text and compare them with those functions.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
-from src import theory as T
+from src.teach import ops
 from src.figures import text_colour_on
 
 CMAP = "RdBu_r"
@@ -71,7 +71,7 @@ def cell_values(ax) -> np.ndarray:
 
 def relu_figure(x: np.ndarray):
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
-    y = T.relu(x)
+    y = ops.relu(x)
     v = np.abs(x).max()
     draw_matrix(axes[0], x, "input x", vmax=v)
     draw_matrix(axes[1], y, "relu(x) = max(0, x)", vmax=v)
@@ -109,7 +109,7 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
     """Input with the receptive field of output `pos` outlined, the kernel, the feature map filled
     up to `pos` (the cells after it hatched: not computed yet), and the weighted sum of that
     position written out."""
-    y = T.relu(T.conv2d(x, w, b))
+    y = ops.relu(ops.conv2d(x, w, b))
     i, j = pos
     kh, kw = w.shape
     fig = plt.figure(figsize=(11, 4.9))
@@ -136,7 +136,7 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
 # ----------------------------------------------------------------------------- 3, 4. stride, padding
 
 def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int = 4):
-    y = T.conv2d(x, w, stride=stride)
+    y = ops.conv2d(x, w, stride=stride)
     n, f = x.shape[0], w.shape[0]
     fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), gridspec_kw={"width_ratios": [5, 3, 2.4]})
     draw_matrix(axes[0], x, f"input {n}×{n}, receptive fields of each output")
@@ -146,10 +146,10 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}")
     for k, (a, c) in enumerate(np.ndindex(*y.shape)):
         outline(axes[2], a, c, 1, 1, COLOURS[k % 4])
-    small = T.output_size(caption_n, f, 0, stride)
+    small = ops.output_size(caption_n, f, 0, stride)
     fig.text(0.02, -0.06,
              f"stride S = {stride}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + 0)/{stride} + 1 = "
-             f"{T.output_size(n, f, 0, stride)}.\n"
+             f"{ops.output_size(n, f, 0, stride)}.\n"
              f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
              f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2; "
              f"a 2×2 output needs a 5×5 input.", fontsize=9.5, va="top")
@@ -158,10 +158,10 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
 
 
 def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
-    xp = T.pad2d(x, padding)
-    y = T.conv2d(x, w, padding=padding)
+    xp = ops.pad2d(x, padding)
+    y = ops.conv2d(x, w, padding=padding)
     n, f = x.shape[0], w.shape[0]
-    uses = T.uses_per_pixel(n, f, padding, 1)
+    uses = ops.uses_per_pixel(n, f, padding, 1)
     fig, axes = plt.subplots(1, 4, figsize=(14, 4.5), gridspec_kw={"width_ratios": [5, 3, 3, 3]},
                              layout="constrained")
     mask = np.ones_like(xp, dtype=bool)
@@ -173,7 +173,7 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     outline(axes[2], 0, 0, 1, 1)
     draw_matrix(axes[3], uses, f"outputs each input pixel\nfeeds (of {y.size})", cmap="Greens", span=(0, y.size))
     fig.text(0.02, -0.04, f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
-             f"{T.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
+             f"{ops.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
              f"{int(mask[:f, :f].sum())} zeros: "
              f"a corner pixel feeds {uses[0, 0]:.0f} outputs, the centre {uses[n // 2, n // 2]:.0f}.",
              fontsize=9.5)
@@ -192,9 +192,9 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
     draw_matrix(ax[0], fmap, "feature map 4×4", cmap="viridis", span=span)
     for k, (a, c) in enumerate(np.ndindex(2, 2)):
         outline(ax[0], 2 * a, 2 * c, 2, 2, COLOURS[k])
-    draw_matrix(ax[1], T.max_pool2d(fmap, 2), "max_pool2d(k=2)\nthe largest of each window", cmap="viridis",
+    draw_matrix(ax[1], ops.max_pool2d(fmap, 2), "max_pool2d(k=2)\nthe largest of each window", cmap="viridis",
                 span=span)
-    draw_matrix(ax[2], T.avg_pool2d(fmap, 2), "avg_pool2d(k=2)\nthe mean of each window", cmap="viridis",
+    draw_matrix(ax[2], ops.avg_pool2d(fmap, 2), "avg_pool2d(k=2)\nthe mean of each window", cmap="viridis",
                 span=span)
     note = fig.add_subplot(gs[0, 3])
     note.axis("off")
@@ -209,7 +209,7 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
     for c in range(stack.shape[0]):
         a_ = fig.add_subplot(sub[0, c])
         draw_matrix(a_, stack[c], f"map {c}", cmap="viridis", fontsize=8, span=(stack.min(), stack.max()))
-    gap = T.global_avg_pool(stack)
+    gap = ops.global_avg_pool(stack)
     a_ = fig.add_subplot(sub[0, -1])
     draw_matrix(a_, gap[:, None], "global avg pool\n(one mean per map)", cmap="viridis", span=(stack.min(), stack.max()))
     sub2 = gs[1, 2:4].subgridspec(1, small_stack.shape[0] + 1, wspace=0.3,
@@ -219,7 +219,7 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
         draw_matrix(a_, small_stack[c], f"map {'ABCDEFGH'[c]}", cmap="viridis",
                     span=(small_stack.min(), small_stack.max()))
     a_ = fig.add_subplot(sub2[0, -1])
-    draw_matrix(a_, T.flatten(small_stack)[:, None], "flatten\n(A, then B)", cmap="viridis",
+    draw_matrix(a_, ops.flatten(small_stack)[:, None], "flatten\n(A, then B)", cmap="viridis",
                 span=(small_stack.min(), small_stack.max()))
     fig.suptitle("Pooling shrinks maps; global average pooling and flattening turn maps into a vector",
                  fontsize=11)
@@ -263,9 +263,9 @@ def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[s
     fig, axes = plt.subplots(len(kernels), 6, figsize=(14.5, 2.9 * len(kernels)),
                              gridspec_kw={"width_ratios": [0.7, 1, 1, 1, 1, 1]}, squeeze=False)
     for r, (name, k) in enumerate(kernels.items()):
-        conv = T.conv2d(gray, k)  # no padding: zero borders would look like edges
-        act = T.relu(conv)
-        pooled = T.max_pool2d(act, 2)
+        conv = ops.conv2d(gray, k)  # no padding: zero borders would look like edges
+        act = ops.relu(conv)
+        pooled = ops.max_pool2d(act, 2)
         axes[r, 0].imshow(image_hwc, interpolation="nearest")
         axes[r, 0].set_title("the colour\noriginal", fontsize=9)
         axes[r, 1].imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -12,7 +12,7 @@
 Every random draw of step `s` comes from generators seeded by (seed, s), and the data order of
 epoch `e` from (seed, e): a run resumed from any checkpoint continues exactly as an
 uninterrupted one would, on the CPU. What differs with several processes lives in `Dist`
-(src/distributed.py) and `RunFiles` (src/checkpoints.py); the loop reads the same for one.
+(src/training/distributed.py) and `RunFiles` (src/training/checkpoints.py); the loop reads the same for one.
 """
 from __future__ import annotations
 
@@ -30,15 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.augment import alternating_flips, augment_batch, mixup
-from src.autoaugment import AutoAugmentCIFAR10
-from src.checkpoints import RunFiles
-from src.data import normalize
-from src.distributed import Dist
+from src.data.augment import alternating_flips, augment_batch, mixup
+from src.data.autoaugment import AutoAugmentCIFAR10
+from src.training.checkpoints import RunFiles
+from src.data.cifar import normalize
+from src.training.distributed import Dist
 from src.errors import NonFiniteLoss, TrainingInterrupted
-from src.evaluation import evaluate
-from src.optim import Lookahead, make_optimizer, set_hparams
-from src.runtime import Runtime, autocast_for, setup_runtime
+from src.training.evaluation import evaluate
+from src.training.optim import Lookahead, make_optimizer, set_hparams
+from src.training.runtime import Runtime, autocast_for, setup_runtime
 
 if TYPE_CHECKING:
     from src.params import AugmentParams, TrainParams

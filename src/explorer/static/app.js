@@ -1,4 +1,4 @@
-// The explorer page: plain JavaScript over the JSON API of src/explore.py. Nothing is loaded
+// The explorer page: plain JavaScript over the JSON API of src/explorer/app.py. Nothing is loaded
 // from the network; every picture arrives as a PNG in the API's answers.
 "use strict";
 const $ = (id) => document.getElementById(id);

@@ -2,7 +2,7 @@
 
 Random numbers come from an explicit `torch.Generator`, so a run is reproducible step by step
 (and after a resume) without touching global RNG state, and nothing here waits for the device
-(no `.item()`): on a GPU the batch never leaves it. AutoAugment is src/autoaugment.py.
+(no `.item()`): on a GPU the batch never leaves it. AutoAugment is src/data/autoaugment.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from src.autoaugment import AutoAugmentCIFAR10
+from src.data.autoaugment import AutoAugmentCIFAR10
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, mode: str = "reflect") -> torch.Tensor:

@@ -1,10 +1,10 @@
 """The explorer: a page on 127.0.0.1 to click through the network you just trained.
 
-    python -m src.explore                 # http://127.0.0.1:8000 for models/best.pt
-    python -m src.explore --port 8123
+    python -m src.explorer                 # http://127.0.0.1:8000 for models/best.pt
+    python -m src.explorer --port 8123
 
-Flask serves the page (src/explorer_page/: plain HTML, CSS and JavaScript, nothing from the
-network) and a small JSON API over src/explorer.py. Bad input gets a message on the page, never a
+Flask serves the page (src/explorer/static/: plain HTML, CSS and JavaScript, nothing from the
+network) and a small JSON API over src/explorer/compute.py. Bad input gets a message on the page, never a
 crash: no model yet, a checkpoint of another class list, a non-image or oversized upload.
 """
 from __future__ import annotations
@@ -17,30 +17,30 @@ from typing import Callable, Optional
 import torch
 from flask import Blueprint, Flask, current_app, jsonify, request, send_from_directory
 
-from src import explorer as E
+from src.explorer import compute
 from src.errors import CheckpointError, DataError
 
-PAGE = Path(__file__).with_name("explorer_page")
+PAGE = Path(__file__).with_name("static")
 
 
 bp = Blueprint("explorer", __name__)
 
 
-def create_app(root: Path = Path("."), lab: Optional[E.Lab] = None) -> Flask:
+def create_app(root: Path = Path("."), lab: Optional[compute.Lab] = None) -> Flask:
     """The Flask app for the repository at `root` (the lab loads on the first request that needs it)."""
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = E.MAX_UPLOAD_BYTES + 64 * 1024  # the file plus the form around it
+    app.config["MAX_CONTENT_LENGTH"] = compute.MAX_UPLOAD_BYTES + 64 * 1024  # the file plus the form around it
     app.extensions["lab"] = {"root": Path(root), "lab": lab}
     app.register_blueprint(bp)
     app.register_error_handler(413, lambda _: (jsonify(error=f"the upload is too large: at most "
-                                                            f"{E.MAX_UPLOAD_BYTES // 2**20} MB"), 413))
+                                                            f"{compute.MAX_UPLOAD_BYTES // 2**20} MB"), 413))
     return app
 
 
-def get_lab() -> E.Lab:
+def get_lab() -> compute.Lab:
     state = current_app.extensions["lab"]
     if state["lab"] is None:
-        state["lab"] = E.Lab.load(state["root"])  # CheckpointError / DataError explain what is missing
+        state["lab"] = compute.Lab.load(state["root"])  # CheckpointError / DataError explain what is missing
     return state["lab"]
 
 
@@ -49,7 +49,7 @@ def api(fn: Callable) -> Callable:
     def wrapped(*a, **k):
         try:
             return jsonify(fn(*a, **k))
-        except E.InputError as exc:
+        except compute.InputError as exc:
             return jsonify(error=str(exc)), 400
         except (CheckpointError, DataError) as exc:
             return jsonify(error=str(exc)), 409
@@ -65,30 +65,30 @@ def json_body() -> dict:
 
 def image_from_request() -> tuple[torch.Tensor, Optional[int]]:
     """The image a call is about and its test index: an upload or a 32×32 PNG the page holds (no
-    index), or a test image. A bad index keeps its own message from E.test_index: catching
+    index), or a test image. A bad index keeps its own message from compute.test_index: catching
     ValueError here would swallow it, InputError being a ValueError."""
     lab = get_lab()
     if "file" in request.files:
-        return E.decode_upload(request.files["file"].read()), None
+        return compute.decode_upload(request.files["file"].read()), None
     body = json_body()
     if body.get("image"):
-        return E.decode_png32(body["image"]), None
+        return compute.decode_png32(body["image"]), None
     if "index" in body:
         raw = body["index"]
     elif "index" in request.args:
         raw = request.args["index"]
     else:
-        raise E.InputError(f"say which image: a test index (0–{len(lab.test_y) - 1}), or upload a PNG/JPEG")
-    index = E.test_index(lab, raw)
-    return E.test_image(lab, index), index
+        raise compute.InputError(f"say which image: a test index (0–{len(lab.test_y) - 1}), or upload a PNG/JPEG")
+    index = compute.test_index(lab, raw)
+    return compute.test_image(lab, index), index
 
 
 def int_arg(name: str, default: int) -> int:
     """A whole-number query argument; anything else is an InputError naming it."""
     raw = request.args.get(name)
-    value = default if raw is None else E.whole_number(raw)
+    value = default if raw is None else compute.whole_number(raw)
     if value is None:
-        raise E.InputError(f"{name} must be a whole number, not {raw[:40]!r}")
+        raise compute.InputError(f"{name} must be a whole number, not {raw[:40]!r}")
     return value
 
 
@@ -114,36 +114,36 @@ def info():
 @api
 def images():
     a = request.args
-    return E.list_images(get_lab(), a.get("cls") or None, a.get("which", "all"), a.get("order", "index"),
+    return compute.list_images(get_lab(), a.get("cls") or None, a.get("which", "all"), a.get("order", "index"),
                          int_arg("page", 0), max(1, int_arg("per", 48)))  # per ≥ 1: it divides
 
 
 @bp.post("/api/analyse")
 @api
 def analyse():
-    return E.analyse(get_lab(), *image_from_request())
+    return compute.analyse(get_lab(), *image_from_request())
 
 
 @bp.post("/api/gradcam")
 @api
 def gradcam():
-    return E.gradcam(get_lab(), image_from_request()[0], json_body().get("cls", ""))
+    return compute.gradcam(get_lab(), image_from_request()[0], json_body().get("cls", ""))
 
 
 @bp.post("/api/conv")
 @api
 def conv():
     body = json_body()
-    c, i, j = (E.whole_number(body.get(k)) for k in ("channel", "i", "j"))
+    c, i, j = (compute.whole_number(body.get(k)) for k in ("channel", "i", "j"))
     if c is None or i is None or j is None:
-        raise E.InputError("give channel, i and j of the first conv layer's output (whole numbers)")
-    return E.conv_sum(get_lab(), image_from_request()[0], c, i, j)
+        raise compute.InputError("give channel, i and j of the first conv layer's output (whole numbers)")
+    return compute.conv_sum(get_lab(), image_from_request()[0], c, i, j)
 
 
 @bp.get("/api/class/<name>")
 @api
 def class_view(name: str):
-    return E.class_view(get_lab(), name)
+    return compute.class_view(get_lab(), name)
 
 
 @bp.get("/api/filters")
@@ -151,12 +151,12 @@ def class_view(name: str):
 def filters():
     state = current_app.extensions["lab"]
     if "filters" not in state:
-        state["filters"] = E.filters(get_lab())
+        state["filters"] = compute.filters(get_lab())
     return state["filters"]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m src.explorer", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--root", type=Path, default=Path("."), help="the repository (models/, data/, plots/)")

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data import normalize
-from src.runtime import autocast_for
+from src.data.cifar import normalize
+from src.training.runtime import autocast_for
 
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
