@@ -37,7 +37,7 @@ NOTEBOOK = {  # the seed recipe's augmentation and optimisation (README: the not
 
 
 def per_image_torchvision(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """What the project did before: torchvision's AutoAugment image by image, on the CPU."""
+    """The reference: torchvision's AutoAugment image by image on the CPU, as the lab notebook runs it."""
     from torchvision.transforms import v2
 
     aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
