@@ -30,9 +30,10 @@ TRAIN_PER_CLASS_MAX = 5000
 TEST_PER_CLASS_MAX = 1000
 
 
-def did_you_mean(value: str, allowed) -> str:
+def did_you_mean(value: str, allowed, prefix: str = "") -> str:
+    """' (did you mean <prefix + the closest of allowed>?)', or '' when nothing is close."""
     hint = difflib.get_close_matches(str(value), list(allowed), n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f" (did you mean {prefix + hint[0]!r}?)" if hint else ""
 
 
 class DownloadParams(Section):
@@ -256,8 +257,8 @@ def _one_line(err: ValidationError, raw: dict, schema: Optional[type[BaseModel]]
     key = ".".join(str(p) for p in loc)
     if e["type"] == "extra_forbidden":
         holder = _section_at(schema or Params, inner)
-        hint = difflib.get_close_matches(str(loc[-1]), list(holder.model_fields) if holder else [], n=1)
-        more = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
+        parents = "".join(f"{p}." for p in loc[:-1])
+        more = did_you_mean(loc[-1], holder.model_fields if holder else [], prefix=parents)
         return f"params.yaml: unknown key {key!r}{more}"
     if e["type"] == "missing":
         return f"params.yaml: {key}: missing (every key must be set; the committed params.yaml has them all)"

@@ -29,7 +29,7 @@ def model_section(p: ModelParams, name: Optional[str] = None, at: str = "model")
                           f"allowed: {', '.join(REGISTRY)}")
     for key, raw in (p.model_extra or {}).items():
         if key not in REGISTRY:
-            hint = did_you_mean(key, REGISTRY).replace(" (did you mean '", f" (did you mean '{at}.")
+            hint = did_you_mean(key, REGISTRY, prefix=f"{at}.")
             raise ParamsError(f"params.yaml: unknown key '{at}.{key}'{hint}; model sections are named after "
                               f"the models: {', '.join(REGISTRY)}")
         parse_section(REGISTRY[key].params, raw or {}, f"{at}.{key}")

@@ -213,6 +213,12 @@ class TimeBudget:
         state.total_steps = max(state.step + 1, state.step + steps_left)
 
 
+def nonfinite_loss(what: str, last_good: Path) -> NonFiniteLoss:
+    """The one error for a loss that became NaN or infinite, `what` saying when."""
+    return NonFiniteLoss(f"the training loss became {what}; the last good checkpoint is {last_good}. "
+                         f"Lower train.lr or set train.grad_clip, then run again")
+
+
 class _EpochMeter:
     """Running training loss and accuracy of one epoch, kept on the device (no sync per step)."""
 
@@ -234,8 +240,7 @@ class _EpochMeter:
 
     def check_finite(self, epoch: int, last_good: Path) -> None:
         if not math.isfinite(self.loss_sum.item()):
-            raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch}; the last good "
-                                f"checkpoint is {last_good}. Lower train.lr or set train.grad_clip")
+            raise nonfinite_loss(f"non-finite in epoch {epoch}", last_good)
 
     def snapshot(self) -> tuple:
         return (self.loss_sum.item(), int(self.correct.item()), self.seen)
@@ -494,9 +499,8 @@ class Trainer:
         agreed = self.dist.agree(self.runtime.device, loss=loss, read_loss=self.host_checks, stop_flag=stop_flag,
                                  total_steps=state.total_steps)
         if agreed.nonfinite is not None:
-            raise NonFiniteLoss(f"the training loss became {agreed.nonfinite} at step {state.step} "
-                                f"(epoch {(state.step - 1) // self.steps_per_epoch + 1}); the last good checkpoint is "
-                                f"{self.files.resume}. Lower train.lr or set train.grad_clip, then run again")
+            raise nonfinite_loss(f"{agreed.nonfinite} at step {state.step} "
+                                 f"(epoch {(state.step - 1) // self.steps_per_epoch + 1})", self.files.resume)
         self.stop = self.stop or agreed.stop
         state.total_steps = agreed.total_steps
         self.progress.resize(state.total_steps or 0)  # a time budget re-sizes the schedule
