@@ -226,13 +226,13 @@ def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
     from src.io import save_figure, write_text
 
     header, cells = table(rows)
-    paths = [out / "compare.md", out / "compare.csv", out / "accuracy_vs_seconds.png", out / "per_class.png"]
-    write_text(paths[0], to_markdown(header, cells))
-    write_text(paths[1], to_csv(header, cells))
+    files = [out / "compare.md", out / "compare.csv", out / "accuracy_vs_seconds.png", out / "per_class.png"]
+    write_text(files[0], to_markdown(header, cells))
+    write_text(files[1], to_csv(header, cells))
     # each figure labels the runs it draws with what differs among those runs
-    save_figure(accuracy_vs_seconds(rows, describe), paths[2], dpi)
-    save_figure(per_class_heatmap(rows, classes(rows), describe), paths[3], dpi)
-    return paths
+    save_figure(accuracy_vs_seconds(rows, describe), files[2], dpi)
+    save_figure(per_class_heatmap(rows, classes(rows), describe), files[3], dpi)
+    return files
 
 
 def exp_show(all_commits: bool = False) -> list[dict]:
@@ -262,9 +262,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(terminal_view(rows, args.width), end="")
     if args.terminal:
         return 0
-    paths = write_report(rows, args.out)
+    files = write_report(rows, args.out)
     print(f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → {args.out}/ "
-          f"({', '.join(p.name for p in paths)})")
+          f"({', '.join(p.name for p in files)})")
     return 0
 
 

@@ -145,17 +145,10 @@ def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: O
 
 
 @torch.no_grad()
-def map_size(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """(H, W) of `layer`'s output for input x: the size of its Grad-CAM map before pytorch-grad-cam
-    upsamples it to the input's size."""
-    seen: list[tuple[int, int]] = []
-    h = layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
-    try:
-        model.eval()
-        model(x[:1])
-    finally:
-        h.remove()
-    return seen[0]
+def map_size(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of layer `layer`'s output for input x: the size of its Grad-CAM map before
+    pytorch-grad-cam upsamples it to the input's size."""
+    return tuple(activations(model, x[:1], [layer])[layer].shape[-2:])
 
 
 def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], pred: list[str],

@@ -77,8 +77,8 @@ def gradcam(a: Inputs) -> Drawn:
                             a.rng.choice(wrong, n_wrong, replace=False)]).astype(int)
     xn = normalize(x[picks], a.mean, a.std)
     cams = inside.gradcam_maps(a.model, xn, a.pred[picks].tolist())
-    layer, conv = inside.conv_layers(a.model)[-1]
-    size = inside.map_size(a.model, conv, xn)  # the map's own size, before the upsampling to the input's
+    layer = inside.conv_layers(a.model)[-1][0]
+    size = inside.map_size(a.model, layer, xn)  # the map's own size, before the upsampling to the input's
     yield "gradcam.png", inside.gradcam_figure(x[picks], cams, [a.classes[i] for i in yt[picks]],
                                                [a.classes[i] for i in a.pred[picks]], a.conf[picks].tolist(),
                                                layer, size)
