@@ -1,5 +1,5 @@
 """Matplotlib figures, one module per family. Functions take arrays and return a Figure; the
-stages save them (src.io.save_figure). A stage's steps (visualize_steps.py, theory_steps.py) draw
+stages save them (src.io.save_figure). A stage's steps (visualize_steps.py, lesson_steps.py) draw
 several figures each: they yield them one at a time and return their numbers (`Drawn`, consumed by
 `run_steps`). The Agg backend: no display needed."""
 from __future__ import annotations
