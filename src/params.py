@@ -191,6 +191,15 @@ class TheoryParams(Section):
     dpi: int = Field(ge=50, le=400)
 
 
+class ReportParams(Section):
+    pdf: bool                                   # also print the PDF (needs Chromium)
+    image_index: int = Field(ge=0)              # test image of the neuron written out in section IV
+    bn_images: int = Field(ge=1, le=2000)       # test images through the trained BatchNorm (section XI)
+    mixup_alpha: float = Field(gt=0)            # the MixUp example's Beta(α, α)
+    seed: int = Field(ge=0)
+    dpi: int = Field(ge=50, le=400)
+
+
 class GpuParams(Section):
     """The GPU recipe: values that replace augment/model/train ones when training runs on CUDA."""
     use: Literal["auto", "always", "never"]  # auto: on CUDA only; always: on any device (to try it on a CPU)
@@ -213,6 +222,7 @@ class Params(Section):
     evaluate: EvaluateParams
     visualize: VisualizeParams
     theory: TheoryParams
+    report: ReportParams
     gpu: GpuParams
 
     def recipe_for(self, device_type: str) -> tuple["Params", str]:

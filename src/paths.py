@@ -40,5 +40,12 @@ VISUALIZE_SUMMARY = Path("plots/visualize.json")
 # theory
 PLOTS_THEORY = Path("plots/theory")         # its PNGs
 THEORY_METRICS = Path("metrics/theory.json")
+# report
+REPORT = Path("report")                     # the lab report: one DVC out (the PDF is there only where Chromium is)
+REPORT_HTML = REPORT / "lab_report.html"    # self-contained: every figure embedded
+REPORT_PDF = REPORT / "lab_report.pdf"
+REPORT_FIGURES = REPORT / "figures"         # the figures the report adds to the theory sections
+REPORT_NUMBERS = REPORT / "numbers.json"    # the numbers it computes (dense vs conv, pixel, neuron, BN, MixUp)
+REPORT_TEMPLATE = Path("templates/lab_report.html.j2")  # the layout, Jinja2: edit it to change the page
 
-NOT_OUTS = (RUN_CACHE,)  # named here, but DVC neither tracks nor caches them
+NOT_OUTS = (RUN_CACHE, REPORT_TEMPLATE)  # named here, not outs: the resume point (untracked), the template (a dep)

@@ -47,9 +47,11 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 # an output path inside a string: a name under models/, metrics/ or plots/ (not as part of a longer
 # path, like DVCLive's dvclive/train/plots/metrics; a bare "models/" names the folder), or any out of
-# dvc.yaml by its full name
+# dvc.yaml by its full name (a one-word out such as `report` only as a folder, "report/…": the word
+# alone is prose, or a stage's name)
 PATTERN = re.compile(r"(?<![\w./-])(models|metrics|plots)/\w|"
-                     + "|".join(re.escape(o.as_posix()) for o in dvc_outs()))
+                     + "|".join(re.escape(o.as_posix()) if "/" in o.as_posix() else rf"(?<![\w./-]){re.escape(o.as_posix())}/"
+                                for o in dvc_outs()))
 
 
 def spelled_paths(path: Path) -> list[str]:

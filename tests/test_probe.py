@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.models import build_model, conv_layers
-from src.teach.probe import crop, first_conv_sum, receptive_fields, top_patches
+from src.teach.probe import crop, conv_sum, receptive_fields, top_patches
 from tests.conftest import params_with
 
 FIELDS = {"fast_cnn": [2, 4, 9, 13, 23, 31, 51], "seed_cnn": [5, 9, 14, 22, 32, 48]}
@@ -65,7 +65,7 @@ def test_one_first_layer_output_by_hand_equals_pytorch(name):
     m = model(name, 3)
     x = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(2))
     for c, i, j in [(0, 0, 0), (5, 7, 30), (11, 30, 2)]:
-        r = first_conv_sum(m, x, c, i, j)
+        r = conv_sum(m, x, c, i, j)
         assert abs(r["sum"] - r["torch"]) < 1e-5
         k = r["kernel"]
         assert r["window"].shape == (3, k, k) and r["box"][2] - r["box"][0] == k

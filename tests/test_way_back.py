@@ -8,6 +8,7 @@ dvc.lock), and then each way back of the README must end in a clean `dvc status`
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from tests.conftest import sh
 
 GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
 TIMING = "metrics/timing.json"  # seconds and images/s: the one output that differs run to run
+REPORT = "report"  # ... and the report, which shows them (and its PDF, which Chromium dates)
+TIMED = re.compile(r'<span class="num" data-src="metrics/timing.json"[^>]*>[^<]*</span>')
 
 
 def lock_outs(lock_text: str) -> dict[str, str]:
@@ -52,7 +55,11 @@ def test_two_runs_give_every_output_the_same_bytes(repo, clone, full_mirror):
     mine = lock_outs((clone / "dvc.lock").read_text())
     assert set(mine) == set(committed) and len(mine) >= 15
     differ = sorted(p for p in mine if mine[p] != committed[p])
-    assert differ == [TIMING], differ
+    assert differ == [TIMING, REPORT], differ
+    html = [TIMED.sub("", (r / "report/lab_report.html").read_text()) for r in (repo, clone)]
+    assert html[0] == html[1]   # the report differs only in the seconds it shows
+    for rel in ["report/numbers.json", *(str(p.relative_to(repo)) for p in (repo / "report/figures").glob("*.png"))]:
+        assert (repo / rel).read_bytes() == (clone / rel).read_bytes(), rel
     assert set(json.loads((clone / TIMING).read_text())) == {"seconds", "train_seconds", "images_per_s"}
     changed = sh(clone, "git", "status", "--porcelain").stdout.split()
     assert set(changed) - {"M"} == {"dvc.lock", TIMING}

@@ -222,13 +222,13 @@ def gradcam(lab: Lab, img: torch.Tensor, cls: str) -> dict:
 
 def conv_sum(lab: Lab, img: torch.Tensor, channel: int, i: int, j: int) -> dict:
     """One output of the first conv layer written out: receptive field, terms, from-scratch sum, PyTorch."""
-    from src.teach.probe import first_conv_sum
+    from src.teach import probe
 
     conv = next(m for m in lab.model.modules() if isinstance(m, nn.Conv2d))
-    out = first_conv_sum(lab.model, lab.normalised(img), 0, 0, 0)["out_shape"]
+    out = probe.conv_sum(lab.model, lab.normalised(img), 0, 0, 0)["out_shape"]
     if not (0 <= channel < conv.out_channels and 0 <= i < out[1] and 0 <= j < out[2]):
         raise InputError(f"position ({channel}, {i}, {j}) is outside the layer's output {tuple(out)}")
-    r = first_conv_sum(lab.model, lab.normalised(img), channel, i, j)
+    r = probe.conv_sum(lab.model, lab.normalised(img), channel, i, j)
     terms = [{"c": c, "u": u, "v": v, "w": round(float(r["weights"][c, u, v]), 4), "x": round(float(r["window"][c, u, v]), 4)}
              for c in range(r["window"].shape[0]) for u in range(r["kernel"]) for v in range(r["kernel"])]
     return {"layer": r["layer"], "channel": channel, "i": i, "j": j, "box": list(r["box"]), "kernel": r["kernel"],

@@ -9,6 +9,7 @@ element-wise layers do not), which holds for the chain-shaped CNNs of this lab.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -122,27 +123,33 @@ def crop(image_u8: torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def first_conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int) -> dict:
-    """Output (channel, i, j) of the first conv layer for one normalised image x (3, H, W): the input
-    window it reads (zeros where it hangs over the padding), the layer's own weights and bias, the
-    sum computed from scratch (src.teach.ops.conv2d on that window) and PyTorch's value."""
+def conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int, layer: Optional[str] = None) -> dict:
+    """Output (channel, i, j) of a conv layer (the first one, or the one named `layer`) for one
+    normalised image x (3, H, W): the window of the layer's own input it reads (zeros where it hangs
+    over the padding), the layer's weights and bias, the products term by term, the sum computed
+    from scratch (src.teach.ops.conv2d on that window) and PyTorch's value."""
     from src.teach import ops
 
-    name, conv = conv_layers(model)[0]
+    convs = dict(conv_layers(model))
+    name = layer or next(iter(convs))
+    if name not in convs:
+        raise KeyError(f"{name!r} is not a conv layer of this model; conv layers: {', '.join(convs)}")
+    conv = convs[name]
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     got: dict = {}
-    h = conv.register_forward_hook(lambda m, inp, o: got.__setitem__("out", o.detach().float()))
+    h = conv.register_forward_hook(lambda m, inp, o: got.update(inp=inp[0].detach(), out=o.detach().float()))
     try:
         model.eval()
         model(x[None].float())
     finally:
         h.remove()
     torch_value = float(got["out"][0, channel, i, j])
-    padded = ops.pad2d(x.double().numpy(), p)                              # (C, H+2p, W+2p)
+    padded = ops.pad2d(got["inp"][0].double().numpy(), p)               # (C, H+2p, W+2p)
     window = padded[:, i * s:i * s + k, j * s:j * s + k]                 # (C, k, k)
     w = conv.weight[channel].detach().double().numpy()                   # (C, k, k)
     b = float(conv.bias[channel]) if conv.bias is not None else 0.0
     ours = float(ops.conv2d(window, w[None], b)[0, 0, 0])
     return {"layer": name, "channel": channel, "i": i, "j": j, "kernel": k, "stride": s, "padding": p,
             "box": (i * s - p, j * s - p, i * s - p + k, j * s - p + k), "window": window, "weights": w, "bias": b,
-            "sum": ours, "torch": torch_value, "out_shape": tuple(got["out"].shape[1:])}
+            "products": window * w, "sum": ours, "torch": torch_value, "out_shape": tuple(got["out"].shape[1:]),
+            "has_bias": conv.bias is not None}

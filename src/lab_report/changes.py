@@ -1,0 +1,73 @@
+"""Section "What changed": under an experiment (`dvc exp run -S …`), the params that differ from
+the commit the run started from (git HEAD, the baseline `dvc exp show` and `dvc params diff` use)
+and the metrics of both. DVC only reruns the report when its own deps change, so the section
+describes the run as it was made: commit the run and the next report has no such section."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from src import paths
+from src.lab_report.gather import flatten, git_short, git_show, read_json_or_none
+
+# the metrics a reader compares, in the order the report lists them: (file, key, format)
+EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
+COMPARED = [(EVAL, "test_acc", "%"), (EVAL, "macro_f1", ".4f"), (EVAL, "test_loss", ".4f"),
+            (TRAIN, "best_val_acc", "%"), (TRAIN, "best_epoch", "int"), (TRAIN, "epochs", "int"),
+            (TRAIN, "params", "int"), (TIMING, "train_seconds", ".1f"), (TIMING, "images_per_s", ".0f")]
+
+
+def changed_params(before: dict, after: dict) -> list[dict]:
+    """Every params.yaml key whose value differs, was added or removed: [{key, before, after}]."""
+    a, b = flatten(before), flatten(after)
+    return [{"key": k, "before": a.get(k), "after": b.get(k)} for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def metric_rows(root: Path, base: str) -> list[dict]:
+    """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace."""
+    rows = []
+    cache: dict[str, tuple[Any, Any]] = {}
+    for rel in dict.fromkeys(f for f, _, _ in COMPARED):
+        old = git_show(root, base, rel)
+        cache[rel] = (_loads(old), read_json_or_none(root / rel))
+    keys = list(COMPARED)
+    classes = list(((cache[EVAL][1] or {}).get("per_class_acc") or {}))
+    keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%") for c in classes]
+    for rel, key, fmt in keys:
+        old, new = (_dig(d, key) for d in cache[rel])
+        if old is None and new is None:
+            continue
+        delta = new - old if isinstance(old, (int, float)) and isinstance(new, (int, float)) else None
+        rows.append({"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta})
+    return rows
+
+
+def _loads(text: Optional[str]) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _dig(d: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> Optional[dict]:
+    """None when the run has the committed params (or there is no commit to compare with);
+    otherwise the baseline's short hash, the changed params and the metric rows."""
+    text = git_show(root, base, "params.yaml")
+    if text is None:
+        return None
+    params = changed_params(yaml.safe_load(text) or {}, params_now)
+    if not params:
+        return None
+    return {"base": git_short(root, base) or base, "params": params, "metrics": metric_rows(root, base)}

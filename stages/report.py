@@ -1,0 +1,64 @@
+"""Stage `report`: the lab report in the manual's order from this run's files → report/lab_report.html
+(self-contained), report/lab_report.pdf (where Chromium is), report/figures/*.png and
+report/numbers.json (the theory additions of src/lab_report). Layout: templates/lab_report.html.j2."""
+import subprocess
+from pathlib import Path
+
+import torch
+import yaml
+
+from src import paths
+from src.data.cifar import Subset
+from src.errors import CheckpointError, DataError
+from src.figures import run_steps
+from src.io import atomic_path, read_json, save_figure, write_json, write_text
+from src.params import Params
+from src.lab_report import build, render
+from src.lab_report.gather import Source
+from src.training.checkpoints import load_trained
+from stages._common import run_stage
+from stages._parallel import cpu_threads
+
+
+def additions(p: Params) -> Source:
+    """The theory additions (needs the subset and the trained model; named on the page if absent)."""
+    for old in paths.REPORT_FIGURES.glob("*.png"):
+        old.unlink()
+    try:
+        sub = Subset.load(paths.SUBSET)
+        model, ck = load_trained(paths.BEST, sub.classes)
+    except (DataError, CheckpointError) as exc:
+        print(f"report: without the theory additions: {exc}")
+        return Source(str(paths.REPORT_NUMBERS), None, f"made by the report stage from {paths.SUBSET} and {paths.BEST}")
+    r = p.report
+    step = build.theory_additions(model.eval(), sub, ck["mean"], ck["std"], r.image_index, r.bn_images, r.mixup_alpha,
+                                  r.seed)
+    write_json(paths.REPORT_NUMBERS, run_steps([step], lambda fig, name: save_figure(fig, paths.REPORT_FIGURES / name,
+                                                                                      r.dpi)))
+    return Source(str(paths.REPORT_NUMBERS), read_json(paths.REPORT_NUMBERS))
+
+
+def main(p: Params) -> None:
+    torch.set_num_threads(cpu_threads(p)[0])
+    numbers = additions(p)
+    train = read_json(paths.TRAIN_METRICS) if paths.TRAIN_METRICS.exists() else {}
+    recipe = p.with_gpu_recipe() if train.get("recipe") == "gpu" else p
+    ctx = render.context(Path("."), numbers, str(paths.REPORT_FIGURES), yaml.safe_load(Path("params.yaml").read_text()))
+    ctx["recipe"] = recipe.model_dump()
+    write_text(paths.REPORT_HTML, render.render(paths.REPORT_TEMPLATE, ctx))
+    shown = len(ctx["fig"].shown)
+    chromium = render.find_chromium() if p.report.pdf else None
+    if chromium:
+        try:
+            with atomic_path(paths.REPORT_PDF) as tmp:
+                render.print_pdf(paths.REPORT_HTML, tmp, chromium)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise DataError(f"{exc}; the HTML is written ({paths.REPORT_HTML}); -S report.pdf=false skips the PDF") from None
+    elif p.report.pdf:
+        print(f"report: no Chromium here, so no PDF: open {paths.REPORT_HTML} in a browser and print it to PDF, "
+              "or install Chromium (Debian/Ubuntu: apt install chromium; or set CHROMIUM=/path/to/chrome)")
+    print(f"report: {paths.REPORT_HTML} ({shown} figures{', PDF ' + str(paths.REPORT_PDF) if chromium else ''})")
+
+
+if __name__ == "__main__":
+    run_stage("report", main)

@@ -1,0 +1,55 @@
+"""notebooks/lab.ipynb: committed without outputs, and it runs top to bottom (nbclient) in a repo of
+the tests' tiny data: the theory cells, `dvc repro`, an experiment, the report."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import REPO, sh
+
+NOTEBOOK = REPO / "notebooks" / "lab.ipynb"
+
+
+def test_the_notebook_is_committed_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+
+
+def test_the_pre_commit_hook_keeps_it_so():
+    import yaml
+
+    hooks = [h["id"] for r in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
+             for h in r["hooks"]]
+    assert "nbstripout" in hooks
+
+
+def test_the_notebook_runs_top_to_bottom(repo, full_mirror):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    (repo / "notebooks").mkdir(exist_ok=True)
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "CIFAR10_MIRROR": str(full_mirror),
+           "DVC_NO_ANALYTICS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)   # the kernel (and its `!dvc …`) inherits this process's environment
+    try:
+        NotebookClient(nb, timeout=900, kernel_name="python3",
+                       resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+        text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        assert "command not found" not in text and "ERROR" not in text
+        assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4   # the experiment ran
+        assert "train.epochs" in text                                                  # dvc exp show / metrics diff
+        assert "figures in the report" in text
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        shutil.rmtree(repo / "notebooks", ignore_errors=True)
+        sh(repo, "git", "checkout", "--", ".")
+        sh(repo, "dvc", "checkout", "-q", check=False)

@@ -1,0 +1,226 @@
+"""The report stage on a real (tiny) pipeline run: every number on the page equals the file it came
+from, every figure the stages drew is on it, the page needs nothing from the network, the PDF holds
+the result, an experiment lists exactly what changed, and a missing input is named, not a crash.
+
+    REPORT_ROOT=. SCREENSHOTS=docs python -m pytest tests/test_report.py -k browser   # the README's pictures
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.params import load_params
+from src.lab_report import render
+from src.lab_report.gather import Source
+from tests.conftest import REPO, sh
+
+CHROMIUM = render.find_chromium()
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` "
+                                                             "(.ci/run does)")
+
+
+class Page(HTMLParser):
+    """The tagged numbers (data-src, data-key, data-value, data-fmt, text), embedded figures and tables."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.nums: list[dict] = []
+        self.figures: dict[str, bytes] = {}
+        self.tables: dict[str, list[list[str]]] = {}
+        self._num: dict | None = None
+        self._fig: str | None = None
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "span" and a.get("class") == "num":
+            self._num = {**{k[5:]: v for k, v in a.items() if k.startswith("data-")}, "text": ""}
+        elif tag == "figure":
+            self._fig = a["data-file"]
+        elif tag == "img" and self._fig:
+            self.figures[self._fig] = base64.b64decode(a["src"].split(",", 1)[1])
+        elif tag == "table" and a.get("id"):
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._num is not None:
+            self.nums.append(self._num)
+            self._num = None
+        elif tag == "figure":
+            self._fig = None
+        elif tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._num is not None:
+            self._num["text"] += data
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def value_at(root: Path, rel: str, key: str):
+    text = (root / rel).read_text()
+    data = yaml.safe_load(text) if rel.endswith(".yaml") else json.loads(text)
+    for part in key.split("."):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def shown(v, fmt: str) -> str:
+    if fmt == "%":
+        return f"{100 * v:.2f} %"
+    if fmt == "int":
+        return f"{v:,}"
+    return str(v) if fmt == "str" else format(v, fmt)
+
+
+@pytest.fixture(scope="module")
+def page(repo) -> Page:
+    return Page((repo / "report/lab_report.html").read_text())
+
+
+def test_every_number_on_the_page_equals_its_file(repo, page):
+    assert len(page.nums) > 150
+    for n in page.nums:
+        v = value_at(repo, n["src"], n["key"])
+        assert json.loads(n["value"]) == v, n
+        assert n["text"] == shown(v, n["fmt"]), n
+
+
+def test_the_results_a_marker_looks_for_are_all_there(repo, page):
+    tagged = {(n["src"], n["key"]) for n in page.nums}
+    ev = json.loads((repo / "metrics/eval.json").read_text())
+    vz = json.loads((repo / "plots/visualize.json").read_text())
+    want = {("metrics/eval.json", "test_acc"), ("metrics/eval.json", "macro_f1"), ("metrics/train.json", "params"),
+            ("metrics/theory.json", "networks.fast_cnn.total_params")}
+    want |= {("metrics/eval.json", f"per_class_acc.{c}") for c in ev["per_class_acc"]}
+    want |= {("plots/visualize.json", f"confusion.matrix.{i}.{j}") for i, row in enumerate(vz["confusion"]["matrix"])
+             for j in range(len(row))}
+    want |= {("metrics/eval.json", f"most_confused.{k}.{key}") for k, m in enumerate(ev["most_confused"]) for key in m}
+    want |= {("metrics/stats.json", f"normalize_{s}.{c}") for s in ("mean", "std") for c in range(3)}
+    want |= {("report/numbers.json", k) for k in ("dense_vs_conv.conv_params", "dense_vs_conv.dense_same_outputs_params",
+                                                   "neuron.sum", "neuron.torch", "batchnorm.before_mean",
+                                                   "batchnorm.after_std", "mixup.lam")}
+    assert want <= tagged, sorted(want - tagged)
+    counts = page.tables["confusion-counts"]
+    assert [int(c.replace(",", "")) for c in counts[1][1:]] == vz["confusion"]["matrix"][0]
+
+
+def test_every_figure_the_stages_drew_is_embedded_as_it_is(repo, page):
+    drawn = sorted(str(p.relative_to(repo)) for folder in ("plots", "report/figures") for p in (repo / folder).rglob("*.png"))
+    assert len(drawn) >= 30
+    assert sorted(page.figures) == drawn
+    for rel, data in page.figures.items():
+        assert data == (repo / rel).read_bytes(), rel
+    html = (repo / "report/lab_report.html").read_text()
+    assert "More figures of this run" not in html   # every figure has its section
+    assert "Not in this report yet" not in html
+    for name in re.findall(r"Not drawn: <code>([^<]+)</code> — not drawn by the (\w+) stage in this run", html):
+        assert not (repo / name[0]).exists()   # a figure a stage chose not to draw (no mistakes to show) is named
+
+
+def test_the_lab_order_and_the_students_own_space(repo):
+    html = (repo / "report/lab_report.html").read_text()
+    order = ["1. Aim", "I. Why not a fully connected", "II. Images as inputs", "III. Normalisation", "IV. A neuron",
+             "V. Activation", "VI. Convolution", "VII. Feature maps", "VIII. Stride and padding", "IX. Pooling",
+             "X. Flattening", "XI. Batch Normalization", "XII. The architecture", "3. Code and Result",
+             "The network", "Training", "Test results", "Confusion matrix", "Predictions and mistakes",
+             "Inside the network", "Summary"]
+    body = html[html.index("</nav>"):]
+    at = [body.index(f">{h}") for h in order]
+    assert at == sorted(at)
+    assert html.count('class="yours"') == html.count("<h3") + 1   # every section, plus the aim
+    assert html.count('<div class="yours-space" contenteditable="true"></div>') == html.count('class="yours"')
+    assert "What changed" not in html   # the committed run is no experiment
+    assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html
+
+
+@needs_chromium
+def test_the_pdf_has_pages_and_the_result(repo):
+    from pypdf import PdfReader
+
+    pdf = PdfReader(repo / "report/lab_report.pdf")
+    text = "".join(p.extract_text() for p in pdf.pages)
+    acc = json.loads((repo / "metrics/eval.json").read_text())["test_acc"]
+    assert len(pdf.pages) >= 10
+    assert f"Test accuracy : {100 * acc:.2f} %" in " ".join(text.split())
+    assert "Your observations" in text
+
+
+@needs_chromium
+def test_browser_renders_it_offline_with_every_figure(repo):
+    from playwright.sync_api import sync_playwright
+
+    root = Path(os.environ.get("REPORT_ROOT", repo)).resolve()
+    url = (root / "report/lab_report.html").as_uri()
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        ctx = browser.new_context(viewport={"width": 1100, "height": 1300})
+
+        def only_local(route):
+            if route.request.url == url or route.request.url.startswith("data:"):
+                return route.continue_()
+            outside.append(route.request.url)
+            return route.abort()
+        ctx.route("**/*", only_local)
+        pg = ctx.new_page()
+        pg.goto(url)
+        broken = pg.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")
+        wide = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        shots = os.environ.get("SCREENSHOTS")
+        if shots:
+            for name, sel in (("report_top", "h1"), ("report_theory", "#t4"), ("report_results", "#results")):
+                pg.evaluate(f"document.querySelector('{sel}').scrollIntoView()")
+                pg.screenshot(path=str(Path(shots) / f"{name}.png"))
+        browser.close()
+    assert outside == []
+    assert broken == 0 and wide <= 0
+
+
+def test_an_experiment_lists_exactly_what_changed(repo):
+    before = json.loads((repo / "metrics/train.json").read_text())
+    try:
+        sh(repo, "dvc", "exp", "run", "-S", "train.epochs=3", "-S", "evaluate.top_confused=2", "-n", "report-exp")
+        p = Page((repo / "report/lab_report.html").read_text())
+        assert [row[0] for row in p.tables["changed-params"][1:]] == ["evaluate.top_confused", "train.epochs"]
+        assert p.tables["changed-params"][1:] == [["evaluate.top_confused", "5", "2"], ["train.epochs", "2", "3"]]
+        rows = {r[0]: r[1:] for r in p.tables["changed-metrics"][1:]}
+        assert rows["metrics/train.json epochs"] == [str(before["epochs"]), "3", "+1"]
+        assert "metrics/eval.json test_acc" in rows and "What changed" in (repo / "report/lab_report.html").read_text()
+    finally:
+        sh(repo, "git", "checkout", "--", ".")
+        sh(repo, "dvc", "checkout", "-q", check=False)
+
+
+def test_a_missing_input_is_named_on_the_page_not_a_crash(tmp_path):
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/stats.json").write_text(json.dumps({"classes": ["cat", "dog"], "normalize": "computed"}))
+    ctx = render.context(tmp_path, Source("report/numbers.json", None, "made by the report stage"), "report/figures",
+                         yaml.safe_load((REPO / "params.yaml").read_text()))
+    ctx["recipe"] = load_params(REPO / "params.yaml").model_dump()
+    html = render.render(REPO / "templates/lab_report.html.j2", ctx)
+    assert "Not in this report yet" in html
+    assert "<code>metrics/eval.json</code> — made by the evaluate stage: run `dvc repro evaluate`" in html
+    assert "Not drawn: <code>plots/visualize/gradcam.png</code> — made by the visualize stage" in html
+    assert "Not drawn: <code>plots/visualize/feature_maps_*.png</code>" in html
