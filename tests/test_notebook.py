@@ -24,12 +24,21 @@ def test_the_notebook_is_committed_without_outputs():
     assert set(nb.metadata) <= {"kernelspec", "language_info"}
 
 
-def test_the_pre_commit_hook_keeps_it_so():
+def test_the_pre_commit_hook_keeps_it_so(tmp_path):
+    import subprocess
+
     import yaml
 
     hooks = [h["id"] for r in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
              for h in r["hooks"]]
     assert "nbstripout" in hooks
+    verify = [sys.executable, "-m", "nbstripout", "--verify"]
+    assert subprocess.run([*verify, str(NOTEBOOK)], capture_output=True).returncode == 0
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="left behind")]
+    nb.cells[1].execution_count = 1
+    nbformat.write(nb, tmp_path / "with_outputs.ipynb")
+    assert subprocess.run([*verify, str(tmp_path / "with_outputs.ipynb")], capture_output=True).returncode != 0
 
 
 def test_the_notebook_runs_top_to_bottom(repo, full_mirror):

@@ -16,7 +16,7 @@ def dense_vs_conv_figure(d: dict):
     rows = [(f"dense, {d['conv_outputs']:,} outputs\n(as many as the conv layer)", d["dense_same_outputs_params"]),
             (f"dense, {d['hidden']} outputs", d["dense_hidden_params"]),
             (f"conv '{d['conv_layer']}', {d['conv_kernel'][0]} filters\n"
-             f"{d['conv_kernel'][1]}×{d['conv_kernel'][2]}×{d['conv_kernel'][3]}", d["conv_params"])]
+             f"{d['conv_kernel'][2]}×{d['conv_kernel'][3]}×{d['conv_kernel'][1]}", d["conv_params"])]
     fig, ax = plt.subplots(figsize=(7.2, 2.8), layout="constrained")
     pos = np.arange(len(rows))[::-1]
     bars = ax.barh(pos, [v for _, v in rows], color=[ORANGE, ORANGE, BLUE], height=0.6)
