@@ -28,7 +28,7 @@ DVCLIVE_TRAIN = Path("dvclive/train")       # DVCLive's folder for the training 
 DVCLIVE_METRICS = DVCLIVE_TRAIN / "plots" / "metrics"  # DVCLive's layout: <split>/<metric>.tsv
 LR = Path("plots/train/lr.csv")
 TRAIN_METRICS = Path("metrics/train.json")
-TIMING = Path("metrics/timing.json")        # seconds and images/s: the one output that differs run to run
+TIMING = Path("metrics/timing.json")        # seconds and images/s: differs run to run (and so the report)
 RUN_CACHE = Path(".cache/train")            # the resume point between an interruption and the next run; not a DVC out
 # evaluate
 PREDICTIONS = Path("plots/eval/predictions.csv")  # one row per test image, in test order

@@ -39,8 +39,8 @@ def lr_csv(lrs: list[float], steps_per_epoch: int, max_rows: int = 2000) -> str:
 
 def timing(res: FitResult) -> dict:
     """metrics/timing.json: how long this machine took. The one output that differs run to run, so
-    it is a file of its own that no stage reads: everything else is the same bytes for the same
-    inputs, and a rerun invalidates nothing downstream."""
+    it is a file of its own that only the report reads: everything else is the same bytes for the
+    same inputs, and a rerun invalidates nothing downstream but the report."""
     return {"seconds": round(res.seconds, 2), "train_seconds": round(res.train_seconds, 2),
             "images_per_s": round(res.images_per_s, 1)}
 

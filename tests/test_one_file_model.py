@@ -53,3 +53,6 @@ def test_a_model_in_one_file_runs_through_every_stage(tmp_path, full_mirror, sec
     assert vis["feature_maps"]["cat_1"]["conv2"]["shape"] == [w, 16, 16]
     assert th["networks"]["tiny_cnn"]["num_classes"] == 3 and th["networks"]["tiny_cnn"]["shapes_agree"]
     assert (repo / "plots/visualize/gradcam.png").is_file()
+    report = (repo / "report/lab_report.html").read_text()   # the report too, and it says what the model lacks
+    assert "has no BatchNorm layer" in report and "features.group1.conv1" not in report
+    assert "<code>conv1</code> (the first layer whose" in report   # its neuron, term by term

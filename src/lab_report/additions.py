@@ -79,11 +79,15 @@ def strongest_neuron(model: nn.Module, x: torch.Tensor, layer: Optional[str] = N
 
 
 @torch.no_grad()
-def batchnorm_before_after(model: nn.Module, x: torch.Tensor) -> dict:
+def batchnorm_before_after(model: nn.Module, x: torch.Tensor) -> Optional[dict]:
     """Section XI: the first BatchNorm2d of the trained model in eval mode, its input and output
     captured by a forward hook on a batch `x` (normalised); the channel shown is the one whose
-    input lies furthest from mean 0/std 1, where BN's work is easiest to see."""
-    name, bn = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d))
+    input lies furthest from mean 0/std 1, where BN's work is easiest to see. None for a network
+    without BatchNorm."""
+    found = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)), None)
+    if found is None:
+        return None
+    name, bn = found
     got: dict = {}
     h = bn.register_forward_hook(lambda m, i, o: got.update(inp=i[0].detach().float(), out=o.detach().float()))
     try:

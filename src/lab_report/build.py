@@ -30,7 +30,8 @@ def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list
     index = min(image_index, len(sub.test_x) - 1)
     neuron = additions.strongest_neuron(model, normalize(sub.test_x[index:index + 1], m, s)[0])
     bn = additions.batchnorm_before_after(model, normalize(sub.test_x[:bn_images], m, s))
-    yield "11_batchnorm.png", aids.batchnorm_figure(bn)
+    if bn is not None:
+        yield "11_batchnorm.png", aids.batchnorm_figure(bn)
     mix = additions.mixup_example(sub.train_x, sub.train_y, sub.classes, mixup_alpha, seed)
     yield "11_mixup.png", aids.mixup_figure(mix, sub.classes)
     neuron_out = {k: v for k, v in neuron.items() if k not in ("window", "weights", "products")}
@@ -38,5 +39,5 @@ def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list
                       window=_rounded(neuron["window"]), weights=_rounded(neuron["weights"]),
                       products=_rounded(neuron["products"]))
     return {"dense_vs_conv": dense, "pixel": pixel, "neuron": neuron_out,
-            "batchnorm": {k: v for k, v in bn.items() if k not in ("before", "after")},
+            "batchnorm": bn and {k: v for k, v in bn.items() if k not in ("before", "after")},
             "mixup": {k: v for k, v in mix.items() if k not in ("images", "mixed")}}
