@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -55,7 +56,9 @@ def test_the_notebook_runs_top_to_bottom(repo, full_mirror):
         assert "command not found" not in text and "ERROR" not in text
         assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4   # the experiment ran
         assert "train.epochs" in text                                                  # dvc exp show / metrics diff
-        assert "figures in the report" in text
+        shown = re.search(r"(\d+) figures in the report", text)
+        assert shown and int(shown.group(1)) >= 30
+        assert "What changed" in (repo / "report/lab_report.html").read_text()   # the report of the experiment
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -99,6 +99,8 @@ def page(repo) -> Page:
 
 def test_every_number_on_the_page_equals_its_file(repo, page):
     assert len(page.nums) > 150
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert value_at(repo, "report/numbers.json", "network.total_params") == train["params"]   # the trained net
     for n in page.nums:
         v = value_at(repo, n["src"], n["key"])
         assert json.loads(n["value"]) == v, n
@@ -110,7 +112,7 @@ def test_the_results_a_marker_looks_for_are_all_there(repo, page):
     ev = json.loads((repo / "metrics/eval.json").read_text())
     vz = json.loads((repo / "plots/visualize.json").read_text())
     want = {("metrics/eval.json", "test_acc"), ("metrics/eval.json", "macro_f1"), ("metrics/train.json", "params"),
-            ("metrics/theory.json", "networks.fast_cnn.total_params")}
+            ("report/numbers.json", "network.total_params")}
     want |= {("metrics/eval.json", f"per_class_acc.{c}") for c in ev["per_class_acc"]}
     want |= {("plots/visualize.json", f"confusion.matrix.{i}.{j}") for i, row in enumerate(vz["confusion"]["matrix"])
              for j in range(len(row))}
@@ -205,22 +207,40 @@ def test_an_experiment_lists_exactly_what_changed(repo):
         assert p.tables["changed-params"][1:] == [["evaluate.top_confused", "5", "2"], ["train.epochs", "2", "3"]]
         rows = {r[0]: r[1:] for r in p.tables["changed-metrics"][1:]}
         assert rows["metrics/train.json epochs"] == [str(before["epochs"]), "3", "+1"]
-        assert "metrics/eval.json test_acc" in rows and "What changed" in (repo / "report/lab_report.html").read_text()
+        head = json.loads(sh(repo, "git", "show", "HEAD:metrics/eval.json").stdout)
+        now = json.loads((repo / "metrics/eval.json").read_text())
+        assert rows["metrics/eval.json test_acc"][:2] == [shown(head["test_acc"], "%"), shown(now["test_acc"], "%")]
+        assert rows["metrics/eval.json test_acc"][2] == f"{100 * (now['test_acc'] - head['test_acc']):+.2f} points"
     finally:
         sh(repo, "git", "checkout", "--", ".")
         sh(repo, "dvc", "checkout", "-q", check=False)
 
 
-def test_a_missing_input_is_named_on_the_page_not_a_crash(tmp_path):
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics/stats.json").write_text(json.dumps({"classes": ["cat", "dog"], "normalize": "computed"}))
-    ctx = render.context(tmp_path, Source("report/numbers.json", None, "made by the report stage"), "report/figures",
+def page_from(root: Path) -> str:
+    ctx = render.context(root, Source("report/numbers.json", None, "made by the report stage"), "report/figures",
                          yaml.safe_load((REPO / "params.yaml").read_text()))
     ctx["recipe"] = load_params(REPO / "params.yaml").model_dump()
-    html = render.render(REPO / "templates/lab_report.html.j2", ctx)
+    return render.render(REPO / "templates/lab_report.html.j2", ctx)
+
+
+def test_a_missing_input_is_named_on_the_page_not_a_crash(tmp_path):
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    html = page_from(tmp_path)   # nothing run at all
     assert "Not in this report yet" in html
     assert "<code>metrics/eval.json</code> — made by the evaluate stage: run `dvc repro evaluate`" in html
+    assert "<code>metrics/theory.json</code> — made by the theory stage" in html
     assert "Not drawn: <code>plots/visualize/gradcam.png</code> — made by the visualize stage" in html
     assert "Not drawn: <code>plots/visualize/feature_maps_*.png</code>" in html
+    assert "None" not in html.replace("none", "") and "null" not in html
+
+
+def test_a_broken_input_is_named_and_the_classes_come_from_another_file(tmp_path, repo):
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "metrics/eval.json").write_text('{"test_acc": 0.9')          # cut off mid-write
+    shutil.copy(repo / "plots/visualize.json", tmp_path / "plots/visualize.json")
+    html = page_from(tmp_path)
+    assert "<code>metrics/eval.json</code> — unreadable (JSONDecodeError" in html
+    classes = json.loads((repo / "plots/visualize.json").read_text())["classes"]
+    assert all(f"<th>{c}</th>" in html for c in classes)    # the confusion table still has its rows

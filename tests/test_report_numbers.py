@@ -68,6 +68,36 @@ def test_batchnorm_before_and_after_come_from_the_models_forward():
     assert bn["values"] == before.numel()
 
 
+def test_batchnorm_after_is_bns_own_output_even_when_an_in_place_relu_follows():
+    m = trained_like("seed_cnn")   # conv → BN → ReLU(inplace=True): the BN's output is overwritten in place
+    bn = additions.batchnorm_before_after(m, torch.randn(8, 3, 32, 32))
+    layer = dict(m.named_modules())[bn["layer"]]
+    c = bn["channel"]
+    want = (bn["before"] - float(layer.running_mean[c])) / np.sqrt(float(layer.running_var[c]) + layer.eps) \
+        * float(layer.weight[c].detach()) + float(layer.bias[c].detach())
+    np.testing.assert_allclose(bn["after"], want, rtol=1e-4, atol=1e-4)
+    assert (bn["after"] < 0).any()   # not the ReLU's output
+
+
+def test_a_network_without_batchnorm_has_none_to_show():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    assert additions.batchnorm_before_after(m, torch.randn(2, 3, 32, 32)) is None
+    assert additions.network_table(m)["has_batchnorm"] is False
+
+
+@pytest.mark.parametrize("name", ["fast_cnn", "seed_cnn"])
+def test_the_network_table_is_the_models_own(name):
+    m = trained_like(name)
+    t = additions.network_table(m)
+    assert t["total_params"] == sum(p.numel() for p in m.parameters())
+    assert all(r["formula_shape"] == r["torch_shape"] for r in t["layers"])
+    assert t["activations"] == (["GELU"] if name == "fast_cnn" else ["ReLU"])
+    first = additions.first_learned_conv(m)
+    # what a first learned conv's sum passes through before its activation: the model's own order
+    assert additions.until_activation(t["layers"], first) == (["MaxPool2d", "BatchNorm2d"] if name == "fast_cnn"
+                                                              else ["BatchNorm2d"])
+
+
 @pytest.mark.parametrize("trainable", [False, True])
 def test_the_neuron_is_the_first_learned_layers_and_sums_to_pytorchs_value(trainable):
     torch.manual_seed(0)
@@ -111,7 +141,7 @@ def test_the_report_figures_read_well():
         seen.append(name)
     out = run_steps([theory_additions(m, sub, [0.5] * 3, [0.25] * 3, 0, 16, 0.4, 0)], check)
     assert seen == ["1_dense_vs_conv.png", "3_normalisation.png", "11_batchnorm.png", "11_mixup.png"]
-    assert set(out) == {"dense_vs_conv", "pixel", "neuron", "batchnorm", "mixup"}
+    assert set(out) == {"network", "dense_vs_conv", "pixel", "neuron", "batchnorm", "mixup"}
 
 
 def test_changed_params_are_exactly_the_differing_keys():

@@ -61,7 +61,7 @@ def normalisation_figure(image_u8, pixel: dict, sample_u8):
 def batchnorm_figure(bn: dict):
     """Histograms of one channel's activations before and after the trained BatchNorm layer."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.0), layout="constrained")
-    for ax, key, colour, what in ((axes[0], "before", ORANGE, "input (after conv and pooling)"),
+    for ax, key, colour, what in ((axes[0], "before", ORANGE, "input of BatchNorm"),
                                   (axes[1], "after", BLUE, "output of BatchNorm")):
         v = bn[key]
         ax.hist(v, bins=50, color=colour, alpha=0.85)
@@ -93,6 +93,7 @@ def mixup_figure(m: dict, classes: list[str]):
     ax.set_xticks([0, 0.5, 1])
     ax.set_title("the blended label", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"MixUp: λ = {lam:.2f} drawn from Beta({m['alpha']:g}, {m['alpha']:g}) "
-                 f"(draw {m['draws']}, the first between 0.25 and 0.75)", fontsize=11)
+    which = "the first between 0.25 and 0.75" if 0.25 <= lam <= 0.75 else "none fell between 0.25 and 0.75"
+    fig.suptitle(f"MixUp: λ = {lam:.2f} drawn from Beta({m['alpha']:g}, {m['alpha']:g}) (draw {m['draws']}, {which})",
+                 fontsize=11)
     return fig

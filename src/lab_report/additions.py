@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from src.models import conv_layers
+from src.teach import ops
 from src.teach.probe import conv_sum
+
+ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
 
 
 def _conv_output_shape(model: nn.Module, conv: nn.Conv2d, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
@@ -39,6 +42,28 @@ def dense_vs_conv(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 
             "weights_per_conv_output": int(np.prod(conv.weight.shape[1:]))}
 
 
+def network_table(model: nn.Module) -> dict:
+    """Sections XII and "The network": the trained model's layers in forward order, the output size
+    from the formula and from PyTorch, each layer's parameters (src.teach.ops.layer_table), and the
+    activations it uses."""
+    layers = ops.layer_table(model)
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, ACTIVATIONS)}
+    return {"layers": layers, "total_params": sum(r["params"] for r in layers),
+            "activations": sorted(kinds), "has_batchnorm": any(isinstance(m, nn.BatchNorm2d) for m in model.modules())}
+
+
+def until_activation(layers: list[dict], name: str) -> list[str]:
+    """The types of the layers between `name` and the next activation (what a conv's sum passes
+    through before f is applied); empty when the activation follows at once."""
+    names = [r["layer"] for r in layers]
+    between = []
+    for r in layers[names.index(name) + 1:] if name in names else []:
+        if r["type"] in {a.__name__ for a in ACTIVATIONS}:
+            return between
+        between.append(r["type"])
+    return between
+
+
 def normalised_pixel(image_u8: torch.Tensor, mean: list[float], std: list[float], i: int = 0, j: int = 0) -> dict:
     """Section III: one pixel (i, j) of a uint8 image (3, H, W) before and after normalisation
     ((v/255 − mean)/std per channel), and where 0 and 255 land."""
@@ -62,7 +87,7 @@ def strongest_neuron(model: nn.Module, x: torch.Tensor, layer: Optional[str] = N
     layer = layer or first_learned_conv(model)
     conv = dict(conv_layers(model))[layer]
     got: dict = {}
-    h = conv.register_forward_hook(lambda m, i, o: got.__setitem__("out", o.detach().float()))
+    h = conv.register_forward_hook(lambda m, i, o: got.__setitem__("out", o.detach().clone().float()))
     try:
         model.eval()(x[None].float())
     finally:
@@ -89,7 +114,9 @@ def batchnorm_before_after(model: nn.Module, x: torch.Tensor) -> Optional[dict]:
         return None
     name, bn = found
     got: dict = {}
-    h = bn.register_forward_hook(lambda m, i, o: got.update(inp=i[0].detach().float(), out=o.detach().float()))
+    # clones: the ReLU(inplace=True) after a BatchNorm (seed_cnn) overwrites its output in place
+    h = bn.register_forward_hook(lambda m, i, o: got.update(inp=i[0].detach().clone().float(),
+                                                            out=o.detach().clone().float()))
     try:
         model.eval()(x.float())
     finally:

@@ -18,8 +18,9 @@ def _rounded(a: np.ndarray, digits: int = 6) -> list:
 
 def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list[float], image_index: int,
                      bn_images: int, mixup_alpha: float, seed: int) -> Drawn:
-    """Sections I, III, IV and XI: dense vs conv parameters, a pixel normalised, one neuron of the
-    first learned conv layer term by term, BatchNorm before/after, a MixUp pair."""
+    """Sections I, III, IV, XI and XII: dense vs conv parameters, a pixel normalised, one neuron of
+    the first learned conv layer term by term, BatchNorm before/after, a MixUp pair, the trained
+    network's layer table."""
     dense = additions.dense_vs_conv(model)
     yield "1_dense_vs_conv.png", aids.dense_vs_conv_figure(dense)
     image = sub.train_x[0]
@@ -34,10 +35,12 @@ def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list
         yield "11_batchnorm.png", aids.batchnorm_figure(bn)
     mix = additions.mixup_example(sub.train_x, sub.train_y, sub.classes, mixup_alpha, seed)
     yield "11_mixup.png", aids.mixup_figure(mix, sub.classes)
+    network = additions.network_table(model)
     neuron_out = {k: v for k, v in neuron.items() if k not in ("window", "weights", "products")}
     neuron_out.update(test_index=index, test_class=sub.classes[int(sub.test_y[index])],
+                      then=additions.until_activation(network["layers"], neuron["layer"]),
                       window=_rounded(neuron["window"]), weights=_rounded(neuron["weights"]),
                       products=_rounded(neuron["products"]))
-    return {"dense_vs_conv": dense, "pixel": pixel, "neuron": neuron_out,
+    return {"network": network, "dense_vs_conv": dense, "pixel": pixel, "neuron": neuron_out,
             "batchnorm": bn and {k: v for k, v in bn.items() if k not in ("before", "after")},
             "mixup": {k: v for k, v in mix.items() if k not in ("images", "mixed")}}

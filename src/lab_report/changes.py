@@ -13,11 +13,12 @@ import yaml
 from src import paths
 from src.lab_report.gather import flatten, git_short, git_show, read_json_or_none
 
-# the metrics a reader compares, in the order the report lists them: (file, key, format)
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
-COMPARED = [(EVAL, "test_acc", "%"), (EVAL, "macro_f1", ".4f"), (EVAL, "test_loss", ".4f"),
-            (TRAIN, "best_val_acc", "%"), (TRAIN, "best_epoch", "int"), (TRAIN, "epochs", "int"),
-            (TRAIN, "params", "int"), (TIMING, "train_seconds", ".1f"), (TIMING, "images_per_s", ".0f")]
+# the metrics a reader compares, in the order the report lists them: (file, key, format, which way
+# is better: +1 higher, -1 lower, 0 neither)
+COMPARED = [(EVAL, "test_acc", "%", 1), (EVAL, "macro_f1", ".4f", 1), (EVAL, "test_loss", ".4f", -1),
+            (TRAIN, "best_val_acc", "%", 1), (TRAIN, "best_epoch", "int", 0), (TRAIN, "epochs", "int", 0),
+            (TRAIN, "params", "int", 0), (TIMING, "train_seconds", ".1f", -1), (TIMING, "images_per_s", ".0f", 1)]
 
 
 def changed_params(before: dict, after: dict) -> list[dict]:
@@ -31,18 +32,19 @@ def metric_rows(root: Path, base: str) -> list[dict]:
     """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace."""
     rows = []
     cache: dict[str, tuple[Any, Any]] = {}
-    for rel in dict.fromkeys(f for f, _, _ in COMPARED):
+    for rel in dict.fromkeys(f for f, *_ in COMPARED):
         old = git_show(root, base, rel)
         cache[rel] = (_loads(old), read_json_or_none(root / rel))
     keys = list(COMPARED)
     classes = list(((cache[EVAL][1] or {}).get("per_class_acc") or {}))
-    keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%") for c in classes]
-    for rel, key, fmt in keys:
+    keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%", 1) for c in classes]
+    for rel, key, fmt, better in keys:
         old, new = (_dig(d, key) for d in cache[rel])
         if old is None and new is None:
             continue
         delta = new - old if isinstance(old, (int, float)) and isinstance(new, (int, float)) else None
-        rows.append({"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta})
+        good = None if not delta or not better else (delta * better > 0)
+        rows.append({"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta, "good": good})
     return rows
 
 

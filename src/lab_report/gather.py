@@ -138,12 +138,17 @@ def stage_of(dvc_yaml: Path) -> Callable[[str], str]:
 
 
 def read_source(root: Path, rel: str, made_by: Callable[[str], str]) -> Source:
+    """The file as a Source; a missing or unreadable one has no data and says why."""
     path = root / rel
     try:
         text = path.read_text()
     except OSError:
         return Source(rel, None, made_by(rel))
-    return Source(rel, yaml.safe_load(text) if rel.endswith((".yaml", ".yml")) else json.loads(text), made_by(rel))
+    try:
+        data = yaml.safe_load(text) if rel.endswith((".yaml", ".yml")) else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        return Source(rel, None, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]}); {made_by(rel)}")
+    return Source(rel, data if isinstance(data, (dict, list)) else None, made_by(rel))
 
 
 def git_show(root: Path, rev: str, rel: str) -> Optional[str]:

@@ -45,9 +45,10 @@ def context(root: Path, numbers: Source, figure_folder: str, now_params: dict) -
     missing = [{"path": s.path, "why": s.made_by} for s in src.values() if s.data is None]
     train = src["train"].data or {}
     model_name = train.get("model") or (now_params.get("model") or {}).get("name")
-    network = src["theory"].get(f"networks.{model_name}") or {}
+    classes = (src["stats"].get("classes") or src["visualize"].get("classes")
+               or list(src["eval"].get("per_class_acc") or {}))
     return {"src": src, "fig": figures, "missing": missing, "changed": what_changed(root, now_params),
-            "model_name": model_name, "network": network, "classes": src["stats"].get("classes") or [],
+            "model_name": model_name, "network": numbers.get("network") or {}, "classes": classes,
             "fmt": fmt_value, "best_pt_mb": _size_mb(root / paths.BEST)}
 
 

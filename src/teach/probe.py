@@ -137,7 +137,8 @@ def conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int, la
     conv = convs[name]
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     got: dict = {}
-    h = conv.register_forward_hook(lambda m, inp, o: got.update(inp=inp[0].detach(), out=o.detach().float()))
+    # clones: a later in-place layer (ReLU(inplace=True)) may overwrite the tensors the hook saw
+    h = conv.register_forward_hook(lambda m, inp, o: got.update(inp=inp[0].detach().clone(), out=o.detach().clone().float()))
     try:
         model.eval()
         model(x[None].float())
