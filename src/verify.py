@@ -1,0 +1,185 @@
+"""`python -m src.verify [REV]`: are these results the code's? For an instructor who receives a
+repo or a pushed experiment.
+
+Three checks, one line for each failure (naming the file), exit 1 when any fails:
+1. every output and dependency equals what `dvc.lock` records (`dvc status`: an edited metric,
+   a swapped model, code changed since the run);
+2. the params `dvc.lock` records equal `params.yaml` (a value changed without a rerun);
+3. the test accuracy recomputed from `models/best.pt` on the test split, with the evaluate
+   stage's own function and params, equals `metrics/eval.json` — to the last digit on the CPU
+   kernel level the run recorded (`metrics/train.json` cpu_capability: evaluation is fp32 and
+   deterministic there), within TOLERANCE on another (AVX2 against AVX-512 sums in another order).
+
+REV (a commit, branch, tag or `dvc exp` name, e.g. after `dvc exp pull origin <name>`) is checked
+out into a temporary git worktree that shares this repo's DVC cache; without REV the workspace is
+checked as it is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from src import paths
+
+TOLERANCE = 0.005  # across CPU kernel levels: half a point (15 of 3,000 test images)
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _changed_keys(root: Path, stage: str, section: str) -> list[str]:
+    """The params.yaml keys under `section` whose value differs from what dvc.lock recorded for `stage`."""
+    import yaml
+
+    try:
+        old = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]["params"]["params.yaml"]
+        new = yaml.safe_load((root / "params.yaml").read_text())
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return [section]
+    was, now = _flat(old.get(section), f"{section}."), _flat(new.get(section), f"{section}.")
+    return sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k)) or [section]
+
+
+def lock_problems(root: Path) -> list[str]:
+    """`dvc status --json` as one line per changed output, dependency or param (a param by its key)."""
+    r = _run([sys.executable, "-m", "dvc", "status", "--json"], root)
+    if r.returncode != 0:
+        return [f"dvc.lock: `dvc status` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"]
+    files, params = [], []
+    for stage, changes in sorted((json.loads(r.stdout or "{}")).items()):
+        for change in changes:
+            if not isinstance(change, dict):
+                files.append(f"{stage}: {change} (run `dvc repro`)")
+                continue
+            for kind, entries in change.items():
+                for path, state in entries.items():
+                    if isinstance(state, dict):   # params.yaml: {section: "modified"}
+                        params += [f"{path}: {key} {how} since the run dvc.lock records (stage {stage}): the "
+                                   "results are not of these params"
+                                   for section, how in state.items() for key in _changed_keys(root, stage, section)]
+                    elif not (params and path == "params.yaml"):
+                        what = "output" if "out" in kind else "input"
+                        files.append(f"{path}: {state} since the run dvc.lock records ({what} of stage {stage})")
+    if params:   # the keys say more than "params.yaml: modified" (a file dep of check and report)
+        files = [f for f in files if not f.startswith("params.yaml: ")]
+    out = files + params
+    return sorted(set(out), key=out.index)
+
+
+def rescore(root: Path) -> tuple[Optional[str], str]:
+    """(a problem or None, what was compared): test accuracy from models/best.pt against eval.json."""
+    import torch
+
+    from src.data.cifar import Subset
+    from src.errors import CheckpointError, DataError
+    from src.params import load_params
+    from src.training.checkpoints import load_trained
+    from src.training.evaluation import evaluate, summarize
+
+    try:
+        recorded = json.loads((root / paths.EVAL_METRICS).read_text())["test_acc"]
+        kernels = json.loads((root / paths.TRAIN_METRICS).read_text()).get("cpu_capability")
+        p = load_params(root / "params.yaml")
+        sub = Subset.load(root / paths.SUBSET)
+        model, ck = load_trained(root / paths.BEST, sub.classes)
+    except (OSError, KeyError, ValueError, DataError, CheckpointError) as exc:
+        return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {exc}", ""
+    e = p.evaluate
+    x, y = sub.split("test")
+    res = evaluate(model, x, y, torch.tensor(ck["mean"]), torch.tensor(ck["std"]), batch_size=e.batch_size,
+                   tta_flip=e.tta_flip, tta_shift=e.tta_shift)
+    acc = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])["test_acc"]  # as the stage did
+    here = torch.backends.cpu.get_cpu_capability()
+    same = kernels is None or here == kernels
+    tol = 0.0 if same else TOLERANCE
+    what = (f"test accuracy {acc:.4f} recomputed from {paths.BEST} on {len(y)} test images "
+            f"({'the same CPU kernels, ' + here if same else f'{here} kernels here, {kernels} in the run'})")
+    if abs(acc - recorded) > tol:
+        return (f"{paths.EVAL_METRICS}: test_acc {recorded} but {paths.BEST} scores {acc} "
+                f"({'must be equal on the same CPU kernels' if same else f'allowed ±{TOLERANCE} across kernels'})"), what
+    return None, what
+
+
+def resolve(root: Path, rev: str) -> Optional[str]:
+    """The commit of a git revision or of a `dvc exp` name (refs/exps/…/<name>)."""
+    r = _run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], root)
+    if r.returncode == 0:
+        return r.stdout.strip()
+    refs = _run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], root).stdout.split("\n")
+    hits = [line.split()[1] for line in refs if line and line.split()[0].rsplit("/", 1)[-1] == rev]
+    return hits[0] if len(hits) == 1 else None
+
+
+@contextmanager
+def checked_out(root: Path, commit: str) -> Iterator[Path]:
+    """`commit` in a temporary git worktree, its DVC outputs checked out from this repo's cache."""
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        tree = Path(tmp) / "tree"
+        made = _run(["git", "worktree", "add", "--detach", "--quiet", str(tree), commit], root)
+        if made.returncode != 0:
+            raise RuntimeError(f"git worktree add {commit[:12]} failed: {made.stderr.strip()}")
+        try:
+            cache = (root / ".dvc" / "cache").resolve()
+            _run([sys.executable, "-m", "dvc", "config", "--local", "cache.dir", str(cache)], tree)
+            _run([sys.executable, "-m", "dvc", "checkout", "--quiet"], tree)
+            yield tree
+        finally:
+            _run(["git", "worktree", "remove", "--force", str(tree)], root)
+
+
+def verify(root: Path) -> tuple[list[str], str]:
+    """Every problem found in the repo at `root`, and what the re-score compared."""
+    problems = lock_problems(root)
+    bad, what = rescore(root)
+    return problems + ([bad] if bad else []), what
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m src.verify", description=__doc__.split("\n\n")[0])
+    ap.add_argument("rev", nargs="?", help="a commit, branch, tag or dvc exp name (default: the workspace)")
+    args = ap.parse_args(argv)
+    root = Path.cwd()
+    if args.rev:
+        commit = resolve(root, args.rev)
+        if commit is None:
+            print(f"verify: error: {args.rev!r} is neither a git revision nor one `dvc exp` name here "
+                  "(`dvc exp pull <remote> <name>` fetches an experiment)", file=sys.stderr)
+            return 2
+        try:
+            with checked_out(root, commit) as tree:
+                problems, what = verify(tree)
+        except RuntimeError as exc:
+            print(f"verify: error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        problems, what = verify(root)
+    where = args.rev or "the workspace"
+    for line in problems:
+        print(f"verify: {line}")
+    if problems:
+        print(f"verify: {where}: {len(problems)} check(s) failed", file=sys.stderr)
+        return 1
+    print(f"verify: ok — {where}: every output and param equals dvc.lock; {what} equals {paths.EVAL_METRICS}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    sys.exit(main())

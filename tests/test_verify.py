@@ -1,0 +1,82 @@
+"""`python -m src.verify`: passes on a clean run (the workspace, a commit, an experiment) and fails,
+naming the file, when a metric is edited by hand, the model is swapped, or params changed without
+a rerun (the session's tiny `dvc repro` repo; each test puts it back)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+from tests.conftest import sh
+
+
+def verify(repo, *args: str):
+    return sh(repo, sys.executable, "-m", "src.verify", *args, check=False)
+
+
+def restore(repo) -> None:
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout", "-f", "-q", check=False)
+
+
+def test_a_clean_run_verifies(repo):
+    r = verify(repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    acc = json.loads((repo / "metrics/eval.json").read_text())["test_acc"]
+    assert f"test accuracy {acc:.4f} recomputed from models/best.pt" in r.stdout
+
+
+def test_a_metric_edited_by_hand_is_named(repo):
+    path = repo / "metrics/eval.json"
+    try:
+        m = json.loads(path.read_text())
+        m["test_acc"] = round(m["test_acc"] - 0.05, 4)
+        path.write_text(json.dumps(m, indent=2) + "\n")
+        r = verify(repo)
+        assert r.returncode == 1
+        lines = r.stdout.splitlines()
+        assert "verify: metrics/eval.json: modified since the run dvc.lock records (output of stage evaluate)" in lines
+        assert any(line.startswith(f"verify: metrics/eval.json: test_acc {m['test_acc']} but models/best.pt scores")
+                   for line in lines)
+    finally:
+        restore(repo)
+
+
+def test_a_swapped_model_is_named(repo):
+    best = repo / "models/best.pt"
+    try:
+        os.remove(best)   # never write through a link into DVC's cache
+        shutil.copyfile(repo / "models/last.pt", best)
+        r = verify(repo)
+        assert r.returncode == 1
+        assert "verify: models/best.pt: modified since the run dvc.lock records (output of stage train)" in r.stdout
+    finally:
+        restore(repo)
+    assert verify(repo).returncode == 0
+
+
+def test_params_changed_without_a_rerun_are_named(repo):
+    path = repo / "params.yaml"
+    try:
+        path.write_text(path.read_text().replace("epochs: 2", "epochs: 5", 1))
+        r = verify(repo)
+        assert r.returncode == 1
+        assert "verify: params.yaml: train.epochs modified since the run dvc.lock records (stage train): " \
+               "the results are not of these params" in r.stdout
+    finally:
+        restore(repo)
+
+
+def test_a_commit_and_an_experiment_verify_by_name(repo):
+    try:
+        sh(repo, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "verify-exp")
+        restore(repo)          # back to the committed run: the experiment lives in refs/exps and the cache
+        r = verify(repo, "verify-exp")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "verify: ok — verify-exp:" in r.stdout
+        assert verify(repo, "HEAD").returncode == 0
+        bad = verify(repo, "no-such-exp")
+        assert bad.returncode == 2 and "neither a git revision nor one `dvc exp` name" in bad.stderr
+    finally:
+        restore(repo)
