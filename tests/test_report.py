@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -127,7 +128,10 @@ def test_the_results_a_marker_looks_for_are_all_there(repo, page):
 
 
 def test_every_figure_the_stages_drew_is_embedded_as_it_is(repo, page):
-    drawn = sorted(str(p.relative_to(repo)) for folder in ("plots", "report/figures") for p in (repo / folder).rglob("*.png"))
+    # the committed run's figures (an experiment that ran since may have left other classes' PNGs)
+    committed = sh(repo, "git", "ls-files", "plots").stdout.split()
+    drawn = sorted([p for p in committed if p.endswith(".png")]
+                   + [str(p.relative_to(repo)) for p in (repo / "report/figures").glob("*.png")])
     assert len(drawn) >= 30
     assert sorted(page.figures) == drawn
     for rel, data in page.figures.items():
@@ -165,6 +169,20 @@ def test_the_pdf_has_pages_and_the_result(repo):
     assert len(pdf.pages) >= 10
     assert f"Test accuracy : {100 * acc:.2f} %" in " ".join(text.split())
     assert "Your observations" in text
+
+
+@needs_chromium
+def test_the_same_page_prints_to_the_same_pdf(tmp_path):
+    from pypdf import PdfReader
+
+    page = tmp_path / "page.html"
+    page.write_text("<!DOCTYPE html><html><head><title>t</title></head><body><h1>Same bytes</h1></body></html>")
+    render.print_pdf(page, tmp_path / "a.pdf", CHROMIUM)
+    time.sleep(1.1)   # Chromium dates a PDF to the second
+    render.print_pdf(page, tmp_path / "b.pdf", CHROMIUM)
+    assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+    assert PdfReader(tmp_path / "a.pdf").metadata.creation_date.year == 1980
+    assert "Same bytes" in PdfReader(tmp_path / "a.pdf").pages[0].extract_text()
 
 
 @needs_chromium

@@ -5,9 +5,11 @@ one the page is tested in, and Debian ships it (no Python PDF engine lays out HT
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,3 +88,21 @@ def print_pdf(html_path: Path, pdf_path: Path, chromium: str, timeout: float = 1
     if r.returncode != 0 or not pdf_path.exists() or pdf_path.stat().st_size == 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"{chromium} could not print the PDF: {tail[0]}")
+    pdf_path.write_bytes(fixed_dates(pdf_path.read_bytes()))
+
+
+PDF_DATE = re.compile(rb"/(CreationDate|ModDate) \(D:(\d{14})([^)]*)\)")
+
+
+def fixed_dates(pdf: bytes) -> bytes:
+    """The PDF with its creation and modification dates set to SOURCE_DATE_EPOCH (the
+    reproducible-builds convention), or 1980-01-01: the same page prints to the same bytes, so
+    the report is remade byte for byte from the same inputs. Each date keeps its length, so the
+    file's byte offsets stay valid."""
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "315532800"))
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)).encode()
+
+    def fixed(m: re.Match) -> bytes:
+        zone = {0: b"", 1: b"Z", 7: b"+00'00'"}.get(len(m.group(3)), b"Z" + b" " * (len(m.group(3)) - 1))
+        return b"/%s (D:%s%s)" % (m.group(1), stamp, zone)
+    return PDF_DATE.sub(fixed, pdf)
