@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from src import paths
+from src.params import flatten
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
@@ -40,20 +41,10 @@ KEY_METRICS = (("best_val_acc", "val_acc", "{:.4f}"), ("seconds", "seconds", "{:
 SEP = "  "  # between the terminal view's columns
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = f"[{', '.join(map(str, v))}]" if isinstance(v, list) else v
-    return out
-
-
 def _row(name: str, rev: str, data: Optional[dict], failed: bool) -> dict:
     data = data or {}
-    params = _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+    params = {k: f"[{', '.join(map(str, v))}]" if isinstance(v, list) else v   # a list as one cell
+              for k, v in flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).items()}
     metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
     ev, tr, tm = ({} if failed else metrics.get(path, {}) for path in (EVAL, TRAIN, TIMING))
     tr = {**tr, **tm}  # seconds and images/s moved to timing.json; older commits have them in train.json
@@ -108,7 +99,7 @@ def show_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     s = str(v)
-    if s.startswith("[") and s.endswith("]") and "[" not in s[1:-1]:  # a flat list (_flatten wrote it)
+    if s.startswith("[") and s.endswith("]") and "[" not in s[1:-1]:  # a flat list (_row wrote it)
         return ",".join(item.strip() for item in s[1:-1].split(","))
     return s
 

@@ -280,6 +280,23 @@ def _one_line(err: ValidationError, raw: dict, schema: Optional[type[BaseModel]]
     return f"params.yaml: {key}={value!r}: {msg}"
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as {"a.b.c": value}; lists are values (as `dvc params diff` shows them)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def changed_params(before: dict, after: dict) -> list[dict]:
+    """Every dotted key whose value differs, was added or removed: [{key, before, after}], sorted."""
+    a, b = flatten(before), flatten(after)
+    return [{"key": k, "before": a.get(k), "after": b.get(k)} for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """`base` with the keys of `over` replaced, recursing into nested mappings (like `-S` overrides)."""
     out = dict(base)

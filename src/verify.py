@@ -35,26 +35,20 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def _flat(d, prefix: str = "") -> dict:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
-
-
 def _changed_keys(root: Path, stage: str, section: str) -> list[str]:
     """The params.yaml keys under `section` whose value differs from what dvc.lock recorded for `stage`."""
     import yaml
+
+    from src.params import changed_params
 
     try:
         old = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]["params"]["params.yaml"]
         new = yaml.safe_load((root / "params.yaml").read_text())
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return [section]
-    was, now = _flat(old.get(section), f"{section}."), _flat(new.get(section), f"{section}.")
-    return sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k)) or [section]
+    # the lock holds only the stage's own sections (or dotted keys such as evaluate.batch_size)
+    keys = [c["key"] for c in changed_params(old, new) if c["key"] == section or c["key"].startswith(section + ".")]
+    return keys or [section]
 
 
 def lock_problems(root: Path) -> list[str]:

@@ -41,10 +41,8 @@ def additions(p: Params) -> Source:
 def main(p: Params) -> None:
     torch.set_num_threads(cpu_threads(p)[0])
     numbers = additions(p)
-    train = read_json(paths.TRAIN_METRICS) if paths.TRAIN_METRICS.exists() else {}
-    recipe = p.with_gpu_recipe() if train.get("recipe") == "gpu" else p
     ctx = render.context(Path("."), numbers, str(paths.REPORT_FIGURES), yaml.safe_load(Path("params.yaml").read_text()))
-    ctx["recipe"] = recipe.model_dump()
+    ctx["recipe"] = (p.with_gpu_recipe() if ctx["src"]["train"].get("recipe") == "gpu" else p).model_dump()
     write_text(paths.REPORT_HTML, render.render(paths.REPORT_TEMPLATE, ctx))
     shown = len(ctx["fig"].shown)
     chromium = render.find_chromium() if p.report.pdf else None

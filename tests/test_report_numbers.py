@@ -14,7 +14,7 @@ from src.figures.readability import problems
 from src.models import build_model, conv_layers
 from src.lab_report import additions
 from src.lab_report.build import theory_additions
-from src.lab_report.changes import changed_params
+from src.params import changed_params
 from tests.conftest import params_with
 
 

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import yaml
 
 from src import paths
-from src.lab_report.gather import flatten, git_short, git_show, read_json_or_none
+from src.lab_report.gather import git_short, git_show, lookup, read_json_or_none
+from src.params import changed_params
 
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
 # the metrics a reader compares, in the order the report lists them: (file, key, format, which way
@@ -19,13 +20,6 @@ EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_ME
 COMPARED = [(EVAL, "test_acc", "%", 1), (EVAL, "macro_f1", ".4f", 1), (EVAL, "test_loss", ".4f", -1),
             (TRAIN, "best_val_acc", "%", 1), (TRAIN, "best_epoch", "int", 0), (TRAIN, "epochs", "int", 0),
             (TRAIN, "params", "int", 0), (TIMING, "train_seconds", ".1f", -1), (TIMING, "images_per_s", ".0f", 1)]
-
-
-def changed_params(before: dict, after: dict) -> list[dict]:
-    """Every params.yaml key whose value differs, was added or removed: [{key, before, after}]."""
-    a, b = flatten(before), flatten(after)
-    return [{"key": k, "before": a.get(k), "after": b.get(k)} for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
 
 
 def metric_rows(root: Path, base: str) -> list[dict]:
@@ -39,7 +33,7 @@ def metric_rows(root: Path, base: str) -> list[dict]:
     classes = list(((cache[EVAL][1] or {}).get("per_class_acc") or {}))
     keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%", 1) for c in classes]
     for rel, key, fmt, better in keys:
-        old, new = (_dig(d, key) for d in cache[rel])
+        old, new = (lookup(d, key) for d in cache[rel])
         if old is None and new is None:
             continue
         delta = new - old if isinstance(old, (int, float)) and isinstance(new, (int, float)) else None
@@ -53,14 +47,6 @@ def _loads(text: Optional[str]) -> Any:
         return json.loads(text) if text else None
     except ValueError:
         return None
-
-
-def _dig(d: Any, key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
 
 
 def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> Optional[dict]:

@@ -18,9 +18,13 @@ from markupsafe import Markup
 from src.io import read_json
 
 
-def _get(data: Any, key: str) -> Any:
-    for part in key.split("."):
-        data = data[int(part)] if isinstance(data, list) else data[part]
+def lookup(data: Any, key: str, default: Any = None) -> Any:
+    """The value at dotted `key` ("a.b.0.c": list items by index), or `default` where there is none."""
+    try:
+        for part in key.split("."):
+            data = data[int(part)] if isinstance(data, list) else data[part]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return default
     return data
 
 
@@ -68,10 +72,7 @@ class Source:
     made_by: str = ""
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return _get(self.data, key)
-        except (KeyError, IndexError, TypeError, ValueError):
-            return default
+        return lookup(self.data, key, default)
 
     def num(self, key: str, fmt: str = ".4f") -> Any:
         """`key`'s value as a tagged span: data-src/data-key name where it came from, data-value
@@ -93,7 +94,6 @@ class Figures:
     available: list[str]
     made_by: Callable[[str], str]
     shown: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
 
     def _embed(self, rel: str, caption: str) -> Markup:
         self.shown.append(rel)
@@ -102,7 +102,6 @@ class Figures:
                       '<code>{}</code></figcaption></figure>').format(rel, Markup(data), caption or rel, caption, rel)
 
     def _not_drawn(self, rel: str) -> Markup:
-        self.missing.append(rel)
         why = self.made_by(rel)
         if (self.root / rel).parent.is_dir():  # the stage ran: it had nothing to draw, or params turned it off
             why = why.split(":")[0].replace("made by", "not drawn by") + " in this run (nothing to show, or off in params.yaml)"
@@ -167,16 +166,6 @@ def git_short(root: Path, rev: str) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() or None
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as {"a.b.c": value}; lists are values (as `dvc params diff` shows them)."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def read_json_or_none(path: Path) -> Any:
