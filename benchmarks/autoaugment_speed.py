@@ -6,6 +6,7 @@ loop, and the notebook recipe's training step with and without it, side by side 
 
 Prints a table (medians over rounds) and writes benchmarks/results/autoaugment_<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,18 +22,30 @@ from src.data.augment import augment_batch, mixup
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
 from src.models import build_model
-from src.training.optim import make_optimizer
 from src.params import deep_merge, load_params, parse_params
-from src.training.runtime import resolve_device, setup_runtime
 from src.training.loop import Batch, mixup_weight, train_step
+from src.training.optim import make_optimizer
+from src.training.runtime import resolve_device, setup_runtime
 
 NOTEBOOK = {  # the seed recipe's augmentation and optimisation (README: the notebook's recipe)
     "data": {"normalize": "cifar10"},
-    "augment": {"hflip": True, "crop_padding": 4, "crop_pad_mode": "zeros", "autoaugment": True, "mixup_alpha": 0.4,
-                "cutout": 0},
+    "augment": {
+        "hflip": True,
+        "crop_padding": 4,
+        "crop_pad_mode": "zeros",
+        "autoaugment": True,
+        "mixup_alpha": 0.4,
+        "cutout": 0,
+    },
     "model": {"name": "seed_cnn"},
-    "train": {"optimizer": "adamw", "lr": 0.00182, "weight_decay": 3.5e-5, "label_smoothing": 0.04, "grad_clip": 1.0,
-              "batch_size": 128},
+    "train": {
+        "optimizer": "adamw",
+        "lr": 0.00182,
+        "weight_decay": 3.5e-5,
+        "label_smoothing": 0.04,
+        "grad_clip": 1.0,
+        "batch_size": 128,
+    },
 }
 
 
@@ -91,7 +104,10 @@ def step_rates(steps: int, rounds: int, device: torch.device, timer: Timer) -> d
     bs = p.train.batch_size
     data = torch.randint(0, 256, (bs * steps, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (bs * steps,), device=device)
-    mean, std = torch.tensor([0.4914, 0.4822, 0.4465], device=device), torch.tensor([0.2023, 0.1994, 0.2010], device=device)
+    mean, std = (
+        torch.tensor([0.4914, 0.4822, 0.4465], device=device),
+        torch.tensor([0.2023, 0.1994, 0.2010], device=device),
+    )
     aa = AutoAugmentCIFAR10()
     no_aa = p.augment.model_copy(update={"autoaugment": False})
 
@@ -99,14 +115,14 @@ def step_rates(steps: int, rounds: int, device: torch.device, timer: Timer) -> d
         for s in range(n):
             gen = torch.Generator(device=device).manual_seed(s)
             i = s % steps
-            xb = data[i * bs:(i + 1) * bs]
+            xb = data[i * bs : (i + 1) * bs]
             if kind == "per-image":
                 xb = per_image_torchvision(augment_batch(xb, no_aa, gen), gen)
             else:
                 xb = augment_batch(xb, p.augment if kind == "batched" else no_aa, gen, aa)
             xb = normalize(xb, mean, std)
             lam = mixup_weight(0.4, s)
-            xb, yb, y_mix = mixup(xb, labels[i * bs:(i + 1) * bs], lam, gen)
+            xb, yb, y_mix = mixup(xb, labels[i * bs : (i + 1) * bs], lam, gen)
             if rt.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             train_step(model, model, opt, None, Batch(xb, yb, y_mix, lam), p.train, rt)
@@ -117,9 +133,12 @@ def step_rates(steps: int, rounds: int, device: torch.device, timer: Timer) -> d
     rates = {k: [] for k in kinds}
     for _ in range(rounds):  # interleaved, so drifts in machine load hit all three alike
         for k in kinds:
-            rates[k].append(bs * steps / timer(lambda: run(k, steps)))
-    return {"precision": rt.precision, "threads": rt.threads,
-            **{f"{k}_images_per_s": statistics.median(v) for k, v in rates.items()}}
+            rates[k].append(bs * steps / timer(lambda k=k: run(k, steps)))
+    return {
+        "precision": rt.precision,
+        "threads": rt.threads,
+        **{f"{k}_images_per_s": statistics.median(v) for k, v in rates.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,22 +150,31 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     timer = Timer(device)
-    result = {"command": " ".join(["python -m benchmarks.autoaugment_speed", *(argv if argv is not None else sys.argv[1:])]),
-              "device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "augmentation": {}, "training": {}}
+    result = {
+        "command": " ".join(["python -m benchmarks.autoaugment_speed", *(argv if argv is not None else sys.argv[1:])]),
+        "device": str(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "augmentation": {},
+        "training": {},
+    }
     print(f"AutoAugment (CIFAR10 policy) on {device}, {torch.get_num_threads()} threads; medians of {args.rounds}")
     for b in args.batches:
         r = augmentation_rate(b, args.rounds, device, timer)
         result["augmentation"][b] = r
-        print(f"  batch {b:4d}: batched {r['batched_images_per_s']:10.0f} images/s   per-image loop "
-              f"{r['per_image_images_per_s']:8.0f} images/s   ratio {r['batched_images_per_s'] / r['per_image_images_per_s']:.1f}x")
+        print(
+            f"  batch {b:4d}: batched {r['batched_images_per_s']:10.0f} images/s   per-image loop "
+            f"{r['per_image_images_per_s']:8.0f} images/s   "
+            f"ratio {r['batched_images_per_s'] / r['per_image_images_per_s']:.1f}x"
+        )
     t = step_rates(args.steps, args.rounds, device, timer)
     result["training"] = t
     cost = 1 - t["batched_images_per_s"] / t["none_images_per_s"]
     old = 1 - t["per-image_images_per_s"] / t["none_images_per_s"]
-    print(f"notebook recipe (seed_cnn, batch 128, MixUp, AdamW, {t['precision']}), training images/s:\n"
-          f"  no AutoAugment {t['none_images_per_s']:.1f}   batched {t['batched_images_per_s']:.1f} "
-          f"(AutoAugment costs {cost:.1%} of the step)   per-image {t['per-image_images_per_s']:.1f} (costs {old:.1%})")
+    print(
+        f"notebook recipe (seed_cnn, batch 128, MixUp, AdamW, {t['precision']}), training images/s:\n"
+        f"  no AutoAugment {t['none_images_per_s']:.1f}   batched {t['batched_images_per_s']:.1f} "
+        f"(AutoAugment costs {cost:.1%} of the step)   per-image {t['per-image_images_per_s']:.1f} (costs {old:.1%})"
+    )
     result["training"]["batched_cost"], result["training"]["per_image_cost"] = cost, old
     out = Path("benchmarks/results") / f"autoaugment_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,14 @@ then PyTorch's profiler table for the first variant.
 
     python -m benchmarks.cpu_step                                   # this CPU as PyTorch sees it
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.cpu_step   # as an AVX2 laptop
-    python -m benchmarks.cpu_step --variant w64='model.fast_cnn.widths=[64,128,256]' --variant nchw=train.channels_last=off
+    python -m benchmarks.cpu_step --variant w64='model.fast_cnn.widths=[64,128,256]' \
+        --variant nchw=train.channels_last=off
 
 Each variant is a name and KEY=VALUE overrides (space-separated) of params.yaml; the default list
 compares the committed net with the wider 64/128/256, NCHW layout, and batches of 128 and 512.
 Medians of --repeats timings of --steps steps after warm-up. Writes benchmarks/results/<name>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +25,10 @@ import torch
 
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
 from src.models import build_model
-from src.training.optim import make_optimizer
 from src.params import Params, load_params
-from src.training.runtime import setup_runtime
 from src.training.loop import Batch, train_step
+from src.training.optim import make_optimizer
+from src.training.runtime import setup_runtime
 
 DEFAULT_VARIANTS = [
     "committed=",
@@ -61,9 +63,15 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
         for _ in range(steps):
             train_step(model, fwd, opt, None, b, p.train, rt)
         rates.append(bs * steps / (time.perf_counter() - t))
-    out = {"images_per_s": statistics.median(rates), "all": rates, "precision": rt.precision,
-           "cpu_capability": rt.cpu_capability, "threads": rt.threads, "gflop_per_image": flops / 1e9,
-           "gflop_s": flops * statistics.median(rates) / 1e9}
+    out = {
+        "images_per_s": statistics.median(rates),
+        "all": rates,
+        "precision": rt.precision,
+        "cpu_capability": rt.cpu_capability,
+        "threads": rt.threads,
+        "gflop_per_image": flops / 1e9,
+        "gflop_s": flops * statistics.median(rates) / 1e9,
+    }
     if profile_rows:
         from torch.profiler import ProfilerActivity, profile
 
@@ -76,8 +84,13 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variant", action="append", default=None, metavar="'NAME=KEY=VALUE ...'",
-                    help="a variant: name, then overrides (repeat the option for several)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        metavar="'NAME=KEY=VALUE ...'",
+        help="a variant: name, then overrides (repeat the option for several)",
+    )
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile-rows", type=int, default=15)
@@ -90,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         p = apply_sets(base, sets.split())
         r = step_speed(p, args.steps, args.repeats, profile_rows=args.profile_rows if i == 0 else 0)
         results[name] = {"overrides": sets, **r}
-        print(f"{name:10s} {r['images_per_s']:7.1f} images/s  {r['gflop_per_image']:.3f} GFLOP/image  "
-              f"{r['gflop_s']:6.1f} GFLOP/s  ({r['precision']}, {r['cpu_capability']}, {r['threads']} threads)", flush=True)
+        print(
+            f"{name:10s} {r['images_per_s']:7.1f} images/s  {r['gflop_per_image']:.3f} GFLOP/image  "
+            f"{r['gflop_s']:6.1f} GFLOP/s  ({r['precision']}, {r['cpu_capability']}, {r['threads']} threads)",
+            flush=True,
+        )
     first = next(iter(results.values()))
     if "profile" in first:
         print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
@@ -99,8 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"cpu_step_{cap}_{first['precision'].replace(' ', '_')}"
     out = Path("benchmarks/results") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join(["python -m benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]),
-                               "torch": torch.__version__, "variants": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["python -m benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]),
+                "torch": torch.__version__,
+                "variants": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0
 

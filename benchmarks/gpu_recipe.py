@@ -12,6 +12,7 @@ speed runs train on all 50,000), tests on the 10,000 test images with evaluate's
 epoch excludes the test pass; the patch-whitening init (host work) is included.
 Writes benchmarks/results/<name>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.time_to_accuracy import apply_sets, load_raw, subset_and_normalization
-from src.training.evaluation import evaluate
 from src.models import build_model
 from src.params import Params, deep_merge, load_params, parse_params
-from src.training.runtime import resolve_device
+from src.training.evaluation import evaluate
 from src.training.loop import FitConfig, build_trainer, init_from_data
+from src.training.runtime import resolve_device
 
 
 class Clock:
@@ -55,8 +56,7 @@ class Clock:
         return self.total
 
 
-def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: int, work: Path,
-            target: float) -> dict:
+def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: int, work: Path, target: float) -> dict:
     """Train once; test accuracy after every epoch; seconds of training (CUDA events)."""
     p = parse_params(deep_merge(p.model_dump(), {"train": {"seed": seed}}))
     sub, mean, std = subset_and_normalization(p, raw, names)
@@ -67,8 +67,15 @@ def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: 
     init_from_data(model, sub.train_x, mean, std)
     init_seconds = time.perf_counter() - t0
     clock.total += init_seconds
-    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=work, fingerprint=f"gpu-bench-{time.time()}", meta={},
-                    progress=False, log=lambda s: None)
+    cfg = FitConfig(
+        train=p.train,
+        augment=p.augment,
+        run_dir=work,
+        fingerprint=f"gpu-bench-{time.time()}",
+        meta={},
+        progress=False,
+        log=lambda s: None,
+    )
     trainer = build_trainer(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
     test_x, test_y = sub.test_x.to(device), sub.test_y.to(device)
     curve = []
@@ -77,20 +84,38 @@ def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: 
         clock.start()
         trainer.train_epoch(None)
         seconds = clock.stop()
-        acc = evaluate(trainer.learner.eval_model, test_x, test_y, trainer.batches.mean, trainer.batches.std,
-                       batch_size=p.evaluate.batch_size, tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift,
-                       amp=runtime.amp, channels_last=runtime.channels_last)["acc"]
+        acc = evaluate(
+            trainer.learner.eval_model,
+            test_x,
+            test_y,
+            trainer.batches.mean,
+            trainer.batches.std,
+            batch_size=p.evaluate.batch_size,
+            tta_flip=p.evaluate.tta_flip,
+            tta_shift=p.evaluate.tta_shift,
+            amp=runtime.amp,
+            channels_last=runtime.channels_last,
+        )["acc"]
         curve.append({"epoch": len(curve) + 1, "seconds": seconds, "test_acc": acc})
     hit = next((c["seconds"] for c in curve if c["test_acc"] >= target), None)
-    return {"test_acc": curve[-1]["test_acc"], "seconds": clock.total,
-            "images_per_s": state.images / max(clock.total - init_seconds, 1e-9),
-            "epochs": state.step / trainer.steps_per_epoch, "time_to_target": hit, "curve": curve,
-            "precision": runtime.precision}
+    return {
+        "test_acc": curve[-1]["test_acc"],
+        "seconds": clock.total,
+        "images_per_s": state.images / max(clock.total - init_seconds, 1e-9),
+        "epochs": state.step / trainer.steps_per_epoch,
+        "time_to_target": hit,
+        "curve": curve,
+        "precision": runtime.precision,
+    }
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,17 +127,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", nargs="+", default=["all"])
     ap.add_argument("--val-per-class", type=int, default=1, help="validation images held out per class")
     ap.add_argument("--train-per-class", type=int, default=None, help="fewer training images (quick checks)")
-    ap.add_argument("--recipe", choices=["gpu", "default"], default="gpu",
-                    help="gpu: params.yaml with its `gpu` section in place (on any device); default: params as written")
+    ap.add_argument(
+        "--recipe",
+        choices=["gpu", "default"],
+        default="gpu",
+        help="gpu: params.yaml with its `gpu` section in place (on any device); default: params as written",
+    )
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides (YAML values), after the recipe")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides (YAML values), after the recipe"
+    )
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
 
     base = load_params("params.yaml")
-    over = {"data": {"classes": "all" if args.classes == ["all"] else args.classes, "val_per_class": args.val_per_class,
-                     "train_per_class": args.train_per_class, "test_per_class": None},
-            "train": {"device": args.device, "time_budget_s": args.budget}}
+    over = {
+        "data": {
+            "classes": "all" if args.classes == ["all"] else args.classes,
+            "val_per_class": args.val_per_class,
+            "train_per_class": args.train_per_class,
+            "test_per_class": None,
+        },
+        "train": {"device": args.device, "time_budget_s": args.budget},
+    }
     over["gpu"] = {"use": "always" if args.recipe == "gpu" else "never"}
     p = parse_params(deep_merge(base.model_dump(), over))
     p, recipe = p.recipe_for(resolve_device(args.device).type)
@@ -120,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(p.train.device)
     raw, names = load_raw()
     work = Path(".cache/gpu_bench")
-    print(f"{recipe} recipe on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: "
-          f"batch {p.train.batch_size}, {p.train.optimizer}, "
-          f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; "
-          f"{args.warmup} warm-up run(s), not timed...", flush=True)
+    print(
+        f"{recipe} recipe on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: "
+        f"batch {p.train.batch_size}, {p.train.optimizer}, "
+        f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; "
+        f"{args.warmup} warm-up run(s), not timed...",
+        flush=True,
+    )
     for _ in range(args.warmup):
         one_run(p, raw, names, device, 0, work, args.target)
     rows = []
@@ -131,24 +171,47 @@ def main(argv: list[str] | None = None) -> int:
         r = one_run(p, raw, names, device, run, work, args.target)
         rows.append(r)
         hit = f"{r['time_to_target']:.2f} s" if r["time_to_target"] is not None else "not reached"
-        print(f"run {run}/{args.runs}: test acc {r['test_acc']:.4f}  {r['seconds']:.2f} s  "
-              f"{r['images_per_s']:,.0f} img/s  to {args.target}: {hit}", flush=True)
+        print(
+            f"run {run}/{args.runs}: test acc {r['test_acc']:.4f}  {r['seconds']:.2f} s  "
+            f"{r['images_per_s']:,.0f} img/s  to {args.target}: {hit}",
+            flush=True,
+        )
     hits = [r["time_to_target"] for r in rows if r["time_to_target"] is not None]
     summary = {k: spread([r[k] for r in rows]) for k in ("test_acc", "seconds", "images_per_s", "epochs")}
-    summary["time_to_target"] = {**spread(hits), "reached": f"{len(hits)}/{len(rows)}"} if hits else {"reached": f"0/{len(rows)}"}
+    summary["time_to_target"] = (
+        {**spread(hits), "reached": f"{len(hits)}/{len(rows)}"} if hits else {"reached": f"0/{len(rows)}"}
+    )
     s = summary
-    print(f"\nmedian of {len(rows)} (min-max): test acc {s['test_acc']['median']:.4f} ({s['test_acc']['min']:.4f}-"
-          f"{s['test_acc']['max']:.4f}), {s['seconds']['median']:.2f} s ({s['seconds']['min']:.2f}-{s['seconds']['max']:.2f}), "
-          f"{s['images_per_s']['median']:,.0f} img/s, time to {args.target}: "
-          + (f"{s['time_to_target']['median']:.2f} s ({s['time_to_target']['reached']} runs)" if hits else "not reached"))
-    name = args.name or f"gpu_recipe_{device.type}_{'budget%gs' % args.budget if args.budget else 'epochs'}"
+    print(
+        f"\nmedian of {len(rows)} (min-max): test acc {s['test_acc']['median']:.4f} ({s['test_acc']['min']:.4f}-"
+        f"{s['test_acc']['max']:.4f}), {s['seconds']['median']:.2f} s "
+        f"({s['seconds']['min']:.2f}-{s['seconds']['max']:.2f}), "
+        f"{s['images_per_s']['median']:,.0f} img/s, time to {args.target}: "
+        + (f"{s['time_to_target']['median']:.2f} s ({s['time_to_target']['reached']} runs)" if hits else "not reached")
+    )
+    name = args.name or f"gpu_recipe_{device.type}_{f'budget{args.budget:g}s' if args.budget else 'epochs'}"
     out = Path("benchmarks/results") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "command": " ".join(["python -m benchmarks.gpu_recipe", *(sys.argv[1:] if argv is None else argv)]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "recipe": recipe, "target": args.target, "summary": summary, "runs": rows,
-        "train": p.train.model_dump(), "augment": p.augment.model_dump(), "model": p.model.model_dump()}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["python -m benchmarks.gpu_recipe", *(sys.argv[1:] if argv is None else argv)]),
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"cpu ({torch.get_num_threads()} threads)",
+                "torch": torch.__version__,
+                "recipe": recipe,
+                "target": args.target,
+                "summary": summary,
+                "runs": rows,
+                "train": p.train.model_dump(),
+                "augment": p.augment.model_dump(),
+                "model": p.model.model_dump(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0
 

@@ -6,6 +6,7 @@ time budget, side by side in one run on this machine; test accuracy and training
 Reads CIFAR-10 from data/raw (run `dvc repro download` first) or from $CIFAR10_MIRROR.
 Prints a table (median over runs) and writes benchmarks/results/<name>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,23 +19,50 @@ from pathlib import Path
 import torch
 import yaml
 
-from src.data.cifar import (BATCHES_DIR, Subset, channel_stats, load_cifar10, mirror_from_env, normalization,
-                      read_class_names, select_subset)
-from src.training.evaluation import evaluate
+from src.data.cifar import (
+    BATCHES_DIR,
+    Subset,
+    channel_stats,
+    load_cifar10,
+    mirror_from_env,
+    normalization,
+    read_class_names,
+    select_subset,
+)
 from src.models import build_model, count_params
-from src.params import Params, deep_merge as merge, load_params, parse_params
-from src.training.runtime import resolve_device
+from src.params import Params, load_params, parse_params
+from src.params import deep_merge as merge
+from src.training.evaluation import evaluate
 from src.training.loop import FitConfig, fit, init_from_data
+from src.training.runtime import resolve_device
 
 # The notebook's recipe, as -S overrides of params.yaml would set it (see README).
 SEED_RECIPE = {
     "data": {"normalize": "cifar10"},
-    "augment": {"hflip": True, "crop_padding": 4, "crop_pad_mode": "zeros", "autoaugment": True, "mixup_alpha": 0.4,
-                "cutout": 0},
+    "augment": {
+        "hflip": True,
+        "crop_padding": 4,
+        "crop_pad_mode": "zeros",
+        "autoaugment": True,
+        "mixup_alpha": 0.4,
+        "cutout": 0,
+    },
     "model": {"name": "seed_cnn"},
-    "train": {"optimizer": "adamw", "lr": 0.00182, "weight_decay": 3.5e-5, "max_lr_factor": 6.74, "pct_start": 0.30,
-              "anneal": "cos", "div_factor": 25.0, "final_div_factor": 1e4, "cycle_momentum": True,
-              "label_smoothing": 0.04, "grad_clip": 1.0, "batch_size": 128, "ema_decay": None},
+    "train": {
+        "optimizer": "adamw",
+        "lr": 0.00182,
+        "weight_decay": 3.5e-5,
+        "max_lr_factor": 6.74,
+        "pct_start": 0.30,
+        "anneal": "cos",
+        "div_factor": 25.0,
+        "final_div_factor": 1e4,
+        "cycle_momentum": True,
+        "label_smoothing": 0.04,
+        "grad_clip": 1.0,
+        "batch_size": 128,
+        "ema_decay": None,
+    },
 }
 
 
@@ -66,16 +94,40 @@ def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int,
     model = build_model(p.model, len(sub.classes))
     flops = train_flops_per_image(build_model(p.model, len(sub.classes)))
     init_from_data(model, sub.train_x, mean, std)
-    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=work, fingerprint=f"bench-{time.time()}",
-                    meta={}, eval_batch_size=p.evaluate.batch_size, progress=False, log=lambda s: None)
+    cfg = FitConfig(
+        train=p.train,
+        augment=p.augment,
+        run_dir=work,
+        fingerprint=f"bench-{time.time()}",
+        meta={},
+        eval_batch_size=p.evaluate.batch_size,
+        progress=False,
+        log=lambda s: None,
+    )
     res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
     best = torch.load(work / "best.pt", weights_only=False)["model"]
     model.load_state_dict(best)
-    test = evaluate(model, sub.test_x, sub.test_y, mean.to(device), std.to(device), batch_size=1000,
-                    tta_flip=p.evaluate.tta_flip, tta_shift=p.evaluate.tta_shift, channels_last=res.runtime.channels_last)
-    return {"test_acc": test["acc"], "images_per_s": res.images_per_s, "seconds": res.seconds,
-            "epochs": res.epochs_equivalent, "steps": res.steps, "params": count_params(model),
-            "train_gflop_per_image": flops / 1e9, "achieved_gflop_s": flops * res.images_per_s / 1e9}
+    test = evaluate(
+        model,
+        sub.test_x,
+        sub.test_y,
+        mean.to(device),
+        std.to(device),
+        batch_size=1000,
+        tta_flip=p.evaluate.tta_flip,
+        tta_shift=p.evaluate.tta_shift,
+        channels_last=res.runtime.channels_last,
+    )
+    return {
+        "test_acc": test["acc"],
+        "images_per_s": res.images_per_s,
+        "seconds": res.seconds,
+        "epochs": res.epochs_equivalent,
+        "steps": res.steps,
+        "params": count_params(model),
+        "train_gflop_per_image": flops / 1e9,
+        "achieved_gflop_s": flops * res.images_per_s / 1e9,
+    }
 
 
 def apply_sets(p: Params, sets: list[str]) -> Params:
@@ -107,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", nargs="+", default=["default", "seed"], choices=["default", "seed"])
     ap.add_argument("--peak-gflops", type=float, default=150.0, help="this CPU's fp32 peak, for the fraction")
     ap.add_argument("--name", default=None, help="results file name (default from classes and budget)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="params overrides for the default recipe, as `dvc exp run -S` takes them (YAML values)")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params overrides for the default recipe, as `dvc exp run -S` takes them (YAML values)",
+    )
     args = ap.parse_args(argv)
 
     base = load_params("params.yaml")
@@ -123,23 +180,47 @@ def main(argv: list[str] | None = None) -> int:
         for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
             out = run_recipe(recipes[r], raw, names, args.budget, run, work / r)
             table[r].append(out)
-            print(f"run {run + 1}/{args.runs} {r:8s} test acc {out['test_acc']:.4f}  {out['images_per_s']:7.1f} img/s  "
-                  f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs", flush=True)
+            print(
+                f"run {run + 1}/{args.runs} {r:8s} test acc {out['test_acc']:.4f}  {out['images_per_s']:7.1f} img/s  "
+                f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs",
+                flush=True,
+            )
     med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0]} for r, rows in table.items()}
-    print(f"\n{'recipe':10s} {'test acc':>9s} {'img/s':>8s} {'epochs':>7s} {'GFLOP/img':>10s} {'GFLOP/s':>8s} "
-          f"{'of peak':>7s}  (median of {args.runs}, budget {args.budget:.0f} s, {len(names if classes == 'all' else classes)} classes)")
+    print(
+        f"\n{'recipe':10s} {'test acc':>9s} {'img/s':>8s} {'epochs':>7s} {'GFLOP/img':>10s} {'GFLOP/s':>8s} "
+        f"{'of peak':>7s}  (median of {args.runs}, budget {args.budget:.0f} s, "
+        f"{len(names if classes == 'all' else classes)} classes)"
+    )
     for r, m in med.items():
-        print(f"{r:10s} {m['test_acc']:9.4f} {m['images_per_s']:8.1f} {m['epochs']:7.2f} {m['train_gflop_per_image']:10.3f} "
-              f"{m['achieved_gflop_s']:8.1f} {m['achieved_gflop_s'] / args.peak_gflops:7.1%}")
+        print(
+            f"{r:10s} {m['test_acc']:9.4f} {m['images_per_s']:8.1f} {m['epochs']:7.2f} "
+            f"{m['train_gflop_per_image']:10.3f} "
+            f"{m['achieved_gflop_s']:8.1f} {m['achieved_gflop_s'] / args.peak_gflops:7.1%}"
+        )
     if "default" in med and "seed" in med:
-        print(f"default / seed: accuracy {med['default']['test_acc'] / med['seed']['test_acc']:.2f}x, "
-              f"images/s {med['default']['images_per_s'] / med['seed']['images_per_s']:.1f}x")
-    name = args.name or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{args.budget:.0f}s"
+        print(
+            f"default / seed: accuracy {med['default']['test_acc'] / med['seed']['test_acc']:.2f}x, "
+            f"images/s {med['default']['images_per_s'] / med['seed']['images_per_s']:.1f}x"
+        )
+    name = (
+        args.name
+        or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{args.budget:.0f}s"
+    )
     out_path = Path("benchmarks/results") / f"{name}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"command": " ".join(["python -m benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
-                                    "device": str(resolve_device("auto")), "threads": torch.get_num_threads(),
-                                    "runs": table, "median": med}, indent=2) + "\n")
+    out_path.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["python -m benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
+                "device": str(resolve_device("auto")),
+                "threads": torch.get_num_threads(),
+                "runs": table,
+                "median": med,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out_path}")
     return 0
 

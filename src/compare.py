@@ -12,6 +12,7 @@ point labelled with what differs, e.g. "lr=0.02, classes=cat,dog", and its name)
 accuracy as a heatmap (experiments × classes). Printed: the same rows cut to the terminal's width
 (`dvc exp show` at 120 columns shows "…" in every cell).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,35 +24,55 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from src import paths
 from src.params import flatten
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
-FORMATS = {"test_acc": "{:.4f}", "seconds": "{:.1f}", "images_per_s": "{:.0f}", "device": "{}", "precision": "{}",
-           "threads": "{}"}  # the metric columns and how they print
+FORMATS = {
+    "test_acc": "{:.4f}",
+    "seconds": "{:.1f}",
+    "images_per_s": "{:.0f}",
+    "device": "{}",
+    "precision": "{}",
+    "threads": "{}",
+}  # the metric columns and how they print
 COLUMNS = tuple(FORMATS)
 # The terminal view's metrics after test_acc, most wanted first: (row key, header, format); each
 # is shown only if it still fits the width.
-KEY_METRICS = (("best_val_acc", "val_acc", "{:.4f}"), ("seconds", "seconds", "{:.1f}"),
-               ("images_per_s", "img/s", "{:.0f}"), ("macro_f1", "macro_f1", "{:.4f}"),
-               ("device", "device", "{}"), ("precision", "precision", "{}"))
+KEY_METRICS = (
+    ("best_val_acc", "val_acc", "{:.4f}"),
+    ("seconds", "seconds", "{:.1f}"),
+    ("images_per_s", "img/s", "{:.0f}"),
+    ("macro_f1", "macro_f1", "{:.4f}"),
+    ("device", "device", "{}"),
+    ("precision", "precision", "{}"),
+)
 SEP = "  "  # between the terminal view's columns
 
 
-def _row(name: str, rev: str, data: Optional[dict], failed: bool) -> dict:
+def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
     data = data or {}
-    params = {k: f"[{', '.join(map(str, v))}]" if isinstance(v, list) else v   # a list as one cell
-              for k, v in flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).items()}
+    params = {
+        k: f"[{', '.join(map(str, v))}]" if isinstance(v, list) else v  # a list as one cell
+        for k, v in flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).items()
+    }
     metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
     ev, tr, tm = ({} if failed else metrics.get(path, {}) for path in (EVAL, TRAIN, TIMING))
     tr = {**tr, **tm}  # seconds and images/s moved to timing.json; older commits have them in train.json
-    return {"name": name, "rev": rev[:7], "status": "failed" if failed else "ok", "params": params,
-            "test_acc": ev.get("test_acc"), "per_class": ev.get("per_class_acc") or {},
-            "macro_f1": ev.get("macro_f1"), "best_val_acc": tr.get("best_val_acc"),
-            **{k: tr.get(k) for k in COLUMNS if k != "test_acc"}}
+    return {
+        "name": name,
+        "rev": rev[:7],
+        "status": "failed" if failed else "ok",
+        "params": params,
+        "test_acc": ev.get("test_acc"),
+        "per_class": ev.get("per_class_acc") or {},
+        "macro_f1": ev.get("macro_f1"),
+        "best_val_acc": tr.get("best_val_acc"),
+        **{k: tr.get(k) for k in COLUMNS if k != "test_acc"},
+    }
 
 
 def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[dict]:
@@ -60,7 +81,9 @@ def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[d
     for commit in exp_show:
         if commit.get("rev") == "workspace" and not include_workspace:
             continue
-        rows.append(_row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), bool(commit.get("error"))))
+        rows.append(
+            _row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), bool(commit.get("error")))
+        )
         for exp in commit.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             for rev in exp.get("revs") or []:
@@ -114,7 +137,7 @@ def shorten(s: str, width: int) -> str:
         kept = f"{','.join(items[:k])},…+{len(items) - k}"
         if len(kept) <= width:
             return kept
-    return s[:max(0, width - 1)] + "…"[:width]
+    return s[: max(0, width - 1)] + "…"[:width]
 
 
 def describe(rows: list[dict], width: int = 28) -> list[str]:
@@ -122,17 +145,26 @@ def describe(rows: list[dict], width: int = 28) -> list[str]:
     `width` characters); a row's name where nothing differs."""
     keys = differing(rows)
     names = short_keys(keys)
-    return [", ".join(f"{names[k]}={shorten(show_value(r['params'].get(k)), width)}" for k in keys) or r["name"]
-            for r in rows]
+    return [
+        ", ".join(f"{names[k]}={shorten(show_value(r['params'].get(k)), width)}" for k in keys) or r["name"]
+        for r in rows
+    ]
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, cells): name, status, differing params, metrics, per-class accuracy."""
     keys, cls = differing(rows), classes(rows)
     header = ["name", "status", *keys, *COLUMNS, *(f"acc.{c}" for c in cls)]
-    cells = [[r["name"], r["status"], *(_fmt(r["params"].get(k)) for k in keys),
-              *(_fmt(r[c], FORMATS[c]) for c in COLUMNS), *(_fmt(r["per_class"].get(c), "{:.4f}") for c in cls)]
-             for r in rows]
+    cells = [
+        [
+            r["name"],
+            r["status"],
+            *(_fmt(r["params"].get(k)) for k in keys),
+            *(_fmt(r[c], FORMATS[c]) for c in COLUMNS),
+            *(_fmt(r["per_class"].get(c), "{:.4f}") for c in cls),
+        ]
+        for r in rows
+    ]
     return header, cells
 
 
@@ -160,14 +192,30 @@ def _terminal_columns(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     keys = differing(rows)
     names = short_keys(keys)
     col = lambda head, cells, cap, least, right=False: {  # noqa: E731
-        "head": head, "cells": cells, "cap": cap, "least": min(least, cap), "right": right}
+        "head": head,
+        "cells": cells,
+        "cap": cap,
+        "least": min(least, cap),
+        "right": right,
+    }
     needed = [col("experiment", [r["name"] for r in rows], 20, 10)]
-    needed += [col(names[k], [show_value(r["params"].get(k)) for r in rows], 24, max(6, min(len(names[k]), 10)))
-               for k in keys]
-    needed.append(col("test_acc", ["failed" if r["status"] == "failed" else _fmt(r["test_acc"], "{:.4f}")
-                                   for r in rows], 8, 8, right=True))
-    optional = [col(head, [_fmt(r.get(key), how) for r in rows], 12, len(head), right=how != "{}")
-                for key, head, how in KEY_METRICS if any(r.get(key) is not None for r in rows)]
+    needed += [
+        col(names[k], [show_value(r["params"].get(k)) for r in rows], 24, max(6, min(len(names[k]), 10))) for k in keys
+    ]
+    needed.append(
+        col(
+            "test_acc",
+            ["failed" if r["status"] == "failed" else _fmt(r["test_acc"], "{:.4f}") for r in rows],
+            8,
+            8,
+            right=True,
+        )
+    )
+    optional = [
+        col(head, [_fmt(r.get(key), how) for r in rows], 12, len(head), right=how != "{}")
+        for key, head, how in KEY_METRICS
+        if any(r.get(key) is not None for r in rows)
+    ]
     for c in needed + optional:
         c["width"] = min(c["cap"], max([len(c["head"]), *map(len, c["cells"])]))
     return needed, optional
@@ -200,8 +248,10 @@ def terminal_view(rows: list[dict], width: int = 120) -> str:
     shown, dropped = _fit(*_terminal_columns(rows), width)
 
     def line(cells: list[str]) -> str:
-        return SEP.join(shorten(v, c["width"]).rjust(c["width"]) if c["right"] else
-                        shorten(v, c["width"]).ljust(c["width"]) for c, v in zip(shown, cells)).rstrip()[:width]
+        return SEP.join(
+            shorten(v, c["width"]).rjust(c["width"]) if c["right"] else shorten(v, c["width"]).ljust(c["width"])
+            for c, v in zip(shown, cells)
+        ).rstrip()[:width]
 
     out = [line([c["head"] for c in shown]), line(["-" * c["width"] for c in shown])]
     out += [line([c["cells"][i] for c in shown]) for i in range(len(rows))]
@@ -235,15 +285,19 @@ def exp_show(all_commits: bool = False) -> list[dict]:
     return json.loads(res.stdout)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="read this `dvc exp show --json` output instead of running it")
     ap.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     ap.add_argument("--workspace", action="store_true", help="include the workspace as a row")
     ap.add_argument("--out", type=Path, default=Path("compare"))
     ap.add_argument("--terminal", action="store_true", help="only print the table; write no files")
-    ap.add_argument("--width", type=int, default=shutil.get_terminal_size((120, 24)).columns,
-                    help="columns of the printed table (default: the terminal's, else 120)")
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=shutil.get_terminal_size((120, 24)).columns,
+        help="columns of the printed table (default: the terminal's, else 120)",
+    )
     args = ap.parse_args(argv)
     data = json.loads(args.json.read_text()) if args.json else exp_show(args.all_commits)
     rows = experiments(data, include_workspace=args.workspace)
@@ -254,8 +308,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.terminal:
         return 0
     files = write_report(rows, args.out)
-    print(f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → {args.out}/ "
-          f"({', '.join(p.name for p in files)})")
+    print(
+        f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → {args.out}/ "
+        f"({', '.join(p.name for p in files)})"
+    )
     return 0
 
 

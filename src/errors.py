@@ -1,4 +1,5 @@
 """The failures a stage turns into one line for the user (no heavy imports: every stage loads this)."""
+
 from __future__ import annotations
 
 

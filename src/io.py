@@ -1,14 +1,16 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it; and the
 readers of JSON and of DVCLive's per-epoch logs."""
+
 from __future__ import annotations
 
 import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager
@@ -44,8 +46,9 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def read_dvclive_history(root: str | Path, splits: tuple[str, ...] = ("train", "val"),
-                         keys: tuple[str, ...] = ("acc", "loss")) -> dict[str, list[float]]:
+def read_dvclive_history(
+    root: str | Path, splits: tuple[str, ...] = ("train", "val"), keys: tuple[str, ...] = ("acc", "loss")
+) -> dict[str, list[float]]:
     """The per-epoch values DVCLive logged under `root` (its plots/metrics folder, one
     `<split>/<key>.tsv` per metric, a `step` and a `<key>` column): {"<split>_<key>": [value by epoch]}."""
     hist = {}

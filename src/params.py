@@ -4,13 +4,14 @@ params.yaml is the one source of values: the schema says what is allowed, never 
 is. A wrong or missing value raises :class:`ParamsError` with one line naming the key, the value
 and what is allowed; stages print that line and exit non-zero before touching any output.
 """
+
 from __future__ import annotations
 
 import difflib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,11 +19,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from src.errors import ParamsError
 from src.schema import Section
 
-__all__ = ["ParamsError", "Params", "load_params", "parse_params", "parse_section", "check_runtime",
-           "batch_remainder_warning", "deep_merge"]
+__all__ = [
+    "ParamsError",
+    "Params",
+    "load_params",
+    "parse_params",
+    "parse_section",
+    "check_runtime",
+    "batch_remainder_warning",
+    "deep_merge",
+]
 
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # what the notebook hard-codes
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -45,12 +63,12 @@ class DownloadParams(Section):
 
 
 class DataParams(Section):
-    classes: Union[Literal["all"], list[str]]
-    train_per_class: Optional[int] = Field(ge=1)
+    classes: Literal["all"] | list[str]
+    train_per_class: int | None = Field(ge=1)
     val_per_class: int = Field(ge=1)
-    test_per_class: Optional[int] = Field(ge=1, le=TEST_PER_CLASS_MAX)
+    test_per_class: int | None = Field(ge=1, le=TEST_PER_CLASS_MAX)
     seed: int = Field(ge=0)
-    normalize: Union[Literal["computed", "cifar10"], list[list[float]]]
+    normalize: Literal["computed", "cifar10"] | list[list[float]]
 
     @field_validator("classes")
     @classmethod
@@ -60,8 +78,10 @@ class DataParams(Section):
         seen: set[str] = set()
         for name in v:
             if name not in CIFAR10_CLASSES:
-                raise ValueError(f"unknown class {name!r}{did_you_mean(name, CIFAR10_CLASSES)}; "
-                                 f"allowed: {', '.join(CIFAR10_CLASSES)} or 'all'")
+                raise ValueError(
+                    f"unknown class {name!r}{did_you_mean(name, CIFAR10_CLASSES)}; "
+                    f"allowed: {', '.join(CIFAR10_CLASSES)} or 'all'"
+                )
             if name in seen:
                 raise ValueError(f"class {name!r} is listed twice")
             seen.add(name)
@@ -72,21 +92,23 @@ class DataParams(Section):
     @field_validator("normalize")
     @classmethod
     def _check_normalize(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            if len(v) != 2 or any(len(row) != 3 for row in v) or any(s <= 0 for s in v[1]):
-                raise ValueError("must be 'computed', 'cifar10' or [[mean r,g,b], [std r,g,b]] with std > 0")
+        if isinstance(v, list) and (len(v) != 2 or any(len(row) != 3 for row in v) or any(s <= 0 for s in v[1])):
+            raise ValueError("must be 'computed', 'cifar10' or [[mean r,g,b], [std r,g,b]] with std > 0")
         return v
 
     @model_validator(mode="after")
-    def _check_counts(self) -> "DataParams":
+    def _check_counts(self) -> DataParams:
         avail = TRAIN_PER_CLASS_MAX - self.val_per_class
         if avail < 1:
-            raise ValueError(f"val_per_class={self.val_per_class} leaves no training images "
-                             f"(each class has {TRAIN_PER_CLASS_MAX})")
+            raise ValueError(
+                f"val_per_class={self.val_per_class} leaves no training images (each class has {TRAIN_PER_CLASS_MAX})"
+            )
         if self.train_per_class is not None and self.train_per_class > avail:
-            raise ValueError(f"train_per_class={self.train_per_class} is more than the data holds: "
-                             f"{TRAIN_PER_CLASS_MAX} per class minus val_per_class={self.val_per_class} "
-                             f"leaves {avail}")
+            raise ValueError(
+                f"train_per_class={self.train_per_class} is more than the data holds: "
+                f"{TRAIN_PER_CLASS_MAX} per class minus val_per_class={self.val_per_class} "
+                f"leaves {avail}"
+            )
         return self
 
     @property
@@ -95,7 +117,7 @@ class DataParams(Section):
 
 
 class AugmentParams(Section):
-    hflip: Union[bool, Literal["alternate"]]  # alternate: each image mirrored every other epoch
+    hflip: bool | Literal["alternate"]  # alternate: each image mirrored every other epoch
     crop_padding: int = Field(ge=0, le=16)
     crop_pad_mode: Literal["reflect", "zeros"]
     cutout: int = Field(ge=0, le=32)
@@ -114,17 +136,18 @@ class ModelParams(Section):
     """`name` picks a model of src/models/; `model.<name>` is that model's own section, checked
     against the model's params class when the model is built (`src.models.model_section`), so this
     module needs no model code."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
 
-    def raw_section(self, name: Optional[str] = None) -> Optional[dict]:
+    def raw_section(self, name: str | None = None) -> dict | None:
         """The mapping under `model.<name>` in params.yaml (the chosen model's by default)."""
         return (self.model_extra or {}).get(name or self.name)
 
 
 class TrainParams(Section):
     epochs: int = Field(ge=1)
-    time_budget_s: Optional[float] = Field(gt=0)
+    time_budget_s: float | None = Field(gt=0)
     batch_size: int = Field(ge=1)
     optimizer: Literal["sgd", "adamw", "muon"]
     lr: float = Field(gt=0)
@@ -139,13 +162,13 @@ class TrainParams(Section):
     final_div_factor: float = Field(ge=1)
     cycle_momentum: bool
     label_smoothing: float = Field(ge=0, le=1)
-    grad_clip: Optional[float] = Field(gt=0)
-    ema_decay: Optional[float] = Field(gt=0, lt=1)
-    lookahead_steps: int = Field(ge=0)          # 0 = off
+    grad_clip: float | None = Field(gt=0)
+    ema_decay: float | None = Field(gt=0, lt=1)
+    lookahead_steps: int = Field(ge=0)  # 0 = off
     lookahead_decay: float = Field(gt=0, lt=1)
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"]
-    threads: Optional[int] = Field(ge=1)
+    threads: int | None = Field(ge=1)
     nproc: int = Field(ge=1)
     channels_last: Literal["auto", "on", "off"]
     amp: Literal["auto", "bf16", "off"]
@@ -192,16 +215,17 @@ class TheoryParams(Section):
 
 
 class ReportParams(Section):
-    pdf: bool                                   # also print the PDF (needs Chromium)
-    image_index: int = Field(ge=0)              # test image of the neuron written out in section IV
-    bn_images: int = Field(ge=1, le=2000)       # test images through the trained BatchNorm (section XI)
-    mixup_alpha: float = Field(gt=0)            # the MixUp example's Beta(α, α)
+    pdf: bool  # also print the PDF (needs Chromium)
+    image_index: int = Field(ge=0)  # test image of the neuron written out in section IV
+    bn_images: int = Field(ge=1, le=2000)  # test images through the trained BatchNorm (section XI)
+    mixup_alpha: float = Field(gt=0)  # the MixUp example's Beta(α, α)
     seed: int = Field(ge=0)
     dpi: int = Field(ge=50, le=400)
 
 
 class GpuParams(Section):
     """The GPU recipe: values that replace augment/model/train ones when training runs on CUDA."""
+
     use: Literal["auto", "always", "never"]  # auto: on CUDA only; always: on any device (to try it on a CPU)
     augment: dict
     model: dict
@@ -225,14 +249,14 @@ class Params(Section):
     report: ReportParams
     gpu: GpuParams
 
-    def recipe_for(self, device_type: str) -> tuple["Params", str]:
+    def recipe_for(self, device_type: str) -> tuple[Params, str]:
         """The params training uses on a `device_type` ("cpu", "cuda", "mps") and the recipe's name:
         these params, or with the `gpu` section's values in place (gpu.use: auto on CUDA, always)."""
         if self.gpu.use == "never" or (self.gpu.use == "auto" and device_type != "cuda"):
             return self, "default"
         return self.with_gpu_recipe(), "gpu"
 
-    def with_gpu_recipe(self) -> "Params":
+    def with_gpu_recipe(self) -> Params:
         """These params with the `gpu` section's augment/model/train values in place."""
         raw = self.model_dump()
         for name in ("augment", "model", "train"):
@@ -240,7 +264,7 @@ class Params(Section):
         return parse_params(raw)
 
 
-def _section_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The section class that holds the last key of `loc` (for a "did you mean")."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
@@ -251,8 +275,7 @@ def _section_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]
     return model
 
 
-def _one_line(err: ValidationError, raw: dict, schema: Optional[type[BaseModel]] = None,
-              prefix: tuple = ()) -> str:
+def _one_line(err: ValidationError, raw: dict, schema: type[BaseModel] | None = None, prefix: tuple = ()) -> str:
     """The first error as `params.yaml: key=value: what is allowed`; `prefix` is where `raw` sits."""
     e = err.errors()[0]
     # drop pydantic's union-member tags ("list[str]", "literal['all']") from the location
@@ -293,8 +316,7 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def changed_params(before: dict, after: dict) -> list[dict]:
     """Every dotted key whose value differs, was added or removed: [{key, before, after}], sorted."""
     a, b = flatten(before), flatten(after)
-    return [{"key": k, "before": a.get(k), "after": b.get(k)} for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    return [{"key": k, "before": a.get(k), "after": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -312,8 +334,9 @@ def parse_params(raw: dict) -> Params:
     except ValidationError as err:
         raise ParamsError(_one_line(err, raw or {})) from None
     for name in ("augment", "train"):  # the GPU recipe's values must be valid where they land
-        parse_section(type(getattr(p, name)), deep_merge(getattr(p, name).model_dump(), getattr(p.gpu, name)),
-                      f"gpu.{name}")
+        parse_section(
+            type(getattr(p, name)), deep_merge(getattr(p, name).model_dump(), getattr(p.gpu, name)), f"gpu.{name}"
+        )
     return p
 
 
@@ -349,7 +372,7 @@ def _try_batch(n_train: int, nproc: int = 1) -> int:
     return max(nproc, b // nproc * nproc)
 
 
-def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> Optional[str]:
+def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> str | None:
     """One line when the last partial batch, which training skips every epoch (src/training/loop.py
     drops it so every step has the same size), is a large share of the training images; else None."""
     dropped = n_train % batch_size
@@ -359,29 +382,42 @@ def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> Op
     # as many steps as it takes to cover the split, each as large as fits: drops at most a few images
     better = max(nproc, n_train // (steps + 1) // nproc * nproc)
     hint = f"; train.batch_size={better} would skip {n_train % better}" if n_train % better < dropped else ""
-    return (f"params.yaml: warning: train.batch_size={batch_size} trains on {steps * batch_size} of the "
-            f"{n_train} training images an epoch ({steps} step{'s' if steps > 1 else ''}) and skips {dropped} "
-            f"({round(100 * dropped / n_train)} %: the last partial batch is dropped){hint}")
+    return (
+        f"params.yaml: warning: train.batch_size={batch_size} trains on {steps * batch_size} of the "
+        f"{n_train} training images an epoch ({steps} step{'s' if steps > 1 else ''}) and skips {dropped} "
+        f"({round(100 * dropped / n_train)} %: the last partial batch is dropped){hint}"
+    )
 
 
-def check_runtime(p: Params, n_train: Optional[int] = None) -> None:
+def check_runtime(p: Params, n_train: int | None = None) -> None:
     """Checks that need the data or the machine: batch size vs split size, device availability.
     A batch larger than the split is refused; one that leaves a large remainder unseen is a warning."""
     import torch
 
     if n_train is not None and p.train.batch_size > n_train:
-        raise ParamsError(f"params.yaml: train.batch_size={p.train.batch_size}: larger than the training "
-                          f"split ({n_train} images); allowed: ≤ {n_train} (try {_try_batch(n_train, p.train.nproc)})")
+        raise ParamsError(
+            f"params.yaml: train.batch_size={p.train.batch_size}: larger than the training "
+            f"split ({n_train} images); allowed: ≤ {n_train} (try {_try_batch(n_train, p.train.nproc)})"
+        )
     if p.train.batch_size % p.train.nproc:
-        raise ParamsError(f"params.yaml: train.batch_size={p.train.batch_size}: must divide evenly among "
-                          f"train.nproc={p.train.nproc} processes")
-    if p.train.nproc > 1 and torch.cuda.is_available() and p.train.device in ("auto", "cuda") \
-            and p.train.nproc > torch.cuda.device_count():
-        raise ParamsError(f"params.yaml: train.nproc={p.train.nproc}: more processes than the "
-                          f"{torch.cuda.device_count()} GPU(s) here; use at most {torch.cuda.device_count()}")
+        raise ParamsError(
+            f"params.yaml: train.batch_size={p.train.batch_size}: must divide evenly among "
+            f"train.nproc={p.train.nproc} processes"
+        )
+    if (
+        p.train.nproc > 1
+        and torch.cuda.is_available()
+        and p.train.device in ("auto", "cuda")
+        and p.train.nproc > torch.cuda.device_count()
+    ):
+        raise ParamsError(
+            f"params.yaml: train.nproc={p.train.nproc}: more processes than the "
+            f"{torch.cuda.device_count()} GPU(s) here; use at most {torch.cuda.device_count()}"
+        )
     if p.train.device == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("params.yaml: train.device='cuda': no CUDA GPU is visible on this machine; "
-                          "use 'auto' or 'cpu'")
+        raise ParamsError(
+            "params.yaml: train.device='cuda': no CUDA GPU is visible on this machine; use 'auto' or 'cpu'"
+        )
     if p.train.device == "mps" and not torch.backends.mps.is_available():
         raise ParamsError("params.yaml: train.device='mps': MPS is not available here; use 'auto' or 'cpu'")
     # last: a warning is worth printing only when no error stops the run

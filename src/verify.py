@@ -14,6 +14,7 @@ REV (a commit, branch, tag or `dvc exp` name, e.g. after `dvc exp pull origin <n
 out into a temporary git worktree that shares this repo's DVC cache; without REV the workspace is
 checked as it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 from src import paths
 
@@ -64,20 +65,23 @@ def lock_problems(root: Path) -> list[str]:
                 continue
             for kind, entries in change.items():
                 for path, state in entries.items():
-                    if isinstance(state, dict):   # params.yaml: {section: "modified"}
-                        params += [f"{path}: {key} {how} since the run dvc.lock records (stage {stage}): the "
-                                   "results are not of these params"
-                                   for section, how in state.items() for key in _changed_keys(root, stage, section)]
+                    if isinstance(state, dict):  # params.yaml: {section: "modified"}
+                        params += [
+                            f"{path}: {key} {how} since the run dvc.lock records (stage {stage}): the "
+                            "results are not of these params"
+                            for section, how in state.items()
+                            for key in _changed_keys(root, stage, section)
+                        ]
                     elif not (params and path == "params.yaml"):
                         what = "output" if "out" in kind else "input"
                         files.append(f"{path}: {state} since the run dvc.lock records ({what} of stage {stage})")
-    if params:   # the keys say more than "params.yaml: modified" (a file dep of check and report)
+    if params:  # the keys say more than "params.yaml: modified" (a file dep of check and report)
         files = [f for f in files if not f.startswith("params.yaml: ")]
     out = files + params
     return sorted(set(out), key=out.index)
 
 
-def rescore(root: Path) -> tuple[Optional[str], str]:
+def rescore(root: Path) -> tuple[str | None, str]:
     """(a problem or None, what was compared): test accuracy from models/best.pt against eval.json."""
     import torch
 
@@ -97,21 +101,33 @@ def rescore(root: Path) -> tuple[Optional[str], str]:
         return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {exc}", ""
     e = p.evaluate
     x, y = sub.split("test")
-    res = evaluate(model, x, y, torch.tensor(ck["mean"]), torch.tensor(ck["std"]), batch_size=e.batch_size,
-                   tta_flip=e.tta_flip, tta_shift=e.tta_shift)
+    res = evaluate(
+        model,
+        x,
+        y,
+        torch.tensor(ck["mean"]),
+        torch.tensor(ck["std"]),
+        batch_size=e.batch_size,
+        tta_flip=e.tta_flip,
+        tta_shift=e.tta_shift,
+    )
     acc = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])["test_acc"]  # as the stage did
     here = torch.backends.cpu.get_cpu_capability()
     same = kernels is None or here == kernels
     tol = 0.0 if same else TOLERANCE
-    what = (f"test accuracy {acc:.4f} recomputed from {paths.BEST} on {len(y)} test images "
-            f"({'the same CPU kernels, ' + here if same else f'{here} kernels here, {kernels} in the run'})")
+    what = (
+        f"test accuracy {acc:.4f} recomputed from {paths.BEST} on {len(y)} test images "
+        f"({'the same CPU kernels, ' + here if same else f'{here} kernels here, {kernels} in the run'})"
+    )
     if abs(acc - recorded) > tol:
-        return (f"{paths.EVAL_METRICS}: test_acc {recorded} but {paths.BEST} scores {acc} "
-                f"({'must be equal on the same CPU kernels' if same else f'allowed ±{TOLERANCE} across kernels'})"), what
+        return (
+            f"{paths.EVAL_METRICS}: test_acc {recorded} but {paths.BEST} scores {acc} "
+            f"({'must be equal on the same CPU kernels' if same else f'allowed ±{TOLERANCE} across kernels'})"
+        ), what
     return None, what
 
 
-def resolve(root: Path, rev: str) -> Optional[str]:
+def resolve(root: Path, rev: str) -> str | None:
     """The commit of a git revision or of a `dvc exp` name (refs/exps/…/<name>)."""
     r = _run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], root)
     if r.returncode == 0:
@@ -145,7 +161,7 @@ def verify(root: Path) -> tuple[list[str], str]:
     return problems + ([bad] if bad else []), what
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.verify", description=__doc__.split("\n\n")[0])
     ap.add_argument("rev", nargs="?", help="a commit, branch, tag or dvc exp name (default: the workspace)")
     args = ap.parse_args(argv)
@@ -153,8 +169,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.rev:
         commit = resolve(root, args.rev)
         if commit is None:
-            print(f"verify: error: {args.rev!r} is neither a git revision nor one `dvc exp` name here "
-                  "(`dvc exp pull <remote> <name>` fetches an experiment)", file=sys.stderr)
+            print(
+                f"verify: error: {args.rev!r} is neither a git revision nor one `dvc exp` name here "
+                "(`dvc exp pull <remote> <name>` fetches an experiment)",
+                file=sys.stderr,
+            )
             return 2
         try:
             with checked_out(root, commit) as tree:

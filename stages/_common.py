@@ -1,11 +1,12 @@
 """What every stage does: load and check params, run its `main`, and turn known errors into one
 line that says what to do next (repeating the command the user actually ran, found by
 stages/_launcher.py)."""
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from src.errors import CheckpointError, DataError, DistributedFailure, NonFiniteLoss, ParamsError, TrainingInterrupted
 from src.params import Params, load_params
@@ -16,7 +17,7 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
     """Call `main(params)`; a known failure prints `<name>: error: <one line>` and exits non-zero
     (under torchrun, only rank 0 speaks)."""
     speak = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0, or a single process
-    relaunched = "RANK" in os.environ           # the process that started torchrun reports interruptions
+    relaunched = "RANK" in os.environ  # the process that started torchrun reports interruptions
     try:
         main(load_params("params.yaml"))
     except ParamsError as exc:
@@ -39,7 +40,7 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
         sys.exit(130)
 
 
-def _undo_hint(cmd: Optional[str]) -> str:
+def _undo_hint(cmd: str | None) -> str:
     """After `dvc exp run -S …` the bad value stays in params.yaml (and DVC has removed this stage's
     output): say how to get back to where the user was, not only to the committed values."""
     words = (cmd or "").split()
@@ -48,12 +49,11 @@ def _undo_hint(cmd: Optional[str]) -> str:
     back = "`git checkout params.yaml && dvc checkout` restores the committed values"
     exp = newest_experiment()
     if exp:
-        back = (f"`dvc exp apply {exp}` brings back the newest experiment (or name another from `dvc exp show`); "
-                f"{back}")
+        back = f"`dvc exp apply {exp}` brings back the newest experiment (or name another from `dvc exp show`); {back}"
     return f" (`dvc exp run -S` left this value in params.yaml: {back})"
 
 
-def newest_experiment() -> Optional[str]:
+def newest_experiment() -> str | None:
     """The name of the newest `dvc exp` experiment on the current commit (DVC keeps them as git refs
     refs/exps/<commit[:2]>/<commit[2:]>/<name>), or None."""
     import subprocess
@@ -62,8 +62,19 @@ def newest_experiment() -> Optional[str]:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
         if not head:
             return None
-        refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate", "--count=1", "--format=%(refname)",
-                               f"refs/exps/{head[:2]}/{head[2:]}/"], capture_output=True, text=True, timeout=10)
+        refs = subprocess.run(
+            [
+                "git",
+                "for-each-ref",
+                "--sort=-committerdate",
+                "--count=1",
+                "--format=%(refname)",
+                f"refs/exps/{head[:2]}/{head[2:]}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     name = refs.stdout.strip().rsplit("/", 1)[-1]

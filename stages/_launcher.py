@@ -6,13 +6,13 @@ and the benchmarks never do), and walking the live process tree is not the lab's
 leading underscore: a helper, not a stage. Standard library only, and nothing runs at import time,
 so every stage can import it through stages/_common.py without depending on torch code.
 """
+
 from __future__ import annotations
 
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 QUEUE_COMMANDS = ("queue-worker", "exec-run")  # what DVC's experiment queue runs a queued experiment under
 
@@ -24,17 +24,17 @@ def _cmdline(pid: int | str) -> list[str]:
         return []
 
 
-def _dvc_args(args: list[str]) -> Optional[list[str]]:
+def _dvc_args(args: list[str]) -> list[str] | None:
     """The arguments after `dvc` in a command line (`dvc …`, `python -m dvc …`), else None."""
     for i, a in enumerate(args):
         if Path(a).name == "dvc":
-            return args[i + 1:]
-        if args[i:i + 2] == ["-m", "dvc"]:
-            return args[i + 2:]
+            return args[i + 1 :]
+        if args[i : i + 2] == ["-m", "dvc"]:
+            return args[i + 2 :]
     return None
 
 
-def launching_command() -> Optional[str]:
+def launching_command() -> str | None:
     """The command that started this stage: the nearest `dvc …` process above this one (Linux
     /proc), else this process's own `python -m …`; None under DVC's queue, where no single command
     reruns the experiment."""

@@ -1,5 +1,6 @@
 """How many threads and processes a computing stage (train, evaluate, visualize) uses: its CPU
 threads, shared among DVC's queue workers, and starting train again under torchrun."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,15 @@ def run_under_torchrun(name: str, nproc: int) -> None:
     import signal
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", f"stages.{name}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        f"stages.{name}",
+    ]
     print(f"{name}: {nproc} processes: torchrun --standalone --nproc_per_node={nproc} -m stages.{name}", flush=True)
     got: dict = {}
     # each process gets its share of the cores, unless the user set OMP_NUM_THREADS
@@ -57,7 +65,10 @@ def run_under_torchrun(name: str, nproc: int) -> None:
         return
     resume = paths.RUN_CACHE / "resume.pt"
     if got:
-        raise TrainingInterrupted(f"{got['signal']}: the {nproc} training processes stopped at a step boundary; "
-                                  f"rank 0 saved {resume}")
-    raise DistributedFailure(f"a training process failed (torchrun exited with {code}; its report is above); "
-                             f"the last resume point is {resume} if an epoch had ended")
+        raise TrainingInterrupted(
+            f"{got['signal']}: the {nproc} training processes stopped at a step boundary; rank 0 saved {resume}"
+        )
+    raise DistributedFailure(
+        f"a training process failed (torchrun exited with {code}; its report is above); "
+        f"the last resume point is {resume} if an epoch had ended"
+    )

@@ -3,6 +3,7 @@
 Every other stage depends on its output, so DVC stops here on a bad value, before it deletes
 the outputs of the stages that would rerun. The output never changes while the params are valid,
 so this stage never makes another one rerun."""
+
 from src import paths
 from src.io import write_text
 from src.models import model_section

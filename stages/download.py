@@ -1,4 +1,5 @@
 """Stage `download`: CIFAR-10 into data/raw/cifar-10-batches-py (official URL, or $CIFAR10_MIRROR)."""
+
 import sys
 
 from src import paths
@@ -6,10 +7,19 @@ from src.data.cifar import install_raw, mirror_from_env
 from src.params import Params
 from stages._common import run_stage
 
+
 def main(p: Params) -> None:
     d = p.download
-    path = install_raw(paths.RAW, d.url, d.md5, mirror_from_env(), retries=d.retries, backoff_s=d.backoff_s,
-                       timeout_s=d.timeout_s, progress=sys.stderr.isatty())
+    path = install_raw(
+        paths.RAW,
+        d.url,
+        d.md5,
+        mirror_from_env(),
+        retries=d.retries,
+        backoff_s=d.backoff_s,
+        timeout_s=d.timeout_s,
+        progress=sys.stderr.isatty(),
+    )
     print(f"download: CIFAR-10 ready in {path}")
 
 

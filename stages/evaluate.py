@@ -1,14 +1,15 @@
 """Stage `evaluate`: models/best.pt on the subset's test split → metrics/eval.json,
 plots/eval/predictions.csv (one row per test image, in test order: the confusion plots, and the
 visualize stage's predictions) and plots/eval/per_class.csv (bars)."""
+
 import torch
 
 from src import paths
-from src.training.checkpoints import load_trained
 from src.data.cifar import Subset
-from src.training.evaluation import evaluate, per_class_csv, predictions_csv, summarize
 from src.io import write_json, write_text
 from src.params import Params
+from src.training.checkpoints import load_trained
+from src.training.evaluation import evaluate, per_class_csv, predictions_csv, summarize
 from src.training.runtime import resolve_device
 from stages._common import run_stage
 from stages._parallel import cpu_threads
@@ -30,8 +31,10 @@ def main(p: Params) -> None:
     write_text(paths.PER_CLASS, per_class_csv(metrics["per_class_acc"]))
     write_json(paths.EVAL_METRICS, metrics)
     pairs = ", ".join(f"{d['pair']} ({d['total']})" for d in metrics["most_confused"][:3])
-    print(f"evaluate: test acc {metrics['test_acc']:.4f} on {metrics['test_images']} images, "
-          f"macro F1 {metrics['macro_f1']:.4f}; most confused: {pairs}")
+    print(
+        f"evaluate: test acc {metrics['test_acc']:.4f} on {metrics['test_images']} images, "
+        f"macro F1 {metrics['macro_f1']:.4f}; most confused: {pairs}"
+    )
 
 
 if __name__ == "__main__":

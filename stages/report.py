@@ -1,6 +1,7 @@
 """Stage `report`: the lab report in the manual's order from this run's files → report/lab_report.html
 (self-contained), report/lab_report.pdf (where Chromium is), report/figures/*.png and
 report/numbers.json (the theory additions of src/lab_report). Layout: templates/lab_report.html.j2."""
+
 import subprocess
 from pathlib import Path
 
@@ -12,9 +13,9 @@ from src.data.cifar import Subset
 from src.errors import CheckpointError, DataError
 from src.figures import run_steps
 from src.io import atomic_path, read_json, save_figure, write_json, write_text
-from src.params import Params
 from src.lab_report import build, render
 from src.lab_report.gather import Source
+from src.params import Params
 from src.training.checkpoints import load_trained
 from stages._common import run_stage
 from stages._parallel import cpu_threads
@@ -31,10 +32,12 @@ def additions(p: Params) -> Source:
         print(f"report: without the theory additions: {exc}")
         return Source(str(paths.REPORT_NUMBERS), None, f"made by the report stage from {paths.SUBSET} and {paths.BEST}")
     r = p.report
-    step = build.theory_additions(model.eval(), sub, ck["mean"], ck["std"], r.image_index, r.bn_images, r.mixup_alpha,
-                                  r.seed)
-    write_json(paths.REPORT_NUMBERS, run_steps([step], lambda fig, name: save_figure(fig, paths.REPORT_FIGURES / name,
-                                                                                      r.dpi)))
+    step = build.theory_additions(
+        model.eval(), sub, ck["mean"], ck["std"], r.image_index, r.bn_images, r.mixup_alpha, r.seed
+    )
+    write_json(
+        paths.REPORT_NUMBERS, run_steps([step], lambda fig, name: save_figure(fig, paths.REPORT_FIGURES / name, r.dpi))
+    )
     return Source(str(paths.REPORT_NUMBERS), read_json(paths.REPORT_NUMBERS))
 
 
@@ -51,10 +54,14 @@ def main(p: Params) -> None:
             with atomic_path(paths.REPORT_PDF) as tmp:
                 render.print_pdf(paths.REPORT_HTML, tmp, chromium)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            raise DataError(f"{exc}; the HTML is written ({paths.REPORT_HTML}); -S report.pdf=false skips the PDF") from None
+            raise DataError(
+                f"{exc}; the HTML is written ({paths.REPORT_HTML}); -S report.pdf=false skips the PDF"
+            ) from None
     elif p.report.pdf:
-        print(f"report: no Chromium here, so no PDF: open {paths.REPORT_HTML} in a browser and print it to PDF, "
-              "or install Chromium (Debian/Ubuntu: apt install chromium; or set CHROMIUM=/path/to/chrome)")
+        print(
+            f"report: no Chromium here, so no PDF: open {paths.REPORT_HTML} in a browser and print it to PDF, "
+            "or install Chromium (Debian/Ubuntu: apt install chromium; or set CHROMIUM=/path/to/chrome)"
+        )
     print(f"report: {paths.REPORT_HTML} ({shown} figures{', PDF ' + str(paths.REPORT_PDF) if chromium else ''})")
 
 

@@ -1,12 +1,13 @@
 """Stage `theory`: the operations of a CNN computed with src.teach.ops on small numbers and drawn,
 plus the networks' shapes and parameter counts (the steps are in src/figures/lesson_steps.py)
 → plots/theory/*.png, metrics/theory.json."""
+
 import numpy as np
 
 from src import paths
 from src.data.cifar import Subset
-from src.figures import run_steps
 from src.figures import lesson_steps as steps
+from src.figures import run_steps
 from src.io import save_figure, write_json
 from src.params import Params
 from stages._common import run_stage
@@ -17,8 +18,11 @@ OUT = paths.PLOTS_THEORY
 def main(p: Params) -> None:
     t = p.theory
     sub = Subset.load(paths.SUBSET)
-    drawn = [steps.operations(np.random.default_rng(t.seed)), steps.networks(p.model, len(sub.classes)),
-             steps.real_filters(sub, t.image_index)]
+    drawn = [
+        steps.operations(np.random.default_rng(t.seed)),
+        steps.networks(p.model, len(sub.classes)),
+        steps.real_filters(sub, t.image_index),
+    ]
     out = run_steps(drawn, lambda fig, name: save_figure(fig, OUT / name, t.dpi))
     write_json(paths.THEORY_METRICS, out)
     counts = ", ".join(f"{n} {d['total_params']:,}" for n, d in out["networks"].items())

@@ -1,20 +1,21 @@
 """Stage `train`: the model named in params on data/subset.pt; best epoch chosen on the validation
 split. Writes models/best.pt, models/last.pt, metrics/train.json, metrics/timing.json and DVCLive logs
 (dvclive/train)."""
+
 import shutil
 
 import torch
 
 from src import paths
-from src.training.checkpoints import fingerprint, save_checkpoint
 from src.data.cifar import Subset
-from src.training.distributed import init_from_env, under_torchrun
 from src.errors import ParamsError
 from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, check_runtime
-from src.training.runtime import resolve_device
+from src.training.checkpoints import fingerprint, save_checkpoint
+from src.training.distributed import Dist, init_from_env, under_torchrun
 from src.training.loop import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
+from src.training.runtime import resolve_device
 from stages._common import run_stage
 from stages._parallel import cpu_threads, run_under_torchrun
 
@@ -41,22 +42,66 @@ def timing(res: FitResult) -> dict:
     """metrics/timing.json: how long this machine took. The one output that differs run to run, so
     it is a file of its own that only the report reads: everything else is the same bytes for the
     same inputs, and a rerun invalidates nothing downstream but the report."""
-    return {"seconds": round(res.seconds, 2), "train_seconds": round(res.train_seconds, 2),
-            "images_per_s": round(res.images_per_s, 1)}
+    return {
+        "seconds": round(res.seconds, 2),
+        "train_seconds": round(res.train_seconds, 2),
+        "images_per_s": round(res.images_per_s, 1),
+    }
 
 
 def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "default") -> dict:
     """metrics/train.json, the keys a reviewer compares first (the timings are in metrics/timing.json)."""
     rt = res.runtime
     return {
-        "best_val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
-        "recipe": recipe, "batch_size": p.train.batch_size,
-        "optimizer": p.train.optimizer, "precision": rt.precision, "device": str(rt.device), "cpu_capability": rt.cpu_capability,
-        "threads": rt.threads, "processes": p.train.nproc, "model": p.model.name, "params": count_params(model),
-        "trainable_params": count_params(model, trainable_only=True), "steps": res.steps,
-        "epochs_equivalent": round(res.epochs_equivalent, 4), "time_budget_s": p.train.time_budget_s,
-        "final_val_acc": res.history[-1]["val_acc"], "final_train_loss": res.history[-1]["train_loss"],
+        "best_val_acc": res.best_val_acc,
+        "best_epoch": res.best_epoch,
+        "epochs": res.epochs_run,
+        "recipe": recipe,
+        "batch_size": p.train.batch_size,
+        "optimizer": p.train.optimizer,
+        "precision": rt.precision,
+        "device": str(rt.device),
+        "cpu_capability": rt.cpu_capability,
+        "threads": rt.threads,
+        "processes": p.train.nproc,
+        "model": p.model.name,
+        "params": count_params(model),
+        "trainable_params": count_params(model, trainable_only=True),
+        "steps": res.steps,
+        "epochs_equivalent": round(res.epochs_equivalent, 4),
+        "time_budget_s": p.train.time_budget_s,
+        "final_val_acc": res.history[-1]["val_acc"],
+        "final_train_loss": res.history[-1]["train_loss"],
     }
+
+
+def _recipe(p: Params, device: torch.device, n_train: int, say: bool) -> tuple[Params, str]:
+    """The params of the recipe for this device, checked against the runtime and the data."""
+    p, recipe = p.recipe_for(device.type)
+    if say:
+        print(
+            f"train: recipe {recipe} (gpu.use={p.gpu.use}, training on {device.type}"
+            f"{': the values of params.yaml `gpu` in place' if recipe == 'gpu' else ''})"
+        )
+    try:
+        check_runtime(p, n_train)
+    except ParamsError as e:
+        if recipe != "gpu":
+            raise
+        raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
+    return p, recipe
+
+
+def _threads(p: Params, dist: Dist) -> int:
+    """CPU threads per process: train.threads, or the machine's cores shared among the processes."""
+    threads, why = cpu_threads(p)
+    threads = max(1, threads // dist.world) if not p.train.threads else threads
+    if dist.is_main:
+        print(
+            f"train: {threads} thread{'s' if threads > 1 else ''} per process ({why}"
+            f"{f', {dist.world} processes' if dist.active else ''})"
+        )
+    return threads
 
 
 def main(p: Params) -> None:
@@ -71,36 +116,40 @@ def main(p: Params) -> None:
     stats = read_json(paths.STATS)
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
     dist, device = init_from_env(resolve_device(p.train.device))
-    p, recipe = p.recipe_for(device.type)
-    if dist.is_main:
-        print(f"train: recipe {recipe} (gpu.use={p.gpu.use}, training on {device.type}"
-              f"{': the values of params.yaml `gpu` in place' if recipe == 'gpu' else ''})")
-    try:
-        check_runtime(p, sub.train_y.numel())
-    except ParamsError as e:
-        if recipe != "gpu":
-            raise
-        raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
+    p, recipe = _recipe(p, device, sub.train_y.numel(), dist.is_main)
     torch.manual_seed(p.train.seed)
     model = build_model(p.model, len(sub.classes))
     init_from_data(model, sub.train_x, mean, std)
-    used = {"data": p.data.model_dump(), "augment": p.augment.model_dump(), "model": p.model.model_dump(),
-            "train": p.train.model_dump()}
-    meta = {"model_name": p.model.name, "classes": sub.classes, "mean": mean.tolist(), "std": std.tolist(),
-            "params": used}
-    threads, why = cpu_threads(p)
-    threads = max(1, threads // dist.world) if not p.train.threads else threads
-    if dist.is_main:
-        print(f"train: {threads} thread{'s' if threads > 1 else ''} per process ({why}"
-              f"{f', {dist.world} processes' if dist.active else ''})")
-    live = (Live(dir=str(paths.DVCLIVE_TRAIN), dvcyaml=None, save_dvc_exp=False, report=None) if dist.is_main
-            else nullcontext())
+    used = {
+        "data": p.data.model_dump(),
+        "augment": p.augment.model_dump(),
+        "model": p.model.model_dump(),
+        "train": p.train.model_dump(),
+    }
+    meta = {
+        "model_name": p.model.name,
+        "classes": sub.classes,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "params": used,
+    }
+    threads = _threads(p, dist)
+    live = (
+        Live(dir=str(paths.DVCLIVE_TRAIN), dvcyaml=None, save_dvc_exp=False, report=None)
+        if dist.is_main
+        else nullcontext()
+    )
     try:
         with live, stop_on_signals(escalate=not dist.active) as flag:
-            cfg = FitConfig(train=p.train.model_copy(update={"threads": threads}), augment=p.augment,
-                            run_dir=paths.RUN_CACHE, meta=meta,
-                            fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
-                            eval_batch_size=p.evaluate.batch_size, on_epoch=lambda row: log_epoch(live, row))
+            cfg = FitConfig(
+                train=p.train.model_copy(update={"threads": threads}),
+                augment=p.augment,
+                run_dir=paths.RUN_CACHE,
+                meta=meta,
+                fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
+                eval_batch_size=p.evaluate.batch_size,
+                on_epoch=lambda row: log_epoch(live, row),
+            )
             res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
     finally:
         dist.close()
@@ -113,14 +162,17 @@ def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict,
     run's cache goes."""
     with atomic_path(paths.BEST) as tmp:
         shutil.copyfile(paths.RUN_CACHE / "best.pt", tmp)
-    save_checkpoint(paths.LAST, res.model_state, meta, epoch=res.epochs_run, step=res.steps,
-                    optimizer=res.optimizer_state)
+    save_checkpoint(
+        paths.LAST, res.model_state, meta, epoch=res.epochs_run, step=res.steps, optimizer=res.optimizer_state
+    )
     write_text(paths.LR, lr_csv(res.lrs, res.steps_per_epoch))
     write_json(paths.TRAIN_METRICS, summary(res, model, p, recipe))
     write_json(paths.TIMING, timing(res))
     shutil.rmtree(paths.RUN_CACHE, ignore_errors=True)
-    print(f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
-          f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s, {res.runtime.describe()})")
+    print(
+        f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
+        f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s, {res.runtime.describe()})"
+    )
 
 
 if __name__ == "__main__":

@@ -3,18 +3,19 @@
 augmentation; the steps are in src/figures/visualize_steps.py). Predictions come from the evaluate
 stage's plots/eval/predictions.csv, not a second pass over the test set. Runs on the CPU; every
 choice is under `visualize:` in params.yaml."""
+
 import numpy as np
 import torch
 
 from src import paths
-from src.training.checkpoints import load_trained
 from src.data.cifar import Subset
 from src.errors import DataError
-from src.training.evaluation import read_predictions
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
 from src.io import read_dvclive_history, read_json, save_figure, write_json
 from src.params import Params
+from src.training.checkpoints import load_trained
+from src.training.evaluation import read_predictions
 from stages._common import run_stage
 from stages._parallel import cpu_threads
 
@@ -27,10 +28,19 @@ def load_inputs(p: Params) -> steps.Inputs:
     true, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes)
     if not np.array_equal(true, sub.test_y.numpy()):
         raise DataError(f"{paths.PREDICTIONS}: not this test split's predictions; run dvc repro evaluate")
-    return steps.Inputs(p.visualize, model.eval(), ck, sub, torch.tensor(ck["mean"]), torch.tensor(ck["std"]),
-                        pred, conf, np.random.default_rng(p.visualize.seed),
-                        history=read_dvclive_history(paths.DVCLIVE_METRICS),
-                        best_epoch=read_json(paths.TRAIN_METRICS)["best_epoch"])
+    return steps.Inputs(
+        p.visualize,
+        model.eval(),
+        ck,
+        sub,
+        torch.tensor(ck["mean"]),
+        torch.tensor(ck["std"]),
+        pred,
+        conf,
+        np.random.default_rng(p.visualize.seed),
+        history=read_dvclive_history(paths.DVCLIVE_METRICS),
+        best_epoch=read_json(paths.TRAIN_METRICS)["best_epoch"],
+    )
 
 
 def main(p: Params) -> None:
@@ -41,7 +51,9 @@ def main(p: Params) -> None:
     summary: dict = {"model": a.ck["model_name"], "classes": a.classes}
     summary.update(run_steps(steps.drawn(a), lambda fig, name: save_figure(fig, OUT / name, a.v.dpi)))
     write_json(paths.VISUALIZE_SUMMARY, summary)
-    print(f"visualize: {len(list(OUT.glob('*.png')))} figures in {OUT}; test acc {summary['confusion']['accuracy']:.4f}")
+    print(
+        f"visualize: {len(list(OUT.glob('*.png')))} figures in {OUT}; test acc {summary['confusion']['accuracy']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Synthetic CIFAR-10 in the official python layout, made by the tests (no real data needed)."""
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,12 @@ def write_batches(folder: Path, rows: int = 10000, seed: int = 0) -> Path:
     for i, name in enumerate(names):
         labels = np.arange(rows) % 10
         np.random.default_rng([seed, i]).shuffle(labels)
-        d = {"batch_label": name, "labels": labels.tolist(), "data": synthetic_images(labels, seed + i),
-             "filenames": [f"img_{i}_{j}.png" for j in range(rows)]}
+        d = {
+            "batch_label": name,
+            "labels": labels.tolist(),
+            "data": synthetic_images(labels, seed + i),
+            "filenames": [f"img_{i}_{j}.png" for j in range(rows)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f)
     with open(folder / "batches.meta", "wb") as f:
@@ -92,8 +97,13 @@ merge = deep_merge
 
 
 def sh(repo: Path, *cmd: str, check: bool = True, env_extra: dict | None = None, timeout: float = 600):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **(env_extra or {}),
+    }
     r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")

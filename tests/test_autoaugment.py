@@ -1,5 +1,6 @@
 """The batched AutoAugment equals torchvision's per-image one: every operation and magnitude bin
 pixel for pixel, whole sub-policies in order, and the draws follow the policy's frequencies."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -10,8 +11,16 @@ import torch
 from scipy.stats import chisquare
 from torchvision.transforms import v2
 
-from src.data.autoaugment import (CIFAR10_POLICY, NUM_BINS, OPS, SIGNED, AutoAugmentCIFAR10, magnitudes, signed_magnitude,
-                             torchvision_reference)
+from src.data.autoaugment import (
+    CIFAR10_POLICY,
+    NUM_BINS,
+    OPS,
+    SIGNED,
+    AutoAugmentCIFAR10,
+    magnitudes,
+    signed_magnitude,
+    torchvision_reference,
+)
 
 TV = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
 
@@ -19,8 +28,8 @@ TV = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
 def images(n: int = 96, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-    x[:6] = x[:6] // 4 + 60          # low contrast: autocontrast and equalize have work to do
-    x[6, 0] = 7                      # a flat channel (autocontrast leaves it)
+    x[:6] = x[:6] // 4 + 60  # low contrast: autocontrast and equalize have work to do
+    x[6, 0] = 7  # a flat channel (autocontrast leaves it)
     x[7] = torch.arange(32, dtype=torch.uint8).view(1, 1, 32) * 8  # a ramp: edges for sharpness
     return x
 
@@ -39,12 +48,19 @@ def test_every_operation_and_bin_equals_torchvision_pixel_for_pixel(op, sync_fre
     for b in range(NUM_BINS) if magnitudes(op) is not None else [0]:
         for neg in (0, 1) if op in SIGNED else (0,):
             m = signed_magnitude(op, b, bool(neg))
-            ref = torch.stack([TV._apply_image_or_video_transform(img, op, m, v2.InterpolationMode.NEAREST, TV._fill)
-                               for img in x])
+            ref = torch.stack(
+                [TV._apply_image_or_video_transform(img, op, m, v2.InterpolationMode.NEAREST, TV._fill) for img in x]
+            )
             ref = torch.where(on[:, None, None, None], ref, x)
             full = lambda v: torch.full((len(x),), v)  # noqa: E731
-            out = aa._colour(aa._geometric(x, t, full(OPS.index(op)), full(b), full(neg), on), t,
-                             full(OPS.index(op)), full(b), full(neg), on)
+            out = aa._colour(
+                aa._geometric(x, t, full(OPS.index(op)), full(b), full(neg), on),
+                t,
+                full(OPS.index(op)),
+                full(b),
+                full(neg),
+                on,
+            )
             assert torch.equal(out, ref), f"{op} bin {b} {'negative' if neg else ''}"
 
 

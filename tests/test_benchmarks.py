@@ -1,4 +1,5 @@
 """The CPU benchmarks' plumbing: `--set` overrides and the step benchmark (tiny, CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,10 @@ from tests.conftest import REPO, params_with
 
 
 def test_set_overrides_take_yaml_values_at_dotted_keys():
-    p = apply_sets(params_with(), ["model.fast_cnn.widths=[8,16,32]", "train.amp=off", "train.ema_decay=0.98",
-                                   "data.classes=[cat,dog]"])
+    p = apply_sets(
+        params_with(),
+        ["model.fast_cnn.widths=[8,16,32]", "train.amp=off", "train.ema_decay=0.98", "data.classes=[cat,dog]"],
+    )
     assert p.model.raw_section()["widths"] == [8, 16, 32]
     assert (p.train.amp, p.train.ema_decay, p.data.classes) == ("off", 0.98, ["cat", "dog"])
     assert p.train.lr == params_with().train.lr  # the rest stays as committed
@@ -25,8 +28,22 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     small = "model.fast_cnn.widths=[8,16,16] train.batch_size=16 train.threads=1"
-    cpu_step_main(["--steps", "2", "--repeats", "2", "--profile-rows", "5", "--name", "t",
-                   "--variant", f"small={small}", "--variant", f"nchw={small} train.channels_last=off"])
+    cpu_step_main(
+        [
+            "--steps",
+            "2",
+            "--repeats",
+            "2",
+            "--profile-rows",
+            "5",
+            "--name",
+            "t",
+            "--variant",
+            f"small={small}",
+            "--variant",
+            f"nchw={small} train.channels_last=off",
+        ]
+    )
     out = json.loads((tmp_path / "benchmarks/results/t.json").read_text())
     assert list(out["variants"]) == ["small", "nchw"]
     small_r = out["variants"]["small"]

@@ -2,6 +2,7 @@
 layout from the committed params.yaml and metrics, so no experiment has to run): the printed table
 fits the terminal, each figure labels a run with what differs and reads well when two runs land on
 one point, and compare/ stays out of git."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,8 @@ import pytest
 from matplotlib.offsetbox import AnnotationBbox, TextArea
 
 from src.compare import describe, experiments, main, short_keys, shorten, show_value, terminal_view
-from src.figures.readability import problems
 from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap
+from src.figures.readability import problems
 from src.params import CIFAR10_CLASSES, deep_merge
 from tests.conftest import COMMITTED, REPO
 
@@ -30,13 +31,31 @@ TRAIN = json.loads((REPO / "metrics/train.json").read_text())
 def _rev(sha: str, name: str, over: dict, acc: float | None, seconds: float = 87.2, error: bool = False) -> dict:
     """One commit or experiment as `dvc exp show --json` writes it (data: params, metrics, deps, ...)."""
     params = deep_merge(deep_merge(copy.deepcopy(COMMITTED), BASE), over)
-    metrics = {} if acc is None else {
-        "metrics/eval.json": {"data": {**EVAL, "test_acc": acc,
-                                       "per_class_acc": {c: acc for c in params["data"]["classes"]}}},
-        "metrics/train.json": {"data": {**TRAIN, "seconds": seconds}}}
-    return {"rev": sha * 40, "name": name, "error": {"type": "ReproductionError", "msg": "failed"} if error else None,
-            "data": {"rev": sha * 40, "timestamp": "2026-12-01T09:33:08", "params": {"params.yaml": {"data": params}},
-                     "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}, "experiments": None}
+    metrics = (
+        {}
+        if acc is None
+        else {
+            "metrics/eval.json": {
+                "data": {**EVAL, "test_acc": acc, "per_class_acc": dict.fromkeys(params["data"]["classes"], acc)}
+            },
+            "metrics/train.json": {"data": {**TRAIN, "seconds": seconds}},
+        }
+    )
+    return {
+        "rev": sha * 40,
+        "name": name,
+        "error": {"type": "ReproductionError", "msg": "failed"} if error else None,
+        "data": {
+            "rev": sha * 40,
+            "timestamp": "2026-12-01T09:33:08",
+            "params": {"params.yaml": {"data": params}},
+            "metrics": metrics,
+            "deps": {},
+            "outs": {},
+            "meta": {},
+        },
+        "experiments": None,
+    }
 
 
 def exp_show(runs: list[tuple[str, dict, float | None, float]]) -> list[dict]:
@@ -45,15 +64,22 @@ def exp_show(runs: list[tuple[str, dict, float | None, float]]) -> list[dict]:
     main_rev = {**_rev("a", "main", {}, 0.954), "experiments": []}
     for i, (name, over, acc, seconds) in enumerate(runs):
         failed = acc is None
-        main_rev["experiments"].append({"name": name, "executor": {"state": "failed"} if failed else None,
-                                        "revs": [_rev("bcdef123"[i % 8], name, over, acc, seconds, failed)]})
+        main_rev["experiments"].append(
+            {
+                "name": name,
+                "executor": {"state": "failed"} if failed else None,
+                "revs": [_rev("bcdef123"[i % 8], name, over, acc, seconds, failed)],
+            }
+        )
     return [{**_rev("0", "workspace", {}, 0.954), "rev": "workspace"}, main_rev]
 
 
-GRID = [("lowse-meal", {"train": {"lr": 0.02}, "data": {"classes": ["cat", "dog"]}}, 0.97, 40.1),
-        ("lento-cogs", {"train": {"lr": 0.02}, "data": {"classes": ["cat", "dog"]}}, 0.97, 40.1),  # same point
-        ("warm-dune", {"train": {"epochs": 12}}, 0.962, 120.0),
-        ("bad-epochs", {"train": {"epochs": 0}}, None, 0.0)]
+GRID = [
+    ("lowse-meal", {"train": {"lr": 0.02}, "data": {"classes": ["cat", "dog"]}}, 0.97, 40.1),
+    ("lento-cogs", {"train": {"lr": 0.02}, "data": {"classes": ["cat", "dog"]}}, 0.97, 40.1),  # same point
+    ("warm-dune", {"train": {"epochs": 12}}, 0.962, 120.0),
+    ("bad-epochs", {"train": {"epochs": 0}}, None, 0.0),
+]
 
 
 @pytest.fixture
@@ -64,6 +90,7 @@ def saved(tmp_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the printed table
+
 
 def _printed(capsys, *argv: str) -> list[str]:
     assert main(list(argv)) == 0
@@ -85,9 +112,19 @@ def test_the_printed_table_fits_120_columns_with_the_changed_params_first(saved,
 
 def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path, capsys):
     """Like `dvc exp show --only-changed` with ~30 columns, where train.epochs was cut off."""
-    over = {"data": {"classes": ["cat", "dog"], "train_per_class": 900}, "augment": {"cutout": 8, "flip": False},
-            "model": {"name": "seed_cnn"}, "train": {"lr": 0.04, "batch_size": 128, "weight_decay": 0.001,
-                                                     "optimizer": "muon", "label_smoothing": 0.2, "epochs": 3}}
+    over = {
+        "data": {"classes": ["cat", "dog"], "train_per_class": 900},
+        "augment": {"cutout": 8, "flip": False},
+        "model": {"name": "seed_cnn"},
+        "train": {
+            "lr": 0.04,
+            "batch_size": 128,
+            "weight_decay": 0.001,
+            "optimizer": "muon",
+            "label_smoothing": 0.2,
+            "epochs": 3,
+        },
+    }
     over = {k: {kk: vv for kk, vv in v.items() if kk in COMMITTED[k]} for k, v in over.items()}
     path = tmp_path / "show.json"
     path.write_text(json.dumps(exp_show([("wide-grid", over, 0.91, 50.0)])))
@@ -102,8 +139,12 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
 def test_the_report_prints_the_fitted_table_and_writes_its_files(saved, tmp_path, capsys):
     lines = _printed(capsys, "--json", str(saved), "--out", str(tmp_path / "out"), "--width", "100")
     assert max(map(len, lines[:-1])) <= 100 and lines[-1].startswith("compare: 5 rows (1 failed)")
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"compare.md", "compare.csv", "accuracy_vs_seconds.png",
-                                                              "per_class.png"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "compare.md",
+        "compare.csv",
+        "accuracy_vs_seconds.png",
+        "per_class.png",
+    }
 
 
 def test_values_and_keys_are_shortened_sensibly():
@@ -112,7 +153,10 @@ def test_values_and_keys_are_shortened_sensibly():
     assert shorten("airplane,automobile,bird,cat,deer", 24) == "airplane,automobile,…+3"
     assert shorten("a-very-long-experiment-name", 10) == "a-very-lo…" and shorten("short", 10) == "short"
     assert short_keys(["train.lr", "model.fast_cnn.widths", "model.seed_cnn.widths"]) == {
-        "train.lr": "lr", "model.fast_cnn.widths": "fast_cnn.widths", "model.seed_cnn.widths": "seed_cnn.widths"}
+        "train.lr": "lr",
+        "model.fast_cnn.widths": "fast_cnn.widths",
+        "model.seed_cnn.widths": "seed_cnn.widths",
+    }
 
 
 def test_a_single_run_or_a_narrow_terminal_still_fits():
@@ -124,28 +168,37 @@ def test_a_single_run_or_a_narrow_terminal_still_fits():
 
 # ----------------------------------------------------------------------------- the figures
 
+
 def _labels(fig) -> list[str]:
     """Each point's label as drawn: its lines joined by " | "."""
     boxes = [a for a in fig.axes[0].artists if isinstance(a, AnnotationBbox)]
-    return [" | ".join(t.get_text() for t in b.offsetbox.findobj(match=lambda o: isinstance(o, TextArea)))
-            for b in boxes]
+    return [
+        " | ".join(t.get_text() for t in b.offsetbox.findobj(match=lambda o: isinstance(o, TextArea))) for b in boxes
+    ]
 
 
 def test_points_are_labelled_with_what_differs_and_their_name():
     rows = experiments(exp_show(GRID))
-    assert describe(rows[:3]) == [f"classes=airplane,automobile,bird,…+7, lr={LR}",
-                                  "classes=cat,dog, lr=0.02", "classes=cat,dog, lr=0.02"]
+    assert describe(rows[:3]) == [
+        f"classes=airplane,automobile,bird,…+7, lr={LR}",
+        "classes=cat,dog, lr=0.02",
+        "classes=cat,dog, lr=0.02",
+    ]
     fig = accuracy_vs_seconds(rows, describe)
-    assert sorted(_labels(fig)) == sorted([
-        f"classes=airplane,automobile,bird,…+7, epochs={EPOCHS}, lr={LR} | main",
-        f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lowse-meal",
-        f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lento-cogs",
-        f"classes=airplane,automobile,bird,…+7, epochs=12, lr={LR} | warm-dune"])  # the failed run is not drawn
+    assert sorted(_labels(fig)) == sorted(
+        [
+            f"classes=airplane,automobile,bird,…+7, epochs={EPOCHS}, lr={LR} | main",
+            f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lowse-meal",
+            f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lento-cogs",
+            f"classes=airplane,automobile,bird,…+7, epochs=12, lr={LR} | warm-dune",
+        ]
+    )  # the failed run is not drawn
     plt.close(fig)
 
 
-@pytest.mark.parametrize("grid", [GRID, GRID[:2], [GRID[0]] * 5, []],
-                         ids=["grid", "two-at-one-point", "five-at-one-point", "baseline-only"])
+@pytest.mark.parametrize(
+    "grid", [GRID, GRID[:2], [GRID[0]] * 5, []], ids=["grid", "two-at-one-point", "five-at-one-point", "baseline-only"]
+)
 def test_both_comparison_figures_read_well(grid):
     """No label on another (two or five runs at one point included), numbers readable on their cells."""
     rows = experiments(exp_show([(f"{name}-{i}", over, acc, s) for i, (name, over, acc, s) in enumerate(grid)]))
@@ -157,6 +210,7 @@ def test_both_comparison_figures_read_well(grid):
 
 
 # ----------------------------------------------------------------------------- git
+
 
 def test_the_comparison_folder_is_ignored_by_git():
     paths = ["compare/compare.md", "compare/per_class.png"]

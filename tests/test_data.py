@@ -1,4 +1,5 @@
 """Subset selection and the statistics the stats stage reports, against NumPy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def test_channel_stats_match_numpy():
 def test_subset_counts_relabelling_and_disjoint_splits(small_batches):
     raw = load_cifar10(small_batches / "cifar-10-batches-py")
     names = read_class_names(small_batches / "cifar-10-batches-py")
-    sub = select_subset(raw, names, ["dog", "cat", "ship"], train_per_class=50, val_per_class=20,
-                        test_per_class=10, seed=3)
+    sub = select_subset(
+        raw, names, ["dog", "cat", "ship"], train_per_class=50, val_per_class=20, test_per_class=10, seed=3
+    )
     assert sub.classes == ["dog", "cat", "ship"]
     for split, n in (("train", 50), ("val", 20), ("test", 10)):
         x, y = sub.split(split)

@@ -2,6 +2,7 @@
 two processes train and write once; torchrun with one process is exactly plain python; a killed
 process fails the stage with one line, Ctrl-C to the whole group saves, and the next run resumes
 to the result of an uninterrupted run."""
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,15 @@ def _workers(parent: int) -> dict[int, int]:
 
 def _start(repo: Path) -> subprocess.Popen:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=repo,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _after_first_epoch(repo: Path, proc: subprocess.Popen) -> None:

@@ -1,6 +1,7 @@
 """The student-facing docs (README.md, docs/*.md) say what the project does, not how it was built:
-no issue numbers or build-session remarks (history lives in CHANGELOG.md, which holds to the same), tables whose rows have
-as many cells as their header, and links and images that lead to files that exist."""
+no issue numbers or build-session remarks (history lives in CHANGELOG.md, which holds to the same), tables whose
+rows have as many cells as their header, and links and images that lead to files that exist."""
+
 from __future__ import annotations
 
 import re
@@ -66,15 +67,22 @@ def anchors(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", LINKED, ids=[str(p.relative_to(REPO)) for p in LINKED])
 def test_no_issue_numbers_or_build_history_wording(path):
-    found = [f"{path.name}:{n}: {m.group(0)!r}" for n, line in prose(path)
-             for m in [*ISSUE_REF.finditer(line), *BUILDER_WORDS.finditer(line)]]
+    found = [
+        f"{path.name}:{n}: {m.group(0)!r}"
+        for n, line in prose(path)
+        for m in [*ISSUE_REF.finditer(line), *BUILDER_WORDS.finditer(line)]
+    ]
     assert not found, "say what the project does (history goes to CHANGELOG.md): " + "; ".join(found)
 
 
 @pytest.mark.parametrize("path", DOCS, ids=IDS)
 def test_every_table_row_has_as_many_cells_as_its_header(path):
-    bad = [f"{path.name}:{n}: {cells(row)} cells, the header (line {start}) has {cells(rows[0][1])}"
-           for start, rows in tables(path) for n, row in rows[1:] if cells(row) != cells(rows[0][1])]
+    bad = [
+        f"{path.name}:{n}: {cells(row)} cells, the header (line {start}) has {cells(rows[0][1])}"
+        for start, rows in tables(path)
+        for n, row in rows[1:]
+        if cells(row) != cells(rows[0][1])
+    ]
     assert not bad, "; ".join(bad)
 
 
@@ -96,8 +104,10 @@ def test_relative_links_and_images_exist(path):
 
 def test_the_checks_catch_what_they_are_for(tmp_path):
     doc = tmp_path / "x.md"
-    doc.write_text("# Title\n\nSee issue #9 and [here](#title).\n\n| a | b |\n|---|---|\n| 1 | 2 | 3 |\n"
-                   "| `x \\| y` | z |\n\n```\n| not | a | table |\n```\n")
+    doc.write_text(
+        "# Title\n\nSee issue #9 and [here](#title).\n\n| a | b |\n|---|---|\n| 1 | 2 | 3 |\n"
+        "| `x \\| y` | z |\n\n```\n| not | a | table |\n```\n"
+    )
     assert [m.group(0) for _, line in prose(doc) for m in ISSUE_REF.finditer(line)] == ["#9"]
     assert [[cells(r) for _, r in rows] for _, rows in tables(doc)] == [[2, 3, 2]]
     assert anchors(doc) == {"title"} and slug("On a GPU: the `gpu` recipe") == "on-a-gpu-the-gpu-recipe"

@@ -1,4 +1,5 @@
 """The download stage's logic: official archive by URL (md5, truncation, retries) and a mirror."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,9 @@ def _md5(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def archive(small_batches, tmp_path_factory) -> Path:
-    return make_archive(small_batches / "cifar-10-batches-py", tmp_path_factory.mktemp("arc") / "cifar-10-python.tar.gz")
+    return make_archive(
+        small_batches / "cifar-10-batches-py", tmp_path_factory.mktemp("arc") / "cifar-10-python.tar.gz"
+    )
 
 
 def _install(out, url, md5, mirror=None, **kw):
@@ -75,12 +78,15 @@ def test_missing_mirror(tmp_path):
         _install(tmp_path / "raw", "unused", "0" * 32, mirror=str(tmp_path / "nope"))
 
 
-@pytest.mark.parametrize("damage,match", [
-    ("garbage", "not a readable CIFAR-10 pickle"),
-    ("shape", "expected uint8"),
-    ("labels", "labels out of range"),
-    ("missing", "missing"),
-])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        ("garbage", "not a readable CIFAR-10 pickle"),
+        ("shape", "expected uint8"),
+        ("labels", "labels out of range"),
+        ("missing", "missing"),
+    ],
+)
 def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match):
     mirror = tmp_path / "m"
     shutil.copytree(small_batches, mirror)
@@ -107,6 +113,7 @@ def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match)
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
     """Fails the first `fail` requests (500, then a cut-off body), then serves the archive."""
+
     payload = b""
     fail = 2
     seen = 0

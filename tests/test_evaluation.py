@@ -1,4 +1,5 @@
 """Metrics against a confusion matrix computed by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,7 @@ from src.training.evaluation import confusion_matrix, macro_f1, most_confused, p
 # 3 classes; true labels and predictions chosen so every number below is easy to check by hand
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
 P = np.array([0, 0, 1, 2, 1, 1, 0, 2, 2, 1])
-CM = np.array([[2, 1, 1],
-               [1, 2, 0],
-               [0, 1, 2]])
+CM = np.array([[2, 1, 1], [1, 2, 0], [0, 1, 2]])
 
 
 def test_confusion_matrix():

@@ -3,6 +3,7 @@ layer's maps, Grad-CAM for any class, the hand-written sum equals PyTorch, a cla
 and a test image's true class (none for an upload), and clear messages for bad input, one each (no model
 yet, another class list, a non-image, an oversized file, a test index out of range, negative, not a
 whole number or missing)."""
+
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.explorer import compute
 from src.data.cifar import normalize
+from src.explorer import compute
 from src.explorer.app import create_app
 from src.models import build_model
 from src.params import CIFAR10_CLASSES
@@ -31,12 +32,14 @@ def synthetic_lab(name: str, k: int, n: int = 60) -> compute.Lab:
     y = np.arange(n) % k
     pred = (y + (np.arange(n) % 4 == 0)) % k
     conf = np.random.default_rng(0).uniform(0.3, 1.0, n)
-    return compute.Lab(model, list(CIFAR10_CLASSES[:k]), torch.tensor([0.5] * 3), torch.tensor([0.25] * 3), x, y, pred,
-                 conf, name)
+    return compute.Lab(
+        model, list(CIFAR10_CLASSES[:k]), torch.tensor([0.5] * 3), torch.tensor([0.25] * 3), x, y, pred, conf, name
+    )
 
 
-@pytest.fixture(params=[("fast_cnn", 3), ("fast_cnn", 10), ("seed_cnn", 3), ("seed_cnn", 10)],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    params=[("fast_cnn", 3), ("fast_cnn", 10), ("seed_cnn", 3), ("seed_cnn", 10)], ids=lambda p: f"{p[0]}-{p[1]}"
+)
 def client(request):
     lab = synthetic_lab(*request.param)
     return create_app(lab=lab).test_client(), lab
@@ -56,12 +59,12 @@ def test_probabilities_maps_gradcam_and_sum(client):
     np.testing.assert_allclose([p["p"] for p in r["probs"]], want, atol=1e-6)
     assert [p["class"] for p in r["probs"]] == lab.classes and r["pred"] == lab.classes[int(want.argmax())]
     layers = lab.model.feature_layers()
-    assert [l["name"] for l in r["layers"]] == layers
-    for l in r["layers"]:  # every channel in the mosaic: rows × cols cells of the layer's real size
-        im = Image.open(io.BytesIO(base64.b64decode(l["mosaic"])))
-        ch, h, w = l["shape"]
-        assert l["rows"] * l["cols"] >= ch > (l["rows"] - 1) * l["cols"]
-        assert im.size == (l["cols"] * (w + 1) - 1, l["rows"] * (h + 1) - 1)
+    assert [layer["name"] for layer in r["layers"]] == layers
+    for layer in r["layers"]:  # every channel in the mosaic: rows × cols cells of the layer's real size
+        im = Image.open(io.BytesIO(base64.b64decode(layer["mosaic"])))
+        ch, h, w = layer["shape"]
+        assert layer["rows"] * layer["cols"] >= ch > (layer["rows"] - 1) * layer["cols"]
+        assert im.size == (layer["cols"] * (w + 1) - 1, layer["rows"] * (h + 1) - 1)
     for cls in (lab.classes[0], lab.classes[-1]):
         g = c.post("/api/gradcam", json={"index": 7, "cls": cls}).get_json()
         assert g["class"] == cls and Image.open(io.BytesIO(base64.b64decode(g["png"]))).size == (32, 32)
@@ -114,7 +117,11 @@ def test_a_test_image_has_its_true_class_and_an_upload_none(client):
     up = c.post("/api/analyse", data={"file": (io.BytesIO(png_bytes(np.zeros((32, 32, 3), np.uint8))), "b.png")})
     back = c.post("/api/analyse", json={"image": up.get_json()["image"]})  # the page's copy of an upload
     for r in (up, back):
-        assert r.status_code == 200 and (r.get_json()["index"], r.get_json()["true_class"], r.get_json()["correct"]) == (None, None, None)
+        assert r.status_code == 200 and (
+            r.get_json()["index"],
+            r.get_json()["true_class"],
+            r.get_json()["correct"],
+        ) == (None, None, None)
 
 
 BAD_INDEX = [  # (JSON body or query string, the message for a 60-image test split)
@@ -146,8 +153,10 @@ def test_each_bad_index_gets_its_own_message(sent, message):
 def test_the_real_test_split_size_is_in_the_message():
     c = create_app(lab=synthetic_lab("fast_cnn", 10, n=3000)).test_client()
     assert c.post("/api/analyse", json={"index": 2999}).status_code == 200
-    for index, message in ((3000, "test image 3000 does not exist (0–2999)"),
-                           (-1, "test index -1 is negative: test images are numbered 0–2999")):
+    for index, message in (
+        (3000, "test image 3000 does not exist (0–2999)"),
+        (-1, "test index -1 is negative: test images are numbered 0–2999"),
+    ):
         r = c.post("/api/analyse", json={"index": index})
         assert (r.status_code, r.get_json()) == (400, {"error": message})
 
@@ -157,9 +166,15 @@ def test_other_bad_input_gets_its_own_message(client):
     r = c.post("/api/analyse", json={"image": "not base64!"})
     assert r.status_code == 400 and r.get_json()["error"].startswith("the image sent back is not readable")
     r = c.post("/api/analyse", json={"image": base64.b64encode(b"text").decode()})  # base64, but no picture
-    assert (r.status_code, r.get_json()["error"]) == (400, "not a PNG or JPEG image (the file could not be read as a picture)")
+    assert (r.status_code, r.get_json()["error"]) == (
+        400,
+        "not a PNG or JPEG image (the file could not be read as a picture)",
+    )
     r = c.post("/api/conv", json={"index": 0, "channel": 1.5, "i": 0, "j": 0})
-    assert (r.status_code, r.get_json()["error"]) == (400, "give channel, i and j of the first conv layer's output (whole numbers)")
+    assert (r.status_code, r.get_json()["error"]) == (
+        400,
+        "give channel, i and j of the first conv layer's output (whole numbers)",
+    )
     r = c.get("/api/images?page=two")
     assert (r.status_code, r.get_json()["error"]) == (400, "page must be a whole number, not 'two'")
 
@@ -182,8 +197,8 @@ def test_the_filters_view_on_the_trained_model(repo):
     c = create_app(root=repo).test_client()
     layers = c.get("/api/filters").get_json()
     vis = json.loads((repo / "plots/visualize.json").read_text())["top_patches"]
-    assert [l["layer"] for l in layers] == list(vis)
-    for l in layers:  # the page shows what the visualize stage's figure shows
-        assert [r["channel"] for r in l["rows"]] == vis[l["layer"]]["channels"]
-        assert [[p["index"] for p in r["patches"]] for r in l["rows"]] == vis[l["layer"]]["images"]
+    assert [layer["layer"] for layer in layers] == list(vis)
+    for layer in layers:  # the page shows what the visualize stage's figure shows
+        assert [r["channel"] for r in layer["rows"]] == vis[layer["layer"]]["channels"]
+        assert [[p["index"] for p in r["patches"]] for r in layer["rows"]] == vis[layer["layer"]]["images"]
     assert layers[0]["learned"] is False  # fast_cnn's whitening layer

@@ -6,6 +6,7 @@ class; a text file or a bad index gets the error message and the previous analys
 
     EXPLORER_ROOT=. SCREENSHOTS=docs python -m pytest tests/test_explorer_browser.py   # the README's pictures
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,11 @@ def served(request):
     """The explorer on a free port, for the end-to-end repo (or EXPLORER_ROOT, e.g. `.` for the README's pictures)."""
     from werkzeug.serving import make_server
 
-    repo = Path(os.environ["EXPLORER_ROOT"]).resolve() if os.environ.get("EXPLORER_ROOT") else request.getfixturevalue("repo")
+    repo = (
+        Path(os.environ["EXPLORER_ROOT"]).resolve()
+        if os.environ.get("EXPLORER_ROOT")
+        else request.getfixturevalue("repo")
+    )
     server = make_server("127.0.0.1", 0, create_app(root=repo), threaded=False)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -44,9 +49,16 @@ def page(served):
     url, repo = served
     outside: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            ],
+        )
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
 
         def only_local(route):
@@ -66,13 +78,13 @@ def page(served):
 
 
 def model_probs(repo: Path, index: int) -> np.ndarray:
-    from src.training.checkpoints import load_trained
     from src.data.cifar import Subset, normalize
+    from src.training.checkpoints import load_trained
 
     sub = Subset.load(repo / "data/subset.pt")
     model, ck = load_trained(repo / "models/best.pt", sub.classes)
     with torch.no_grad():
-        x = normalize(sub.test_x[index:index + 1], torch.tensor(ck["mean"]), torch.tensor(ck["std"]))
+        x = normalize(sub.test_x[index : index + 1], torch.tensor(ck["mean"]), torch.tensor(ck["std"]))
         return model.eval()(x).softmax(1)[0].numpy()
 
 
@@ -96,8 +108,10 @@ def test_choosing_an_image_shows_the_models_probabilities_and_every_layer(page):
     index = int(first.get_attribute("data-index"))
     first.click()
     pg.wait_for_selector("#probs .prob")
-    shown = {el.get_attribute("data-class"): el.inner_text().split("\n")[-1].strip()
-             for el in pg.query_selector_all("#probs .prob")}
+    shown = {
+        el.get_attribute("data-class"): el.inner_text().split("\n")[-1].strip()
+        for el in pg.query_selector_all("#probs .prob")
+    }
     from src.data.cifar import Subset
 
     classes = Subset.load(repo / "data/subset.pt").classes
@@ -127,8 +141,10 @@ def test_a_clicked_position_is_summed_by_hand_as_pytorch_does(page):
 
 def tagged(pg) -> dict[str, list[str]]:
     """The tags (text, not colour) each probability bar carries: "predicted", "true class"."""
-    return {el.get_attribute("data-class"): [t.inner_text() for t in el.query_selector_all(".tag")]
-            for el in pg.query_selector_all("#probs .prob")}
+    return {
+        el.get_attribute("data-class"): [t.inner_text() for t in el.query_selector_all(".tag")]
+        for el in pg.query_selector_all("#probs .prob")
+    }
 
 
 def choose_and_read(pg, index: int) -> tuple[str, dict[str, list[str]]]:

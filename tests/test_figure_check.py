@@ -1,6 +1,7 @@
 """What a reader sees: no text on text, no title over the image above, no spilled table cells, no
 faint numbers on dark cells — checked on every figure the stages write, and the checker itself
 checked on figures built to fail."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,12 +12,12 @@ import pytest
 import torch
 
 from src.figures import results
-from src.figures.readability import contrast, problems
 from src.figures.dataset import class_distribution, samples_per_class
+from src.figures.readability import contrast, problems
 from src.params import CIFAR10_CLASSES, load_params
 
-
 # ----------------------------------------------------------------------------- the checker fails what it should
+
 
 def test_overlapping_texts_are_caught():
     fig, ax = plt.subplots()
@@ -36,8 +37,8 @@ def test_a_title_over_the_image_above_is_caught():
 def test_dark_text_on_a_dark_cell_is_caught_and_white_passes():
     fig, ax = plt.subplots()
     ax.imshow([[10.0, -10.0]], cmap="RdBu_r", vmin=-10, vmax=10)
-    ax.text(0, 0, "19", color="black", ha="center", va="center")   # black on dark red
-    ax.text(1, 0, "-9", color="white", ha="center", va="center")   # white on dark blue: fine
+    ax.text(0, 0, "19", color="black", ha="center", va="center")  # black on dark red
+    ax.text(1, 0, "-9", color="white", ha="center", va="center")  # white on dark blue: fine
     found = problems(fig)
     assert len(found) == 1 and found[0].startswith("'19': contrast")
 
@@ -54,7 +55,7 @@ def test_a_number_spilling_out_of_its_table_cell_is_caught():
 def test_an_inset_over_another_image_is_caught_and_an_overlay_in_its_own_axes_is_not():
     fig, ax = plt.subplots()
     ax.imshow(np.zeros((8, 8)), cmap="gray")
-    ax.imshow(np.eye(8), cmap="jet", alpha=0.4)                 # a heatmap over its photo: meant
+    ax.imshow(np.eye(8), cmap="jet", alpha=0.4)  # a heatmap over its photo: meant
     ax.set_title("grey input")
     assert problems(fig) == []
     inset = ax.inset_axes([0.68, 0.68, 0.3, 0.3])
@@ -70,6 +71,7 @@ def test_contrast_is_wcag():
 
 # ----------------------------------------------------------------------------- the figures, 2 to 10 classes
 
+
 @pytest.mark.parametrize("k", [2, 3, 10])
 def test_results_figures_read_well_for_any_class_count(k):
     rng = np.random.default_rng(k)
@@ -81,9 +83,12 @@ def test_results_figures_read_well_for_any_class_count(k):
         "confusion": results.confusion_figure(cm, classes),
         "per_class": results.per_class_bars(dict(zip(classes, rng.uniform(0.5, 1.0, k))), 0.8),
         "grid": results.prediction_grid(imgs, true, pred, rng.uniform(0.3, 1, 24), classes),
-        "curves": results.training_curves({f"{s}_{m}": list(rng.uniform(0.2, 1, 12)) for s in ("train", "val")
-                                           for m in ("acc", "loss")}, 7, 0.2),
-        "distribution": class_distribution({s: {c: 4500 for c in classes} for s in ("train", "val", "test")}, classes),
+        "curves": results.training_curves(
+            {f"{s}_{m}": list(rng.uniform(0.2, 1, 12)) for s in ("train", "val") for m in ("acc", "loss")}, 7, 0.2
+        ),
+        "distribution": class_distribution(
+            {split: dict.fromkeys(classes, 4500) for split in ("train", "val", "test")}, classes
+        ),
         "samples": samples_per_class(imgs.repeat(k, 1, 1, 1), np.arange(24 * k) % k, classes),
     }
     for name, fig in figs.items():
@@ -93,11 +98,11 @@ def test_results_figures_read_well_for_any_class_count(k):
 
 # ----------------------------------------------------------------------------- every figure the stages write
 
+
 @pytest.fixture
 def stage_workspace(repo, tmp_path, monkeypatch):
     """The inputs the figure stages read, copied from the end-to-end repo (its outputs stay as DVC made them)."""
-    for rel in ("params.yaml", "data/subset.pt", "models/best.pt", "metrics/train.json", "plots/eval",
-                "dvclive/train"):
+    for rel in ("params.yaml", "data/subset.pt", "models/best.pt", "metrics/train.json", "plots/eval", "dvclive/train"):
         src, dst = repo / rel, tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)

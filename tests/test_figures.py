@@ -1,10 +1,10 @@
 """The visualize stage's figures: the arrays behind them, for both networks and any class count."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from torch import nn
 
 from src.data.augment import augment_batch
@@ -35,8 +35,12 @@ def _assert_signed_tiles(tiles: np.ndarray, w: np.ndarray) -> None:
     """Grey is 0, each kernel reaches ±its own max, and a tile's colour has its weights' signs."""
     off = tiles - 0.5
     np.testing.assert_allclose(np.abs(off).reshape(len(off), -1).max(1), 0.5, rtol=1e-6)
-    np.testing.assert_allclose(off, 0.5 * w.transpose(0, 2, 3, 1) / np.abs(w).reshape(len(w), -1).max(1)[:, None, None, None],
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        off,
+        0.5 * w.transpose(0, 2, 3, 1) / np.abs(w).reshape(len(w), -1).max(1)[:, None, None, None],
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -54,7 +58,7 @@ def test_learned_first_layer_filters_show_their_size_sign_and_channel(k):
     assert f"learned first-layer filters ({k}×{k}×3)" in title and "not learned" not in title
     shown = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title() for ax in shown] == [f"ch {c}" for c in range(m.whiten.out_channels)]
-    big = shown[0].images[0].get_array()          # enlarged by whole pixels: nearest neighbour, not blurred
+    big = shown[0].images[0].get_array()  # enlarged by whole pixels: nearest neighbour, not blurred
     assert big.shape[0] >= 16 and big.shape[0] % k == 0
     np.testing.assert_array_equal(big[:: big.shape[0] // k, :: big.shape[1] // k], d["tiles"][0])
     assert problems(fig) == []
@@ -116,7 +120,9 @@ def test_gradcam_figure_says_the_maps_real_size_and_has_a_colour_bar(model):
     # the last conv's own map: fast_cnn's group3 after three 2x2 pools of 31x31, seed_cnn's after two of 32x32
     assert size == {"FastCNN": (3, 3), "SeedCNN": (8, 8)}[type(model).__name__]
     imgs = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    fig = inside.gradcam_figure(imgs, cams, ["a", "b", "a", "a"], ["a", "a", "a", "b"], [0.9, 0.5, 0.7, 0.6], name, size)
+    fig = inside.gradcam_figure(
+        imgs, cams, ["a", "b", "a", "a"], ["a", "a", "a", "b"], [0.9, 0.5, 0.7, 0.6], name, size
+    )
     title = fig._suptitle.get_text()
     assert f"Grad-CAM of '{name}' ({size[0]}×{size[1]}), upsampled (bilinear) to 32×32" in title
     bars = [ax for ax in fig.axes if ax.get_ylabel() == "relevance to the predicted class, 0–1"]
@@ -129,8 +135,10 @@ def test_top_patch_numbers_are_labelled(model):
     x = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     imgs = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
     for t in top_patches(model, x, k=3, channels=2)[:2]:
-        crops = [[crop(imgs[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q]))) for q in range(3)]
-                 for r in range(2)]
+        crops = [
+            [crop(imgs[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q]))) for q in range(3)]
+            for r in range(2)
+        ]
         fig = inside.top_patches_figure(t, crops)
         titles = [ax.get_title() for ax in fig.axes if ax.images]
         assert titles == [f"response {v:.2f}" for v in t.values.ravel()]
@@ -152,8 +160,9 @@ def test_results_figures_draw_their_data():
     assert widths == [0.5, 0.7, 0.9]  # sorted
 
     imgs = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    fig = results.prediction_grid(imgs, np.array([0, 1, 2, 0]), np.array([0, 2, 2, 1]),
-                                  np.array([0.9, 0.8, 0.7, 0.6]), ["a", "b", "c"])
+    fig = results.prediction_grid(
+        imgs, np.array([0, 1, 2, 0]), np.array([0, 2, 2, 1]), np.array([0.9, 0.8, 0.7, 0.6]), ["a", "b", "c"]
+    )
     titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
     assert titles[0] == ("a → a\n(90%)", "#1a9850") and titles[1] == ("b → c\n(80%)", "#d73027")
     assert "true → predicted (confidence)" in fig._suptitle.get_text()
@@ -166,7 +175,9 @@ def test_results_figures_draw_their_data():
 
 def test_augmentation_examples_differ_and_keep_shape():
     img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-    aug = augment_batch(img[None].repeat(6, 1, 1, 1), params_with({"augment": {"cutout": 8}}).augment, torch.Generator().manual_seed(0))
+    aug = augment_batch(
+        img[None].repeat(6, 1, 1, 1), params_with({"augment": {"cutout": 8}}).augment, torch.Generator().manual_seed(0)
+    )
     assert aug.shape == (6, 3, 32, 32) and aug.dtype == torch.uint8
     assert len({bytes(a.numpy()) for a in aug}) > 1
     fig = results.augmentation_figure(img, aug, "test")
@@ -185,6 +196,10 @@ def test_one_wording_for_true_and_predicted():
     files = [f for pattern in FIGURE_CODE for f in sorted(REPO.glob(pattern))]
     assert len(files) > 5
     other = re.compile(r"true\s*/\s*pred|classes\[true\[k\]\]\}\s*/", re.IGNORECASE)
-    found = [f"{f.relative_to(REPO)}:{n}" for f in files for n, line in enumerate(f.read_text().splitlines(), 1)
-             if other.search(line)]
+    found = [
+        f"{f.relative_to(REPO)}:{n}"
+        for f in files
+        for n, line in enumerate(f.read_text().splitlines(), 1)
+        if other.search(line)
+    ]
     assert found == []

@@ -1,5 +1,6 @@
 """The house rules a newcomer relies on: dvc.yaml's code deps match the imports, functions stay
 short, classes stay small, first-party modules have no import cycles, every stage is a `main(params)`."""
+
 from __future__ import annotations
 
 import ast
@@ -101,8 +102,10 @@ def _direct_imports(path: Path) -> set[Path]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [f"{node.module}.{a.name}" if module_file(REPO, f"{node.module}.{a.name}") else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if module_file(REPO, f"{node.module}.{a.name}") else node.module
+                for a in node.names
+            ]
         for n in names:
             f = module_file(REPO, n) if n.split(".")[0] in ("src", "stages") else None
             if f is not None and f != path:
@@ -118,7 +121,7 @@ def test_no_import_cycles():
         state[p] = "open"
         for q in graph.get(p, ()):
             if state.get(q) == "open":
-                cycle = trail[trail.index(q):] + [q] if q in trail else [p, q]
+                cycle = trail[trail.index(q) :] + [q] if q in trail else [p, q]
                 raise AssertionError("import cycle: " + " -> ".join(str(c.relative_to(REPO)) for c in cycle))
             if q not in state:
                 visit(q, trail + [q])
@@ -139,8 +142,11 @@ def test_every_stage_is_a_main_function(stage):
 
 def test_the_reading_guide_names_every_module():
     guide = (REPO / "docs/code.md").read_text()
-    missing = [str(p.relative_to(REPO)) for p in CODE if p.stat().st_size and p.parent.name != "stages"
-               and f"`{p.relative_to(REPO)}`" not in guide]
+    missing = [
+        str(p.relative_to(REPO))
+        for p in CODE
+        if p.stat().st_size and p.parent.name != "stages" and f"`{p.relative_to(REPO)}`" not in guide
+    ]
     assert not missing, f"docs/code.md does not describe: {missing}"
 
 

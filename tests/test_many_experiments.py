@@ -1,6 +1,7 @@
 """Many experiments: a grid on DVC's queue with `-j 2` (a bad one fails alone), the comparison table
 read back from every experiment's metrics, and the push/pull round trip between a student's clone
 and an instructor's through a bare git remote and a local-folder DVC remote."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def lab(tmp_path_factory, full_mirror):
 
 def test_a_queued_grid_runs_two_at_a_time_and_a_bad_one_fails_alone(lab):
     repo, env = lab
-    out = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.01,0.05", "-S", "data.classes=[cat,dog]",
-             env_extra=env).stdout
+    out = sh(
+        repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.01,0.05", "-S", "data.classes=[cat,dog]", env_extra=env
+    ).stdout
     assert out.count("Queued experiment") == 2
     sh(repo, "dvc", "exp", "run", "--queue", "-n", "bad-epochs", "-S", "train.epochs=0", env_extra=env)
     sh(repo, "dvc", "queue", "start", "-j", "2", env_extra=env)
@@ -52,8 +54,11 @@ def test_a_queued_grid_runs_two_at_a_time_and_a_bad_one_fails_alone(lab):
     assert status.count("Success") == 2 and "bad-epochs" in status and "Failed" in status, status
     log = sh(repo, "dvc", "queue", "logs", "bad-epochs", env_extra=env, check=False).stdout
     assert "check: error: params.yaml: train.epochs=0: Input should be greater than or equal to 1" in log
-    rows = [r for r in experiments(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
-            if r["params"].get("data.classes") == "[cat, dog]"]
+    rows = [
+        r
+        for r in experiments(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
+        if r["params"].get("data.classes") == "[cat, dog]"
+    ]
     assert len(rows) == 2 and all(r["status"] == "ok" and r["test_acc"] is not None for r in rows)
     assert sorted(r["params"]["train.lr"] for r in rows) == [0.01, 0.05]
     # two queue workers on this machine's cores: each run took its share of the threads
@@ -89,8 +94,9 @@ def test_the_comparison_has_one_row_per_experiment_with_its_own_metrics(lab, tmp
     # `dvc exp show` shows "…" in every cell; the changed lr and test_acc in it
     saved = tmp_path / "show.json"
     saved.write_text(json.dumps(show))
-    lines = sh(repo, "python", "-m", "src.compare", "--json", str(saved), "--terminal",
-               env_extra={"COLUMNS": "120"}).stdout.splitlines()
+    lines = sh(
+        repo, "python", "-m", "src.compare", "--json", str(saved), "--terminal", env_extra={"COLUMNS": "120"}
+    ).stdout.splitlines()
     assert max(map(len, lines)) <= 120, "\n".join(lines)
     assert {"experiment", "lr", "test_acc"} <= set(lines[0].split()), lines[0]
     row = next(line.split() for line in lines if line.startswith("lr-high"))
@@ -114,7 +120,9 @@ def test_a_student_pushes_experiments_and_the_instructor_pulls_and_compares(tmp_
         sh(student, "dvc", "exp", "run", "-n", name, "-S", f"train.lr={lr}", env_extra=env)
     pushed = sh(student, "dvc", "exp", "push", "origin", "alice-lr01", "alice-lr05").stdout
     assert "alice-lr01" in pushed and "alice-lr05" in pushed
-    student_acc = {r["name"]: r["test_acc"] for r in experiments(json.loads(sh(student, "dvc", "exp", "show", "--json").stdout))}
+    student_acc = {
+        r["name"]: r["test_acc"] for r in experiments(json.loads(sh(student, "dvc", "exp", "show", "--json").stdout))
+    }
 
     assert "alice-lr01" in sh(teacher, "dvc", "exp", "list", "origin").stdout
     sh(teacher, "dvc", "exp", "pull", "-A", "origin")  # the README's command: everyone's experiments

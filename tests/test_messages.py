@@ -1,5 +1,6 @@
 """Messages repeat the command the user actually ran (stages/_launcher.py finds it among the
 stage's parent processes)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,12 +16,15 @@ PRINT = "from stages._launcher import launching_command; print(launching_command
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("args,expect", [
-    (["exp", "run", "-S", "train.epochs=20"], "dvc exp run -S train.epochs=20"),
-    (["repro", "train"], "dvc repro train"),
-    (["exp", "run", "-S", "data.classes=[cat, dog]"], "dvc exp run -S 'data.classes=[cat, dog]'"),
-    (["exp", "queue-worker", "dvc-exp-worker-1"], "None"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["exp", "run", "-S", "train.epochs=20"], "dvc exp run -S train.epochs=20"),
+        (["repro", "train"], "dvc repro train"),
+        (["exp", "run", "-S", "data.classes=[cat, dog]"], "dvc exp run -S 'data.classes=[cat, dog]'"),
+        (["exp", "queue-worker", "dvc-exp-worker-1"], "None"),
+    ],
+)
 def test_the_dvc_command_above_the_stage_is_found(tmp_path, args, expect):
     fake = tmp_path / "dvc"  # stands where DVC would: the stage's parent process
     fake.write_text(f'#!/bin/sh\n"{sys.executable}" -c "{PRINT}"\n')
@@ -30,8 +34,13 @@ def test_the_dvc_command_above_the_stage_is_found(tmp_path, args, expect):
 
 
 def test_a_stage_run_by_hand_names_its_module():
-    out = subprocess.run([sys.executable, "-c", f"import runpy, sys; sys.argv=['x']; {PRINT}"], cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import runpy, sys; sys.argv=['x']; {PRINT}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip().startswith("python")
 
 

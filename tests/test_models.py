@@ -1,4 +1,5 @@
 """The networks: the notebook's exact parameter count and shapes; the fast net's whitening layer."""
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,23 @@ def test_fast_cnn_shapes_and_whitening():
 
 def test_feature_layers_come_in_forward_order():
     fast = build_model(params_with({"model": {"name": "fast_cnn"}}).model, 3)
-    assert fast.feature_layers() == ["whiten", "features.group1.pool", "features.group1", "features.group2.pool",
-                                     "features.group2", "features.group3.pool", "features.group3"]
+    assert fast.feature_layers() == [
+        "whiten",
+        "features.group1.pool",
+        "features.group1",
+        "features.group2.pool",
+        "features.group2",
+        "features.group3.pool",
+        "features.group3",
+    ]
     seed = build_model(params_with({"model": {"name": "seed_cnn"}}).model, 10)
-    assert seed.feature_layers() == ["features.block1", "features.block2", "features.pool1", "features.block3",
-                                     "features.block4", "features.pool2", "features.block5", "features.block6"]
+    assert seed.feature_layers() == [
+        "features.block1",
+        "features.block2",
+        "features.pool1",
+        "features.block3",
+        "features.block4",
+        "features.pool2",
+        "features.block5",
+        "features.block6",
+    ]

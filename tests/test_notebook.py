@@ -1,5 +1,6 @@
 """notebooks/lab.ipynb: committed without outputs, and it runs top to bottom (nbclient) in a repo of
 the tests' tiny data: the theory cells, `dvc repro`, an experiment, the report."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def test_the_pre_commit_hook_keeps_it_so(tmp_path):
 
     import yaml
 
-    hooks = [h["id"] for r in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
-             for h in r["hooks"]]
+    hooks = [
+        h["id"] for r in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"] for h in r["hooks"]
+    ]
     assert "nbstripout" in hooks
     verify = [sys.executable, "-m", "nbstripout", "--verify"]
     assert subprocess.run([*verify, str(NOTEBOOK)], capture_output=True).returncode == 0
@@ -45,20 +47,24 @@ def test_the_pre_commit_hook_keeps_it_so(tmp_path):
 def test_the_notebook_runs_top_to_bottom(repo, full_mirror):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     (repo / "notebooks").mkdir(exist_ok=True)
-    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "CIFAR10_MIRROR": str(full_mirror),
-           "DVC_NO_ANALYTICS": "1"}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "CIFAR10_MIRROR": str(full_mirror),
+        "DVC_NO_ANALYTICS": "1",
+    }
     saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)   # the kernel (and its `!dvc …`) inherits this process's environment
+    os.environ.update(env)  # the kernel (and its `!dvc …`) inherits this process's environment
     try:
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+        NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(repo / "notebooks")}}
+        ).execute()
         text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
         assert "command not found" not in text and "ERROR" not in text
-        assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4   # the experiment ran
-        assert "train.epochs" in text                                                  # dvc exp show / metrics diff
+        assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4  # the experiment ran
+        assert "train.epochs" in text  # dvc exp show / metrics diff
         shown = re.search(r"(\d+) figures in the report", text)
         assert shown and int(shown.group(1)) >= 30
-        assert "What changed" in (repo / "report/lab_report.html").read_text()   # the report of the experiment
+        assert "What changed" in (repo / "report/lab_report.html").read_text()  # the report of the experiment
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -1,4 +1,5 @@
 """A model is one file: drop it in src/models/, name it in params, and every stage works with it."""
+
 from __future__ import annotations
 
 import json
@@ -41,18 +42,23 @@ def test_a_model_in_one_file_runs_through_every_stage(tmp_path, full_mirror, sec
     sh(repo, "dvc", "repro", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
     read = lambda path: json.loads((repo / path).read_text())  # noqa: E731
     w = (section or {}).get("width", 8)
-    train, ev, vis, th = (read(f) for f in ("metrics/train.json", "metrics/eval.json", "plots/visualize.json",
-                                             "metrics/theory.json"))
+    train, ev, vis, th = (
+        read(f) for f in ("metrics/train.json", "metrics/eval.json", "plots/visualize.json", "metrics/theory.json")
+    )
     assert train["model"] == "tiny_cnn"
     assert train["params"] == 3 * w * 9 + w + w * w * 9 + w + w * 3 + 3  # conv1, conv2, Linear (3 classes)
     assert ev["test_images"] == 60 and 0 <= ev["test_acc"] <= 1
-    assert vis["model"] == "tiny_cnn" and vis["first_layer"] == {"layer": "conv1", "tiles": w, "out_channels": w,
-                                                                 "learned": True}
+    assert vis["model"] == "tiny_cnn" and vis["first_layer"] == {
+        "layer": "conv1",
+        "tiles": w,
+        "out_channels": w,
+        "learned": True,
+    }
     # the default feature layers: both convs (in no block) and the pool
     assert sorted(vis["feature_maps"]["cat_1"]) == ["conv1", "conv2", "pool"]
     assert vis["feature_maps"]["cat_1"]["conv2"]["shape"] == [w, 16, 16]
     assert th["networks"]["tiny_cnn"]["num_classes"] == 3 and th["networks"]["tiny_cnn"]["shapes_agree"]
     assert (repo / "plots/visualize/gradcam.png").is_file()
-    report = (repo / "report/lab_report.html").read_text()   # the report too, and it says what the model lacks
+    report = (repo / "report/lab_report.html").read_text()  # the report too, and it says what the model lacks
     assert "has no BatchNorm layer" in report and "features.group1.conv1" not in report
-    assert "<code>conv1</code> (the first layer whose" in report   # its neuron, term by term
+    assert "<code>conv1</code> (the first layer whose" in report  # its neuron, term by term

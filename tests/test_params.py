@@ -1,4 +1,5 @@
 """Bad params stop with one line naming the key, the value and what is allowed."""
+
 from __future__ import annotations
 
 import copy
@@ -33,31 +34,38 @@ def test_committed_params_are_valid():
     assert p.model.name in ("fast_cnn", "seed_cnn") and p.train.epochs >= 1
 
 
-@pytest.mark.parametrize("path,value,expect", [
-    ("data.classes", ["airplane", "dgo"], ["data.classes", "unknown class 'dgo'", "did you mean 'dog'"]),
-    ("data.classes", ["cat", "cat", "dog"], ["data.classes", "listed twice"]),
-    ("data.classes", ["cat"], ["data.classes", "at least 2 classes"]),
-    ("data.classes", "some", ["data.classes", "'some'"]),
-    ("data.train_per_class", 4900, ["train_per_class=4900", "more than the data holds"]),
-    ("data.val_per_class", 5000, ["val_per_class=5000", "leaves no training images"]),
-    ("data.test_per_class", 1001, ["data.test_per_class=1001", "less than or equal to 1000"]),
-    ("train.epochs", 0, ["train.epochs=0", "greater than or equal to 1"]),
-    ("train.epochs", -3, ["train.epochs=-3"]),
-    ("train.batch_size", 0, ["train.batch_size=0"]),
-    ("train.lr", 0, ["train.lr=0", "greater than 0"]),
-    ("train.lr", -0.1, ["train.lr=-0.1"]),
-    ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
-    ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
-    ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
-    ("model.name", "seed-cnn", ["did you mean 'seed_cnn'"]),
-    ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd', 'adamw' or 'muon'"]),
-    ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
-    ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
-    ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
-    ("model.fast_cnn.widths", [64, 0, 256], ["model.fast_cnn.widths.1=0", "greater than 0"]),
-    ("model.fast_cnn.width", [64, 128, 256], ["unknown key 'model.fast_cnn.width'", "did you mean 'model.fast_cnn.widths'"]),
-    ("model.fast_cn", {"widths": [1, 2, 3]}, ["unknown key 'model.fast_cn'", "did you mean 'model.fast_cnn'"]),
-])
+@pytest.mark.parametrize(
+    "path,value,expect",
+    [
+        ("data.classes", ["airplane", "dgo"], ["data.classes", "unknown class 'dgo'", "did you mean 'dog'"]),
+        ("data.classes", ["cat", "cat", "dog"], ["data.classes", "listed twice"]),
+        ("data.classes", ["cat"], ["data.classes", "at least 2 classes"]),
+        ("data.classes", "some", ["data.classes", "'some'"]),
+        ("data.train_per_class", 4900, ["train_per_class=4900", "more than the data holds"]),
+        ("data.val_per_class", 5000, ["val_per_class=5000", "leaves no training images"]),
+        ("data.test_per_class", 1001, ["data.test_per_class=1001", "less than or equal to 1000"]),
+        ("train.epochs", 0, ["train.epochs=0", "greater than or equal to 1"]),
+        ("train.epochs", -3, ["train.epochs=-3"]),
+        ("train.batch_size", 0, ["train.batch_size=0"]),
+        ("train.lr", 0, ["train.lr=0", "greater than 0"]),
+        ("train.lr", -0.1, ["train.lr=-0.1"]),
+        ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
+        ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
+        ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
+        ("model.name", "seed-cnn", ["did you mean 'seed_cnn'"]),
+        ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd', 'adamw' or 'muon'"]),
+        ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
+        ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
+        ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
+        ("model.fast_cnn.widths", [64, 0, 256], ["model.fast_cnn.widths.1=0", "greater than 0"]),
+        (
+            "model.fast_cnn.width",
+            [64, 128, 256],
+            ["unknown key 'model.fast_cnn.width'", "did you mean 'model.fast_cnn.widths'"],
+        ),
+        ("model.fast_cn", {"widths": [1, 2, 3]}, ["unknown key 'model.fast_cn'", "did you mean 'model.fast_cnn'"]),
+    ],
+)
 def test_bad_values_give_one_clear_line(path, value, expect):
     with pytest.raises(ParamsError) as e:
         validate(with_change(path, value))
@@ -71,8 +79,9 @@ def test_runtime_checks():
     p = parse_params(with_change("train.batch_size", 512))
     with pytest.raises(ParamsError) as e:
         check_runtime(p, n_train=300)
-    assert str(e.value) == ("params.yaml: train.batch_size=512: larger than the training split (300 images); "
-                            "allowed: ≤ 300 (try 32)")
+    assert str(e.value) == (
+        "params.yaml: train.batch_size=512: larger than the training split (300 images); allowed: ≤ 300 (try 32)"
+    )
     import torch
 
     if not torch.cuda.is_available():
@@ -80,8 +89,10 @@ def test_runtime_checks():
             check_runtime(parse_params(with_change("train.device", "cuda")), n_train=1000)
 
 
-DROPS_144 = ("params.yaml: warning: train.batch_size=256 trains on 256 of the 400 training images an epoch "
-             "(1 step) and skips 144 (36 %: the last partial batch is dropped); train.batch_size=200 would skip 0")
+DROPS_144 = (
+    "params.yaml: warning: train.batch_size=256 trains on 256 of the 400 training images an epoch "
+    "(1 step) and skips 144 (36 %: the last partial batch is dropped); train.batch_size=200 would skip 0"
+)
 
 
 def test_a_batch_that_leaves_a_large_remainder_unseen_is_a_warning(capsys, monkeypatch):
@@ -95,14 +106,17 @@ def test_a_batch_that_leaves_a_large_remainder_unseen_is_a_warning(capsys, monke
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("batch_size,n_train,nproc,expect", [
-    (256, 13500, 1, None),   # the default run: 188 of 13,500 skipped (1 %)
-    (256, 600, 1, None),     # 88 of 600 (15 %): under a quarter
-    (256, 256, 1, None),     # one step, nothing skipped
-    (350, 1000, 1, "trains on 700 of the 1000 training images an epoch (2 steps) and skips 300 (30 %"),
-    (600, 1000, 2, "skips 400 (40 %: the last partial batch is dropped); train.batch_size=500 would skip 0"),
-    (6, 10, 4, "train.batch_size=4 would skip 2"),  # the suggestion divides among the processes
-])
+@pytest.mark.parametrize(
+    "batch_size,n_train,nproc,expect",
+    [
+        (256, 13500, 1, None),  # the default run: 188 of 13,500 skipped (1 %)
+        (256, 600, 1, None),  # 88 of 600 (15 %): under a quarter
+        (256, 256, 1, None),  # one step, nothing skipped
+        (350, 1000, 1, "trains on 700 of the 1000 training images an epoch (2 steps) and skips 300 (30 %"),
+        (600, 1000, 2, "skips 400 (40 %: the last partial batch is dropped); train.batch_size=500 would skip 0"),
+        (6, 10, 4, "train.batch_size=4 would skip 2"),  # the suggestion divides among the processes
+    ],
+)
 def test_the_remainder_warning(batch_size, n_train, nproc, expect):
     from src.params import batch_remainder_warning
 
@@ -119,8 +133,11 @@ def test_the_check_stage_meets_the_batch_size_with_the_split_it_will_train_on(tm
     small = {"data": {"classes": ["cat", "dog"], "train_per_class": 200}}
     check(params_with({**small, "train": {"batch_size": 256}}))
     assert capsys.readouterr().err == DROPS_144 + "\n"
-    with pytest.raises(ParamsError, match=r"^params.yaml: train.batch_size=512: larger than the training split "
-                                          r"\(400 images\); allowed: ≤ 400 \(try 32\)$"):
+    with pytest.raises(
+        ParamsError,
+        match=r"^params.yaml: train.batch_size=512: larger than the training split "
+        r"\(400 images\); allowed: ≤ 400 \(try 32\)$",
+    ):
         check(params_with({**small, "train": {"batch_size": 512}}))
 
 
@@ -173,21 +190,33 @@ def test_dvc_exp_run_set_changes_only_the_lines_it_sets(tmp_path):
     after = path.read_text().splitlines()
     import difflib
 
-    changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert sorted(changed) == sorted([
-        "-  - airplane", "-  - automobile", "-  - bird", "+  - cat", "+  - dog",
-        "-  time_budget_s:          # seconds for the whole training loop, the schedule sized to fit; "
-        "empty (null) = use epochs",
-        "+  time_budget_s: 120      # seconds for the whole training loop, the schedule sized to fit; "
-        "empty (null) = use epochs",
-        "-  lr: 0.03                # base lr; the one-cycle peak is lr * max_lr_factor",
-        "+  lr: 0.05                # base lr; the one-cycle peak is lr * max_lr_factor"])
+    changed = [
+        line
+        for line in difflib.unified_diff(before, after, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert sorted(changed) == sorted(
+        [
+            "-  - airplane",
+            "-  - automobile",
+            "-  - bird",
+            "+  - cat",
+            "+  - dog",
+            "-  time_budget_s:          # seconds for the whole training loop, the schedule sized to fit; "
+            "empty (null) = use epochs",
+            "+  time_budget_s: 120      # seconds for the whole training loop, the schedule sized to fit; "
+            "empty (null) = use epochs",
+            "-  lr: 0.03                # base lr; the one-cycle peak is lr * max_lr_factor",
+            "+  lr: 0.05                # base lr; the one-cycle peak is lr * max_lr_factor",
+        ]
+    )
     assert parse_params(yaml.safe_load(path.read_text())).train.lr == 0.05
 
 
-@pytest.mark.parametrize("key,value,expect", [("amp", False, "off"), ("amp", True, "bf16"),
-                                              ("channels_last", False, "off"), ("channels_last", True, "on")])
+@pytest.mark.parametrize(
+    "key,value,expect",
+    [("amp", False, "off"), ("amp", True, "bf16"), ("channels_last", False, "off"), ("channels_last", True, "on")],
+)
 def test_on_off_switches_survive_yaml_booleans(key, value, expect):
     # `dvc exp run -S train.amp=off` writes `amp: false`: YAML 1.1 reads on/off as booleans
     assert getattr(parse_params(with_change(f"train.{key}", value)).train, key) == expect

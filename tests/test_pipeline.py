@@ -3,6 +3,7 @@
 Also the robustness promises that need the real stages: interruptions (SIGINT, SIGKILL) then resume,
 byte-identical reruns, bad params that stop a stage before it writes anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,17 @@ from tests.conftest import merge, sh
 
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_s"}
 
+
 def read(repo: Path, path: str) -> dict:
     return json.loads((repo / path).read_text())
 
 
 def test_repro_writes_metrics_and_plots(repo):
-    stats, train, ev = read(repo, "metrics/stats.json"), read(repo, "metrics/train.json"), read(repo, "metrics/eval.json")
+    stats, train, ev = (
+        read(repo, "metrics/stats.json"),
+        read(repo, "metrics/train.json"),
+        read(repo, "metrics/eval.json"),
+    )
     assert stats["classes"] == ["cat", "dog", "ship"] and stats["train_images"] == 180
     assert stats["per_class"]["val"] == {"cat": 20, "dog": 20, "ship": 20}
     for k in ("best_val_acc", "best_epoch", "epochs", "params", "steps", "precision"):
@@ -54,9 +60,17 @@ def test_visualize_figures_agree_with_metrics(repo):
     assert maps["features.group3"]["panel_shape"] == [3, 3]
     assert set(fig["feature_maps"]) == {"cat_1", "dog_1", "ship_1"}
     pngs = {p.name for p in (repo / "plots/visualize").glob("*.png")}
-    assert {"filters_first_layer.png", "filters_deep_layer.png", "gradcam.png", "training_curves.png",
-            "sample_predictions.png", "per_class_accuracy.png", "confusion_matrix.png",
-            "augmentation.png", "feature_maps_cat_1.png"} <= pngs
+    assert {
+        "filters_first_layer.png",
+        "filters_deep_layer.png",
+        "gradcam.png",
+        "training_curves.png",
+        "sample_predictions.png",
+        "per_class_accuracy.png",
+        "confusion_matrix.png",
+        "augmentation.png",
+        "feature_maps_cat_1.png",
+    } <= pngs
     assert th["networks"]["seed_cnn"]["total_params"] == 4_079_429
     assert len(list((repo / "plots/theory").glob("*.png"))) == 7
 
@@ -91,8 +105,22 @@ def test_exp_run_and_diffs(repo):
 
 
 def test_seed_recipe_model_counts_parameters(repo):
-    sh(repo, "dvc", "exp", "run", "-S", "model.name=seed_cnn", "-S", "data.classes=all",
-       "-S", "data.train_per_class=20", "-S", "train.epochs=1", "-n", "seed")
+    sh(
+        repo,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "model.name=seed_cnn",
+        "-S",
+        "data.classes=all",
+        "-S",
+        "data.train_per_class=20",
+        "-S",
+        "train.epochs=1",
+        "-n",
+        "seed",
+    )
     assert read(repo, "metrics/train.json")["params"] == 4_079_429
     assert read(repo, "metrics/eval.json")["test_images"] == 200
     sh(repo, "git", "checkout", "--", ".")
@@ -110,8 +138,14 @@ def _train(repo: Path, check: bool = True) -> subprocess.CompletedProcess:
 
 def _outputs(repo: Path) -> dict:
     sh(repo, sys.executable, "-m", "stages.evaluate")
-    files = ("metrics/train.json", "metrics/eval.json", "models/best.pt", "models/last.pt",
-             "dvclive/train/plots/metrics/val/acc.tsv", "plots/train/lr.csv")
+    files = (
+        "metrics/train.json",
+        "metrics/eval.json",
+        "models/best.pt",
+        "models/last.pt",
+        "dvclive/train/plots/metrics/val/acc.tsv",
+        "plots/train/lr.csv",
+    )
     return {f: (repo / f).read_bytes() for f in files}
 
 
@@ -119,8 +153,14 @@ def _interrupt(repo: Path, sig: int) -> subprocess.CompletedProcess:
     """Start the train stage, send `sig` once its first epoch checkpoint exists, wait for it."""
     shutil.rmtree(repo / "models", ignore_errors=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=repo,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     resume = repo / ".cache/train/resume.pt"
     deadline = time.time() + 120
     while not resume.exists() and proc.poll() is None and time.time() < deadline:

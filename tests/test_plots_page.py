@@ -4,6 +4,7 @@ machine; the page opens with a table of contents that links every plot, in a stu
 order (data → training → test results → inside the network → theory). The custom templates in
 .dvc/plots/ render: a readable number in every confusion cell, per-class bars on an axis that
 starts near the lowest value, each value printed."""
+
 from __future__ import annotations
 
 import csv
@@ -21,10 +22,15 @@ from src.figures import MIN_CONTRAST, contrast
 from tests.conftest import REPO, sh
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` "
-                                                             "package (.ci/run does) to run the offline rendering test")
-COUNTS, RECALL, PER_CLASS = ("Confusion matrix (test; rows true, columns predicted)",
-                             "Confusion matrix, row-normalised = recall (test)", "Per-class test accuracy")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium here: install Debian's `chromium` package (.ci/run does) to run the offline rendering test",
+)
+COUNTS, RECALL, PER_CLASS = (
+    "Confusion matrix (test; rows true, columns predicted)",
+    "Confusion matrix, row-normalised = recall (test)",
+    "Per-class test accuracy",
+)
 SECTIONS = ["1. The data", "2. Training", "3. Test results", "4. Inside the network", "5. Theory"]
 TEMPLATES = REPO / ".dvc" / "plots"
 
@@ -76,9 +82,18 @@ def render(page: Path, charts: int) -> dict:
     outside: list[str] = []
     local = ("file:", "data:", "blob:", "about:")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--allow-file-access-from-files", "--host-resolver-rules=MAP * ~NOTFOUND"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--allow-file-access-from-files",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+            ],
+        )
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
         ctx.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
         ctx.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local) else route.abort())
@@ -105,14 +120,16 @@ def _check_page(folder: Path, min_charts: int, min_images: int) -> dict:
     assert res["charts"] == calls and res["drawn"] == calls, res
     assert res["images"] >= min_images and res["loaded"] == res["images"], res
     # the contents: first on the page, one link per section and per plot, every plot in a section
-    plots = re.findall(r'<div\s+id\s*=\s*"([^"]+)"', html[html.rfind('<main id="plots">'):])
+    plots = re.findall(r'<div\s+id\s*=\s*"([^"]+)"', html[html.rfind('<main id="plots">') :])
     assert res["contents_first"], "no table of contents before the plots"
     assert res["loose"] == 0, "plots left outside the sections"
     assert res["sections"] == SECTIONS, res["sections"]  # no "Other plots": each plot has its section
     assert sorted(res["plots"]) == sorted(plots) and len(plots) == calls + min_images
     assert set(res["links"]) == {f"#section-{i}" for i in range(1, 6)} | {f"#{p}" for p in plots}
-    order = [next(i for i, p in enumerate(res["plots"]) if key in p) for key in
-             ("samples_per_class", "Accuracy", "Confusion_matrix", "filters_first_layer", "theory_1_relu")]
+    order = [
+        next(i for i, p in enumerate(res["plots"]) if key in p)
+        for key in ("samples_per_class", "Accuracy", "Confusion_matrix", "filters_first_layer", "theory_1_relu")
+    ]
     assert order == sorted(order), res["plots"]  # data → training → test → inside → theory
     return res
 
@@ -167,10 +184,14 @@ def committed(tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- the templates, no browser
 
+
 def test_the_custom_templates_render_with_every_anchor_filled(committed):
     out = json.loads(sh(committed, "dvc", "plots", "show", "--json").stdout)["data"]
-    for name, template in ((COUNTS, "confusion_counts"), (RECALL, "confusion_normalized_values"),
-                           (PER_CLASS, "bar_horizontal_values")):
+    for name, template in (
+        (COUNTS, "confusion_counts"),
+        (RECALL, "confusion_normalized_values"),
+        (PER_CLASS, "bar_horizontal_values"),
+    ):
         raw = (TEMPLATES / f"{template}.json").read_text()
         for anchor in ("DATA", "TITLE", "X", "Y", "X_LABEL", "Y_LABEL", "PLOT_WIDTH", "PLOT_HEIGHT"):
             assert f"<DVC_METRIC_{anchor}>" in raw, (template, anchor)
@@ -192,7 +213,7 @@ def test_the_confusion_numbers_are_readable_on_every_shade(template):
     rect, text = spec["layer"]
     scale = rect["encoding"]["color"]["scale"]
     assert scale["interpolate"] == "rgb" and scale.get("nice") is not True
-    lo, hi = (np.array([int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)]) for c in scale["range"])
+    lo, hi = (np.array([int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)]) for c in scale["range"])
     rule = text["encoding"]["color"]
     threshold = float(re.fullmatch(r"datum\.\w+ > ([\d.]+)", rule["condition"]["test"]).group(1))
     for t in np.linspace(0, 1, 401):
@@ -203,7 +224,8 @@ def test_the_confusion_numbers_are_readable_on_every_shade(template):
 def test_the_page_template_is_what_its_build_script_writes():
     """templates/plots_offline.html is built, not hand-edited: its contents script and sections
     come from tools/build_plots_template.py (rebuild with --reuse, no network)."""
-    from tools.build_plots_template import OUT, SECTIONS as ORDER, inlined, page
+    from tools.build_plots_template import OUT, inlined, page
+    from tools.build_plots_template import SECTIONS as ORDER
 
     text = OUT.read_text()
     assert text == page(*inlined(text)), "run `python tools/build_plots_template.py --reuse`"
@@ -211,6 +233,7 @@ def test_the_page_template_is_what_its_build_script_writes():
 
 
 # ----------------------------------------------------------------------------- the pages in Chromium
+
 
 @needs_chromium
 def test_the_page_of_the_committed_plots_has_contents_and_readable_charts(committed, tmp_path):
@@ -232,9 +255,11 @@ def test_plots_show_and_diff_render_offline(repo, tmp_path):
 def test_dvc_charts_say_what_the_pngs_say(repo):
     """The DVC charts agree with the PNGs: whole epochs 1..N, one colour per split, the lr of every
     step, confusion rows = true class, and the normalised confusion divides by the true class."""
-    specs = {name: entries[0]["content"] for name, entries in
-             json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"].items()
-             if entries and "content" in entries[0]}
+    specs = {
+        name: entries[0]["content"]
+        for name, entries in json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"].items()
+        if entries and "content" in entries[0]
+    }
     epochs = json.loads((repo / "metrics/train.json").read_text())["epochs"]
     acc = specs["Accuracy (train vs validation)"]
     rows = acc["data"]["values"]

@@ -1,5 +1,6 @@
 """Receptive fields, the patches that excite a channel most, one first-layer output by hand —
 for both networks, 3 and 10 classes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from src.models import build_model, conv_layers
-from src.teach.probe import crop, conv_sum, receptive_fields, top_patches
+from src.teach.probe import conv_sum, crop, receptive_fields, top_patches
 from tests.conftest import params_with
 
 FIELDS = {"fast_cnn": [2, 4, 9, 13, 23, 31, 51], "seed_cnn": [5, 9, 14, 22, 32, 48]}
@@ -31,26 +32,26 @@ def test_receptive_fields_follow_the_layers(name):
 def test_the_patches_shown_are_the_strongest_in_order(name, k):
     m = model(name, k)
     x = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    found = top_patches(m, x, k=5, channels=4, batch_size=16)   # several batches: the running merge is tested too
+    found = top_patches(m, x, k=5, channels=4, batch_size=16)  # several batches: the running merge is tested too
     assert [t.layer for t in found] == [n for n, _ in conv_layers(m)]
     mods = dict(m.named_modules())
     for t in found:
         seen = {}
-        h = mods[t.layer].register_forward_hook(lambda mod, i, o: seen.__setitem__("a", o.detach()))
+        h = mods[t.layer].register_forward_hook(lambda mod, i, o, seen=seen: seen.__setitem__("a", o.detach()))
         with torch.no_grad():
             m(x)
         h.remove()
-        a = seen["a"]                                           # (N, C, H, W), brute force
-        per_image = a.flatten(2).max(2).values                  # (N, C)
+        a = seen["a"]  # (N, C, H, W), brute force
+        per_image = a.flatten(2).max(2).values  # (N, C)
         kth = per_image.topk(5, dim=0).values[-1]
         assert t.channels == torch.argsort(kth, descending=True)[:4].tolist()
         for r, c in enumerate(t.channels):
             want = torch.argsort(per_image[:, c], descending=True)[:5]
             np.testing.assert_allclose(t.values[r], per_image[want, c].numpy(), rtol=1e-6)
-            assert (np.diff(t.values[r]) <= 0).all()            # strongest first
+            assert (np.diff(t.values[r]) <= 0).all()  # strongest first
             for q, img in enumerate(t.images[r]):
                 i, j = t.positions[r, q]
-                assert a[img, c, i, j] == per_image[img, c]      # the position shown is where it peaks
+                assert a[img, c, i, j] == per_image[img, c]  # the position shown is where it peaks
         assert t.learned == mods[t.layer].weight.requires_grad
 
 

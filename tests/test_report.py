@@ -4,6 +4,7 @@ the result, an experiment lists exactly what changed, and a missing input is nam
 
     REPORT_ROOT=. SCREENSHOTS=docs python -m pytest tests/test_report.py -k browser   # the README's pictures
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,14 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.params import load_params
 from src.lab_report import render
 from src.lab_report.gather import Source
+from src.params import load_params
 from tests.conftest import REPO, sh
 
 CHROMIUM = render.find_chromium()
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` "
-                                                             "(.ci/run does)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` (.ci/run does)"
+)
 
 
 class Page(HTMLParser):
@@ -101,7 +103,7 @@ def page(repo) -> Page:
 def test_every_number_on_the_page_equals_its_file(repo, page):
     assert len(page.nums) > 150
     train = json.loads((repo / "metrics/train.json").read_text())
-    assert value_at(repo, "report/numbers.json", "network.total_params") == train["params"]   # the trained net
+    assert value_at(repo, "report/numbers.json", "network.total_params") == train["params"]  # the trained net
     for n in page.nums:
         v = value_at(repo, n["src"], n["key"])
         assert json.loads(n["value"]) == v, n
@@ -112,16 +114,32 @@ def test_the_results_a_marker_looks_for_are_all_there(repo, page):
     tagged = {(n["src"], n["key"]) for n in page.nums}
     ev = json.loads((repo / "metrics/eval.json").read_text())
     vz = json.loads((repo / "plots/visualize.json").read_text())
-    want = {("metrics/eval.json", "test_acc"), ("metrics/eval.json", "macro_f1"), ("metrics/train.json", "params"),
-            ("report/numbers.json", "network.total_params")}
+    want = {
+        ("metrics/eval.json", "test_acc"),
+        ("metrics/eval.json", "macro_f1"),
+        ("metrics/train.json", "params"),
+        ("report/numbers.json", "network.total_params"),
+    }
     want |= {("metrics/eval.json", f"per_class_acc.{c}") for c in ev["per_class_acc"]}
-    want |= {("plots/visualize.json", f"confusion.matrix.{i}.{j}") for i, row in enumerate(vz["confusion"]["matrix"])
-             for j in range(len(row))}
+    want |= {
+        ("plots/visualize.json", f"confusion.matrix.{i}.{j}")
+        for i, row in enumerate(vz["confusion"]["matrix"])
+        for j in range(len(row))
+    }
     want |= {("metrics/eval.json", f"most_confused.{k}.{key}") for k, m in enumerate(ev["most_confused"]) for key in m}
     want |= {("metrics/stats.json", f"normalize_{s}.{c}") for s in ("mean", "std") for c in range(3)}
-    want |= {("report/numbers.json", k) for k in ("dense_vs_conv.conv_params", "dense_vs_conv.dense_same_outputs_params",
-                                                   "neuron.sum", "neuron.torch", "batchnorm.before_mean",
-                                                   "batchnorm.after_std", "mixup.lam")}
+    want |= {
+        ("report/numbers.json", k)
+        for k in (
+            "dense_vs_conv.conv_params",
+            "dense_vs_conv.dense_same_outputs_params",
+            "neuron.sum",
+            "neuron.torch",
+            "batchnorm.before_mean",
+            "batchnorm.after_std",
+            "mixup.lam",
+        )
+    }
     assert want <= tagged, sorted(want - tagged)
     counts = page.tables["confusion-counts"]
     assert [int(c.replace(",", "")) for c in counts[1][1:]] == vz["confusion"]["matrix"][0]
@@ -130,32 +148,52 @@ def test_the_results_a_marker_looks_for_are_all_there(repo, page):
 def test_every_figure_the_stages_drew_is_embedded_as_it_is(repo, page):
     # the committed run's figures (an experiment that ran since may have left other classes' PNGs)
     committed = sh(repo, "git", "ls-files", "plots").stdout.split()
-    drawn = sorted([p for p in committed if p.endswith(".png")]
-                   + [str(p.relative_to(repo)) for p in (repo / "report/figures").glob("*.png")])
+    drawn = sorted(
+        [p for p in committed if p.endswith(".png")]
+        + [str(p.relative_to(repo)) for p in (repo / "report/figures").glob("*.png")]
+    )
     assert len(drawn) >= 30
     assert sorted(page.figures) == drawn
     for rel, data in page.figures.items():
         assert data == (repo / rel).read_bytes(), rel
     html = (repo / "report/lab_report.html").read_text()
-    assert "More figures of this run" not in html   # every figure has its section
+    assert "More figures of this run" not in html  # every figure has its section
     assert "Not in this report yet" not in html
     for name in re.findall(r"Not drawn: <code>([^<]+)</code> — not drawn by the (\w+) stage in this run", html):
-        assert name[0] not in committed   # a figure the run chose not to draw (no mistakes to show) is named
+        assert name[0] not in committed  # a figure the run chose not to draw (no mistakes to show) is named
 
 
 def test_the_lab_order_and_the_students_own_space(repo):
     html = (repo / "report/lab_report.html").read_text()
-    order = ["1. Aim", "I. Why not a fully connected", "II. Images as inputs", "III. Normalisation", "IV. A neuron",
-             "V. Activation", "VI. Convolution", "VII. Feature maps", "VIII. Stride and padding", "IX. Pooling",
-             "X. Flattening", "XI. Batch Normalization", "XII. The architecture", "3. Code and Result",
-             "The network", "Training", "Test results", "Confusion matrix", "Predictions and mistakes",
-             "Inside the network", "Summary"]
-    body = html[html.index("</nav>"):]
+    order = [
+        "1. Aim",
+        "I. Why not a fully connected",
+        "II. Images as inputs",
+        "III. Normalisation",
+        "IV. A neuron",
+        "V. Activation",
+        "VI. Convolution",
+        "VII. Feature maps",
+        "VIII. Stride and padding",
+        "IX. Pooling",
+        "X. Flattening",
+        "XI. Batch Normalization",
+        "XII. The architecture",
+        "3. Code and Result",
+        "The network",
+        "Training",
+        "Test results",
+        "Confusion matrix",
+        "Predictions and mistakes",
+        "Inside the network",
+        "Summary",
+    ]
+    body = html[html.index("</nav>") :]
     at = [body.index(f">{h}") for h in order]
     assert at == sorted(at)
-    assert html.count('class="yours"') == html.count("<h3") + 1   # every section, plus the aim
+    assert html.count('class="yours"') == html.count("<h3") + 1  # every section, plus the aim
     assert html.count('<div class="yours-space" contenteditable="true"></div>') == html.count('class="yours"')
-    assert "What changed" not in html   # the committed run is no experiment
+    assert "What changed" not in html  # the committed run is no experiment
     assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html
 
 
@@ -178,7 +216,7 @@ def test_the_same_page_prints_to_the_same_pdf(tmp_path):
     page = tmp_path / "page.html"
     page.write_text("<!DOCTYPE html><html><head><title>t</title></head><body><h1>Same bytes</h1></body></html>")
     render.print_pdf(page, tmp_path / "a.pdf", CHROMIUM)
-    time.sleep(1.1)   # Chromium dates a PDF to the second
+    time.sleep(1.1)  # Chromium dates a PDF to the second
     render.print_pdf(page, tmp_path / "b.pdf", CHROMIUM)
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
     assert PdfReader(tmp_path / "a.pdf").metadata.creation_date.year == 1980
@@ -201,6 +239,7 @@ def test_browser_renders_it_offline_with_every_figure(repo):
                 return route.continue_()
             outside.append(route.request.url)
             return route.abort()
+
         ctx.route("**/*", only_local)
         pg = ctx.new_page()
         pg.goto(url)
@@ -235,15 +274,19 @@ def test_an_experiment_lists_exactly_what_changed(repo):
 
 
 def page_from(root: Path) -> str:
-    ctx = render.context(root, Source("report/numbers.json", None, "made by the report stage"), "report/figures",
-                         yaml.safe_load((REPO / "params.yaml").read_text()))
+    ctx = render.context(
+        root,
+        Source("report/numbers.json", None, "made by the report stage"),
+        "report/figures",
+        yaml.safe_load((REPO / "params.yaml").read_text()),
+    )
     ctx["recipe"] = load_params(REPO / "params.yaml").model_dump()
     return render.render(REPO / "templates/lab_report.html.j2", ctx)
 
 
 def test_a_missing_input_is_named_on_the_page_not_a_crash(tmp_path):
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    html = page_from(tmp_path)   # nothing run at all
+    html = page_from(tmp_path)  # nothing run at all
     assert "Not in this report yet" in html
     assert "<code>metrics/eval.json</code> — made by the evaluate stage: run `dvc repro evaluate`" in html
     assert "<code>metrics/theory.json</code> — made by the theory stage" in html
@@ -256,9 +299,9 @@ def test_a_broken_input_is_named_and_the_classes_come_from_another_file(tmp_path
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "metrics").mkdir()
     (tmp_path / "plots").mkdir()
-    (tmp_path / "metrics/eval.json").write_text('{"test_acc": 0.9')          # cut off mid-write
+    (tmp_path / "metrics/eval.json").write_text('{"test_acc": 0.9')  # cut off mid-write
     shutil.copy(repo / "plots/visualize.json", tmp_path / "plots/visualize.json")
     html = page_from(tmp_path)
     assert "<code>metrics/eval.json</code> — unreadable (JSONDecodeError" in html
     classes = json.loads((repo / "plots/visualize.json").read_text())["classes"]
-    assert all(f"<th>{c}</th>" in html for c in classes)    # the confusion table still has its rows
+    assert all(f"<th>{c}</th>" in html for c in classes)  # the confusion table still has its rows

@@ -1,6 +1,7 @@
 """The numbers the report adds to the theory sections equal PyTorch's own (nn.Linear/nn.Conv2d
 parameter counts, the model's forward through its BatchNorm, a conv output), and their figures
 pass the readability check."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,9 @@ from torch import nn
 from src.data.cifar import Subset, normalize
 from src.figures import run_steps
 from src.figures.readability import problems
-from src.models import build_model, conv_layers
 from src.lab_report import additions
 from src.lab_report.build import theory_additions
+from src.models import build_model, conv_layers
 from src.params import changed_params
 from tests.conftest import params_with
 
@@ -56,11 +57,12 @@ def test_batchnorm_before_and_after_come_from_the_models_forward():
     g = m.features.group1
     assert bn["layer"] == "features.group1.bn1"
     with torch.no_grad():
-        before = g.pool(g.conv1(m.act(m.whiten(x))))[:, bn["channel"]]   # the layers ahead of it, by hand
+        before = g.pool(g.conv1(m.act(m.whiten(x))))[:, bn["channel"]]  # the layers ahead of it, by hand
         layer = g.bn1
         c = bn["channel"]
-        after = (before - layer.running_mean[c]) / torch.sqrt(layer.running_var[c] + layer.eps) * layer.weight[c] \
-            + layer.bias[c]
+        after = (before - layer.running_mean[c]) / torch.sqrt(layer.running_var[c] + layer.eps) * layer.weight[
+            c
+        ] + layer.bias[c]
     np.testing.assert_allclose(bn["before"], before.flatten().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(bn["after"], after.flatten().numpy(), rtol=1e-4, atol=1e-4)
     assert bn["before_mean"] == pytest.approx(float(before.mean()), abs=1e-5)
@@ -69,14 +71,15 @@ def test_batchnorm_before_and_after_come_from_the_models_forward():
 
 
 def test_batchnorm_after_is_bns_own_output_even_when_an_in_place_relu_follows():
-    m = trained_like("seed_cnn")   # conv → BN → ReLU(inplace=True): the BN's output is overwritten in place
+    m = trained_like("seed_cnn")  # conv → BN → ReLU(inplace=True): the BN's output is overwritten in place
     bn = additions.batchnorm_before_after(m, torch.randn(8, 3, 32, 32))
     layer = dict(m.named_modules())[bn["layer"]]
     c = bn["channel"]
-    want = (bn["before"] - float(layer.running_mean[c])) / np.sqrt(float(layer.running_var[c]) + layer.eps) \
-        * float(layer.weight[c].detach()) + float(layer.bias[c].detach())
+    want = (bn["before"] - float(layer.running_mean[c])) / np.sqrt(float(layer.running_var[c]) + layer.eps) * float(
+        layer.weight[c].detach()
+    ) + float(layer.bias[c].detach())
     np.testing.assert_allclose(bn["after"], want, rtol=1e-4, atol=1e-4)
-    assert (bn["after"] < 0).any()   # not the ReLU's output
+    assert (bn["after"] < 0).any()  # not the ReLU's output
 
 
 def test_a_network_without_batchnorm_has_none_to_show():
@@ -94,8 +97,9 @@ def test_the_network_table_is_the_models_own(name):
     assert t["activations"] == (["GELU"] if name == "fast_cnn" else ["ReLU"])
     first = additions.first_learned_conv(m)
     # what a first learned conv's sum passes through before its activation: the model's own order
-    assert additions.until_activation(t["layers"], first) == (["MaxPool2d", "BatchNorm2d"] if name == "fast_cnn"
-                                                              else ["BatchNorm2d"])
+    assert additions.until_activation(t["layers"], first) == (
+        ["MaxPool2d", "BatchNorm2d"] if name == "fast_cnn" else ["BatchNorm2d"]
+    )
 
 
 @pytest.mark.parametrize("trainable", [False, True])
@@ -139,6 +143,7 @@ def test_the_report_figures_read_well():
     def check(fig, name):
         assert problems(fig) == [], name
         seen.append(name)
+
     out = run_steps([theory_additions(m, sub, [0.5] * 3, [0.25] * 3, 0, 16, 0.4, 0)], check)
     assert seen == ["1_dense_vs_conv.png", "3_normalisation.png", "11_batchnorm.png", "11_mixup.png"]
     assert set(out) == {"network", "dense_vs_conv", "pixel", "neuron", "batchnorm", "mixup"}
@@ -149,5 +154,7 @@ def test_changed_params_are_exactly_the_differing_keys():
     after = {"train": {"epochs": 12, "lr": 0.03}, "data": {"classes": ["cat", "ship"]}, "new": {"x": 2}}
     assert changed_params(before, after) == [
         {"key": "data.classes", "before": ["cat", "dog"], "after": ["cat", "ship"]},
-        {"key": "gone", "before": 1, "after": None}, {"key": "new.x", "before": None, "after": 2},
-        {"key": "train.epochs", "before": 8, "after": 12}]
+        {"key": "gone", "before": 1, "after": None},
+        {"key": "new.x", "before": None, "after": 2},
+        {"key": "train.epochs", "before": 8, "after": 12},
+    ]

@@ -1,5 +1,6 @@
 """Each writer of the pipeline gives the same bytes for the same object, whatever the file is called
 and however often it runs (DVC's hashes then mean "these inputs", not "this run")."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +9,9 @@ from pathlib import Path
 import matplotlib
 import torch
 
-from src.training.checkpoints import save_checkpoint
 from src.data.cifar import Subset
 from src.io import atomic_torch_save, save_figure, write_json
+from src.training.checkpoints import save_checkpoint
 
 matplotlib.use("Agg")
 

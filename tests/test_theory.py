@@ -1,5 +1,6 @@
 """src.teach.ops against torch.nn.functional on random cases, bad arguments, and the theory figures'
 numbers against the functions that computed them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.teach import ops
 from src.figures import lessons as TF
+from src.teach import ops
 
 RNG = np.random.default_rng(1234)
 
@@ -60,14 +61,23 @@ def test_output_size_formula_and_floor():
     assert ops.output_size(3, 3, 1, 1) == 3
     assert ops.output_size(32, 5, 2, 1) == 32
     for n, f, p, s in [(7, 3, 1, 2), (10, 4, 0, 3), (9, 2, 1, 2)]:
-        assert ops.output_size(n, f, p, s) == F.conv2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, f, f),
-                                                     stride=s, padding=p).shape[-1]
+        assert (
+            ops.output_size(n, f, p, s)
+            == F.conv2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, f, f), stride=s, padding=p).shape[-1]
+        )
 
 
-@pytest.mark.parametrize("args,name", [
-    ((0, 3, 0, 1), "n (input size)"), ((5, 0, 0, 1), "f (kernel size)"), ((5, 3, -1, 1), "p (padding)"),
-    ((5, 3, 0, 0), "s (stride)"), ((2, 5, 0, 1), "f (kernel size)"), ((5.5, 3, 0, 1), "n (input size)"),
-])
+@pytest.mark.parametrize(
+    "args,name",
+    [
+        ((0, 3, 0, 1), "n (input size)"),
+        ((5, 0, 0, 1), "f (kernel size)"),
+        ((5, 3, -1, 1), "p (padding)"),
+        ((5, 3, 0, 0), "s (stride)"),
+        ((2, 5, 0, 1), "f (kernel size)"),
+        ((5.5, 3, 0, 1), "n (input size)"),
+    ],
+)
 def test_output_size_bad_arguments(args, name):
     with pytest.raises(ValueError, match=rf"^{name.replace('(', '[(]').replace(')', '[)]')}"):
         ops.output_size(*args)
@@ -91,8 +101,21 @@ def test_network_tables_match_the_notebook():
     from tests.conftest import params_with
 
     rows = ops.layer_table(build_model(params_with({"model": {"name": "seed_cnn"}}).model, 10))
-    assert [r["params"] for r in rows if r["params"]] == [4800, 128, 190400, 238, 236691, 442, 1414400, 512,
-                                                         589824, 512, 1638400, 512, 2570]
+    assert [r["params"] for r in rows if r["params"]] == [
+        4800,
+        128,
+        190400,
+        238,
+        236691,
+        442,
+        1414400,
+        512,
+        589824,
+        512,
+        1638400,
+        512,
+        2570,
+    ]
     assert all(r["formula_shape"] == r["torch_shape"] for r in rows)
     fast = ops.layer_table(build_model(params_with({"model": {"name": "fast_cnn"}}).model, 10))
     assert fast[0]["torch_shape"] == [24, 31, 31] and all(r["formula_shape"] == r["torch_shape"] for r in fast)
@@ -129,12 +152,15 @@ def test_figures_print_the_numbers_the_functions_compute():
     stack, small = RNG.integers(0, 10, (3, 3, 3)).astype(float), RNG.integers(0, 10, (2, 2, 2)).astype(float)
     fig = TF.pooling_figure(fmap, stack, small)
     by_title = {ax.get_title(): ax for ax in fig.axes}
-    np.testing.assert_array_equal(TF.cell_values(by_title["max_pool2d(k=2)\nthe largest of each window"]),
-                                  ops.max_pool2d(fmap, 2).ravel())
-    np.testing.assert_allclose(TF.cell_values(by_title["avg_pool2d(k=2)\nthe mean of each window"]),
-                               ops.avg_pool2d(fmap, 2).ravel())
-    np.testing.assert_allclose(TF.cell_values(by_title["global avg pool\n(one mean per map)"]),
-                               ops.global_avg_pool(stack).round(2))
+    np.testing.assert_array_equal(
+        TF.cell_values(by_title["max_pool2d(k=2)\nthe largest of each window"]), ops.max_pool2d(fmap, 2).ravel()
+    )
+    np.testing.assert_allclose(
+        TF.cell_values(by_title["avg_pool2d(k=2)\nthe mean of each window"]), ops.avg_pool2d(fmap, 2).ravel()
+    )
+    np.testing.assert_allclose(
+        TF.cell_values(by_title["global avg pool\n(one mean per map)"]), ops.global_avg_pool(stack).round(2)
+    )
     np.testing.assert_array_equal(TF.cell_values(by_title["flatten\n(A, then B)"]), ops.flatten(small))
 
 
@@ -154,14 +180,14 @@ def test_the_cells_the_kernel_has_not_reached_say_so():
     from src.figures.readability import problems
 
     cx, cw = RNG.integers(0, 10, (5, 5)).astype(float), RNG.integers(-1, 2, (3, 3)).astype(float)
-    fig = TF.conv_step_figure(cx, cw, 1.0, (1, 1))   # the stage's position: 5 of the 9 outputs computed
+    fig = TF.conv_step_figure(cx, cw, 1.0, (1, 1))  # the stage's position: 5 of the 9 outputs computed
     ax_y = fig.axes[2]
     np.testing.assert_array_equal(TF.cell_values(ax_y), ops.relu(ops.conv2d(cx, cw, 1.0)).ravel()[:5])
     assert "not computed yet" in ax_y.get_xlabel() and "5 of 9 positions" in ax_y.get_xlabel()
     pending = [p for p in ax_y.patches if p.get_hatch()]
     assert sorted((int(p.get_x() + 0.5), int(p.get_y() + 0.5)) for p in pending) == [(0, 2), (1, 2), (2, 1), (2, 2)]
     assert problems(fig) == []
-    full = TF.conv_step_figure(cx, cw, 1.0, (2, 2))   # all computed: nothing hatched, nothing to explain
+    full = TF.conv_step_figure(cx, cw, 1.0, (2, 2))  # all computed: nothing hatched, nothing to explain
     assert full.axes[2].get_xlabel() == "" and not [p for p in full.axes[2].patches if p.get_hatch()]
 
 
@@ -169,8 +195,10 @@ def test_the_colour_original_hides_nothing_of_the_grey_input():
     from src.figures.readability import problems
 
     img = RNG.integers(0, 256, (32, 32, 3)).astype(np.uint8)
-    k = {"vertical edge": np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float),
-         "horizontal edge": np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], float)}
+    k = {
+        "vertical edge": np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float),
+        "horizontal edge": np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], float),
+    }
     fig = TF.real_filters_figure(img, img.mean(axis=2) / 255, k)
     assert all(not ax.child_axes for ax in fig.axes)  # no inset over any panel
     titles = [ax.get_title() for ax in fig.axes if ax.images]

@@ -1,4 +1,5 @@
 """The training loop: schedule, learning, resume, NaN, time budget — on tiny synthetic data, CPU."""
+
 from __future__ import annotations
 
 import math
@@ -9,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from src.errors import NonFiniteLoss, TrainingInterrupted
 from src.models import build_model
 from src.training.checkpoints import load_checkpoint
-from src.errors import NonFiniteLoss, TrainingInterrupted
-from src.training.optim import cycle_momentum, one_cycle
 from src.training.loop import FitConfig, fit, init_from_data
+from src.training.optim import cycle_momentum, one_cycle
 from tests.conftest import params_with, synthetic_images
 
 
@@ -22,13 +23,15 @@ def tiny_data(n_train=240, n_val=60, classes=3, seed=0):
         y = np.arange(n) % classes
         x = synthetic_images(y, s).reshape(n, 3, 32, 32)
         return torch.from_numpy(x), torch.from_numpy(y).long()
+
     return (*make(n_train, seed), *make(n_val, seed + 1))
 
 
 def params(augment: dict | None = None, **train):
     t = {"epochs": 3, "batch_size": 32, "lr": 0.02, "threads": 1, **train}
-    return params_with({"train": t, "augment": augment or {},
-                        "model": {"name": "fast_cnn", "fast_cnn": {"widths": [8, 16, 16]}}})
+    return params_with(
+        {"train": t, "augment": augment or {}, "model": {"name": "fast_cnn", "fast_cnn": {"widths": [8, 16, 16]}}}
+    )
 
 
 def run(tmp_path, p, model=None, flag=None, data=None):
@@ -38,9 +41,15 @@ def run(tmp_path, p, model=None, flag=None, data=None):
     if model is None:
         model = build_model(p.model, 3)
         init_from_data(model, tx, mean, std)
-    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="fp",
-                    meta={"model_name": p.model.name, "classes": ["a", "b", "c"]}, progress=False,
-                    log=lambda s: None)
+    cfg = FitConfig(
+        train=p.train,
+        augment=p.augment,
+        run_dir=tmp_path / "run",
+        fingerprint="fp",
+        meta={"model_name": p.model.name, "classes": ["a", "b", "c"]},
+        progress=False,
+        log=lambda s: None,
+    )
     return fit(model, (tx, ty), (vx, vy), mean, std, torch.device("cpu"), cfg, flag), model
 
 
@@ -48,8 +57,9 @@ def run(tmp_path, p, model=None, flag=None, data=None):
 def test_one_cycle_matches_torch(anneal):
     total, peak = 57, 0.3
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=total, pct_start=0.3,
-                                                anneal_strategy=anneal, div_factor=25, final_div_factor=1e4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=peak, total_steps=total, pct_start=0.3, anneal_strategy=anneal, div_factor=25, final_div_factor=1e4
+    )
     for s in range(total):
         assert one_cycle(s, total, peak, 0.3, 25, 1e4, anneal) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
         assert cycle_momentum(s, total, 0.3, anneal=anneal) == pytest.approx(opt.param_groups[0]["momentum"], rel=1e-9)
@@ -84,8 +94,11 @@ class _StopAfter(dict):
 NOTEBOOK_AUGMENT = {"autoaugment": True, "mixup_alpha": 0.4, "crop_pad_mode": "zeros"}
 
 
-@pytest.mark.parametrize("stop_at,augment", [(10, None), (7, None), (10, NOTEBOOK_AUGMENT)],
-                         ids=["mid-epoch", "epoch-end", "notebook-augmentation"])  # 7 steps/epoch
+@pytest.mark.parametrize(
+    "stop_at,augment",
+    [(10, None), (7, None), (10, NOTEBOOK_AUGMENT)],
+    ids=["mid-epoch", "epoch-end", "notebook-augmentation"],
+)  # 7 steps/epoch
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, stop_at, augment):
     p = params(augment, epochs=3, ema_decay=0.9)
     ref, ref_model = run(tmp_path / "a", p)
@@ -109,8 +122,15 @@ def test_changed_params_start_fresh(tmp_path):
     mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
     logs = []
     model = build_model(p.model, 3)
-    cfg = FitConfig(train=p.train, augment=p.augment, run_dir=tmp_path / "run", fingerprint="other",
-                    meta={}, progress=False, log=logs.append)
+    cfg = FitConfig(
+        train=p.train,
+        augment=p.augment,
+        run_dir=tmp_path / "run",
+        fingerprint="other",
+        meta={},
+        progress=False,
+        log=logs.append,
+    )
     res = fit(model, (tx, ty), (vx, vy), mean, std, torch.device("cpu"), cfg)
     assert any("starting fresh" in line for line in logs)
     assert res.steps == 2 * (240 // 32)

@@ -1,6 +1,7 @@
 """`python -m src.verify`: passes on a clean run (the workspace, a commit, an experiment) and fails,
 naming the file, when a metric is edited by hand, the model is swapped, or params changed without
 a rerun (the session's tiny `dvc repro` repo; each test puts it back)."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def test_a_metric_edited_by_hand_is_named(repo):
         assert r.returncode == 1
         lines = r.stdout.splitlines()
         assert "verify: metrics/eval.json: modified since the run dvc.lock records (output of stage evaluate)" in lines
-        assert any(line.startswith(f"verify: metrics/eval.json: test_acc {m['test_acc']} but models/best.pt scores")
-                   for line in lines)
+        assert any(
+            line.startswith(f"verify: metrics/eval.json: test_acc {m['test_acc']} but models/best.pt scores")
+            for line in lines
+        )
     finally:
         restore(repo)
 
@@ -46,7 +49,7 @@ def test_a_metric_edited_by_hand_is_named(repo):
 def test_a_swapped_model_is_named(repo):
     best = repo / "models/best.pt"
     try:
-        os.remove(best)   # never write through a link into DVC's cache
+        os.remove(best)  # never write through a link into DVC's cache
         shutil.copyfile(repo / "models/last.pt", best)
         r = verify(repo)
         assert r.returncode == 1
@@ -62,8 +65,10 @@ def test_params_changed_without_a_rerun_are_named(repo):
         path.write_text(path.read_text().replace("epochs: 2", "epochs: 5", 1))
         r = verify(repo)
         assert r.returncode == 1
-        assert "verify: params.yaml: train.epochs modified since the run dvc.lock records (stage train): " \
-               "the results are not of these params" in r.stdout
+        assert (
+            "verify: params.yaml: train.epochs modified since the run dvc.lock records (stage train): "
+            "the results are not of these params" in r.stdout
+        )
     finally:
         restore(repo)
 
@@ -71,7 +76,7 @@ def test_params_changed_without_a_rerun_are_named(repo):
 def test_a_commit_and_an_experiment_verify_by_name(repo):
     try:
         sh(repo, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "verify-exp")
-        restore(repo)          # back to the committed run: the experiment lives in refs/exps and the cache
+        restore(repo)  # back to the committed run: the experiment lives in refs/exps and the cache
         r = verify(repo, "verify-exp")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "verify: ok — verify-exp:" in r.stdout

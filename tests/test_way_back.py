@@ -5,6 +5,7 @@ and plots but none of the DVC-cached outputs (data, models). Its own `dvc repro`
 output the committed bytes (the two-run identity test: two temp repos, every out's md5 in
 dvc.lock), and then each way back of the README must end in a clean `dvc status`.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,7 @@ def test_two_runs_give_every_output_the_same_bytes(repo, clone, full_mirror):
     differ = sorted(p for p in mine if mine[p] != committed[p])
     assert differ == [TIMING, REPORT], differ
     html = [TIMED.sub("", (r / "report/lab_report.html").read_text()) for r in (repo, clone)]
-    assert html[0] == html[1]   # the report differs only in the seconds it shows
+    assert html[0] == html[1]  # the report differs only in the seconds it shows
     for rel in ["report/numbers.json", *(str(p.relative_to(repo)) for p in (repo / "report/figures").glob("*.png"))]:
         assert (repo / rel).read_bytes() == (clone / rel).read_bytes(), rel
     assert set(json.loads((clone / TIMING).read_text())) == {"seconds", "train_seconds", "images_per_s"}
@@ -74,9 +75,9 @@ def test_back_to_the_committed_results(clone):
     # this clone remade every output byte for byte but the report, which prints its own seconds:
     # the committed report is only in the cache of the machine that made it
     assert r.returncode != 0 and "report" in r.stdout + r.stderr and "models/best.pt" not in r.stderr
-    out = sh(clone, "dvc", "repro").stdout   # remakes it from the restored files, to the committed bytes
+    out = sh(clone, "dvc", "repro").stdout  # remakes it from the restored files, to the committed bytes
     assert "Running stage 'report'" in out and out.count("Running stage") == 1
-    sh(clone, "git", "diff", "--quiet", "dvc.lock")   # the remade report has the committed hash
+    sh(clone, "git", "diff", "--quiet", "dvc.lock")  # the remade report has the committed hash
     assert clean(clone)
     assert (clone / "metrics/train.json").read_bytes() == committed
 

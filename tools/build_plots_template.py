@@ -13,6 +13,7 @@ folder (plots/data, plots/theory, plots/visualize), so dvc.yaml alone cannot giv
 A small inline script moves each plot into the first section of SECTIONS whose pattern matches
 its title (a chart) or its path (an image), in the patterns' order, and lists them at the top.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 # the majors DVC's vega-lite specs are written for (dvc-render loads vega@5, vega-lite@5, vega-embed@6)
-PINNED = {"vega": ("5.33.1", "build/vega.min.js"),
-          "vega-lite": ("5.23.0", "build/vega-lite.min.js"),
-          "vega-embed": ("6.29.0", "build/vega-embed.min.js")}
+PINNED = {
+    "vega": ("5.33.1", "build/vega.min.js"),
+    "vega-lite": ("5.23.0", "build/vega-lite.min.js"),
+    "vega-embed": ("6.29.0", "build/vega-embed.min.js"),
+}
 OUT = Path(__file__).resolve().parents[1] / "templates" / "plots_offline.html"
 
 # The page's sections in reading order: (heading, JavaScript regexps tried on a chart's title or an
@@ -38,10 +40,22 @@ OUT = Path(__file__).resolve().parents[1] / "templates" / "plots_offline.html"
 SECTIONS = [
     ("The data", [r"/samples_per_class\.", r"^plots/data/"]),
     ("Training", [r"^Accuracy", r"^Loss", r"^Learning rate", r"/training_curves\.", r"/augmentation\."]),
-    ("Test results", [r"^Confusion matrix \(", r"^Confusion matrix, row", r"^Per-class", r"/confusion_matrix\.",
-                      r"/per_class_accuracy\.", r"/sample_predictions\.", r"/confident_mistakes\."]),
-    ("Inside the network", [r"/filters_first_layer\.", r"/filters_deep_layer\.", r"/feature_maps_", r"/top_patches_",
-                            r"/gradcam\."]),
+    (
+        "Test results",
+        [
+            r"^Confusion matrix \(",
+            r"^Confusion matrix, row",
+            r"^Per-class",
+            r"/confusion_matrix\.",
+            r"/per_class_accuracy\.",
+            r"/sample_predictions\.",
+            r"/confident_mistakes\.",
+        ],
+    ),
+    (
+        "Inside the network",
+        [r"/filters_first_layer\.", r"/filters_deep_layer\.", r"/feature_maps_", r"/top_patches_", r"/gradcam\."],
+    ),
     ("Theory", [r"^plots/theory/"]),
 ]
 
@@ -127,8 +141,13 @@ PAGE = """<!DOCTYPE html>
 
 
 def fetch(name: str, version: str, member: str, workdir: Path) -> str:
-    tgz = subprocess.run(["npm", "pack", f"{name}@{version}", "--silent"], cwd=workdir, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    tgz = (
+        subprocess.run(
+            ["npm", "pack", f"{name}@{version}", "--silent"], cwd=workdir, check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     with tarfile.open(workdir / tgz) as tar:
         js = tar.extractfile(f"package/{member}").read().decode()
     if "</script" in js.lower():
@@ -161,14 +180,17 @@ def page(versions: str, scripts: str) -> str:
     """The whole template. Markers are replaced, not str.format()ted: the JavaScript is full of
     braces. The libraries go in last, so nothing in their code is taken for a marker."""
     out = PAGE
-    for marker, text in (("@VERSIONS@", versions), ("@TITLES@", TITLES_JS),
-                         ("@CONTENTS@", CONTENTS_JS.replace("@SECTIONS@", json.dumps(SECTIONS))),
-                         ("@SCRIPTS@", scripts)):
+    for marker, text in (
+        ("@VERSIONS@", versions),
+        ("@TITLES@", TITLES_JS),
+        ("@CONTENTS@", CONTENTS_JS.replace("@SECTIONS@", json.dumps(SECTIONS))),
+        ("@SCRIPTS@", scripts),
+    ):
         out = out.replace(marker, text)
     return out
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reuse", action="store_true", help="keep the scripts already inlined in the page (no network)")
     args = ap.parse_args(argv)

@@ -6,6 +6,7 @@ does not cover, and the code deps it lists that it never imports.
 
 tests/test_house.py runs the same check, so a missing dep fails the suite.
 """
+
 from __future__ import annotations
 
 import ast
@@ -85,8 +86,12 @@ def check(root: Path = Path(".")) -> dict[str, dict[str, list[str]]]:
         deps = [d if isinstance(d, str) else next(iter(d)) for d in st.get("deps", [])]
         code = [d.rstrip("/") for d in deps if d.split("/")[0] in PACKAGES]
         covers = lambda d, f: str(f) == d or str(f).startswith(d + "/")  # noqa: E731
-        missing = sorted(str(f) for f in used if not any(covers(d, f) for d in code)
-                         and not (f.name == "__init__.py" and not (root / f).read_text().strip()))
+        missing = sorted(
+            str(f)
+            for f in used
+            if not any(covers(d, f) for d in code)
+            and not (f.name == "__init__.py" and not (root / f).read_text().strip())
+        )
         unused = sorted(d for d in code if not any(covers(d, f) for f in used))
         if missing or unused:
             report[name] = {"missing": missing, "unused": unused}

@@ -4,9 +4,8 @@ Random numbers come from an explicit `torch.Generator`, so a run is reproducible
 (and after a resume) without touching global RNG state, and nothing here waits for the device
 (no `.item()`): on a GPU the batch never leaves it. AutoAugment is src/data/autoaugment.py.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -19,18 +18,19 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, mode: str =
     if padding == 0:
         return x
     b, c, h, w = x.shape
-    xp = F.pad(x.float() if mode == "reflect" else x, (padding,) * 4,
-               mode="reflect" if mode == "reflect" else "constant").to(x.dtype)
+    xp = F.pad(
+        x.float() if mode == "reflect" else x, (padding,) * 4, mode="reflect" if mode == "reflect" else "constant"
+    ).to(x.dtype)
     dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
     bi = torch.arange(b, device=x.device)[:, None, None, None]
     ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[bi, ci, rows, cols]                                                # (B, C, H, W)
+    return xp[bi, ci, rows, cols]  # (B, C, H, W)
 
 
-def random_hflip(x: torch.Tensor, gen: torch.Generator, flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+def random_hflip(x: torch.Tensor, gen: torch.Generator, flip: torch.Tensor | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2 (or where the bool mask `flip` (B,) says)."""
     if flip is None:
         flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < 0.5).to(x.device)
@@ -58,8 +58,13 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     return x.masked_fill(inside[:, None], 0)
 
 
-def augment_batch(x: torch.Tensor, cfg, gen: torch.Generator,
-                  autoaugment: Optional[AutoAugmentCIFAR10] = None, flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor,
+    cfg,
+    gen: torch.Generator,
+    autoaugment: AutoAugmentCIFAR10 | None = None,
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The configured training transform on a uint8 batch: flip, crop, AutoAugment, cutout.
     Pass one `AutoAugmentCIFAR10` for a whole run, so its tables are built once; with
     `hflip: alternate` the training loop passes the batch's `flip` mask (else flips are random)."""
@@ -71,8 +76,9 @@ def augment_batch(x: torch.Tensor, cfg, gen: torch.Generator,
     return cutout(x, cfg.cutout, gen)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, lam: float, gen: torch.Generator
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, lam: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MixUp with weight `lam` (drawn by the caller on the host, from Beta(α, α)): returns
     (λx + (1-λ)x[perm], y, y[perm]); the permutation is drawn on the batch's device."""
     perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)

@@ -13,17 +13,18 @@ The arithmetic follows torchvision.transforms.v2.functional step by step (same f
 nearest sampling on the same grids), so a batched image equals torchvision's output for the same
 draws; tests/test_autoaugment.py checks every operation and magnitude bin against it.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 NUM_BINS = 10
 # The CIFAR10 policy, as in torchvision (AutoAugmentPolicy.CIFAR10): (operation, probability, magnitude bin)
-CIFAR10_POLICY: tuple[tuple[tuple[str, float, Optional[int]], tuple[str, float, Optional[int]]], ...] = (
+CIFAR10_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, float, int | None]], ...] = (
     (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
     (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
     (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
@@ -56,10 +57,11 @@ OPS = (*GEOMETRIC, *BLENDS, "Posterize", "Solarize", "AutoContrast", "Equalize",
 SIGNED = set(GEOMETRIC) | set(BLENDS)
 
 
-def magnitudes(op: str, height: int = 32, width: int = 32) -> Optional[torch.Tensor]:
+def magnitudes(op: str, height: int = 32, width: int = 32) -> torch.Tensor | None:
     """torchvision's magnitude of each of the 10 bins of `op` (None: the operation has none)."""
     space = {
-        "ShearX": lambda: torch.linspace(0.0, 0.3, NUM_BINS), "ShearY": lambda: torch.linspace(0.0, 0.3, NUM_BINS),
+        "ShearX": lambda: torch.linspace(0.0, 0.3, NUM_BINS),
+        "ShearY": lambda: torch.linspace(0.0, 0.3, NUM_BINS),
         "TranslateX": lambda: torch.linspace(0.0, 150.0 / 331.0 * width, NUM_BINS),
         "TranslateY": lambda: torch.linspace(0.0, 150.0 / 331.0 * height, NUM_BINS),
         "Rotate": lambda: torch.linspace(0.0, 30.0, NUM_BINS),
@@ -81,8 +83,10 @@ def signed_magnitude(op: str, bin_: int, negative: bool, height: int = 32, width
 
 # ----------------------------------------------------------------------------- geometry
 
-def _inverse_affine(center: tuple[float, float], angle: float, translate: tuple[float, float],
-                    shear: tuple[float, float]) -> list[float]:
+
+def _inverse_affine(
+    center: tuple[float, float], angle: float, translate: tuple[float, float], shear: tuple[float, float]
+) -> list[float]:
     """The inverse affine matrix (scale 1) that torchvision samples with, in float64 as it computes it."""
     rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
     cx, cy = center
@@ -101,8 +105,9 @@ def geometry_matrix(op: str, magnitude: float, height: int, width: int) -> list[
     """The inverse affine matrix of a geometric operation, as torchvision's affine/rotate build it."""
     if op in ("ShearX", "ShearY"):  # torchvision shears about the top-left corner
         shear = math.degrees(math.atan(magnitude))
-        return _inverse_affine((-width * 0.5, -height * 0.5), 0.0, (0.0, 0.0),
-                               (shear, 0.0) if op == "ShearX" else (0.0, shear))
+        return _inverse_affine(
+            (-width * 0.5, -height * 0.5), 0.0, (0.0, 0.0), (shear, 0.0) if op == "ShearX" else (0.0, shear)
+        )
     if op == "TranslateX":
         return _inverse_affine((0.0, 0.0), 0.0, (float(int(magnitude)), 0.0), (0.0, 0.0))
     if op == "TranslateY":
@@ -115,14 +120,16 @@ def sampling_grid(matrix: list[float], height: int, width: int, device: torch.de
     theta = torch.tensor(matrix, dtype=torch.float32, device=device).reshape(1, 2, 3)
     base = torch.empty(1, height, width, 3, dtype=torch.float32, device=device)
     base[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device))
-    base[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height,
-                                      device=device).unsqueeze_(-1))
+    base[..., 1].copy_(
+        torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height, device=device).unsqueeze_(-1)
+    )
     base[..., 2].fill_(1)
     scaled = theta.transpose(1, 2).div_(torch.tensor([0.5 * width, 0.5 * height], device=device))
     return base.view(1, height * width, 3).bmm(scaled).view(1, height, width, 2)
 
 
 # ----------------------------------------------------------------------------- colour, per-image factors
+
 
 def _per_image(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1)
@@ -191,6 +198,7 @@ def invert(x):
 
 # ----------------------------------------------------------------------------- the policy on a batch
 
+
 class AutoAugmentCIFAR10:
     """The CIFAR10 AutoAugment policy applied per image to uint8 batches (B, 3, H, W).
 
@@ -200,7 +208,7 @@ class AutoAugmentCIFAR10:
     images that drew an operation are gathered first (less work, for a CPU). Both give the same images.
     """
 
-    def __init__(self, sync_free: Optional[bool] = None):
+    def __init__(self, sync_free: bool | None = None):
         self.sync_free = sync_free
         self._tables: dict[tuple, dict] = {}
 
@@ -215,17 +223,29 @@ class AutoAugmentCIFAR10:
         op_id = torch.tensor([[OPS.index(op) for op, _, _ in sub] for sub in CIFAR10_POLICY], device=device)
         prob = torch.tensor([[p for _, p, _ in sub] for sub in CIFAR10_POLICY], device=device)
         bins = torch.tensor([[b or 0 for _, _, b in sub] for sub in CIFAR10_POLICY], device=device)
-        value = {op: [[signed_magnitude(op, b, neg, height, width) for neg in (False, True)] for b in range(NUM_BINS)]
-                 for op in OPS}  # (bin, negative) → magnitude, float64
-        grids = [sampling_grid(geometry_matrix(op, value[op][b][neg], height, width), height, width, device)
-                 for op in GEOMETRIC for b in range(NUM_BINS) for neg in (0, 1)]
+        value = {
+            op: [[signed_magnitude(op, b, neg, height, width) for neg in (False, True)] for b in range(NUM_BINS)]
+            for op in OPS
+        }  # (bin, negative) → magnitude, float64
+        grids = [
+            sampling_grid(geometry_matrix(op, value[op][b][neg], height, width), height, width, device)
+            for op in GEOMETRIC
+            for b in range(NUM_BINS)
+            for neg in (0, 1)
+        ]
         f32 = lambda rows: torch.tensor(rows, dtype=torch.float32, device=device)  # noqa: E731
         return {
-            "op": op_id, "prob": prob, "bin": bins, "grids": torch.cat(grids),  # (5·10·2, H, W, 2)
+            "op": op_id,
+            "prob": prob,
+            "bin": bins,
+            "grids": torch.cat(grids),  # (5·10·2, H, W, 2)
             "ratio": {op: f32([[1.0 + v for v in row] for row in value[op]]) for op in BLENDS},
             "rest": {op: f32([[1.0 - (1.0 + v) for v in row] for row in value[op]]) for op in BLENDS},
-            "mask": torch.tensor([[((1 << int(v)) - 1) << (8 - int(v)) for v in row] for row in value["Posterize"]],
-                                 dtype=torch.uint8, device=device),
+            "mask": torch.tensor(
+                [[((1 << int(v)) - 1) << (8 - int(v)) for v in row] for row in value["Posterize"]],
+                dtype=torch.uint8,
+                device=device,
+            ),
             "threshold": f32([[255.0 * v for v in row] for row in value["Solarize"]]),
         }
 
@@ -235,7 +255,7 @@ class AutoAugmentCIFAR10:
         sub = torch.randint(len(CIFAR10_POLICY), (n,), generator=gen, device=gen.device).to(device)
         return {"sub": sub, "coin": rand(n, 2), "sign": rand(n, 2)}
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator, draws: Optional[dict] = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, draws: dict | None = None) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected uint8 images (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
         t = self.tables(x.shape[-2], x.shape[-1], x.device)
@@ -265,14 +285,20 @@ class AutoAugmentCIFAR10:
         which = (op.clamp(max=len(GEOMETRIC) - 1) * NUM_BINS + b) * 2 + neg  # row of t["grids"]
 
         def sample(imgs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            out = F.grid_sample(imgs.float(), t["grids"][rows], mode="nearest", padding_mode="zeros",
-                                align_corners=False)
+            out = F.grid_sample(
+                imgs.float(), t["grids"][rows], mode="nearest", padding_mode="zeros", align_corners=False
+            )
             return out.round_().to(torch.uint8)
 
         return self._apply(x, geo, sample, which)
 
     def _colour(self, x, t, op, b, neg, on) -> torch.Tensor:
-        for name, fn in (("Brightness", brightness), ("Color", color), ("Contrast", contrast), ("Sharpness", sharpness)):
+        for name, fn in (
+            ("Brightness", brightness),
+            ("Color", color),
+            ("Contrast", contrast),
+            ("Sharpness", sharpness),
+        ):
             x = self._apply(x, on & (op == OPS.index(name)), fn, t["ratio"][name][b, neg], t["rest"][name][b, neg])
         x = self._apply(x, on & (op == OPS.index("Posterize")), posterize, t["mask"][b, 0])
         x = self._apply(x, on & (op == OPS.index("Solarize")), solarize, t["threshold"][b, 0])

@@ -3,6 +3,7 @@
 The whole subset is a handful of uint8 tensors (N, 3, 32, 32): the training loop indexes and
 augments them in batches on the training device, with no per-image Python work.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ OFFICIAL_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f"}
 
 # ----------------------------------------------------------------------------- download
 
+
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -51,8 +53,10 @@ def _fetch(url: str, dest: Path, timeout: float, progress: bool) -> None:
 
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
-        with open(dest, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc="download",
-                                         disable=not progress) as bar:
+        with (
+            open(dest, "wb") as f,
+            tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=not progress) as bar,
+        ):
             while block := resp.read(1 << 16):
                 f.write(block)
                 bar.update(len(block))
@@ -60,9 +64,16 @@ def _fetch(url: str, dest: Path, timeout: float, progress: bool) -> None:
             raise OSError(f"connection closed after {dest.stat().st_size} of {total} bytes")
 
 
-def download_archive(url: str, md5: str, dest: Path, retries: int = 4, backoff_s: float = 2.0,
-                     timeout_s: float = 60.0, progress: bool = True,
-                     log: Callable[[str], None] = print) -> Path:
+def download_archive(
+    url: str,
+    md5: str,
+    dest: Path,
+    retries: int = 4,
+    backoff_s: float = 2.0,
+    timeout_s: float = 60.0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Download the archive to `dest` with retries and exponential backoff; check its md5."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     last = ""
@@ -79,11 +90,13 @@ def download_archive(url: str, md5: str, dest: Path, retries: int = 4, backoff_s
             last = str(getattr(exc, "reason", exc))
             part.unlink(missing_ok=True)
             if attempt < retries:
-                wait = backoff_s * 2 ** attempt
+                wait = backoff_s * 2**attempt
                 log(f"download: attempt {attempt + 1}/{retries + 1} failed ({last}); retrying in {wait:.0f} s")
                 time.sleep(wait)
-    raise DataError(f"could not download {url} after {retries + 1} attempts ({last}). Check the network, "
-                    f"or set CIFAR10_MIRROR to a folder holding {BATCHES_DIR}/ or {ARCHIVE_NAME}")
+    raise DataError(
+        f"could not download {url} after {retries + 1} attempts ({last}). Check the network, "
+        f"or set CIFAR10_MIRROR to a folder holding {BATCHES_DIR}/ or {ARCHIVE_NAME}"
+    )
 
 
 def _safe_extract(archive: Path, into: Path) -> None:
@@ -94,9 +107,19 @@ def _safe_extract(archive: Path, into: Path) -> None:
         raise DataError(f"{archive}: truncated or corrupted archive ({exc}); delete it and download again") from None
 
 
-def install_raw(out_dir: Path, url: str, md5: str, mirror: Optional[str] = None, *, retries: int = 4,
-                backoff_s: float = 2.0, timeout_s: float = 60.0, progress: bool = True,
-                log: Callable[[str], None] = print, expect_rows: Optional[int] = 10000) -> Path:
+def install_raw(
+    out_dir: Path,
+    url: str,
+    md5: str,
+    mirror: str | None = None,
+    *,
+    retries: int = 4,
+    backoff_s: float = 2.0,
+    timeout_s: float = 60.0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    expect_rows: int | None = 10000,
+) -> Path:
     """Put a verified `cifar-10-batches-py/` under `out_dir` from a mirror or the official URL.
 
     Everything is assembled in a temporary folder beside `out_dir` and moved into place only once
@@ -109,8 +132,10 @@ def install_raw(out_dir: Path, url: str, md5: str, mirror: Optional[str] = None,
         if mirror:
             src = Path(mirror).expanduser()
             if not src.exists():
-                raise DataError(f"CIFAR10_MIRROR={mirror}: no such folder; point it at a folder holding "
-                                f"{BATCHES_DIR}/ or {ARCHIVE_NAME}, or unset it to download")
+                raise DataError(
+                    f"CIFAR10_MIRROR={mirror}: no such folder; point it at a folder holding "
+                    f"{BATCHES_DIR}/ or {ARCHIVE_NAME}, or unset it to download"
+                )
             if (src / BATCHES_DIR).is_dir():
                 shutil.copytree(src / BATCHES_DIR, tmp / BATCHES_DIR)
             elif (src / ARCHIVE_NAME).is_file():
@@ -126,8 +151,10 @@ def install_raw(out_dir: Path, url: str, md5: str, mirror: Optional[str] = None,
             archive.unlink()
         verify_batches(tmp / BATCHES_DIR, expect_rows)
         if md5sum(tmp / BATCHES_DIR / "data_batch_1") != OFFICIAL_MD5["data_batch_1"]:
-            log("download: note: these files are NOT the official CIFAR-10 release (md5 differs); "
-                "their structure checks out, so they are used as they are")
+            log(
+                "download: note: these files are NOT the official CIFAR-10 release (md5 differs); "
+                "their structure checks out, so they are used as they are"
+            )
         final = tmp / "final"
         final.mkdir()
         (tmp / BATCHES_DIR).rename(final / BATCHES_DIR)
@@ -138,6 +165,7 @@ def install_raw(out_dir: Path, url: str, md5: str, mirror: Optional[str] = None,
 
 
 # ----------------------------------------------------------------------------- load and verify
+
 
 def _unpickle(path: Path) -> dict:
     try:
@@ -165,7 +193,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def verify_batches(batches: Path, expect_rows: Optional[int] = 10000) -> list[str]:
+def verify_batches(batches: Path, expect_rows: int | None = 10000) -> list[str]:
     """Check the 6 batch files and the meta file; returns the class names."""
     for name in (*TRAIN_FILES, TEST_FILE):
         data, _ = read_batch(batches / name)
@@ -191,9 +219,11 @@ def load_cifar10(batches: Path) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- subset
 
+
 @dataclass
 class Subset:
     """The selected classes, relabelled 0..K-1 in the order of `classes`."""
+
     classes: list[str]
     train_x: torch.Tensor  # (N, 3, 32, 32) uint8
     train_y: torch.Tensor  # (N,) int64
@@ -209,7 +239,7 @@ class Subset:
         atomic_torch_save(self.__dict__, path)
 
     @classmethod
-    def load(cls, path: Path) -> "Subset":
+    def load(cls, path: Path) -> Subset:
         try:
             d = torch.load(path, weights_only=True)
         except FileNotFoundError:
@@ -217,9 +247,15 @@ class Subset:
         return cls(**d)
 
 
-def select_subset(raw: dict[str, np.ndarray], all_names: list[str], classes: list[str],
-                  train_per_class: Optional[int], val_per_class: int,
-                  test_per_class: Optional[int], seed: int) -> Subset:
+def select_subset(
+    raw: dict[str, np.ndarray],
+    all_names: list[str],
+    classes: list[str],
+    train_per_class: int | None,
+    val_per_class: int,
+    test_per_class: int | None,
+    seed: int,
+) -> Subset:
     """Pick classes; hold out `val_per_class` training images per class for validation.
 
     The split is a seeded shuffle per class, so it does not depend on the other classes chosen.
@@ -279,8 +315,9 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def class_counts(sub: Subset) -> dict[str, dict[str, int]]:
     """Images of each class in each split: {split: {class: count}}."""
-    return {s: {c: int((sub.split(s)[1] == i).sum()) for i, c in enumerate(sub.classes)}
-            for s in ("train", "val", "test")}
+    return {
+        s: {c: int((sub.split(s)[1] == i).sum()) for i, c in enumerate(sub.classes)} for s in ("train", "val", "test")
+    }
 
 
 def subset_stats(sub: Subset, d: DataParams) -> dict:
@@ -289,11 +326,17 @@ def subset_stats(sub: Subset, d: DataParams) -> dict:
     mean, std = channel_stats(sub.train_x)
     use_mean, use_std = normalization(d, mean, std)
     return {
-        "classes": sub.classes, "num_classes": len(sub.classes),
-        "train_images": int(sub.train_y.numel()), "val_images": int(sub.val_y.numel()),
+        "classes": sub.classes,
+        "num_classes": len(sub.classes),
+        "train_images": int(sub.train_y.numel()),
+        "val_images": int(sub.val_y.numel()),
         "test_images": int(sub.test_y.numel()),
-        "mean": mean, "std": std, "normalize": d.normalize if isinstance(d.normalize, str) else "custom",
-        "normalize_mean": use_mean, "normalize_std": use_std, "per_class": class_counts(sub),
+        "mean": mean,
+        "std": std,
+        "normalize": d.normalize if isinstance(d.normalize, str) else "custom",
+        "normalize_mean": use_mean,
+        "normalize_std": use_std,
+        "per_class": class_counts(sub),
     }
 
 
@@ -303,5 +346,5 @@ def class_counts_csv(counts: dict[str, dict[str, int]]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def mirror_from_env() -> Optional[str]:
+def mirror_from_env() -> str | None:
     return os.environ.get("CIFAR10_MIRROR") or None

@@ -1,4 +1,5 @@
 """`python -m src.explorer`: start the explorer (src/explorer/app.py)."""
+
 import sys
 
 from src.explorer.app import main

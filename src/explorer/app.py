@@ -7,18 +7,19 @@ Flask serves the page (src/explorer/static/: plain HTML, CSS and JavaScript, not
 network) and a small JSON API over src/explorer/compute.py. Bad input gets a message on the page, never a
 crash: no model yet, a checkpoint of another class list, a non-image or oversized upload.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from flask import Blueprint, Flask, current_app, jsonify, request, send_from_directory
 
-from src.explorer import compute
 from src.errors import CheckpointError, DataError
+from src.explorer import compute
 
 PAGE = Path(__file__).with_name("static")
 
@@ -26,14 +27,15 @@ PAGE = Path(__file__).with_name("static")
 bp = Blueprint("explorer", __name__)
 
 
-def create_app(root: Path = Path("."), lab: Optional[compute.Lab] = None) -> Flask:
+def create_app(root: Path = Path("."), lab: compute.Lab | None = None) -> Flask:
     """The Flask app for the repository at `root` (the lab loads on the first request that needs it)."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = compute.MAX_UPLOAD_BYTES + 64 * 1024  # the file plus the form around it
     app.extensions["lab"] = {"root": Path(root), "lab": lab}
     app.register_blueprint(bp)
-    app.register_error_handler(413, lambda _: (jsonify(error=f"the upload is too large: at most "
-                                                            f"{compute.MAX_UPLOAD_BYTES // 2**20} MB"), 413))
+    app.register_error_handler(
+        413, lambda _: (jsonify(error=f"the upload is too large: at most {compute.MAX_UPLOAD_BYTES // 2**20} MB"), 413)
+    )
     return app
 
 
@@ -46,6 +48,7 @@ def get_lab() -> compute.Lab:
 
 def api(fn: Callable) -> Callable:
     """JSON out; bad input → 400 with the message, a missing or mismatched model → 409."""
+
     def wrapped(*a, **k):
         try:
             return jsonify(fn(*a, **k))
@@ -53,6 +56,7 @@ def api(fn: Callable) -> Callable:
             return jsonify(error=str(exc)), 400
         except (CheckpointError, DataError) as exc:
             return jsonify(error=str(exc)), 409
+
     wrapped.__name__ = fn.__name__
     return wrapped
 
@@ -63,7 +67,7 @@ def json_body() -> dict:
     return body if isinstance(body, dict) else {}
 
 
-def image_from_request() -> tuple[torch.Tensor, Optional[int]]:
+def image_from_request() -> tuple[torch.Tensor, int | None]:
     """The image a call is about and its test index: an upload or a 32×32 PNG the page holds (no
     index), or a test image. A bad index keeps its own message from compute.test_index: catching
     ValueError here would swallow it, InputError being a ValueError."""
@@ -106,16 +110,26 @@ def page_file(name: str):
 @api
 def info():
     lab = get_lab()
-    return {"model": lab.model_name, "classes": lab.classes, "test_images": int(len(lab.test_y)),
-            "test_acc": round(float((lab.pred == lab.test_y).mean()), 4)}
+    return {
+        "model": lab.model_name,
+        "classes": lab.classes,
+        "test_images": int(len(lab.test_y)),
+        "test_acc": round(float((lab.pred == lab.test_y).mean()), 4),
+    }
 
 
 @bp.get("/api/images")
 @api
 def images():
     a = request.args
-    return compute.list_images(get_lab(), a.get("cls") or None, a.get("which", "all"), a.get("order", "index"),
-                         int_arg("page", 0), max(1, int_arg("per", 48)))  # per ≥ 1: it divides
+    return compute.list_images(
+        get_lab(),
+        a.get("cls") or None,
+        a.get("which", "all"),
+        a.get("order", "index"),
+        int_arg("page", 0),
+        max(1, int_arg("per", 48)),
+    )  # per ≥ 1: it divides
 
 
 @bp.post("/api/analyse")
@@ -155,7 +169,7 @@ def filters():
     return state["filters"]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.explorer", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)

@@ -3,6 +3,7 @@ uploaded picture — class probabilities, every layer's feature maps, Grad-CAM, 
 output as a weighted sum, a class's confusion row and mistakes, the patches that excite each
 channel most. Plain functions over a loaded `Lab`; src/explorer/app.py serves them over HTTP.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,16 +13,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from src import paths
-from src.training.checkpoints import load_trained
 from src.data.cifar import Subset, normalize
 from src.errors import CheckpointError, DataError
+from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -34,18 +34,19 @@ class InputError(ValueError):
 @dataclass
 class Lab:
     """A trained model with the data and predictions it goes with."""
+
     model: nn.Module
     classes: list[str]
     mean: torch.Tensor
     std: torch.Tensor
-    test_x: torch.Tensor   # (N, 3, 32, 32) uint8
+    test_x: torch.Tensor  # (N, 3, 32, 32) uint8
     test_y: np.ndarray
-    pred: np.ndarray       # the evaluate stage's predictions (with its test-time augmentation)
+    pred: np.ndarray  # the evaluate stage's predictions (with its test-time augmentation)
     conf: np.ndarray
     model_name: str
 
     @classmethod
-    def load(cls, root: Path = Path(".")) -> "Lab":
+    def load(cls, root: Path = Path(".")) -> Lab:
         """models/best.pt, data/subset.pt and plots/eval/predictions.csv under `root`; a clear
         CheckpointError/DataError when one is missing or they do not belong together."""
         best, subset = root / paths.BEST, root / paths.SUBSET
@@ -57,14 +58,24 @@ class Lab:
         if not preds.exists():
             raise DataError(f"{preds}: missing; run `dvc repro evaluate`")
         true, pred, conf = read_predictions(preds, sub.classes)
-        return cls(model.eval(), sub.classes, torch.tensor(ck["mean"]), torch.tensor(ck["std"]), sub.test_x,
-                   true, pred, conf, ck["model_name"])
+        return cls(
+            model.eval(),
+            sub.classes,
+            torch.tensor(ck["mean"]),
+            torch.tensor(ck["std"]),
+            sub.test_x,
+            true,
+            pred,
+            conf,
+            ck["model_name"],
+        )
 
     def normalised(self, img: torch.Tensor) -> torch.Tensor:
         return normalize(img[None], self.mean, self.std)[0]
 
 
 # ----------------------------------------------------------------------------- pictures as PNG text
+
 
 def png(rgb: np.ndarray) -> str:
     """(H, W, 3) uint8 → base64 PNG text for an <img src="data:image/png;base64,...">."""
@@ -107,8 +118,10 @@ def decode_png32(text: str) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- picking test images
 
-def list_images(lab: Lab, cls: Optional[str] = None, which: str = "all", order: str = "index", page: int = 0,
-                per_page: int = 48) -> dict:
+
+def list_images(
+    lab: Lab, cls: str | None = None, which: str = "all", order: str = "index", page: int = 0, per_page: int = 48
+) -> dict:
     """Test images of a class (or all), right or wrong ones, by index or by confidence, a page at a time."""
     if cls not in (None, "", *lab.classes):
         raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
@@ -124,13 +137,20 @@ def list_images(lab: Lab, cls: Optional[str] = None, which: str = "all", order: 
         idx = idx[np.argsort(-lab.conf[idx] if order == "most" else lab.conf[idx], kind="stable")]
     pages = max(1, math.ceil(len(idx) / per_page))
     page = min(max(page, 0), pages - 1)
-    items = [{"index": int(i), "label": lab.classes[lab.test_y[i]], "pred": lab.classes[lab.pred[i]],
-              "conf": round(float(lab.conf[i]), 4), "png": png(to_hwc(lab.test_x[i]))}
-             for i in idx[page * per_page:(page + 1) * per_page]]
+    items = [
+        {
+            "index": int(i),
+            "label": lab.classes[lab.test_y[i]],
+            "pred": lab.classes[lab.pred[i]],
+            "conf": round(float(lab.conf[i]), 4),
+            "png": png(to_hwc(lab.test_x[i])),
+        }
+        for i in idx[page * per_page : (page + 1) * per_page]
+    ]
     return {"total": int(len(idx)), "page": page, "pages": pages, "items": items}
 
 
-def whole_number(value: object) -> Optional[int]:
+def whole_number(value: object) -> int | None:
     """An int sent as JSON or in a query string (7, 7.0, "7"); None for anything else (3.5, "abc", true, null)."""
     if isinstance(value, bool):  # bool is an int subclass: `true` is not test image 1
         return None
@@ -163,6 +183,7 @@ def test_image(lab: Lab, index: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- one image through the network
 
+
 def _mosaic(a: torch.Tensor, cmap: str = "viridis") -> tuple[str, int, int]:
     """Every channel of an activation (C, H, W), each scaled on its own, in a grid with 1-px gaps."""
     import matplotlib
@@ -173,26 +194,25 @@ def _mosaic(a: torch.Tensor, cmap: str = "viridis") -> tuple[str, int, int]:
     lo = a.flatten(1).min(1).values[:, None, None]
     hi = a.flatten(1).max(1).values[:, None, None]
     unit = ((a - lo) / (hi - lo).clamp_min(1e-12)).numpy()
-    rgb = (matplotlib.colormaps[cmap](unit)[..., :3] * 255).astype(np.uint8)   # (C, H, W, 3)
+    rgb = (matplotlib.colormaps[cmap](unit)[..., :3] * 255).astype(np.uint8)  # (C, H, W, 3)
     grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, 3), 255, dtype=np.uint8)
     for k in range(c):
         r, q = divmod(k, cols)
-        grid[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = rgb[k]
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = rgb[k]
     return png(grid), rows, cols
 
 
 @torch.no_grad()
-def analyse(lab: Lab, img: torch.Tensor, index: Optional[int] = None) -> dict:
+def analyse(lab: Lab, img: torch.Tensor, index: int | None = None) -> dict:
     """Class probabilities and every feature layer's maps (all channels) for one uint8 image; for test
     image `index` also its true class and whether the prediction is right (None for an upload)."""
     from src.figures.inside import activations
-
     from src.models import conv_layers
 
     x = lab.normalised(img)[None]
     probs = lab.model(x).float().softmax(1)[0]
     first, _ = conv_layers(lab.model)[0]
-    conv_out = activations(lab.model, x, [first])[first][0]   # (C, H, W): the page draws one channel to click
+    conv_out = activations(lab.model, x, [first])[first][0]  # (C, H, W): the page draws one channel to click
     layers = []
     for name, a in activations(lab.model, x, lab.model.feature_layers()).items():
         mosaic, rows, cols = _mosaic(a[0])
@@ -200,10 +220,16 @@ def analyse(lab: Lab, img: torch.Tensor, index: Optional[int] = None) -> dict:
     p = probs.tolist()
     pred = lab.classes[int(np.argmax(p))]
     true = None if index is None else lab.classes[int(lab.test_y[index])]
-    return {"image": png(to_hwc(img)), "probs": [{"class": c, "p": round(v, 6)} for c, v in zip(lab.classes, p)],
-            "pred": pred, "index": index, "true_class": true, "correct": None if true is None else pred == true,
-            "layers": layers,
-            "first_conv": {"name": first, "shape": list(conv_out.shape), "maps": conv_out.round(decimals=3).tolist()}}
+    return {
+        "image": png(to_hwc(img)),
+        "probs": [{"class": c, "p": round(v, 6)} for c, v in zip(lab.classes, p)],
+        "pred": pred,
+        "index": index,
+        "true_class": true,
+        "correct": None if true is None else pred == true,
+        "layers": layers,
+        "first_conv": {"name": first, "shape": list(conv_out.shape), "maps": conv_out.round(decimals=3).tolist()},
+    }
 
 
 def gradcam(lab: Lab, img: torch.Tensor, cls: str) -> dict:
@@ -214,7 +240,7 @@ def gradcam(lab: Lab, img: torch.Tensor, cls: str) -> dict:
 
     if cls not in lab.classes:
         raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
-    cam = gradcam_maps(lab.model, lab.normalised(img)[None], [lab.classes.index(cls)])[0]   # (H, W) in [0, 1]
+    cam = gradcam_maps(lab.model, lab.normalised(img)[None], [lab.classes.index(cls)])[0]  # (H, W) in [0, 1]
     heat = matplotlib.colormaps["jet"](cam)[..., :3]
     over = (0.55 * to_hwc(img) / 255 + 0.45 * heat).clip(0, 1)
     return {"class": cls, "png": png((over * 255).astype(np.uint8)), "peak": round(float(cam.max()), 4)}
@@ -229,11 +255,33 @@ def conv_sum(lab: Lab, img: torch.Tensor, channel: int, i: int, j: int) -> dict:
     if not (0 <= channel < conv.out_channels and 0 <= i < out[1] and 0 <= j < out[2]):
         raise InputError(f"position ({channel}, {i}, {j}) is outside the layer's output {tuple(out)}")
     r = probe.conv_sum(lab.model, lab.normalised(img), channel, i, j)
-    terms = [{"c": c, "u": u, "v": v, "w": round(float(r["weights"][c, u, v]), 4), "x": round(float(r["window"][c, u, v]), 4)}
-             for c in range(r["window"].shape[0]) for u in range(r["kernel"]) for v in range(r["kernel"])]
-    return {"layer": r["layer"], "channel": channel, "i": i, "j": j, "box": list(r["box"]), "kernel": r["kernel"],
-            "padding": r["padding"], "stride": r["stride"], "bias": round(r["bias"], 4), "terms": terms,
-            "sum": f"{r['sum']:.4f}", "torch": f"{r['torch']:.4f}", "out_shape": list(r["out_shape"])}
+    terms = [
+        {
+            "c": c,
+            "u": u,
+            "v": v,
+            "w": round(float(r["weights"][c, u, v]), 4),
+            "x": round(float(r["window"][c, u, v]), 4),
+        }
+        for c in range(r["window"].shape[0])
+        for u in range(r["kernel"])
+        for v in range(r["kernel"])
+    ]
+    return {
+        "layer": r["layer"],
+        "channel": channel,
+        "i": i,
+        "j": j,
+        "box": list(r["box"]),
+        "kernel": r["kernel"],
+        "padding": r["padding"],
+        "stride": r["stride"],
+        "bias": round(r["bias"], 4),
+        "terms": terms,
+        "sum": f"{r['sum']:.4f}",
+        "torch": f"{r['torch']:.4f}",
+        "out_shape": list(r["out_shape"]),
+    }
 
 
 def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
@@ -245,9 +293,21 @@ def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
     row = {name: int(((lab.pred == k) & mine).sum()) for k, name in enumerate(lab.classes)}
     wrong = np.flatnonzero(mine & (lab.pred != c))
     worst = wrong[np.argsort(-lab.conf[wrong], kind="stable")][:mistakes]
-    return {"class": cls, "images": int(mine.sum()), "row": row, "accuracy": round(row[cls] / max(int(mine.sum()), 1), 4),
-            "mistakes": [{"index": int(i), "pred": lab.classes[lab.pred[i]], "conf": round(float(lab.conf[i]), 4),
-                          "png": png(to_hwc(lab.test_x[i]))} for i in worst]}
+    return {
+        "class": cls,
+        "images": int(mine.sum()),
+        "row": row,
+        "accuracy": round(row[cls] / max(int(mine.sum()), 1), 4),
+        "mistakes": [
+            {
+                "index": int(i),
+                "pred": lab.classes[lab.pred[i]],
+                "conf": round(float(lab.conf[i]), 4),
+                "png": png(to_hwc(lab.test_x[i])),
+            }
+            for i in worst
+        ],
+    }
 
 
 def filters(lab: Lab, k: int = 6, channels: int = 6) -> list[dict]:
@@ -257,9 +317,19 @@ def filters(lab: Lab, k: int = 6, channels: int = 6) -> list[dict]:
     x = normalize(lab.test_x, lab.mean, lab.std)
     out = []
     for t in top_patches(lab.model, x, k, channels):
-        rows = [{"channel": ch, "patches": [
-            {"index": int(t.images[r, q]), "value": round(float(t.values[r, q]), 3),
-             "png": png(crop(lab.test_x[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q]))))}
-            for q in range(t.images.shape[1])]} for r, ch in enumerate(t.channels)]
+        rows = [
+            {
+                "channel": ch,
+                "patches": [
+                    {
+                        "index": int(t.images[r, q]),
+                        "value": round(float(t.values[r, q]), 3),
+                        "png": png(crop(lab.test_x[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q])))),
+                    }
+                    for q in range(t.images.shape[1])
+                ],
+            }
+            for r, ch in enumerate(t.channels)
+        ]
         out.append({"layer": t.layer, "learned": t.learned, "field": t.field.size, "rows": rows})
     return out

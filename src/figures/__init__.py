@@ -2,17 +2,19 @@
 stages save them (src.io.save_figure). A stage's steps (visualize_steps.py, lesson_steps.py) draw
 several figures each: they yield them one at a time and return their numbers (`Drawn`, consumed by
 `run_steps`). The Agg backend: no display needed."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 
 GREEN, RED = "#1a9850", "#d73027"
 
@@ -47,8 +49,9 @@ def grid(n: int, cols: int, cell: float = 1.6, title_space: float = 0.5):
     leaves room for each axes' title, so titles never run into the row above."""
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + title_space), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * cell, rows * cell + title_space), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

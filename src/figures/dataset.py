@@ -1,4 +1,5 @@
 """Figures of the data: one sample per class, the class distribution per split."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

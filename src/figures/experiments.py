@@ -4,9 +4,10 @@ Each run is labelled with what differs ("lr=0.02, classes=cat,dog"), its name be
 experiment names say nothing about a run. Labels are placed where they cover no other label and no
 point, so two runs at one point get one label each, stacked with leader lines.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,16 +17,17 @@ from matplotlib.transforms import Bbox
 from src.figures import text_colour_on
 
 Labeller = Callable[[list[dict]], list[str]]  # rows → one label per row (src.compare.describe)
-GAP = 6.0        # points between a point and its label
-MARK_PX = 5.0    # half the size of a point's marker, in pixels, kept clear of labels
+GAP = 6.0  # points between a point and its label
+MARK_PX = 5.0  # half the size of a point's marker, in pixels, kept clear of labels
 
 
 def _names(rows: list[dict]) -> list[str]:
     return [r["name"] for r in rows]
 
 
-def _label_box(ax, xy: tuple[float, float], text: str, name: str, offset: tuple[float, float],
-               align: tuple[float, float]) -> AnnotationBbox:
+def _label_box(
+    ax, xy: tuple[float, float], text: str, name: str, offset: tuple[float, float], align: tuple[float, float]
+) -> AnnotationBbox:
     """The label: what differs, then the run's name smaller and grey (left out when the same);
     a leader line when it sits away from its point."""
     lines = [TextArea(text, textprops={"fontsize": 8})]
@@ -33,10 +35,19 @@ def _label_box(ax, xy: tuple[float, float], text: str, name: str, offset: tuple[
         lines.append(TextArea(name, textprops={"fontsize": 7, "color": "#555555"}))
     box = VPacker(children=lines, align="left" if align[0] == 0 else "right", pad=0, sep=1)
     far = abs(offset[1]) > 2 * GAP
-    ab = AnnotationBbox(box, xy, xybox=offset, xycoords="data", boxcoords="offset points", box_alignment=align,
-                        frameon=False, pad=0.1, arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.6,
-                                                           "shrinkA": 0, "shrinkB": 3,
-                                                           "relpos": align} if far else None)  # to the near corner
+    ab = AnnotationBbox(
+        box,
+        xy,
+        xybox=offset,
+        xycoords="data",
+        boxcoords="offset points",
+        box_alignment=align,
+        frameon=False,
+        pad=0.1,
+        arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.6, "shrinkA": 0, "shrinkB": 3, "relpos": align}
+        if far
+        else None,
+    )  # to the near corner
     ab.set_in_layout(False)  # inside the axes by construction: the layout need not make room
     return ab
 
@@ -57,8 +68,10 @@ def place_labels(ax, points: list[tuple[float, float]], labels: list[str], names
     fig.canvas.draw()  # settle the layout first: spots are measured in pixels
     renderer = fig.canvas.get_renderer()
     area = ax.get_window_extent(renderer).padded(-2)
-    marks = [Bbox.from_extents(px - MARK_PX, py - MARK_PX, px + MARK_PX, py + MARK_PX)
-             for px, py in ax.transData.transform(np.asarray(points, dtype=float).reshape(-1, 2))]
+    marks = [
+        Bbox.from_extents(px - MARK_PX, py - MARK_PX, px + MARK_PX, py + MARK_PX)
+        for px, py in ax.transData.transform(np.asarray(points, dtype=float).reshape(-1, 2))
+    ]
     taken: list[Bbox] = []
     for xy, text, name in zip(points, labels, names):
         step = (10 if name == text else 19) + 2  # a label's height in points, with a little air
@@ -66,8 +79,11 @@ def place_labels(ax, points: list[tuple[float, float]], labels: list[str], names
         for offset, align in _spots(step):
             ab = ax.add_artist(_label_box(ax, xy, text, name, offset, align))
             box = _extent(ab, renderer)
-            if _inside(box, area) and not any(box.padded(2).overlaps(b) for b in taken) and \
-                    not any(box.overlaps(m) for m in marks):
+            if (
+                _inside(box, area)
+                and not any(box.padded(2).overlaps(b) for b in taken)
+                and not any(box.overlaps(m) for m in marks)
+            ):
                 chosen = ab
                 break
             ab.remove()
@@ -88,7 +104,7 @@ def _inside(box: Bbox, area: Bbox) -> bool:
     return area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
 
 
-def accuracy_vs_seconds(rows: list[dict], label: Optional[Labeller] = None):
+def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     """One labelled point per experiment that has metrics: training seconds → test accuracy.
     `label` says what differs among the drawn runs (src.compare.describe); else their names."""
     done = [r for r in rows if r["test_acc"] is not None and r["seconds"] is not None]
@@ -98,8 +114,10 @@ def accuracy_vs_seconds(rows: list[dict], label: Optional[Labeller] = None):
     failed = [r["name"] for r in rows if r["status"] == "failed"]
     ax.set_xlabel("training seconds (the whole loop, validation included)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Test accuracy against training time, {len(done)} runs"
-                 + (f" ({len(failed)} failed, not shown)" if failed else ""))
+    ax.set_title(
+        f"Test accuracy against training time, {len(done)} runs"
+        + (f" ({len(failed)} failed, not shown)" if failed else "")
+    )
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if done:
@@ -111,11 +129,13 @@ def accuracy_vs_seconds(rows: list[dict], label: Optional[Labeller] = None):
     return fig
 
 
-def per_class_heatmap(rows: list[dict], classes: list[str], label: Optional[Labeller] = None):
+def per_class_heatmap(rows: list[dict], classes: list[str], label: Labeller | None = None):
     """Experiments (rows) × classes (columns), the test accuracy of each class; blank where an
     experiment did not train on that class or failed. Rows are labelled like the points above."""
     done = [r for r in rows if r["per_class"]]
-    m = np.array([[r["per_class"].get(c, np.nan) for c in classes] for r in done], dtype=float).reshape(len(done), len(classes))
+    m = np.array([[r["per_class"].get(c, np.nan) for c in classes] for r in done], dtype=float).reshape(
+        len(done), len(classes)
+    )
     fig, ax = plt.subplots(figsize=(5.0, max(2.5, 0.42 * len(done) + 1.6)), layout="constrained")
     im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(m):
@@ -123,8 +143,9 @@ def per_class_heatmap(rows: list[dict], classes: list[str], label: Optional[Labe
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=text_colour_on(im.cmap(im.norm(v))))
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
     said = (label or _names)(done)
-    ax.set_yticks(range(len(done)), [s if s == r["name"] else f"{s} ({r['name']})" for s, r in zip(said, done)],
-                  fontsize=8)
+    ax.set_yticks(
+        range(len(done)), [s if s == r["name"] else f"{s} ({r['name']})" for s, r in zip(said, done)], fontsize=8
+    )
     ax.set_title("Per-class test accuracy across experiments (blank: class not in that run)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     # long row labels would squeeze the cells until their numbers touch: widen by the labels' width

@@ -4,9 +4,8 @@ Activations are taken with forward hooks (the model is not edited), so the same 
 model of the registry: the layers shown are the model's own `feature_layers()` (src/models/base.py).
 Each function returns (figure, data): `data` holds the arrays drawn, for tests and metrics.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,12 +15,13 @@ from torch import nn
 from src.figures import GREEN, RED, grid, to_hwc
 from src.models import conv_layers
 
-
 # ----------------------------------------------------------------------------- filters
 
 # layer name → how to learn it, and where the default run shows learned filters at work in RGB
-FROZEN_HINTS = {"whiten": "set model.fast_cnn.whiten_trainable=true to learn it, whiten_kernel=3 for 3×3 filters;\n"
-                          "what the first learned layer responds to in RGB: top_patches_features_group1_conv1.png"}
+FROZEN_HINTS = {
+    "whiten": "set model.fast_cnn.whiten_trainable=true to learn it, whiten_kernel=3 for 3×3 filters;\n"
+    "what the first learned layer responds to in RGB: top_patches_features_group1_conv1.png"
+}
 
 
 def signed_tile(kernel: np.ndarray) -> np.ndarray:
@@ -38,20 +38,23 @@ def _first_layer_title(name: str, w: np.ndarray, learned: bool) -> str:
         head = f"First conv layer '{name}': learned first-layer filters ({kh}×{kw}×3)"
     else:
         hint = FROZEN_HINTS.get(name, "")
-        head = (f"First conv layer '{name}' ({kh}×{kw}×3): not learned, set from the data's patch statistics"
-                + (f"\n(frozen: {hint})" if hint else ""))
-    return (f"{head}\n{len(w)} filters, weight {tuple(w.shape)}; grey = 0, each scaled to ±its own largest |weight|:\n"
-            f"red means a positive weight on R, cyan a negative one (likewise green/magenta, blue/yellow)")
+        head = f"First conv layer '{name}' ({kh}×{kw}×3): not learned, set from the data's patch statistics" + (
+            f"\n(frozen: {hint})" if hint else ""
+        )
+    return (
+        f"{head}\n{len(w)} filters, weight {tuple(w.shape)}; grey = 0, each scaled to ±its own largest |weight|:\n"
+        f"red means a positive weight on R, cyan a negative one (likewise green/magenta, blue/yellow)"
+    )
 
 
 def first_layer_filters(model: nn.Module, cols: int = 12):
     """Every filter of the first conv layer as a signed RGB tile (grey = 0), titled with its channel."""
     name, conv = conv_layers(model)[0]
-    w = conv.weight.detach().cpu().float().numpy()          # (O, 3, kh, kw)
-    tiles_ = np.stack([signed_tile(f) for f in w])          # (O, kh, kw, 3)
+    w = conv.weight.detach().cpu().float().numpy()  # (O, 3, kh, kw)
+    tiles_ = np.stack([signed_tile(f) for f in w])  # (O, kh, kw, 3)
     learned = conv.weight.requires_grad
     fig, axes = grid(len(tiles_), cols, cell=0.72, title_space=0.9)
-    zoom = max(1, 24 // max(w.shape[2:]))                   # whole pixels per weight: a crisp enlargement
+    zoom = max(1, 24 // max(w.shape[2:]))  # whole pixels per weight: a crisp enlargement
     for k, (ax, tile) in enumerate(zip(axes, tiles_)):
         ax.imshow(tile.repeat(zoom, 0).repeat(zoom, 1), interpolation="nearest")
         ax.set_title(f"ch {k}", fontsize=7, pad=2)
@@ -63,7 +66,7 @@ def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inp
     """A few filters of a deeper conv layer, one small heatmap per (filter, input channel)."""
     convs = conv_layers(model)
     name, conv = convs[min(layer_index, len(convs) - 1)]
-    w = conv.weight.detach().cpu().float().numpy()           # (O, C, kh, kw)
+    w = conv.weight.detach().cpu().float().numpy()  # (O, C, kh, kw)
     shown = w[:n_filters, :n_inputs]
     o, c = shown.shape[:2]
     fig, axes = plt.subplots(o, c, figsize=(c * 1.0 + 0.8, o * 1.0 + 0.9), squeeze=False)
@@ -78,20 +81,25 @@ def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inp
             if j == 0:
                 ax.set_ylabel(f"filter {i}", fontsize=8)
     fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02)
-    fig.suptitle(f"Conv layer '{name}', weight {tuple(w.shape)}: {o} filters × {c} input channels "
-                 f"({conv.kernel_size[0]}×{conv.kernel_size[1]} kernels)", fontsize=10)
+    fig.suptitle(
+        f"Conv layer '{name}', weight {tuple(w.shape)}: {o} filters × {c} input channels "
+        f"({conv.kernel_size[0]}×{conv.kernel_size[1]} kernels)",
+        fontsize=10,
+    )
     return fig, {"layer": name, "weights": shown, "shape": tuple(w.shape)}
 
 
 # ----------------------------------------------------------------------------- feature maps
+
 
 @torch.no_grad()
 def activations(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
     """Outputs of the named modules for input x (B, 3, H, W), captured with forward hooks."""
     mods = dict(model.named_modules())
     out: dict[str, torch.Tensor] = {}
-    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, o.detach().float().cpu()))
-             for n in layers]
+    hooks = [
+        mods[n].register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, o.detach().float().cpu())) for n in layers
+    ]
     try:
         model.eval()
         model(x)
@@ -108,11 +116,16 @@ def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n
     fig, axes = plt.subplots(len(layers), cols, figsize=(cols * 1.25, len(layers) * 1.38 + 0.6), squeeze=False)
     shown: dict[str, dict] = {}
     for r, name in enumerate(layers):
-        a = acts[name][0]                                    # (C, H, W)
+        a = acts[name][0]  # (C, H, W)
         strongest = torch.argsort(a.mean(dim=(1, 2)), descending=True)[:n_channels]
         axes[r, 0].imshow(to_hwc(image_u8), interpolation="nearest")
-        axes[r, 0].set_ylabel(f"{name.removeprefix('features.')}\n{a.shape[0]}×{a.shape[1]}×{a.shape[2]}",
-                              fontsize=8, rotation=0, ha="right", va="center")
+        axes[r, 0].set_ylabel(
+            f"{name.removeprefix('features.')}\n{a.shape[0]}×{a.shape[1]}×{a.shape[2]}",
+            fontsize=8,
+            rotation=0,
+            ha="right",
+            va="center",
+        )
         for k in range(n_channels):
             ax = axes[r, k + 1]
             if k < len(strongest):
@@ -122,17 +135,20 @@ def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n
                 ax.axis("off")
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
-        shown[name] = {"shape": tuple(a.shape), "channels": strongest.tolist(),
-                       "panel_shape": tuple(a[strongest[0]].shape)}
-    fig.suptitle(title + "\nrows: deeper layers; columns: the channels with the largest mean activation",
-                 fontsize=10)
+        shown[name] = {
+            "shape": tuple(a.shape),
+            "channels": strongest.tolist(),
+            "panel_shape": tuple(a[strongest[0]].shape),
+        }
+    fig.suptitle(title + "\nrows: deeper layers; columns: the channels with the largest mean activation", fontsize=10)
     fig.tight_layout()
     return fig, shown
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
 
-def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: Optional[nn.Module] = None) -> np.ndarray:
+
+def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: nn.Module | None = None) -> np.ndarray:
     """Grad-CAM heatmaps (B, H, W) in [0, 1] for the given target classes, from `layer`
     (default: the last conv layer), with pytorch-grad-cam."""
     from pytorch_grad_cam import GradCAM
@@ -151,15 +167,23 @@ def map_size(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:
     return tuple(activations(model, x[:1], [layer])[layer].shape[-2:])
 
 
-def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], pred: list[str],
-                   conf: list[float], layer_name: str, layer_size: tuple[int, int]):
+def gradcam_figure(
+    images_u8: torch.Tensor,
+    cams: np.ndarray,
+    true: list[str],
+    pred: list[str],
+    conf: list[float],
+    layer_name: str,
+    layer_size: tuple[int, int],
+):
     """Pairs of (image, image + heatmap), titled true → predicted (confidence), green or red; the
     subtitle says how small the layer's map really is, the colour bar what the colours mean."""
     n = len(images_u8)
     cols = min(6, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.8 + 1.0, rows * 3.7 + 0.9), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        2 * rows, cols, figsize=(cols * 1.8 + 1.0, rows * 3.7 + 0.9), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for k in range(n):
@@ -170,26 +194,31 @@ def gradcam_figure(images_u8: torch.Tensor, cams: np.ndarray, true: list[str], p
         axes[r, c].set_title(f"{true[k]} → {pred[k]}\n({conf[k]:.0%})", fontsize=8, color=GREEN if ok else RED)
         axes[r + 1, c].imshow(img, interpolation="nearest")
         axes[r + 1, c].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-    bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
-                       fraction=0.03, pad=0.02)
+    bar = fig.colorbar(
+        plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6, fraction=0.03, pad=0.02
+    )
     bar.set_label("relevance to the predicted class, 0–1", fontsize=8)
     (h, w), (H, W) = layer_size, cams.shape[1:]
-    fig.suptitle(f"Grad-CAM for the predicted class: where the network looked (green: right, red: wrong; "
-                 f"true → predicted)\nGrad-CAM of '{layer_name}' ({h}×{w}), upsampled (bilinear) to {H}×{W}\n"
-                 f"(the heatmap holds only {h * w} numbers, smoothed between them; each map is scaled to 0–1 on its own)",
-                 fontsize=10)
+    fig.suptitle(
+        f"Grad-CAM for the predicted class: where the network looked (green: right, red: wrong; "
+        f"true → predicted)\nGrad-CAM of '{layer_name}' ({h}×{w}), upsampled (bilinear) to {H}×{W}\n"
+        f"(the heatmap holds only {h * w} numbers, smoothed between them; each map is scaled to 0–1 on its own)",
+        fontsize=10,
+    )
     return fig
 
 
 # ----------------------------------------------------------------------------- what excites a channel
+
 
 def top_patches_figure(tp, patches: list[list[np.ndarray]]):
     """Rows: the channels; columns: the test patches (receptive fields) that excite each most,
     strongest first, titled with the response (the caption says what that number is).
     `patches[r][q]` is an (h, w, 3) uint8 crop."""
     rows, cols = len(patches), max(len(p) for p in patches)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.05 + 0.9, rows * 1.2 + 1.3), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * 1.05 + 0.9, rows * 1.2 + 1.3), squeeze=False, layout="constrained"
+    )
     for r, row in enumerate(patches):
         for q in range(cols):
             ax = axes[r, q]
@@ -201,8 +230,11 @@ def top_patches_figure(tp, patches: list[list[np.ndarray]]):
             ax.set_title(f"response {tp.values[r, q]:.2f}", fontsize=7, pad=2)
         axes[r, 0].set_ylabel(f"ch {tp.channels[r]}", fontsize=8)
     how = "learned" if tp.learned else "not learned: frozen, set from the data"
-    fig.suptitle(f"What excites layer '{tp.layer}' ({how}): for {rows} channels, the test patches\n"
-                 f"({tp.field.size}×{tp.field.size} receptive fields; black = padding) with the strongest response\n"
-                 f"response = the channel's raw conv output (before any BatchNorm or activation) at the\n"
-                 f"position whose receptive field is that patch: its highest anywhere in that test image", fontsize=9)
+    fig.suptitle(
+        f"What excites layer '{tp.layer}' ({how}): for {rows} channels, the test patches\n"
+        f"({tp.field.size}×{tp.field.size} receptive fields; black = padding) with the strongest response\n"
+        f"response = the channel's raw conv output (before any BatchNorm or activation) at the\n"
+        f"position whose receptive field is that patch: its highest anywhere in that test image",
+        fontsize=9,
+    )
     return fig

@@ -4,16 +4,16 @@ and the networks' shapes and parameter counts, each drawn (src/figures/lessons.p
 Like src/figures/visualize_steps.py, each step yields `(file name, figure)` as it draws and returns
 what it drew, for metrics/theory.json (`src.figures.run_steps`); no step reads or writes a file.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from src.teach import ops
 from src.data.cifar import Subset
-from src.figures import Drawn, to_hwc
-from src.figures import lessons
+from src.figures import Drawn, lessons, to_hwc
 from src.models import build_model
 from src.params import ModelParams
+from src.teach import ops
 
 NOTEBOOK_MODEL, NOTEBOOK_CLASSES = "seed_cnn", 10  # the lab notebook's network and its 10-class head
 
@@ -38,16 +38,35 @@ def operations(rng: np.random.Generator) -> Drawn:
     yield "5_pooling.png", lessons.pooling_figure(fmap, stack, small_stack)
     return {
         "relu": {"input": relu_x.tolist(), "output": ops.relu(relu_x).tolist()},
-        "convolution": {"input": conv_x.tolist(), "kernel": conv_w.tolist(), "bias": conv_b,
-                        "output": ops.relu(ops.conv2d(conv_x, conv_w, conv_b)).tolist(), "position": list(pos)},
-        "stride": {"n": 5, "f": 3, "s": 2, "output_size": ops.output_size(5, 3, 0, 2),
-                   "output": ops.conv2d(stride_x, stride_w, stride=2).tolist(),
-                   "caption_4x4_output_size": ops.output_size(4, 3, 0, 2)},
-        "padding": {"n": 3, "f": 3, "p": 1, "output_size": ops.output_size(3, 3, 1, 1),
-                    "output": ops.conv2d(pad_x, pad_w, padding=1).tolist()},
-        "pooling": {"input": fmap.tolist(), "max": ops.max_pool2d(fmap, 2).tolist(),
-                    "avg": ops.avg_pool2d(fmap, 2).tolist(), "global_avg": ops.global_avg_pool(stack).tolist(),
-                    "flatten": ops.flatten(small_stack).tolist()},
+        "convolution": {
+            "input": conv_x.tolist(),
+            "kernel": conv_w.tolist(),
+            "bias": conv_b,
+            "output": ops.relu(ops.conv2d(conv_x, conv_w, conv_b)).tolist(),
+            "position": list(pos),
+        },
+        "stride": {
+            "n": 5,
+            "f": 3,
+            "s": 2,
+            "output_size": ops.output_size(5, 3, 0, 2),
+            "output": ops.conv2d(stride_x, stride_w, stride=2).tolist(),
+            "caption_4x4_output_size": ops.output_size(4, 3, 0, 2),
+        },
+        "padding": {
+            "n": 3,
+            "f": 3,
+            "p": 1,
+            "output_size": ops.output_size(3, 3, 1, 1),
+            "output": ops.conv2d(pad_x, pad_w, padding=1).tolist(),
+        },
+        "pooling": {
+            "input": fmap.tolist(),
+            "max": ops.max_pool2d(fmap, 2).tolist(),
+            "avg": ops.avg_pool2d(fmap, 2).tolist(),
+            "global_avg": ops.global_avg_pool(stack).tolist(),
+            "flatten": ops.flatten(small_stack).tolist(),
+        },
     }
 
 
@@ -63,8 +82,12 @@ def networks(model: ModelParams, num_classes: int) -> Drawn:
         rows = ops.layer_table(build_model(model.model_copy(update={"name": name}), k))
         tables[f"{name}: {role}, {k}-class head"] = rows
         out[name if name not in out else f"{name}_{k}_classes"] = {
-            "num_classes": k, "role": role, "total_params": sum(r["params"] for r in rows),
-            "shapes_agree": all(r["formula_shape"] == r["torch_shape"] for r in rows), "layers": rows}
+            "num_classes": k,
+            "role": role,
+            "total_params": sum(r["params"] for r in rows),
+            "shapes_agree": all(r["formula_shape"] == r["torch_shape"] for r in rows),
+            "layers": rows,
+        }
     yield "6_network.png", lessons.network_figure(tables)
     return {"networks": out}
 
@@ -74,7 +97,9 @@ def real_filters(sub: Subset, index: int) -> Drawn:
     idx = index % sub.test_x.shape[0]
     img = sub.test_x[idx].numpy()
     gray = img.astype(float).mean(axis=0) / 255.0
-    kernels = {"vertical edge": np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float),
-               "horizontal edge": np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], float)}
+    kernels = {
+        "vertical edge": np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float),
+        "horizontal edge": np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], float),
+    }
     yield "7_real_filters.png", lessons.real_filters_figure(to_hwc(img), gray, kernels)
     return {"real_image": {"test_index": int(idx), "class": sub.classes[int(sub.test_y[idx])]}}

@@ -3,6 +3,7 @@
 Every number drawn comes from the src.teach.ops function named in the panel's title; the tests read
 the numbers back from the figures' text and compare them with those functions.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,8 +11,8 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
-from src.teach import ops
 from src.figures import text_colour_on
+from src.teach import ops
 
 CMAP = "RdBu_r"
 COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3"]
@@ -24,9 +25,17 @@ def fmt(v: float) -> str:
     return f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
 
 
-def draw_matrix(ax, m: np.ndarray, title: str = "", cmap: str = CMAP, numbers: bool = True,
-                grey: np.ndarray | None = None, vmax: float | None = None, fontsize: int = 10,
-                span: tuple[float, float] | None = None) -> None:
+def draw_matrix(
+    ax,
+    m: np.ndarray,
+    title: str = "",
+    cmap: str = CMAP,
+    numbers: bool = True,
+    grey: np.ndarray | None = None,
+    vmax: float | None = None,
+    fontsize: int = 10,
+    span: tuple[float, float] | None = None,
+) -> None:
     """A matrix as coloured cells with its values printed; `grey` masks cells drawn as padding.
 
     CMAP (diverging) is centred on 0; other colour maps span the matrix's own range."""
@@ -46,8 +55,9 @@ def draw_matrix(ax, m: np.ndarray, title: str = "", cmap: str = CMAP, numbers: b
         cm = mpl.colormaps[cmap]
         for (i, j), val in np.ndenumerate(m):
             under = GREY_CELL if grey is not None and grey[i, j] else cm((val - lo) / (hi - lo))
-            ax.text(j, i, fmt(val), ha="center", va="center", fontsize=fontsize,
-                    color=text_colour_on(under), gid="cell")
+            ax.text(
+                j, i, fmt(val), ha="center", va="center", fontsize=fontsize, color=text_colour_on(under), gid="cell"
+            )
     ax.set_xticks(np.arange(m.shape[1] + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(m.shape[0] + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
@@ -55,11 +65,20 @@ def draw_matrix(ax, m: np.ndarray, title: str = "", cmap: str = CMAP, numbers: b
     ax.set_title(title, fontsize=10)
 
 
-def outline(ax, i: int, j: int, h: int, w: int, colour: str = COLOURS[0], lw: float = 3,
-            inset: float = 0.04) -> None:
+def outline(ax, i: int, j: int, h: int, w: int, colour: str = COLOURS[0], lw: float = 3, inset: float = 0.04) -> None:
     """Outline cells [i, i+h) x [j, j+w); `inset` shrinks the box so overlapping boxes stay visible."""
-    ax.add_patch(Rectangle((j - 0.5 + inset, i - 0.5 + inset), w - 2 * inset, h - 2 * inset, fill=False,
-                           edgecolor=colour, linewidth=lw, zorder=10, clip_on=False))
+    ax.add_patch(
+        Rectangle(
+            (j - 0.5 + inset, i - 0.5 + inset),
+            w - 2 * inset,
+            h - 2 * inset,
+            fill=False,
+            edgecolor=colour,
+            linewidth=lw,
+            zorder=10,
+            clip_on=False,
+        )
+    )
 
 
 def cell_values(ax) -> np.ndarray:
@@ -68,6 +87,7 @@ def cell_values(ax) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- 1. ReLU
+
 
 def relu_figure(x: np.ndarray):
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
@@ -81,6 +101,7 @@ def relu_figure(x: np.ndarray):
 
 # ----------------------------------------------------------------------------- 2. sliding kernel
 
+
 def draw_partial_map(ax, y: np.ndarray, done: int) -> None:
     """The feature map y with only its first `done` cells (row by row) computed: those coloured and
     numbered, the rest hatched and explained under the panel, so a blank cell never reads as a 0."""
@@ -90,19 +111,33 @@ def draw_partial_map(ax, y: np.ndarray, done: int) -> None:
     im = ax.imshow(np.ma.masked_invalid(filled), cmap=CMAP, vmin=-span, vmax=span)
     for (a, c), val in np.ndenumerate(filled):
         if np.isnan(val):
-            ax.add_patch(Rectangle((c - 0.5, a - 0.5), 1, 1, facecolor=PENDING_CELL, edgecolor="#aaaaaa",
-                                   hatch="//", linewidth=0))
+            ax.add_patch(
+                Rectangle(
+                    (c - 0.5, a - 0.5), 1, 1, facecolor=PENDING_CELL, edgecolor="#aaaaaa", hatch="//", linewidth=0
+                )
+            )
         else:
-            ax.text(c, a, fmt(val), ha="center", va="center", fontsize=10, gid="cell",
-                    color=text_colour_on(im.cmap(im.norm(val))))
+            ax.text(
+                c,
+                a,
+                fmt(val),
+                ha="center",
+                va="center",
+                fontsize=10,
+                gid="cell",
+                color=text_colour_on(im.cmap(im.norm(val))),
+            )
     ax.set_xticks(np.arange(y.shape[1] + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(y.shape[0] + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
     ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
     ax.set_title(f"feature map Y = relu(W * X + b), {y.shape[0]}×{y.shape[1]}", fontsize=10)
     if done < y.size:
-        ax.set_xlabel(f"hatched: not computed yet — the kernel has visited\n{done} of {y.size} positions "
-                      f"so far (row by row)", fontsize=9, gid="pending")
+        ax.set_xlabel(
+            f"hatched: not computed yet — the kernel has visited\n{done} of {y.size} positions so far (row by row)",
+            fontsize=9,
+            gid="pending",
+        )
 
 
 def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int]):
@@ -120,20 +155,27 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
     draw_matrix(ax_w, w, f"kernel W {kh}×{kw}, bias b = {fmt(b)}")
     draw_partial_map(ax_y, y, i * y.shape[1] + j + 1)
     outline(ax_y, i, j, 1, 1)
-    patch = x[i:i + kh, j:j + kw]
+    patch = x[i : i + kh, j : j + kw]
     terms = " + ".join(f"({fmt(a)})·({fmt(c)})" for a, c in zip(w.ravel(), patch.ravel()))
     z = float((w * patch).sum() + b)
     ax_t = fig.add_subplot(gs[1, :])
     ax_t.axis("off")
-    ax_t.text(0.0, 0.5, f"Y[{i},{j}] = f(Σ w·x + b) = f({terms} + {fmt(b)})\n"
-                        f"        = f({fmt(z)}) = {fmt(max(z, 0.0))}     with f = ReLU",
-              fontsize=9.5, family="monospace", va="center", gid="sum")
-    fig.suptitle("A kernel slides over the input: each output is a weighted sum of one receptive field",
-                 fontsize=11)
+    ax_t.text(
+        0.0,
+        0.5,
+        f"Y[{i},{j}] = f(Σ w·x + b) = f({terms} + {fmt(b)})\n"
+        f"        = f({fmt(z)}) = {fmt(max(z, 0.0))}     with f = ReLU",
+        fontsize=9.5,
+        family="monospace",
+        va="center",
+        gid="sum",
+    )
+    fig.suptitle("A kernel slides over the input: each output is a weighted sum of one receptive field", fontsize=11)
     return fig
 
 
 # ----------------------------------------------------------------------------- 3, 4. stride, padding
+
 
 def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int = 4):
     y = ops.conv2d(x, w, stride=stride)
@@ -147,12 +189,17 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     for k, (a, c) in enumerate(np.ndindex(*y.shape)):
         outline(axes[2], a, c, 1, 1, COLOURS[k % 4])
     small = ops.output_size(caption_n, f, 0, stride)
-    fig.text(0.02, -0.06,
-             f"stride S = {stride}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + 0)/{stride} + 1 = "
-             f"{ops.output_size(n, f, 0, stride)}.\n"
-             f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
-             f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2; "
-             f"a 2×2 output needs a 5×5 input.", fontsize=9.5, va="top")
+    fig.text(
+        0.02,
+        -0.06,
+        f"stride S = {stride}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + 0)/{stride} + 1 = "
+        f"{ops.output_size(n, f, 0, stride)}.\n"
+        f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
+        f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2; "
+        f"a 2×2 output needs a 5×5 input.",
+        fontsize=9.5,
+        va="top",
+    )
     fig.suptitle(f"Stride {stride}: the kernel jumps {stride} pixels, so the output shrinks", fontsize=11)
     return fig
 
@@ -162,8 +209,7 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     y = ops.conv2d(x, w, padding=padding)
     n, f = x.shape[0], w.shape[0]
     uses = ops.uses_per_pixel(n, f, padding, 1)
-    fig, axes = plt.subplots(1, 4, figsize=(14, 4.5), gridspec_kw={"width_ratios": [5, 3, 3, 3]},
-                             layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4.5), gridspec_kw={"width_ratios": [5, 3, 3, 3]}, layout="constrained")
     mask = np.ones_like(xp, dtype=bool)
     mask[padding:-padding, padding:-padding] = False
     draw_matrix(axes[0], xp, f"input {n}×{n} padded with zeros (grey)\nto {xp.shape[0]}×{xp.shape[1]}", grey=mask)
@@ -172,17 +218,25 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}:\nsame size as the input")
     outline(axes[2], 0, 0, 1, 1)
     draw_matrix(axes[3], uses, f"outputs each input pixel\nfeeds (of {y.size})", cmap="Greens", span=(0, y.size))
-    fig.text(0.02, -0.04, f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
-             f"{ops.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
-             f"{int(mask[:f, :f].sum())} zeros: "
-             f"a corner pixel feeds {uses[0, 0]:.0f} outputs, the centre {uses[n // 2, n // 2]:.0f}.",
-             fontsize=9.5)
-    fig.suptitle(f"Padding keeps the size, but border pixels still feed fewer outputs "
-                 f"(corner {uses[0, 0]:.0f}, centre {uses[n // 2, n // 2]:.0f} of {y.size})", fontsize=11)
+    fig.text(
+        0.02,
+        -0.04,
+        f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
+        f"{ops.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
+        f"{int(mask[:f, :f].sum())} zeros: "
+        f"a corner pixel feeds {uses[0, 0]:.0f} outputs, the centre {uses[n // 2, n // 2]:.0f}.",
+        fontsize=9.5,
+    )
+    fig.suptitle(
+        f"Padding keeps the size, but border pixels still feed fewer outputs "
+        f"(corner {uses[0, 0]:.0f}, centre {uses[n // 2, n // 2]:.0f} of {y.size})",
+        fontsize=11,
+    )
     return fig
 
 
 # ----------------------------------------------------------------------------- 5. pooling
+
 
 def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray):
     fig = plt.figure(figsize=(12, 7.2))
@@ -192,15 +246,21 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
     draw_matrix(ax[0], fmap, "feature map 4×4", cmap="viridis", span=span)
     for k, (a, c) in enumerate(np.ndindex(2, 2)):
         outline(ax[0], 2 * a, 2 * c, 2, 2, COLOURS[k])
-    draw_matrix(ax[1], ops.max_pool2d(fmap, 2), "max_pool2d(k=2)\nthe largest of each window", cmap="viridis",
-                span=span)
-    draw_matrix(ax[2], ops.avg_pool2d(fmap, 2), "avg_pool2d(k=2)\nthe mean of each window", cmap="viridis",
-                span=span)
+    draw_matrix(
+        ax[1], ops.max_pool2d(fmap, 2), "max_pool2d(k=2)\nthe largest of each window", cmap="viridis", span=span
+    )
+    draw_matrix(ax[2], ops.avg_pool2d(fmap, 2), "avg_pool2d(k=2)\nthe mean of each window", cmap="viridis", span=span)
     note = fig.add_subplot(gs[0, 3])
     note.axis("off")
-    note.text(0, 0.5, "2×2 windows, stride 2:\neach colour is one window.\n\nMax pooling keeps the strongest\n"
-                      "response (is the feature there?);\naverage pooling keeps the mean\n(how much of it?).\n\n"
-                      "Output: (4 − 2)/2 + 1 = 2 per side.", fontsize=9.5, va="center")
+    note.text(
+        0,
+        0.5,
+        "2×2 windows, stride 2:\neach colour is one window.\n\nMax pooling keeps the strongest\n"
+        "response (is the feature there?);\naverage pooling keeps the mean\n(how much of it?).\n\n"
+        "Output: (4 − 2)/2 + 1 = 2 per side.",
+        fontsize=9.5,
+        va="center",
+    )
     for a_ in ax[1:3]:
         for k, (a, c) in enumerate(np.ndindex(2, 2)):
             outline(a_, a, c, 1, 1, COLOURS[k])
@@ -211,22 +271,31 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
         draw_matrix(a_, stack[c], f"map {c}", cmap="viridis", fontsize=8, span=(stack.min(), stack.max()))
     gap = ops.global_avg_pool(stack)
     a_ = fig.add_subplot(sub[0, -1])
-    draw_matrix(a_, gap[:, None], "global avg pool\n(one mean per map)", cmap="viridis", span=(stack.min(), stack.max()))
-    sub2 = gs[1, 2:4].subgridspec(1, small_stack.shape[0] + 1, wspace=0.3,
-                                  width_ratios=[1] * small_stack.shape[0] + [0.6])
+    draw_matrix(
+        a_, gap[:, None], "global avg pool\n(one mean per map)", cmap="viridis", span=(stack.min(), stack.max())
+    )
+    sub2 = gs[1, 2:4].subgridspec(
+        1, small_stack.shape[0] + 1, wspace=0.3, width_ratios=[1] * small_stack.shape[0] + [0.6]
+    )
     for c in range(small_stack.shape[0]):
         a_ = fig.add_subplot(sub2[0, c])
-        draw_matrix(a_, small_stack[c], f"map {'ABCDEFGH'[c]}", cmap="viridis",
-                    span=(small_stack.min(), small_stack.max()))
+        draw_matrix(
+            a_, small_stack[c], f"map {'ABCDEFGH'[c]}", cmap="viridis", span=(small_stack.min(), small_stack.max())
+        )
     a_ = fig.add_subplot(sub2[0, -1])
-    draw_matrix(a_, ops.flatten(small_stack)[:, None], "flatten\n(A, then B)", cmap="viridis",
-                span=(small_stack.min(), small_stack.max()))
-    fig.suptitle("Pooling shrinks maps; global average pooling and flattening turn maps into a vector",
-                 fontsize=11)
+    draw_matrix(
+        a_,
+        ops.flatten(small_stack)[:, None],
+        "flatten\n(A, then B)",
+        cmap="viridis",
+        span=(small_stack.min(), small_stack.max()),
+    )
+    fig.suptitle("Pooling shrinks maps; global average pooling and flattening turn maps into a vector", fontsize=11)
     return fig
 
 
 # ----------------------------------------------------------------------------- 6. network table
+
 
 def network_figure(tables: dict[str, list[dict]]):
     n_rows = max(len(t) for t in tables.values())
@@ -234,12 +303,25 @@ def network_figure(tables: dict[str, list[dict]]):
     axes = np.atleast_1d(axes)
     for ax, (name, rows) in zip(axes, tables.items()):
         ax.axis("off")
-        cells = [[r["layer"].removeprefix("features."), r["type"], "×".join(map(str, r["formula_shape"])),
-                  "×".join(map(str, r["torch_shape"])), f"{r['params']:,}" if r["params"] else ""] for r in rows]
+        cells = [
+            [
+                r["layer"].removeprefix("features."),
+                r["type"],
+                "×".join(map(str, r["formula_shape"])),
+                "×".join(map(str, r["torch_shape"])),
+                f"{r['params']:,}" if r["params"] else "",
+            ]
+            for r in rows
+        ]
         cells.append(["total", "", "", "", f"{sum(r['params'] for r in rows):,}"])
-        t = ax.table(cellText=cells, colLabels=["layer", "type", "by formula", "PyTorch", "params"],
-                     loc="upper center", cellLoc="left", colLoc="left",
-                     colWidths=[0.21, 0.24, 0.18, 0.18, 0.19])
+        t = ax.table(
+            cellText=cells,
+            colLabels=["layer", "type", "by formula", "PyTorch", "params"],
+            loc="upper center",
+            cellLoc="left",
+            colLoc="left",
+            colWidths=[0.21, 0.24, 0.18, 0.18, 0.19],
+        )
         t.auto_set_font_size(False)
         t.set_fontsize(8)
         t.scale(1, 1.15)
@@ -249,19 +331,28 @@ def network_figure(tables: dict[str, list[dict]]):
             if r > 0 and r <= len(rows) and c in (2, 3) and rows[r - 1]["formula_shape"] != rows[r - 1]["torch_shape"]:
                 cell.set_facecolor("#fdd")
         ax.set_title(name, fontsize=10)
-    fig.suptitle("Each layer's output shape: the formula next to PyTorch, and its parameters "
-                 "(the head's size depends on the number of classes)", fontsize=11)
+    fig.suptitle(
+        "Each layer's output shape: the formula next to PyTorch, and its parameters "
+        "(the head's size depends on the number of classes)",
+        fontsize=11,
+    )
     return fig
 
 
 # ----------------------------------------------------------------------------- 7. real image
 
+
 def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[str, np.ndarray]):
     """Hand-made kernels on a real image: convolution, ReLU, max pooling, step by step."""
     # the colour original gets its own, narrower panel: an inset would hide a corner of the grey
     # input, and with it whatever edge the kernels find there
-    fig, axes = plt.subplots(len(kernels), 6, figsize=(14.5, 2.9 * len(kernels)),
-                             gridspec_kw={"width_ratios": [0.7, 1, 1, 1, 1, 1]}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(kernels),
+        6,
+        figsize=(14.5, 2.9 * len(kernels)),
+        gridspec_kw={"width_ratios": [0.7, 1, 1, 1, 1, 1]},
+        squeeze=False,
+    )
     for r, (name, k) in enumerate(kernels.items()):
         conv = ops.conv2d(gray, k)  # no padding: zero borders would look like edges
         act = ops.relu(conv)
@@ -272,16 +363,19 @@ def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[s
         axes[r, 1].set_title(f"input {gray.shape[0]}×{gray.shape[1]}, grey\n(mean of R, G, B)", fontsize=9)
         draw_matrix(axes[r, 2], k, f"{name} kernel", numbers=True)
         v = np.abs(conv).max() or 1
-        for ax, img, title, cmap, lo in ((axes[r, 3], conv, f"conv2d → {conv.shape[0]}×{conv.shape[1]}", CMAP, -v),
-                                         (axes[r, 4], act, "ReLU", "magma", 0),
-                                         (axes[r, 5], pooled, f"max_pool2d(2) → {pooled.shape[0]}×{pooled.shape[1]}",
-                                          "magma", 0)):
+        for ax, img, title, cmap, lo in (
+            (axes[r, 3], conv, f"conv2d → {conv.shape[0]}×{conv.shape[1]}", CMAP, -v),
+            (axes[r, 4], act, "ReLU", "magma", 0),
+            (axes[r, 5], pooled, f"max_pool2d(2) → {pooled.shape[0]}×{pooled.shape[1]}", "magma", 0),
+        ):
             im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=v, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("Edge detectors on a CIFAR-10 image: convolution finds edges, ReLU keeps one sign, "
-                 "pooling halves the size", fontsize=11)
+    fig.suptitle(
+        "Edge detectors on a CIFAR-10 image: convolution finds edges, ReLU keeps one sign, pooling halves the size",
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig

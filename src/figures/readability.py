@@ -8,6 +8,7 @@ Text written in an axes' data coordinates over that axes' own image (the numbers
 cells) belongs there; only its contrast is checked. Contrast is WCAG's ratio between the text
 colour and the colour under the text's anchor (images composited in z-order, alpha included).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,13 +69,16 @@ def _colour_at(ax, x: float, y: float):
         left, right, bottom, top = im.get_extent()
         rows, cols = arr.shape[:2]
         c = int(np.floor((x - left) / (right - left) * cols))
-        r = int(np.floor((y - top) / (bottom - top) * rows)) if im.origin == "upper" else \
-            int(np.floor((y - bottom) / (top - bottom) * rows))
+        r = (
+            int(np.floor((y - top) / (bottom - top) * rows))
+            if im.origin == "upper"
+            else int(np.floor((y - bottom) / (top - bottom) * rows))
+        )
         if not (0 <= r < rows and 0 <= c < cols):
             continue
         if arr.ndim == 2:  # values through the colour map (a masked value is transparent)
-            rgba = np.asarray(im.to_rgba(arr[r:r + 1, c:c + 1]), dtype=float).reshape(4)
-        else:              # an RGB(A) picture
+            rgba = np.asarray(im.to_rgba(arr[r : r + 1, c : c + 1]), dtype=float).reshape(4)
+        else:  # an RGB(A) picture
             px = np.asarray(arr[r, c], dtype=float) / (255.0 if arr.dtype == np.uint8 else 1.0)
             rgba = np.append(px[:3], px[3] if px.size == 4 else 1.0)
         alpha = rgba[3] * (im.get_alpha() if im.get_alpha() is not None else 1.0)
@@ -95,8 +99,10 @@ def _table_problems(fig: Figure, renderer) -> tuple[list[str], set[int]]:
             if tb.x0 < cb.x0 - 0.5 or tb.x1 > cb.x1 + 0.5:
                 out.append(f"{_label(t)} spills out of its table cell")
             if contrast(t.get_color(), cell.get_facecolor()) < MIN_CONTRAST:
-                out.append(f"{_label(t)}: contrast {contrast(t.get_color(), cell.get_facecolor()):.1f} "
-                           f"against its cell, below {MIN_CONTRAST}")
+                out.append(
+                    f"{_label(t)}: contrast {contrast(t.get_color(), cell.get_facecolor()):.1f} "
+                    f"against its cell, below {MIN_CONTRAST}"
+                )
     return out, ids
 
 
@@ -117,11 +123,12 @@ def _axes_name(ax) -> str:
 def _hidden_images(images: list, renderer) -> list[str]:
     """Images of different axes that overlap on the canvas: the one on top hides part of the other.
     (Several images in one axes, like a heatmap over its photo, are meant to be seen together.)"""
-    areas = [(ax, Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer)))
-             for ax, im in images]
+    areas = [
+        (ax, Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))) for ax, im in images
+    ]
     out, seen = [], set()
     for i, (ax_a, a) in enumerate(areas):
-        for ax_b, b in areas[i + 1:]:
+        for ax_b, b in areas[i + 1 :]:
             if ax_a is ax_b or a is None or b is None or (id(ax_a), id(ax_b)) in seen:
                 continue
             if _shrunk(a).overlaps(_shrunk(b)):

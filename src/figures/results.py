@@ -1,4 +1,5 @@
 """Results figures: training curves, predictions, per-class accuracy, confusion, mistakes, augmentation."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -29,23 +30,39 @@ def training_curves(history: dict[str, list[float]], best_epoch: int, label_smoo
     ax_a.legend(frameon=False, fontsize=8, loc="lower center")
     ax_a.set_title("Accuracy")
     ax_l.set_title("Loss")
-    ax_l.text(0.98, 0.97, "training loss includes augmentation" + (" and label smoothing" if smooth else "") +
-              ",\nso it sits above the plain validation loss", transform=ax_l.transAxes, ha="right",
-              va="top", fontsize=8, color="#333333")
+    ax_l.text(
+        0.98,
+        0.97,
+        "training loss includes augmentation"
+        + (" and label smoothing" if smooth else "")
+        + ",\nso it sits above the plain validation loss",
+        transform=ax_l.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        color="#333333",
+    )
     fig.suptitle("Training curves (the best epoch is chosen on validation, never on test)", fontsize=11)
     return fig
 
 
-def prediction_grid(images, true: np.ndarray, pred: np.ndarray, conf: np.ndarray, classes: list[str],
-                    title: str = "Sample test predictions"):
+def prediction_grid(
+    images,
+    true: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
+    classes: list[str],
+    title: str = "Sample test predictions",
+):
     """Images titled 'true → predicted (confidence)', green when right, red when wrong."""
     n = len(images)
     fig, axes = grid(n, cols=min(8, n), cell=1.55, title_space=0.7)
     for k, ax in enumerate(axes):
         ok = true[k] == pred[k]
         ax.imshow(to_hwc(images[k]), interpolation="nearest")
-        ax.set_title(f"{classes[true[k]]} → {classes[pred[k]]}\n({conf[k]:.0%})", fontsize=7.5,
-                     color=GREEN if ok else RED)
+        ax.set_title(
+            f"{classes[true[k]]} → {classes[pred[k]]}\n({conf[k]:.0%})", fontsize=7.5, color=GREEN if ok else RED
+        )
         for s in ax.spines.values():
             s.set_edgecolor(GREEN if ok else RED)
             s.set_linewidth(2)
@@ -63,8 +80,15 @@ def per_class_bars(per_class: dict[str, float], overall: float):
     lo = max(0.0, min(vals) - 0.1)
     bars = ax.barh(names, vals, color=colours, left=0)
     for bar, v, c in zip(bars, vals, colours):
-        ax.text(v - 0.005, bar.get_y() + bar.get_height() / 2, f"{v:.1%}", ha="right", va="center",
-                fontsize=8, color=text_colour_on(c))
+        ax.text(
+            v - 0.005,
+            bar.get_y() + bar.get_height() / 2,
+            f"{v:.1%}",
+            ha="right",
+            va="center",
+            fontsize=8,
+            color=text_colour_on(c),
+        )
     ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {overall:.1%}")
     ax.set_xlim(lo, 1.0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -84,8 +108,15 @@ def confusion_figure(cm: np.ndarray, classes: list[str]):
     for ax, m, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
         im = ax.imshow(m, cmap="Blues")
         for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7 if k > 6 else 9,
-                    color=text_colour_on(im.cmap(im.norm(v))))
+            ax.text(
+                j,
+                i,
+                format(v, fmt),
+                ha="center",
+                va="center",
+                fontsize=7 if k > 6 else 9,
+                color=text_colour_on(im.cmap(im.norm(v))),
+            )
         ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(k), classes, fontsize=8)
         ax.set_xlabel("predicted")

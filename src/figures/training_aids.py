@@ -1,6 +1,7 @@
 """Figures the lab report adds to the theory sections: parameters of a dense layer against a conv
 layer (I), a pixel before and after normalisation (III), a BatchNorm channel before and after (XI)
 and a MixUp pair with its blended label (XI). Each takes the numbers of src.lab_report.additions."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -13,10 +14,15 @@ BLUE, ORANGE = "#2166ac", "#b35806"
 
 def dense_vs_conv_figure(d: dict):
     """Horizontal bars on a log axis: the parameters of each layer, the count printed at its bar."""
-    rows = [(f"dense, {d['conv_outputs']:,} outputs\n(as many as the conv layer)", d["dense_same_outputs_params"]),
-            (f"dense, {d['hidden']} outputs", d["dense_hidden_params"]),
-            (f"conv '{d['conv_layer']}', {d['conv_kernel'][0]} filters\n"
-             f"{d['conv_kernel'][2]}×{d['conv_kernel'][3]}×{d['conv_kernel'][1]}", d["conv_params"])]
+    rows = [
+        (f"dense, {d['conv_outputs']:,} outputs\n(as many as the conv layer)", d["dense_same_outputs_params"]),
+        (f"dense, {d['hidden']} outputs", d["dense_hidden_params"]),
+        (
+            f"conv '{d['conv_layer']}', {d['conv_kernel'][0]} filters\n"
+            f"{d['conv_kernel'][2]}×{d['conv_kernel'][3]}×{d['conv_kernel'][1]}",
+            d["conv_params"],
+        ),
+    ]
     fig, ax = plt.subplots(figsize=(7.2, 2.8), layout="constrained")
     pos = np.arange(len(rows))[::-1]
     bars = ax.barh(pos, [v for _, v in rows], color=[ORANGE, ORANGE, BLUE], height=0.6)
@@ -40,12 +46,18 @@ def normalisation_figure(image_u8, pixel: dict, sample_u8):
     axes[0].set_xticks([])
     axes[0].set_yticks([])
     axes[0].set_title(f"pixel ({pixel['i']}, {pixel['j']}) in red", fontsize=9)
-    x = sample_u8.float().numpy() / 255                          # (N, 3, H, W)
+    x = sample_u8.float().numpy() / 255  # (N, 3, H, W)
     mean, std = np.asarray(pixel["mean"]), np.asarray(pixel["std"])
     colours = ["#d73027", "#1a9850", "#4575b4"]
-    for ax, values, title, key in ((axes[1], x, "before: v / 255", "scaled"),
-                                   (axes[2], (x - mean[None, :, None, None]) / std[None, :, None, None],
-                                    "after: (v / 255 − mean) / std", "normalised")):
+    for ax, values, title, key in (
+        (axes[1], x, "before: v / 255", "scaled"),
+        (
+            axes[2],
+            (x - mean[None, :, None, None]) / std[None, :, None, None],
+            "after: (v / 255 − mean) / std",
+            "normalised",
+        ),
+    ):
         for c, name in enumerate("RGB"):
             ax.hist(values[:, c].ravel(), bins=32, histtype="step", color=colours[c], label=name, density=True)
             ax.axvline(pixel[key][c], color=colours[c], ls="--", lw=1)
@@ -61,16 +73,20 @@ def normalisation_figure(image_u8, pixel: dict, sample_u8):
 def batchnorm_figure(bn: dict):
     """Histograms of one channel's activations before and after the trained BatchNorm layer."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.0), layout="constrained")
-    for ax, key, colour, what in ((axes[0], "before", ORANGE, "input of BatchNorm"),
-                                  (axes[1], "after", BLUE, "output of BatchNorm")):
+    for ax, key, colour, what in (
+        (axes[0], "before", ORANGE, "input of BatchNorm"),
+        (axes[1], "after", BLUE, "output of BatchNorm"),
+    ):
         v = bn[key]
         ax.hist(v, bins=50, color=colour, alpha=0.85)
         ax.axvline(bn[f"{key}_mean"], color="black", lw=1, ls="--")
         ax.set_title(f"{what}\nmean {bn[f'{key}_mean']:.3f}, std {bn[f'{key}_std']:.3f}", fontsize=9)
         ax.set_yticks([])
         ax.spines[["top", "right", "left"]].set_visible(False)
-    fig.suptitle(f"'{bn['layer']}', channel {bn['channel']}: {bn['values']:,} activations of {bn['images']} "
-                 "test images", fontsize=11)
+    fig.suptitle(
+        f"'{bn['layer']}', channel {bn['channel']}: {bn['values']:,} activations of {bn['images']} test images",
+        fontsize=11,
+    )
     return fig
 
 
@@ -94,6 +110,8 @@ def mixup_figure(m: dict, classes: list[str]):
     ax.set_title("the blended label", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     which = "the first between 0.25 and 0.75" if 0.25 <= lam <= 0.75 else "none fell between 0.25 and 0.75"
-    fig.suptitle(f"MixUp: λ = {lam:.2f} drawn from Beta({m['alpha']:g}, {m['alpha']:g}) (draw {m['draws']}, {which})",
-                 fontsize=11)
+    fig.suptitle(
+        f"MixUp: λ = {lam:.2f} drawn from Beta({m['alpha']:g}, {m['alpha']:g}) (draw {m['draws']}, {which})",
+        fontsize=11,
+    )
     return fig

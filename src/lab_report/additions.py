@@ -1,8 +1,7 @@
 """The numbers the lab's theory sections need that no other stage computes, each from the trained
 model or the subset itself (PyTorch's own layers and forward hooks, so they agree with training)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -34,12 +33,19 @@ def dense_vs_conv(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 
     out_shape = _conv_output_shape(model, conv, input_shape)
     inputs, outputs = int(np.prod(input_shape)), int(np.prod(out_shape))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    return {"input_shape": list(input_shape), "inputs": inputs, "conv_layer": name,
-            "conv_kernel": list(conv.weight.shape), "conv_output_shape": list(out_shape), "conv_outputs": outputs,
-            "conv_params": count(conv),
-            "dense_same_outputs_params": count(nn.Linear(inputs, outputs, device="meta")),
-            "hidden": hidden, "dense_hidden_params": count(nn.Linear(inputs, hidden, device="meta")),
-            "weights_per_conv_output": int(np.prod(conv.weight.shape[1:]))}
+    return {
+        "input_shape": list(input_shape),
+        "inputs": inputs,
+        "conv_layer": name,
+        "conv_kernel": list(conv.weight.shape),
+        "conv_output_shape": list(out_shape),
+        "conv_outputs": outputs,
+        "conv_params": count(conv),
+        "dense_same_outputs_params": count(nn.Linear(inputs, outputs, device="meta")),
+        "hidden": hidden,
+        "dense_hidden_params": count(nn.Linear(inputs, hidden, device="meta")),
+        "weights_per_conv_output": int(np.prod(conv.weight.shape[1:])),
+    }
 
 
 def network_table(model: nn.Module) -> dict:
@@ -48,8 +54,12 @@ def network_table(model: nn.Module) -> dict:
     activations it uses."""
     layers = ops.layer_table(model)
     kinds = {type(m).__name__ for m in model.modules() if isinstance(m, ACTIVATIONS)}
-    return {"layers": layers, "total_params": sum(r["params"] for r in layers),
-            "activations": sorted(kinds), "has_batchnorm": any(isinstance(m, nn.BatchNorm2d) for m in model.modules())}
+    return {
+        "layers": layers,
+        "total_params": sum(r["params"] for r in layers),
+        "activations": sorted(kinds),
+        "has_batchnorm": any(isinstance(m, nn.BatchNorm2d) for m in model.modules()),
+    }
 
 
 def until_activation(layers: list[dict], name: str) -> list[str]:
@@ -57,7 +67,7 @@ def until_activation(layers: list[dict], name: str) -> list[str]:
     through before f is applied); empty when the activation follows at once."""
     names = [r["layer"] for r in layers]
     between = []
-    for r in layers[names.index(name) + 1:] if name in names else []:
+    for r in layers[names.index(name) + 1 :] if name in names else []:
         if r["type"] in {a.__name__ for a in ACTIVATIONS}:
             return between
         between.append(r["type"])
@@ -69,9 +79,17 @@ def normalised_pixel(image_u8: torch.Tensor, mean: list[float], std: list[float]
     ((v/255 − mean)/std per channel), and where 0 and 255 land."""
     m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
     raw = image_u8[:, i, j].numpy().astype(np.float64)
-    return {"i": i, "j": j, "raw": raw.astype(int).tolist(), "scaled": (raw / 255).tolist(),
-            "normalised": ((raw / 255 - m) / s).tolist(), "black": ((0 - m) / s).tolist(),
-            "white": ((1 - m) / s).tolist(), "mean": m.tolist(), "std": s.tolist()}
+    return {
+        "i": i,
+        "j": j,
+        "raw": raw.astype(int).tolist(),
+        "scaled": (raw / 255).tolist(),
+        "normalised": ((raw / 255 - m) / s).tolist(),
+        "black": ((0 - m) / s).tolist(),
+        "white": ((1 - m) / s).tolist(),
+        "mean": m.tolist(),
+        "std": s.tolist(),
+    }
 
 
 def first_learned_conv(model: nn.Module) -> str:
@@ -81,7 +99,7 @@ def first_learned_conv(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def strongest_neuron(model: nn.Module, x: torch.Tensor, layer: Optional[str] = None) -> dict:
+def strongest_neuron(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> dict:
     """Section IV: the output of `layer` (the first learned conv layer by default) at the centre of
     its map, in the channel that responds most there, written out term by term (src.teach.probe)."""
     layer = layer or first_learned_conv(model)
@@ -92,19 +110,27 @@ def strongest_neuron(model: nn.Module, x: torch.Tensor, layer: Optional[str] = N
         model.eval()(x[None].float())
     finally:
         h.remove()
-    out = got["out"][0]                                          # (C, H, W)
+    out = got["out"][0]  # (C, H, W)
     i, j = out.shape[1] // 2, out.shape[2] // 2
     channel = int(out[:, i, j].argmax())
     r = conv_sum(model, x, channel, i, j, layer=layer)
     by_channel = r["products"].reshape(r["products"].shape[0], -1).sum(axis=1)
-    return {**{k: r[k] for k in ("layer", "channel", "i", "j", "kernel", "stride", "padding", "bias", "sum", "torch",
-                                   "has_bias")},
-            "out_shape": list(r["out_shape"]), "window": r["window"], "weights": r["weights"],
-            "products": r["products"], "by_channel": by_channel.tolist(), "terms": int(r["products"].size)}
+    return {
+        **{
+            k: r[k]
+            for k in ("layer", "channel", "i", "j", "kernel", "stride", "padding", "bias", "sum", "torch", "has_bias")
+        },
+        "out_shape": list(r["out_shape"]),
+        "window": r["window"],
+        "weights": r["weights"],
+        "products": r["products"],
+        "by_channel": by_channel.tolist(),
+        "terms": int(r["products"].size),
+    }
 
 
 @torch.no_grad()
-def batchnorm_before_after(model: nn.Module, x: torch.Tensor) -> Optional[dict]:
+def batchnorm_before_after(model: nn.Module, x: torch.Tensor) -> dict | None:
     """Section XI: the first BatchNorm2d of the trained model in eval mode, its input and output
     captured by a forward hook on a batch `x` (normalised); the channel shown is the one whose
     input lies furthest from mean 0/std 1, where BN's work is easiest to see. None for a network
@@ -115,26 +141,38 @@ def batchnorm_before_after(model: nn.Module, x: torch.Tensor) -> Optional[dict]:
     name, bn = found
     got: dict = {}
     # clones: the ReLU(inplace=True) after a BatchNorm (seed_cnn) overwrites its output in place
-    h = bn.register_forward_hook(lambda m, i, o: got.update(inp=i[0].detach().clone().float(),
-                                                            out=o.detach().clone().float()))
+    h = bn.register_forward_hook(
+        lambda m, i, o: got.update(inp=i[0].detach().clone().float(), out=o.detach().clone().float())
+    )
     try:
         model.eval()(x.float())
     finally:
         h.remove()
-    before = got["inp"].transpose(0, 1).flatten(1)               # (C, B·H·W)
+    before = got["inp"].transpose(0, 1).flatten(1)  # (C, B·H·W)
     after = got["out"].transpose(0, 1).flatten(1)
-    far = (before.mean(1).abs() + (before.std(1) - 1).abs())
+    far = before.mean(1).abs() + (before.std(1) - 1).abs()
     c = int(far.argmax())
-    return {"layer": name, "channel": c, "channels": int(before.shape[0]), "values": int(before.shape[1]),
-            "images": int(x.shape[0]), "before": before[c].numpy(), "after": after[c].numpy(),
-            "before_mean": float(before[c].mean()), "before_std": float(before[c].std()),
-            "after_mean": float(after[c].mean()), "after_std": float(after[c].std()),
-            "running_mean": float(bn.running_mean[c]), "running_var": float(bn.running_var[c]),
-            "gamma": float(bn.weight[c]), "beta": float(bn.bias[c]), "eps": float(bn.eps)}
+    return {
+        "layer": name,
+        "channel": c,
+        "channels": int(before.shape[0]),
+        "values": int(before.shape[1]),
+        "images": int(x.shape[0]),
+        "before": before[c].numpy(),
+        "after": after[c].numpy(),
+        "before_mean": float(before[c].mean()),
+        "before_std": float(before[c].std()),
+        "after_mean": float(after[c].mean()),
+        "after_std": float(after[c].std()),
+        "running_mean": float(bn.running_mean[c]),
+        "running_var": float(bn.running_var[c]),
+        "gamma": float(bn.weight[c]),
+        "beta": float(bn.bias[c]),
+        "eps": float(bn.eps),
+    }
 
 
-def mixup_example(images_u8: torch.Tensor, labels: torch.Tensor, classes: list[str], alpha: float,
-                  seed: int) -> dict:
+def mixup_example(images_u8: torch.Tensor, labels: torch.Tensor, classes: list[str], alpha: float, seed: int) -> dict:
     """Section XI: two training images of different classes blended as MixUp blends them in
     training (src.data.augment.mixup: λ·a + (1 − λ)·b, λ ~ Beta(α, α)), and the blended label (λ on
     one class, 1 − λ on the other). λ is the first seeded draw between 0.25 and 0.75 (`draws` says
@@ -147,9 +185,17 @@ def mixup_example(images_u8: torch.Tensor, labels: torch.Tensor, classes: list[s
     lam = float(rng.beta(alpha, alpha))
     while not 0.25 <= lam <= 0.75 and draws < 1000:  # most draws of Beta(α < 1) lie near 0 or 1: show one that blends
         lam, draws = float(rng.beta(alpha, alpha)), draws + 1
-    pair = images_u8[[a, b]].float() / 255                      # (2, 3, H, W) in [0, 1]
+    pair = images_u8[[a, b]].float() / 255  # (2, 3, H, W) in [0, 1]
     label = np.zeros(len(classes))
     label[int(labels[a])] += lam
     label[int(labels[b])] += 1 - lam
-    return {"indices": [a, b], "classes": [classes[int(labels[a])], classes[int(labels[b])]], "lam": lam,
-            "alpha": alpha, "draws": draws, "images": pair, "mixed": lam * pair[0] + (1 - lam) * pair[1], "label": label.tolist()}
+    return {
+        "indices": [a, b],
+        "classes": [classes[int(labels[a])], classes[int(labels[b])]],
+        "lam": lam,
+        "alpha": alpha,
+        "draws": draws,
+        "images": pair,
+        "mixed": lam * pair[0] + (1 - lam) * pair[1],
+        "label": label.tolist(),
+    }

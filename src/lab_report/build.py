@@ -1,5 +1,6 @@
 """The report's own computations, as a figure step (src.figures.Drawn): the theory additions of
 src.lab_report.additions drawn by src.figures.training_aids, their numbers returned JSON-ready."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,16 @@ def _rounded(a: np.ndarray, digits: int = 6) -> list:
     return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
 
 
-def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list[float], image_index: int,
-                     bn_images: int, mixup_alpha: float, seed: int) -> Drawn:
+def theory_additions(
+    model: nn.Module,
+    sub: Subset,
+    mean: list[float],
+    std: list[float],
+    image_index: int,
+    bn_images: int,
+    mixup_alpha: float,
+    seed: int,
+) -> Drawn:
     """Sections I, III, IV, XI and XII: dense vs conv parameters, a pixel normalised, one neuron of
     the first learned conv layer term by term, BatchNorm before/after, a MixUp pair, the trained
     network's layer table."""
@@ -29,7 +38,7 @@ def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list
     yield "3_normalisation.png", aids.normalisation_figure(image, pixel, sub.train_x[:2000])
     m, s = torch.tensor(mean), torch.tensor(std)
     index = min(image_index, len(sub.test_x) - 1)
-    neuron = additions.strongest_neuron(model, normalize(sub.test_x[index:index + 1], m, s)[0])
+    neuron = additions.strongest_neuron(model, normalize(sub.test_x[index : index + 1], m, s)[0])
     bn = additions.batchnorm_before_after(model, normalize(sub.test_x[:bn_images], m, s))
     if bn is not None:
         yield "11_batchnorm.png", aids.batchnorm_figure(bn)
@@ -37,10 +46,19 @@ def theory_additions(model: nn.Module, sub: Subset, mean: list[float], std: list
     yield "11_mixup.png", aids.mixup_figure(mix, sub.classes)
     network = additions.network_table(model)
     neuron_out = {k: v for k, v in neuron.items() if k not in ("window", "weights", "products")}
-    neuron_out.update(test_index=index, test_class=sub.classes[int(sub.test_y[index])],
-                      then=additions.until_activation(network["layers"], neuron["layer"]),
-                      window=_rounded(neuron["window"]), weights=_rounded(neuron["weights"]),
-                      products=_rounded(neuron["products"]))
-    return {"network": network, "dense_vs_conv": dense, "pixel": pixel, "neuron": neuron_out,
-            "batchnorm": bn and {k: v for k, v in bn.items() if k not in ("before", "after")},
-            "mixup": {k: v for k, v in mix.items() if k not in ("images", "mixed")}}
+    neuron_out.update(
+        test_index=index,
+        test_class=sub.classes[int(sub.test_y[index])],
+        then=additions.until_activation(network["layers"], neuron["layer"]),
+        window=_rounded(neuron["window"]),
+        weights=_rounded(neuron["weights"]),
+        products=_rounded(neuron["products"]),
+    )
+    return {
+        "network": network,
+        "dense_vs_conv": dense,
+        "pixel": pixel,
+        "neuron": neuron_out,
+        "batchnorm": bn and {k: v for k, v in bn.items() if k not in ("before", "after")},
+        "mixup": {k: v for k, v in mix.items() if k not in ("images", "mixed")},
+    }

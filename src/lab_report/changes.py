@@ -2,11 +2,12 @@
 the commit the run started from (git HEAD, the baseline `dvc exp show` and `dvc params diff` use)
 and the metrics of both. DVC only reruns the report when its own deps change, so the section
 describes the run as it was made: commit the run and the next report has no such section."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -17,9 +18,17 @@ from src.params import changed_params
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
 # the metrics a reader compares, in the order the report lists them: (file, key, format, which way
 # is better: +1 higher, -1 lower, 0 neither)
-COMPARED = [(EVAL, "test_acc", "%", 1), (EVAL, "macro_f1", ".4f", 1), (EVAL, "test_loss", ".4f", -1),
-            (TRAIN, "best_val_acc", "%", 1), (TRAIN, "best_epoch", "int", 0), (TRAIN, "epochs", "int", 0),
-            (TRAIN, "params", "int", 0), (TIMING, "train_seconds", ".1f", -1), (TIMING, "images_per_s", ".0f", 1)]
+COMPARED = [
+    (EVAL, "test_acc", "%", 1),
+    (EVAL, "macro_f1", ".4f", 1),
+    (EVAL, "test_loss", ".4f", -1),
+    (TRAIN, "best_val_acc", "%", 1),
+    (TRAIN, "best_epoch", "int", 0),
+    (TRAIN, "epochs", "int", 0),
+    (TRAIN, "params", "int", 0),
+    (TIMING, "train_seconds", ".1f", -1),
+    (TIMING, "images_per_s", ".0f", 1),
+]
 
 
 def metric_rows(root: Path, base: str) -> list[dict]:
@@ -30,7 +39,7 @@ def metric_rows(root: Path, base: str) -> list[dict]:
         old = git_show(root, base, rel)
         cache[rel] = (_loads(old), read_json_or_none(root / rel))
     keys = list(COMPARED)
-    classes = list(((cache[EVAL][1] or {}).get("per_class_acc") or {}))
+    classes = list((cache[EVAL][1] or {}).get("per_class_acc") or {})
     keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%", 1) for c in classes]
     for rel, key, fmt, better in keys:
         old, new = (lookup(d, key) for d in cache[rel])
@@ -42,14 +51,14 @@ def metric_rows(root: Path, base: str) -> list[dict]:
     return rows
 
 
-def _loads(text: Optional[str]) -> Any:
+def _loads(text: str | None) -> Any:
     try:
         return json.loads(text) if text else None
     except ValueError:
         return None
 
 
-def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> Optional[dict]:
+def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | None:
     """None when the run has the committed params (or there is no commit to compare with);
     otherwise the baseline's short hash, the changed params and the metric rows."""
     text = git_show(root, base, "params.yaml")

@@ -1,6 +1,7 @@
 """Everything the report shows, read from the stages' own files, each number tagged with the file
 and key it came from (so the page can be checked against its sources), each figure embedded as a
 data URI. A file that is not there is named on the page with the stage that makes it."""
+
 from __future__ import annotations
 
 import base64
@@ -8,9 +9,10 @@ import fnmatch
 import html
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import yaml
 from markupsafe import Markup
@@ -31,6 +33,7 @@ def lookup(data: Any, key: str, default: Any = None) -> Any:
 @dataclass
 class Missing:
     """Where a file was needed but absent: renders as a dash (the page lists it once above)."""
+
     path: str
 
     def __html__(self) -> str:
@@ -42,12 +45,12 @@ class Missing:
     def __bool__(self) -> bool:
         return False
 
-    def __getattr__(self, name: str) -> "Missing":
+    def __getattr__(self, name: str) -> Missing:
         if name.startswith("__"):
             raise AttributeError(name)
         return self
 
-    def __getitem__(self, key: Any) -> "Missing":
+    def __getitem__(self, key: Any) -> Missing:
         return self
 
     def __iter__(self):
@@ -67,6 +70,7 @@ def fmt_value(v: Any, fmt: str) -> str:
 @dataclass
 class Source:
     """One input file (JSON, YAML, or numbers computed by the report itself)."""
+
     path: str
     data: Any
     made_by: str = ""
@@ -83,13 +87,15 @@ class Source:
         if v is None:
             return Missing(f"{self.path}:{key}")
         return Markup('<span class="num" data-src="{}" data-key="{}" data-value="{}" data-fmt="{}">{}</span>').format(
-            self.path, key, json.dumps(v), fmt, fmt_value(v, fmt))
+            self.path, key, json.dumps(v), fmt, fmt_value(v, fmt)
+        )
 
 
 @dataclass
 class Figures:
     """The PNGs the page can show; `get`/`glob` embed them and remember which were shown, so the
     page's last section can list every figure no section placed."""
+
     root: Path
     available: list[str]
     made_by: Callable[[str], str]
@@ -98,13 +104,18 @@ class Figures:
     def _embed(self, rel: str, caption: str) -> Markup:
         self.shown.append(rel)
         data = base64.b64encode((self.root / rel).read_bytes()).decode()
-        return Markup('<figure data-file="{}"><img src="data:image/png;base64,{}" alt="{}"><figcaption>{} '
-                      '<code>{}</code></figcaption></figure>').format(rel, Markup(data), caption or rel, caption, rel)
+        return Markup(
+            '<figure data-file="{}"><img src="data:image/png;base64,{}" alt="{}"><figcaption>{} '
+            "<code>{}</code></figcaption></figure>"
+        ).format(rel, Markup(data), caption or rel, caption, rel)
 
     def _not_drawn(self, rel: str) -> Markup:
         why = self.made_by(rel)
         if (self.root / rel).parent.is_dir():  # the stage ran: it had nothing to draw, or params turned it off
-            why = why.split(":")[0].replace("made by", "not drawn by") + " in this run (nothing to show, or off in params.yaml)"
+            why = (
+                why.split(":")[0].replace("made by", "not drawn by")
+                + " in this run (nothing to show, or off in params.yaml)"
+            )
         return Markup('<p class="missing-figure">Not drawn: <code>{}</code> — {}.</p>').format(rel, why)
 
     def get(self, rel: str, caption: str = "") -> Markup:
@@ -125,14 +136,19 @@ def stage_of(dvc_yaml: Path) -> Callable[[str], str]:
         stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         stages = {}
-    outs = [(next(iter(o)) if isinstance(o, dict) else o, name) for name, s in stages.items()
-            for kind in ("outs", "metrics", "plots") for o in s.get(kind, [])]
+    outs = [
+        (next(iter(o)) if isinstance(o, dict) else o, name)
+        for name, s in stages.items()
+        for kind in ("outs", "metrics", "plots")
+        for o in s.get(kind, [])
+    ]
 
     def made_by(rel: str) -> str:
         for out, name in outs:
             if rel == out or rel.startswith(out.rstrip("/") + "/"):
                 return f"made by the {name} stage: run `dvc repro {name}`"
         return "no stage of dvc.yaml makes it"
+
     return made_by
 
 
@@ -150,7 +166,7 @@ def read_source(root: Path, rel: str, made_by: Callable[[str], str]) -> Source:
     return Source(rel, data if isinstance(data, (dict, list)) else None, made_by(rel))
 
 
-def git_show(root: Path, rev: str, rel: str) -> Optional[str]:
+def git_show(root: Path, rev: str, rel: str) -> str | None:
     """The text of `rel` at `rev`, or None (not a git repo, no such commit or file)."""
     try:
         r = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=root, capture_output=True, text=True, timeout=20)
@@ -159,7 +175,7 @@ def git_show(root: Path, rev: str, rel: str) -> Optional[str]:
     return r.stdout if r.returncode == 0 else None
 
 
-def git_short(root: Path, rev: str) -> Optional[str]:
+def git_short(root: Path, rev: str) -> str | None:
     """The short hash of `rev`, or None."""
     try:
         r = subprocess.run(["git", "rev-parse", "--short", rev], cwd=root, capture_output=True, text=True, timeout=10)

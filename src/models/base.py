@@ -14,10 +14,11 @@ A model is one file in src/models/ that declares its params section and register
 training, evaluation, the figures and the theory table work with it unchanged: they use only the
 interface of `LabModel` below.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,12 +42,19 @@ class LabModel(nn.Module):
         """Data-dependent initialisation; nothing by default."""
 
     def feature_layers(self) -> list[str]:
-        blocks = {name for name, m in self.named_modules()
-                  if isinstance(m, nn.Sequential) and any(isinstance(c, nn.Conv2d) for c in m.children())}
+        blocks = {
+            name
+            for name, m in self.named_modules()
+            if isinstance(m, nn.Sequential) and any(isinstance(c, nn.Conv2d) for c in m.children())
+        }
         in_block = lambda name: any(name.startswith(b + ".") for b in blocks)  # noqa: E731
-        wanted = [name for name, m in self.named_modules()
-                  if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) or name in blocks
-                  or (isinstance(m, nn.Conv2d) and not in_block(name))]
+        wanted = [
+            name
+            for name, m in self.named_modules()
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))
+            or name in blocks
+            or (isinstance(m, nn.Conv2d) and not in_block(name))
+        ]
         return forward_order(self, wanted)
 
 
@@ -80,12 +88,14 @@ REGISTRY: dict[str, ModelSpec] = {}
 
 def register(name: str, params: type[Section], summary: str):
     """Class decorator: make the model buildable as `model.name: <name>` with section `model.<name>`."""
+
     def add(cls):
         known = REGISTRY.get(name)
         if known is not None and known.cls.__qualname__ != cls.__qualname__:
             raise ValueError(f"model name {name!r} is registered twice ({known.cls.__module__}, {cls.__module__})")
         REGISTRY[name] = ModelSpec(name, params, cls, summary)
         return cls
+
     return add
 
 

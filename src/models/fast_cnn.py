@@ -2,6 +2,7 @@
 a patch-whitening first layer (set from the data's k×k patches, then trained or kept frozen),
 three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU), global max pooling and a scaled
 linear head. Built for a few CPU cores: few layers, all small kernels."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -17,31 +18,35 @@ from src.schema import Section
 class FastCNNParams(Section):
     widths: list[PositiveInt] = Field(min_length=3, max_length=3)  # channels of the three conv groups
     whiten_kernel: int = Field(ge=2, le=5)  # side of the first layer's patches (k×k×3 RGB kernels)
-    whiten_width: int = Field(ge=2)     # patch-whitening eigenvectors kept (x2 with negatives)
-    whiten_trainable: bool              # train the first layer from its whitening start (learned RGB filters)
-    whiten_eps: float = Field(gt=0)     # added to the eigenvalues before whitening
-    scaling: float = Field(gt=0)        # logits are multiplied by this
+    whiten_width: int = Field(ge=2)  # patch-whitening eigenvectors kept (x2 with negatives)
+    whiten_trainable: bool  # train the first layer from its whitening start (learned RGB filters)
+    whiten_eps: float = Field(gt=0)  # added to the eigenvalues before whitening
+    scaling: float = Field(gt=0)  # logits are multiplied by this
 
     @model_validator(mode="after")
-    def _width_fits_kernel(self) -> "FastCNNParams":
-        dims = 3 * self.whiten_kernel ** 2
+    def _width_fits_kernel(self) -> FastCNNParams:
+        dims = 3 * self.whiten_kernel**2
         if self.whiten_width > dims:
-            raise ValueError(f"whiten_width={self.whiten_width}: a {self.whiten_kernel}x{self.whiten_kernel}x3 "
-                             f"patch has {dims} directions; allowed: 2..{dims}")
+            raise ValueError(
+                f"whiten_width={self.whiten_width}: a {self.whiten_kernel}x{self.whiten_kernel}x3 "
+                f"patch has {dims} directions; allowed: 2..{dims}"
+            )
         return self
 
 
 class ConvGroup(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
-        super().__init__(OrderedDict(
-            conv1=nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            pool=nn.MaxPool2d(2),
-            bn1=nn.BatchNorm2d(c_out, momentum=0.4),  # few steps per run: let running stats catch up
-            act1=nn.GELU(),
-            conv2=nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(c_out, momentum=0.4),
-            act2=nn.GELU(),
-        ))
+        super().__init__(
+            OrderedDict(
+                conv1=nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                pool=nn.MaxPool2d(2),
+                bn1=nn.BatchNorm2d(c_out, momentum=0.4),  # few steps per run: let running stats catch up
+                act1=nn.GELU(),
+                conv2=nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                bn2=nn.BatchNorm2d(c_out, momentum=0.4),
+                act2=nn.GELU(),
+            )
+        )
 
 
 @register("fast_cnn", FastCNNParams, "small and fast, the CPU default")
@@ -50,18 +55,20 @@ class FastCNN(LabModel):
         super().__init__()
         w, ww, k = list(p.widths), p.whiten_width, p.whiten_kernel
         # filters are +/- eigenvectors of the patches' covariance, set by init_from_data()
-        self.whiten = nn.Conv2d(3, 2 * ww, k, padding=0, bias=True)   # (B, 2*ww, 33-k, 33-k)
+        self.whiten = nn.Conv2d(3, 2 * ww, k, padding=0, bias=True)  # (B, 2*ww, 33-k, 33-k)
         self.whiten.weight.requires_grad_(p.whiten_trainable)
         self.whiten.bias.requires_grad_(p.whiten_trainable)
         self.whiten_eps = p.whiten_eps
         self.act = nn.GELU()
-        self.features = nn.Sequential(OrderedDict(
-            group1=ConvGroup(2 * ww, w[0]),  # (B, w0, 15, 15) for k = 2 or 3
-            group2=ConvGroup(w[0], w[1]),    # (B, w1, 7, 7)
-            group3=ConvGroup(w[1], w[2]),    # (B, w2, 3, 3)
-        ))
+        self.features = nn.Sequential(
+            OrderedDict(
+                group1=ConvGroup(2 * ww, w[0]),  # (B, w0, 15, 15) for k = 2 or 3
+                group2=ConvGroup(w[0], w[1]),  # (B, w1, 7, 7)
+                group3=ConvGroup(w[1], w[2]),  # (B, w2, 3, 3)
+            )
+        )
         self.pool = nn.AdaptiveMaxPool2d(1)  # (B, w2, 1, 1)
-        self.flatten = nn.Flatten()          # (B, w2)
+        self.flatten = nn.Flatten()  # (B, w2)
         self.fc = nn.Linear(w[2], num_classes, bias=False)
         self.scaling = p.scaling
 
@@ -69,13 +76,13 @@ class FastCNN(LabModel):
     def init_from_data(self, x: torch.Tensor) -> None:
         """Set the first layer to whiten the k×k patches of `x` (B, 3, H, W), normalised."""
         c, k = x.shape[1], self.whiten.kernel_size[0]
-        patches = x.unfold(2, k, 1).unfold(3, k, 1)                       # (B, 3, 33-k, 33-k, k, k)
+        patches = x.unfold(2, k, 1).unfold(3, k, 1)  # (B, 3, 33-k, 33-k, k, k)
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k).double()
         patches = patches - patches.mean(0, keepdim=True)
         cov = patches.T @ patches / patches.shape[0]
-        evals, evecs = torch.linalg.eigh(cov)                            # ascending
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
         n = self.whiten.out_channels // 2
-        evals, evecs = evals.flip(0)[:n], evecs.flip(1)[:, :n]           # the n strongest directions
+        evals, evecs = evals.flip(0)[:n], evecs.flip(1)[:, :n]  # the n strongest directions
         filt = (evecs.T / torch.sqrt(evals + self.whiten_eps)[:, None]).reshape(n, c, k, k)
         self.whiten.weight.copy_(torch.cat([filt, -filt]).float())
         self.whiten.bias.zero_()

@@ -8,9 +8,8 @@ inputs), but with the loops in plain sight:
     ReLU:          f(z) = max(0, z)
     pooling:       the max (or mean) of each K×K window, moved by the stride
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 
@@ -34,8 +33,9 @@ def output_size(n: int, f: int, p: int = 0, s: int = 1) -> int:
     p = _check_int("p (padding)", p, 0)
     s = _check_int("s (stride)", s, 1)
     if f > n + 2 * p:
-        raise ValueError(f"f (kernel size) = {f} is larger than the padded input n + 2p = {n + 2 * p}: "
-                         f"the output size would be <= 0")
+        raise ValueError(
+            f"f (kernel size) = {f} is larger than the padded input n + 2p = {n + 2 * p}: the output size would be <= 0"
+        )
     return (n - f + 2 * p) // s + 1
 
 
@@ -47,8 +47,7 @@ def pad2d(x: np.ndarray, p: int) -> np.ndarray:
     return np.pad(x, width, mode="constant", constant_values=0)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride: int = 1,
-           padding: int = 0) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1, padding: int = 0) -> np.ndarray:
     """2-D convolution as PyTorch computes it (cross-correlation: the kernel is not flipped).
 
     x: (C, H, W) or (H, W) for one channel. w: (O, C, kh, kw), or (kh, kw) for one input and one
@@ -78,7 +77,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride:
     for i in range(h_out):
         for j in range(w_out):
             # the receptive field of output (i, j): every input channel, a kh x kw window
-            patch = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]     # (C, kh, kw)
+            patch = xp[:, i * stride : i * stride + kh, j * stride : j * stride + kw]  # (C, kh, kw)
             y[:, i, j] = np.tensordot(w, patch, axes=([1, 2, 3], [0, 1, 2])) + bias  # Σ w·x + b
     return y[0] if squeeze else y
 
@@ -90,8 +89,8 @@ def uses_per_pixel(n: int, f: int, p: int = 0, s: int = 1) -> np.ndarray:
     counts = np.zeros((n + 2 * p, n + 2 * p))
     for i in range(out):
         for j in range(out):
-            counts[i * s:i * s + f, j * s:j * s + f] += 1
-    return counts[p:p + n, p:p + n]
+            counts[i * s : i * s + f, j * s : j * s + f] += 1
+    return counts[p : p + n, p : p + n]
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -99,7 +98,7 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(x, dtype=np.float64), 0.0)
 
 
-def _pool(x: np.ndarray, k: int, stride: Optional[int], reduce) -> np.ndarray:
+def _pool(x: np.ndarray, k: int, stride: int | None, reduce) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim not in (2, 3):
         raise ValueError(f"x must be (C, H, W) or (H, W), got shape {x.shape}")
@@ -113,17 +112,17 @@ def _pool(x: np.ndarray, k: int, stride: Optional[int], reduce) -> np.ndarray:
     y = np.empty((c, h_out, w_out))
     for i in range(h_out):
         for j in range(w_out):
-            window = x[:, i * s:i * s + k, j * s:j * s + k]   # (C, k, k)
+            window = x[:, i * s : i * s + k, j * s : j * s + k]  # (C, k, k)
             y[:, i, j] = reduce(window.reshape(c, -1), axis=1)
     return y[0] if squeeze else y
 
 
-def max_pool2d(x: np.ndarray, k: int, stride: Optional[int] = None) -> np.ndarray:
+def max_pool2d(x: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
     """The largest value of each k×k window (stride defaults to k: windows side by side)."""
     return _pool(x, k, stride, np.max)
 
 
-def avg_pool2d(x: np.ndarray, k: int, stride: Optional[int] = None) -> np.ndarray:
+def avg_pool2d(x: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
     """The mean of each k×k window (stride defaults to k)."""
     return _pool(x, k, stride, np.mean)
 
@@ -142,6 +141,7 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- a network in numbers
+
 
 def layer_table(model, input_shape: tuple[int, int, int] = (3, 32, 32)) -> list[dict]:
     """Every leaf layer of `model` in forward order: the output shape predicted with `output_size`,
@@ -172,9 +172,16 @@ def layer_table(model, input_shape: tuple[int, int, int] = (3, 32, 32)) -> list[
                 pred = [int(np.prod(pred))]
             elif isinstance(m, nn.Linear):
                 pred = [m.out_features]
-            rows.append({"layer": name, "type": type(m).__name__, "formula_shape": list(pred),
-                         "torch_shape": list(out.shape[1:]),
-                         "params": sum(p.numel() for p in m.parameters(recurse=False))})
+            rows.append(
+                {
+                    "layer": name,
+                    "type": type(m).__name__,
+                    "formula_shape": list(pred),
+                    "torch_shape": list(out.shape[1:]),
+                    "params": sum(p.numel() for p in m.parameters(recurse=False)),
+                }
+            )
+
         return fn
 
     for name, m in model.named_modules():

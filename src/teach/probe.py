@@ -6,10 +6,10 @@ Activations come from forward hooks, so every model of the registry works as it 
 fields are traced through the layers in the order they run (convolutions and poolings change them;
 element-wise layers do not), which holds for the chain-shaped CNNs of this lab.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from src.models import conv_layers
 @dataclass(frozen=True)
 class Field:
     """Where output (i, j) of a layer looks in the input: rows/cols start + i·jump, `size` wide."""
+
     size: int
     jump: int
     start: float  # centre of output (0, 0) in input pixels; may lie outside the image (padding)
@@ -41,8 +42,11 @@ def _window(m: nn.Module) -> tuple[int, int, int]:
 def receptive_fields(model: nn.Module, size: int = 32) -> dict[str, Field]:
     """The receptive field of every Conv2d's output, traced through the layers in forward order."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
+    ]
     was = model.training
     try:
         model.eval()
@@ -64,18 +68,20 @@ def receptive_fields(model: nn.Module, size: int = 32) -> dict[str, Field]:
 @dataclass
 class TopPatches:
     """For each channel of one conv layer: the test images whose strongest response is highest."""
+
     layer: str
     field: Field
     channels: list[int]
-    images: np.ndarray     # (channels, k) test index, strongest first
+    images: np.ndarray  # (channels, k) test index, strongest first
     positions: np.ndarray  # (channels, k, 2) (i, j) of that response in the layer's output
-    values: np.ndarray     # (channels, k) the response
+    values: np.ndarray  # (channels, k) the response
     learned: bool
 
 
 @torch.no_grad()
-def top_patches(model: nn.Module, x: torch.Tensor, k: int = 6, channels: int = 6,
-                batch_size: int = 500) -> list[TopPatches]:
+def top_patches(
+    model: nn.Module, x: torch.Tensor, k: int = 6, channels: int = 6, batch_size: int = 500
+) -> list[TopPatches]:
     """For every conv layer: per channel, each image's strongest response (max over positions), and
     the `k` images where it is highest. `x` is normalised (N, 3, H, W). The `channels` shown per
     layer are those whose k-th best response is highest (channels that respond to something)."""
@@ -83,14 +89,15 @@ def top_patches(model: nn.Module, x: torch.Tensor, k: int = 6, channels: int = 6
     fields = receptive_fields(model, x.shape[-1])
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per image: (max value, flat argmax) (N, C)
     captured: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, o.detach().float()))
-             for n, m in convs]
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, o.detach().float())) for n, m in convs
+    ]
     model.eval()
     try:
         for chunk in x.split(batch_size):
             model(chunk)
             for n, a in captured.items():
-                v, idx = a.flatten(2).max(dim=2)            # (B, C)
+                v, idx = a.flatten(2).max(dim=2)  # (B, C)
                 prev = best.get(n)
                 best[n] = (v, idx) if prev is None else (torch.cat([prev[0], v]), torch.cat([prev[1], idx]))
     finally:
@@ -98,16 +105,23 @@ def top_patches(model: nn.Module, x: torch.Tensor, k: int = 6, channels: int = 6
             h.remove()
     out = []
     for n, conv in convs:
-        v, idx = best[n]                                      # (N, C)
+        v, idx = best[n]  # (N, C)
         kk = min(k, v.shape[0])
-        top_v, top_i = v.topk(kk, dim=0)                      # (k, C), strongest first
+        top_v, top_i = v.topk(kk, dim=0)  # (k, C), strongest first
         order = torch.argsort(top_v[-1], descending=True)[:channels].tolist()
         w = captured[n].shape[-1]
-        flat = idx.gather(0, top_i)                           # (k, C)
-        out.append(TopPatches(
-            layer=n, field=fields[n], channels=order, images=top_i[:, order].T.numpy(),
-            positions=np.stack([(flat[:, order] // w).T.numpy(), (flat[:, order] % w).T.numpy()], axis=-1),
-            values=top_v[:, order].T.numpy(), learned=conv.weight.requires_grad))
+        flat = idx.gather(0, top_i)  # (k, C)
+        out.append(
+            TopPatches(
+                layer=n,
+                field=fields[n],
+                channels=order,
+                images=top_i[:, order].T.numpy(),
+                positions=np.stack([(flat[:, order] // w).T.numpy(), (flat[:, order] % w).T.numpy()], axis=-1),
+                values=top_v[:, order].T.numpy(),
+                learned=conv.weight.requires_grad,
+            )
+        )
     return out
 
 
@@ -118,12 +132,12 @@ def crop(image_u8: torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray:
     patch = np.zeros((bottom - top, right - left, 3), dtype=np.uint8)
     t, l_, b, r = max(top, 0), max(left, 0), min(bottom, h), min(right, w)
     if b > t and r > l_:
-        patch[t - top:b - top, l_ - left:r - left] = image_u8[:, t:b, l_:r].permute(1, 2, 0).numpy()
+        patch[t - top : b - top, l_ - left : r - left] = image_u8[:, t:b, l_:r].permute(1, 2, 0).numpy()
     return patch
 
 
 @torch.no_grad()
-def conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int, layer: Optional[str] = None) -> dict:
+def conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int, layer: str | None = None) -> dict:
     """Output (channel, i, j) of a conv layer (the first one, or the one named `layer`) for one
     normalised image x (3, H, W): the window of the layer's own input it reads (zeros where it hangs
     over the padding), the layer's weights and bias, the products term by term, the sum computed
@@ -138,19 +152,35 @@ def conv_sum(model: nn.Module, x: torch.Tensor, channel: int, i: int, j: int, la
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     got: dict = {}
     # clones: a later in-place layer (ReLU(inplace=True)) may overwrite the tensors the hook saw
-    h = conv.register_forward_hook(lambda m, inp, o: got.update(inp=inp[0].detach().clone(), out=o.detach().clone().float()))
+    h = conv.register_forward_hook(
+        lambda m, inp, o: got.update(inp=inp[0].detach().clone(), out=o.detach().clone().float())
+    )
     try:
         model.eval()
         model(x[None].float())
     finally:
         h.remove()
     torch_value = float(got["out"][0, channel, i, j])
-    padded = ops.pad2d(got["inp"][0].double().numpy(), p)               # (C, H+2p, W+2p)
-    window = padded[:, i * s:i * s + k, j * s:j * s + k]                 # (C, k, k)
-    w = conv.weight[channel].detach().double().numpy()                   # (C, k, k)
+    padded = ops.pad2d(got["inp"][0].double().numpy(), p)  # (C, H+2p, W+2p)
+    window = padded[:, i * s : i * s + k, j * s : j * s + k]  # (C, k, k)
+    w = conv.weight[channel].detach().double().numpy()  # (C, k, k)
     b = float(conv.bias[channel]) if conv.bias is not None else 0.0
     ours = float(ops.conv2d(window, w[None], b)[0, 0, 0])
-    return {"layer": name, "channel": channel, "i": i, "j": j, "kernel": k, "stride": s, "padding": p,
-            "box": (i * s - p, j * s - p, i * s - p + k, j * s - p + k), "window": window, "weights": w, "bias": b,
-            "products": window * w, "sum": ours, "torch": torch_value, "out_shape": tuple(got["out"].shape[1:]),
-            "has_bias": conv.bias is not None}
+    return {
+        "layer": name,
+        "channel": channel,
+        "i": i,
+        "j": j,
+        "kernel": k,
+        "stride": s,
+        "padding": p,
+        "box": (i * s - p, j * s - p, i * s - p + k, j * s - p + k),
+        "window": window,
+        "weights": w,
+        "bias": b,
+        "products": window * w,
+        "sum": ours,
+        "torch": torch_value,
+        "out_shape": tuple(got["out"].shape[1:]),
+        "has_bias": conv.bias is not None,
+    }

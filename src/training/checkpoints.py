@@ -3,12 +3,14 @@
 A checkpoint is a dict: {"format", "model" (state dict), "model_name", "classes", "mean", "std",
 "params" (the data/augment/model/train sections it was trained with), ...}.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -36,24 +38,28 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; run the train stage (dvc repro train)") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); "
-                              f"delete it and train again") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); delete it and train again"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_VERSION or "model" not in ck:
         raise CheckpointError(f"{path}: not a checkpoint of this project (format {CHECKPOINT_VERSION})")
     return ck
 
 
-def load_weights(model: nn.Module, ck: dict, path: Path, classes: Optional[list[str]] = None) -> None:
+def load_weights(model: nn.Module, ck: dict, path: Path, classes: list[str] | None = None) -> None:
     """Load weights, naming what does not match (model name, class count, layer shapes)."""
     if classes is not None and ck.get("classes") != classes:
-        raise CheckpointError(f"{path}: trained on classes {ck.get('classes')}, but the data has {classes}; "
-                              f"retrain (dvc repro train)")
+        raise CheckpointError(
+            f"{path}: trained on classes {ck.get('classes')}, but the data has {classes}; retrain (dvc repro train)"
+        )
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise CheckpointError(f"{path}: weights of model {ck.get('model_name')!r} do not fit this model "
-                              f"({first}); retrain (dvc repro train)") from None
+        raise CheckpointError(
+            f"{path}: weights of model {ck.get('model_name')!r} do not fit this model "
+            f"({first}); retrain (dvc repro train)"
+        ) from None
 
 
 def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
@@ -69,8 +75,10 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
         model_p = ModelParams.model_validate(ck["params"]["model"])
         augment_p = AugmentParams.model_validate(ck["params"]["augment"])
     except (KeyError, ValidationError) as exc:
-        raise CheckpointError(f"{path}: its params do not fit this version of the code "
-                              f"({str(exc).splitlines()[0]}); retrain (dvc repro train)") from None
+        raise CheckpointError(
+            f"{path}: its params do not fit this version of the code "
+            f"({str(exc).splitlines()[0]}); retrain (dvc repro train)"
+        ) from None
     model = build_model(model_p, len(ck["classes"]))
     load_weights(model, ck, path, classes)
     return model, {**ck, "model_params": model_p, "augment_params": augment_p}
@@ -95,7 +103,7 @@ class RunFiles:
         self.resume, self.best = self.dir / "resume.pt", self.dir / "best.pt"
         self.fingerprint, self.meta, self.writer = fingerprint, meta, writer
 
-    def load_resume(self, log: Callable[[str], None]) -> Optional[dict]:
+    def load_resume(self, log: Callable[[str], None]) -> dict | None:
         """The resume checkpoint when it was written with the same params; else None (and the
         writer removes it, and best.pt with it)."""
         if not self.resume.exists():
@@ -109,8 +117,14 @@ class RunFiles:
             self.best.unlink(missing_ok=True)
         return None
 
-    def resume_into(self, model: Stateful, optimizer: Stateful, ema: Optional[Stateful],
-                    lookahead: Optional[Stateful], log: Callable[[str], None]) -> Optional[dict]:
+    def resume_into(
+        self,
+        model: Stateful,
+        optimizer: Stateful,
+        ema: Stateful | None,
+        lookahead: Stateful | None,
+        log: Callable[[str], None],
+    ) -> dict | None:
         """Load the resume point of an interrupted run with the same params into these; returns the
         run state it was saved with, or None when there is none to continue."""
         checkpoint = self.load_resume(log)
@@ -124,12 +138,20 @@ class RunFiles:
             lookahead.load_state_dict(checkpoint["lookahead"])
         return checkpoint["state"]
 
-    def save_resume(self, model: Stateful, optimizer: Stateful, ema: Optional[Stateful],
-                    lookahead: Optional[Stateful], state: dict) -> None:
+    def save_resume(
+        self, model: Stateful, optimizer: Stateful, ema: Stateful | None, lookahead: Stateful | None, state: dict
+    ) -> None:
         if self.writer:
-            save_checkpoint(self.resume, model.state_dict(), self.meta, fingerprint=self.fingerprint,
-                            optimizer=optimizer.state_dict(), ema=ema.state_dict() if ema is not None else None,
-                            state=state, lookahead=lookahead.state_dict() if lookahead is not None else None)
+            save_checkpoint(
+                self.resume,
+                model.state_dict(),
+                self.meta,
+                fingerprint=self.fingerprint,
+                optimizer=optimizer.state_dict(),
+                ema=ema.state_dict() if ema is not None else None,
+                state=state,
+                lookahead=lookahead.state_dict() if lookahead is not None else None,
+            )
 
     def save_best(self, model: nn.Module, epoch: int, val_acc: float) -> None:
         if self.writer:

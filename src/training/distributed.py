@@ -8,13 +8,15 @@ processes: its rank, the world size, and what it does with them (`wrap` the mode
 `python`, or torchrun with N=1) each of these does nothing and training is exactly the
 single-process code path.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, NamedTuple, Optional, TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -24,9 +26,10 @@ T = TypeVar("T")
 
 class Agreement(NamedTuple):
     """What every process acts on after a step."""
-    stop: Optional[str]           # the name of a signal some process got, or None
-    nonfinite: Optional[float]    # the loss to report when some process's loss was not finite, else None
-    total_steps: Optional[int]    # the schedule's length (rank 0's: its clock sizes a time budget)
+
+    stop: str | None  # the name of a signal some process got, or None
+    nonfinite: float | None  # the loss to report when some process's loss was not finite, else None
+    total_steps: int | None  # the schedule's length (rank 0's: its clock sizes a time budget)
 
 
 def _nothing(*args, **kwargs) -> None:
@@ -51,7 +54,7 @@ class Dist:
         """For the log line naming where training runs ("" with one process)."""
         return f", {self.world} processes (torchrun)" if self.active else ""
 
-    def on_main(self, fn: Callable[..., T]) -> Callable[..., Optional[T]]:
+    def on_main(self, fn: Callable[..., T]) -> Callable[..., T | None]:
         """`fn` on the main process; elsewhere a function that does nothing (and returns None)."""
         return fn if self.is_main else _nothing
 
@@ -74,7 +77,7 @@ class Dist:
         if not self.active:
             return x
         n = x.shape[0] // self.world
-        return x[self.rank * n:(self.rank + 1) * n]
+        return x[self.rank * n : (self.rank + 1) * n]
 
     def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """`t` summed (or maxed) over the processes, in place; itself with one process."""
@@ -93,8 +96,15 @@ class Dist:
         for tensor, total in zip(tensors, totals):
             tensor.copy_(total if tensor.is_floating_point() else total.round())
 
-    def agree(self, device: torch.device, *, loss: Optional[torch.Tensor] = None, read_loss: bool = False,
-              stop_flag: Optional[dict] = None, total_steps: Optional[int] = None) -> Agreement:
+    def agree(
+        self,
+        device: torch.device,
+        *,
+        loss: torch.Tensor | None = None,
+        read_loss: bool = False,
+        stop_flag: dict | None = None,
+        total_steps: int | None = None,
+    ) -> Agreement:
         """After a step (or a validation), what every process acts on: a signal any of them got
         (`stop_flag`), a non-finite `loss` any of them saw, and rank 0's `total_steps`. With one
         process: no signal (the loop reads its flag before each step: `signal_before_step`), its
@@ -105,13 +115,16 @@ class Dist:
         stop = stop_flag.get("stop") if stop_flag is not None else None
         bad = loss is not None and not math.isfinite(loss.item())
         total = total_steps if self.is_main and total_steps is not None else -1
-        flags = self.all_reduce(torch.tensor([float(bool(stop)), float(bad), float(total)], dtype=torch.float64,
-                                             device=device), op="max").tolist()
-        return Agreement(stop=(stop or "a signal to another training process") if flags[0] > 0 else None,
-                         nonfinite=(loss.item() if bad else float("nan")) if flags[1] > 0 else None,
-                         total_steps=int(flags[2]) if flags[2] >= 0 else None)
+        flags = self.all_reduce(
+            torch.tensor([float(bool(stop)), float(bad), float(total)], dtype=torch.float64, device=device), op="max"
+        ).tolist()
+        return Agreement(
+            stop=(stop or "a signal to another training process") if flags[0] > 0 else None,
+            nonfinite=(loss.item() if bad else float("nan")) if flags[1] > 0 else None,
+            total_steps=int(flags[2]) if flags[2] >= 0 else None,
+        )
 
-    def signal_before_step(self, stop_flag: Optional[dict]) -> Optional[str]:
+    def signal_before_step(self, stop_flag: dict | None) -> str | None:
         """A signal to stop on before the next step: one process reads its flag here; several read
         theirs after each step and act on it together (`agree`)."""
         if self.active or stop_flag is None:

@@ -1,7 +1,6 @@
 """Evaluation: batched prediction (with optional flip TTA) and the metrics built on a confusion matrix."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -17,13 +16,21 @@ def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     s = max(abs(dy), abs(dx))
     xp = F.pad(x, (s, s, s, s), mode="reflect")
     h, w = x.shape[-2:]
-    return xp[..., s - dy:s - dy + h, s - dx:s - dx + w]
+    return xp[..., s - dy : s - dy + h, s - dx : s - dx + w]
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   batch_size: int = 1000, tta_flip: bool = False, tta_shift: int = 0, amp: bool = False,
-                   channels_last: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batch_size: int = 1000,
+    tta_flip: bool = False,
+    tta_shift: int = 0,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Logits (N, K) float32 on the CPU for uint8 images x (N, 3, H, W), in large batches.
 
     Test-time augmentation: `tta_flip` averages each image with its mirror; `tta_shift` > 0 also
@@ -48,14 +55,14 @@ def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: t
         with autocast_for(device, amp):
             logits = views(xb)
             if tta_shift:
-                logits = 0.5 * logits + 0.25 * (views(_shifted(xb, -tta_shift, -tta_shift))
-                                                 + views(_shifted(xb, tta_shift, tta_shift)))
+                logits = 0.5 * logits + 0.25 * (
+                    views(_shifted(xb, -tta_shift, -tta_shift)) + views(_shifted(xb, tta_shift, tta_shift))
+                )
         out.append(logits.cpu())
     return torch.cat(out)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-             **kw) -> dict:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, **kw) -> dict:
     """{'loss', 'acc', 'logits'} of `model` on (x, y)."""
     logits = predict_logits(model, x, mean, std, **kw)
     loss = F.cross_entropy(logits, y.cpu()).item()
@@ -95,14 +102,21 @@ def most_confused(cm: np.ndarray, classes: list[str], n: int = 5) -> list[dict]:
         for j in range(i + 1, k):
             a_as_b, b_as_a = int(cm[i, j]), int(cm[j, i])
             if a_as_b + b_as_a:
-                pairs.append({"pair": f"{classes[i]}<->{classes[j]}", "total": a_as_b + b_as_a,
-                              f"{classes[i]}_as_{classes[j]}": a_as_b, f"{classes[j]}_as_{classes[i]}": b_as_a})
+                pairs.append(
+                    {
+                        "pair": f"{classes[i]}<->{classes[j]}",
+                        "total": a_as_b + b_as_a,
+                        f"{classes[i]}_as_{classes[j]}": a_as_b,
+                        f"{classes[j]}_as_{classes[i]}": b_as_a,
+                    }
+                )
     pairs.sort(key=lambda d: (-d["total"], d["pair"]))
     return pairs[:n]
 
 
-def summarize(y_true: np.ndarray, logits: torch.Tensor, classes: list[str], top_confused: int = 5,
-              loss: Optional[float] = None) -> dict:
+def summarize(
+    y_true: np.ndarray, logits: torch.Tensor, classes: list[str], top_confused: int = 5, loss: float | None = None
+) -> dict:
     """The evaluate stage's metrics from true labels and logits."""
     y_pred = logits.argmax(1).numpy()
     cm = confusion_matrix(y_true, y_pred, len(classes))
@@ -110,8 +124,13 @@ def summarize(y_true: np.ndarray, logits: torch.Tensor, classes: list[str], top_
     out = {"test_acc": float(np.trace(cm) / cm.sum()), "macro_f1": macro_f1(cm)}  # what a reviewer reads first
     if loss is not None:
         out["test_loss"] = float(loss)
-    out.update({"per_class_acc": {c: float(a) for c, a in zip(classes, pca)}, "test_images": int(cm.sum()),
-                "most_confused": most_confused(cm, classes, top_confused)})
+    out.update(
+        {
+            "per_class_acc": {c: float(a) for c, a in zip(classes, pca)},
+            "test_images": int(cm.sum()),
+            "most_confused": most_confused(cm, classes, top_confused),
+        }
+    )
     return out
 
 
@@ -120,7 +139,8 @@ def predictions_csv(y_true: np.ndarray, logits: torch.Tensor, classes: list[str]
     pred = logits.argmax(1).numpy()
     conf = logits.softmax(1).max(1).values.numpy()
     return "actual,predicted,confidence\n" + "".join(
-        f"{classes[a]},{classes[b]},{c:.4f}\n" for a, b, c in zip(y_true, pred, conf))
+        f"{classes[a]},{classes[b]},{c:.4f}\n" for a, b, c in zip(y_true, pred, conf)
+    )
 
 
 def per_class_csv(per_class_acc: dict[str, float]) -> str:

@@ -14,16 +14,19 @@ epoch `e` from (seed, e): a run resumed from any checkpoint continues exactly as
 uninterrupted one would, on the CPU. What differs with several processes lives in `Dist`
 (src/training/distributed.py) and `RunFiles` (src/training/checkpoints.py); the loop reads the same for one.
 """
+
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, TypedDict
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import numpy as np
 import torch
@@ -32,10 +35,10 @@ from torch import nn
 
 from src.data.augment import alternating_flips, augment_batch, mixup
 from src.data.autoaugment import AutoAugmentCIFAR10
-from src.training.checkpoints import RunFiles
 from src.data.cifar import normalize
-from src.training.distributed import Dist
 from src.errors import NonFiniteLoss, TrainingInterrupted
+from src.training.checkpoints import RunFiles
+from src.training.distributed import Dist
 from src.training.evaluation import evaluate
 from src.training.optim import Lookahead, make_optimizer, set_hparams
 from src.training.runtime import Runtime, autocast_for, setup_runtime
@@ -49,23 +52,25 @@ Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 
 @dataclass
 class FitConfig:
     """Everything `fit` needs besides the model and data."""
-    train: "TrainParams"
-    augment: "AugmentParams"
-    run_dir: Path            # where resume.pt / best.pt live during the run
-    fingerprint: str         # of the params: a resume point from other params is not used
-    meta: dict               # stored in every checkpoint (model name, classes, mean/std, params)
+
+    train: TrainParams
+    augment: AugmentParams
+    run_dir: Path  # where resume.pt / best.pt live during the run
+    fingerprint: str  # of the params: a resume point from other params is not used
+    meta: dict  # stored in every checkpoint (model name, classes, mean/std, params)
     eval_batch_size: int = 1000
     progress: bool = True
-    on_epoch: Optional[Callable[["EpochRow"], None]] = None
+    on_epoch: Callable[[EpochRow], None] | None = None
     log: Callable[[str], None] = print
 
-    def epoch_done(self, row: "EpochRow") -> None:
+    def epoch_done(self, row: EpochRow) -> None:
         if self.on_epoch is not None:
             self.on_epoch(row)
 
 
 class EpochRow(TypedDict):
     """One epoch in the history (and in DVCLive's logs)."""
+
     epoch: int
     step: int
     train_loss: float
@@ -79,8 +84,9 @@ class EpochRow(TypedDict):
 @dataclass
 class RunState:
     """Where the run is; saved in the resume checkpoint."""
+
     step: int = 0
-    total_steps: Optional[int] = None  # None while a time budget is still measuring the speed
+    total_steps: int | None = None  # None while a time budget is still measuring the speed
     elapsed: float = 0.0
     train_time: float = 0.0
     images: int = 0
@@ -102,21 +108,30 @@ class FitResult:
     history: list[EpochRow]
     best_val_acc: float
     best_epoch: int
-    seconds: float           # the whole loop, validation included
-    train_seconds: float     # training steps only
+    seconds: float  # the whole loop, validation included
+    train_seconds: float  # training steps only
     images_seen: int
     runtime: Runtime
     model_state: dict
     optimizer_state: dict
-    lrs: list[float]         # per step
+    lrs: list[float]  # per step
 
     @classmethod
-    def of(cls, state: RunState, steps_per_epoch: int, runtime: Runtime, learner: "Learner") -> "FitResult":
-        return cls(steps=state.step, steps_per_epoch=steps_per_epoch, history=state.history,
-                   best_val_acc=state.best_val_acc, best_epoch=state.best_epoch, seconds=state.elapsed,
-                   train_seconds=state.train_time, images_seen=state.images, runtime=runtime,
-                   model_state=learner.model.state_dict(), optimizer_state=learner.optimizer.state_dict(),
-                   lrs=state.lrs)
+    def of(cls, state: RunState, steps_per_epoch: int, runtime: Runtime, learner: Learner) -> FitResult:
+        return cls(
+            steps=state.step,
+            steps_per_epoch=steps_per_epoch,
+            history=state.history,
+            best_val_acc=state.best_val_acc,
+            best_epoch=state.best_epoch,
+            seconds=state.elapsed,
+            train_seconds=state.train_time,
+            images_seen=state.images,
+            runtime=runtime,
+            model_state=learner.model.state_dict(),
+            optimizer_state=learner.optimizer.state_dict(),
+            lrs=state.lrs,
+        )
 
     @property
     def epochs_run(self) -> int:
@@ -156,10 +171,8 @@ def stop_on_signals(escalate: bool = True) -> Iterator[dict]:
         flag["stop"] = signal.Signals(signum).name
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
             previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
     try:
         yield flag
     finally:
@@ -168,20 +181,20 @@ def stop_on_signals(escalate: bool = True) -> Iterator[dict]:
 
 
 class TimeBudget:
-    """"Train for N seconds": follow a provisional schedule for a few steps while measuring the speed,
+    """ "Train for N seconds": follow a provisional schedule for a few steps while measuring the speed,
     then size the schedule so the training steps, the remaining validation passes and the whole
     one-cycle fit; re-measure after every epoch; make the step where time runs out the last one.
     Only the process that `measures` (rank 0) sizes it; the others take its length (Dist.agree)."""
 
-    WARMUP_STEPS = 2     # not timed: first-call allocations
-    MEASURE_STEPS = 8    # timed before sizing (or 5 % of the budget, if that comes first)
+    WARMUP_STEPS = 2  # not timed: first-call allocations
+    MEASURE_STEPS = 8  # timed before sizing (or 5 % of the budget, if that comes first)
 
     def __init__(self, seconds: float, steps_per_epoch: int, val_cost_in_steps: float, measures: bool = True):
         self.seconds = seconds
         self.steps_per_epoch = steps_per_epoch
         self.val_cost_in_steps = val_cost_in_steps  # one validation pass, in training steps
         self.measures = measures
-        self._from: Optional[tuple[float, int]] = None  # (time, step) when measuring began
+        self._from: tuple[float, int] | None = None  # (time, step) when measuring began
 
     def provisional_total(self) -> int:
         """The schedule's length while the speed is not known yet."""
@@ -193,8 +206,11 @@ class TimeBudget:
         now = time.perf_counter()
         if self._from is None and state.step >= self.WARMUP_STEPS:
             self._from = (now, state.step)
-        elif state.total_steps is None and self._from is not None and \
-                (state.step - self._from[1] >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds):
+        elif (
+            state.total_steps is None
+            and self._from is not None
+            and (state.step - self._from[1] >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds)
+        ):
             sec_per_step = (now - self._from[0]) / (state.step - self._from[1])
             self._resize(state, elapsed, sec_per_step, sec_per_step * self.val_cost_in_steps)
         if elapsed > self.seconds:
@@ -215,8 +231,10 @@ class TimeBudget:
 
 def nonfinite_loss(what: str, last_good: Path) -> NonFiniteLoss:
     """The one error for a loss that became NaN or infinite, `what` saying when."""
-    return NonFiniteLoss(f"the training loss became {what}; the last good checkpoint is {last_good}. "
-                         f"Lower train.lr or set train.grad_clip, then run again")
+    return NonFiniteLoss(
+        f"the training loss became {what}; the last good checkpoint is {last_good}. "
+        f"Lower train.lr or set train.grad_clip, then run again"
+    )
 
 
 class _EpochMeter:
@@ -232,11 +250,18 @@ class _EpochMeter:
         self.correct += (logits.argmax(1) == labels).sum()
         self.seen += labels.shape[0]
 
-    def row(self, epoch: int, step: int, val: dict, lr: float, partial: bool) -> "EpochRow":
+    def row(self, epoch: int, step: int, val: dict, lr: float, partial: bool) -> EpochRow:
         """The epoch's row in the history: these training numbers, `val`'s loss and accuracy."""
-        return EpochRow(epoch=epoch, step=step, train_loss=self.loss_sum.item() / max(self.seen, 1),
-                        train_acc=self.correct.item() / max(self.seen, 1), val_loss=val["loss"],
-                        val_acc=val["acc"], lr=lr, partial=partial)
+        return EpochRow(
+            epoch=epoch,
+            step=step,
+            train_loss=self.loss_sum.item() / max(self.seen, 1),
+            train_acc=self.correct.item() / max(self.seen, 1),
+            val_loss=val["loss"],
+            val_acc=val["acc"],
+            lr=lr,
+            partial=partial,
+        )
 
     def check_finite(self, epoch: int, last_good: Path) -> None:
         if not math.isfinite(self.loss_sum.item()):
@@ -260,22 +285,31 @@ def mixup_weight(alpha: float, seed: int) -> float:
 
 class Batch(NamedTuple):
     """A normalised training batch: images, labels and, under MixUp, the mixed-in labels and λ."""
+
     x: torch.Tensor
     y: torch.Tensor
-    y_mix: Optional[torch.Tensor] = None
+    y_mix: torch.Tensor | None = None
     lam: float = 1.0
 
 
-def train_step(model: nn.Module, forward: Callable, optimizer: torch.optim.Optimizer, ema: Optional[nn.Module],
-               batch: Batch, train_params: "TrainParams", runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    forward: Callable,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None,
+    batch: Batch,
+    train_params: TrainParams,
+    runtime: Runtime,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step; returns (loss, logits), detached. Nothing here waits for the device."""
     smoothing = train_params.label_smoothing
     with autocast_for(runtime.device, runtime.amp):
         logits = forward(batch.x)
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=smoothing)
         if batch.y_mix is not None:
-            loss = batch.lam * loss + (1 - batch.lam) * F.cross_entropy(logits.float(), batch.y_mix,
-                                                                        label_smoothing=smoothing)
+            loss = batch.lam * loss + (1 - batch.lam) * F.cross_entropy(
+                logits.float(), batch.y_mix, label_smoothing=smoothing
+            )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if train_params.grad_clip:
@@ -290,11 +324,12 @@ def train_step(model: nn.Module, forward: Callable, optimizer: torch.optim.Optim
 class Learner:
     """The model and what updates it. `forward` is the model as the steps call it: under DDP with
     several processes, compiled with train.compile."""
+
     model: nn.Module
     forward: Callable
     optimizer: torch.optim.Optimizer
-    ema: Optional[torch.optim.swa_utils.AveragedModel] = None
-    lookahead: Optional[Lookahead] = None
+    ema: torch.optim.swa_utils.AveragedModel | None = None
+    lookahead: Lookahead | None = None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -305,7 +340,7 @@ class Learner:
         """What a resume point holds the state of (RunFiles): model, optimizer, EMA, lookahead."""
         return self.model, self.optimizer, self.ema, self.lookahead
 
-    def step(self, batch: "Batch", train_params: "TrainParams", runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, batch: Batch, train_params: TrainParams, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
         return train_step(self.model, self.forward, self.optimizer, self.ema, batch, train_params, runtime)
 
     def after_step(self, step: int, total_steps: int) -> None:
@@ -313,19 +348,23 @@ class Learner:
             self.lookahead.after_step(self.model, step, total_steps)
 
 
-def build_learner(model: nn.Module, train_params: "TrainParams", runtime: Runtime, dist: Dist) -> Learner:
+def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime, dist: Dist) -> Learner:
     """The model on the device in the run's precision and memory layout, its optimizer, EMA and lookahead."""
     model = model.to(runtime.device)
     if runtime.half is not None:  # weights and activations in half precision, BatchNorm in fp32
         to_half(model, runtime.half)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
-    lookahead = Lookahead(model, train_params.lookahead_steps, train_params.lookahead_decay) \
-        if train_params.lookahead_steps else None
+    lookahead = (
+        Lookahead(model, train_params.lookahead_steps, train_params.lookahead_decay)
+        if train_params.lookahead_steps
+        else None
+    )
     ema = None
     if train_params.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params.ema_decay), use_buffers=True)
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params.ema_decay), use_buffers=True
+        )
     optimizer = make_optimizer(model, train_params)
     forward = dist.wrap(model, runtime.device)
     if train_params.compile:
@@ -338,24 +377,38 @@ class Batches:
     augmented, mixed (MixUp), normalised, in the run's memory layout — the whole global batch, drawn
     alike in every process, then this process's slice."""
 
-    def __init__(self, train: Split, mean: torch.Tensor, std: torch.Tensor, train_params: "TrainParams",
-                 augment_params: "AugmentParams", runtime: Runtime, dist: Dist):
+    def __init__(
+        self,
+        train: Split,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        train_params: TrainParams,
+        augment_params: AugmentParams,
+        runtime: Runtime,
+        dist: Dist,
+    ):
         device = runtime.device
         self.images, self.labels = (tensor.to(device) for tensor in train)
         self.mean, self.std = mean.to(device), std.to(device)
         self.train_params, self.augment_params, self.runtime, self.dist = train_params, augment_params, runtime, dist
         self.autoaugment = AutoAugmentCIFAR10() if augment_params.autoaugment else None  # its tables, built once
-        self.flips = alternating_flips(self.images.shape[0], train_params.seed, device) \
-            if augment_params.hflip == "alternate" else None
-        self.steps_per_epoch = max(1, self.images.shape[0] // train_params.batch_size)  # the last partial batch is dropped
+        self.flips = (
+            alternating_flips(self.images.shape[0], train_params.seed, device)
+            if augment_params.hflip == "alternate"
+            else None
+        )
+        self.steps_per_epoch = max(
+            1, self.images.shape[0] // train_params.batch_size
+        )  # the last partial batch is dropped
 
     def make(self, order: torch.Tensor, i: int, step: int, generator: torch.Generator) -> Batch:
         """Batch i of the epoch's `order`, for training step `step`."""
         batch_size, augment_params = self.train_params.batch_size, self.augment_params
-        indices = order[i * batch_size:(i + 1) * batch_size]
+        indices = order[i * batch_size : (i + 1) * batch_size]
         flip = None if self.flips is None else self.flips[indices] ^ bool(step // self.steps_per_epoch % 2)
-        images = normalize(augment_batch(self.images[indices], augment_params, generator, self.autoaugment, flip),
-                           self.mean, self.std)
+        images = normalize(
+            augment_batch(self.images[indices], augment_params, generator, self.autoaugment, flip), self.mean, self.std
+        )
         labels, mixed_labels, lam = self.labels[indices], None, 1.0
         if augment_params.mixup_alpha > 0:
             lam = mixup_weight(augment_params.mixup_alpha, step_seed(self.train_params.seed, step))
@@ -377,26 +430,36 @@ class Progress:
 
         self.bar = tqdm(total=total, initial=initial, unit="step", desc="train", disable=not show, dynamic_ncols=True)
 
-    def step(self, step: int, lr: float, loss: Optional[torch.Tensor]) -> None:
+    def step(self, step: int, lr: float, loss: torch.Tensor | None) -> None:
         """One step done; every 10th shows the loss, when it may be read back (`loss` given)."""
         self.bar.update(1)
         if loss is not None and not self.bar.disable and step % 10 == 0:
             self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
 
-    def resize(self, total: Optional[int]) -> None:
+    def resize(self, total: int | None) -> None:
         self.bar.total = total
 
     def epoch(self, row: EpochRow) -> None:
         if not self.bar.disable:
-            self.bar.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                           f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}")
+            self.bar.write(
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
+                f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}"
+            )
 
     def close(self) -> None:
         self.bar.close()
 
 
-def build_trainer(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
-                  device: torch.device, cfg: FitConfig, dist: Dist = Dist()) -> "Trainer":
+def build_trainer(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    cfg: FitConfig,
+    dist: Dist = Dist(),
+) -> Trainer:
     """Set up one `fit`: runtime, learner, batches, run files, time budget; then continue from the
     resume point of an interrupted run with the same params, if any."""
     train_params, log = cfg.train, dist.on_main(cfg.log)
@@ -406,10 +469,19 @@ def build_trainer(model: nn.Module, train: Split, val: Split, mean: torch.Tensor
     batches = Batches(train, mean, std, train_params, cfg.augment, runtime, dist)
     steps_per_epoch = batches.steps_per_epoch
     files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta, writer=dist.is_main)
-    budget = None if train_params.time_budget_s is None else TimeBudget(
-        train_params.time_budget_s, steps_per_epoch, val[0].shape[0] / train_params.batch_size / 3, measures=dist.is_main)
-    state = resume(files, learner, log, dist.on_main(cfg.epoch_done), steps_per_epoch) or \
-        RunState(total_steps=None if train_params.time_budget_s else train_params.epochs * steps_per_epoch)
+    budget = (
+        None
+        if train_params.time_budget_s is None
+        else TimeBudget(
+            train_params.time_budget_s,
+            steps_per_epoch,
+            val[0].shape[0] / train_params.batch_size / 3,
+            measures=dist.is_main,
+        )
+    )
+    state = resume(files, learner, log, dist.on_main(cfg.epoch_done), steps_per_epoch) or RunState(
+        total_steps=None if train_params.time_budget_s else train_params.epochs * steps_per_epoch
+    )
     started = time.perf_counter() - state.elapsed
     progress = Progress(state.total_steps or 0, state.step, show=cfg.progress and dist.is_main)
     # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
@@ -417,16 +489,23 @@ def build_trainer(model: nn.Module, train: Split, val: Split, mean: torch.Tensor
     return Trainer(cfg, dist, runtime, learner, batches, val, files, state, budget, progress, started, host_checks)
 
 
-def resume(files: RunFiles, learner: Learner, log: Callable[[str], None], on_epoch: Callable[[EpochRow], None],
-           steps_per_epoch: int) -> Optional[RunState]:
+def resume(
+    files: RunFiles,
+    learner: Learner,
+    log: Callable[[str], None],
+    on_epoch: Callable[[EpochRow], None],
+    steps_per_epoch: int,
+) -> RunState | None:
     """The run state of an interrupted run with the same params, its weights and optimizer loaded
     into `learner` and the log of its epochs replayed; None when there is none."""
     saved = files.resume_into(*learner.parts(), log)
     if saved is None:
         return None
     state = RunState(**saved)
-    log(f"train: resuming from {files.resume} at step {state.step}/{state.total_steps} "
-        f"(epoch {state.step // steps_per_epoch + 1})")
+    log(
+        f"train: resuming from {files.resume} at step {state.step}/{state.total_steps} "
+        f"(epoch {state.step // steps_per_epoch + 1})"
+    )
     for row in state.history:
         on_epoch(row)
     return state
@@ -436,19 +515,20 @@ def resume(files: RunFiles, learner: Learner, log: Callable[[str], None], on_epo
 class Trainer:
     """One `fit` in progress (made by `build_trainer`): `train_epoch` and `end_epoch` until
     `state.finished`."""
+
     cfg: FitConfig
     dist: Dist
     runtime: Runtime
     learner: Learner
     batches: Batches
-    val: Split               # on the host: `evaluate` moves it in batches
+    val: Split  # on the host: `evaluate` moves it in batches
     files: RunFiles
     state: RunState
-    budget: Optional[TimeBudget]
+    budget: TimeBudget | None
     progress: Progress
-    started: float           # perf_counter() at the run's start (earlier when resumed)
-    host_checks: bool        # read the loss back after every step
-    stop: Optional[str] = None  # a signal to stop on, agreed by every process (Dist.agree)
+    started: float  # perf_counter() at the run's start (earlier when resumed)
+    host_checks: bool  # read the loss back after every step
+    stop: str | None = None  # a signal to stop on, agreed by every process (Dist.agree)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -460,7 +540,7 @@ class Trainer:
     def schedule_length(self) -> int:
         return self.state.total_steps if self.state.total_steps is not None else self.budget.provisional_total()
 
-    def train_epoch(self, stop_flag: Optional[dict]) -> tuple[_EpochMeter, float]:
+    def train_epoch(self, stop_flag: dict | None) -> tuple[_EpochMeter, float]:
         """The steps of the current epoch, from where the run is to the epoch's end (or the run's)."""
         state, train_params, steps_per_epoch = self.state, self.cfg.train, self.steps_per_epoch
         order = epoch_order(self.batches.images.shape[0], train_params.seed, state.step // steps_per_epoch)
@@ -490,17 +570,24 @@ class Trainer:
         state.train_time += time.perf_counter() - epoch_started
         return meter, lr
 
-    def after_step(self, loss: torch.Tensor, lr: float, stop_flag: Optional[dict] = None) -> None:
+    def after_step(self, loss: torch.Tensor, lr: float, stop_flag: dict | None = None) -> None:
         """Progress, the time budget's clock, then what every process agrees on before the next step."""
         state = self.state
         self.progress.step(state.step, lr, loss if self.host_checks else None)
         if self.budget is not None:
             self.budget.after_step(state, self.elapsed())
-        agreed = self.dist.agree(self.runtime.device, loss=loss, read_loss=self.host_checks, stop_flag=stop_flag,
-                                 total_steps=state.total_steps)
+        agreed = self.dist.agree(
+            self.runtime.device,
+            loss=loss,
+            read_loss=self.host_checks,
+            stop_flag=stop_flag,
+            total_steps=state.total_steps,
+        )
         if agreed.nonfinite is not None:
-            raise nonfinite_loss(f"{agreed.nonfinite} at step {state.step} "
-                                 f"(epoch {(state.step - 1) // self.steps_per_epoch + 1})", self.files.resume)
+            raise nonfinite_loss(
+                f"{agreed.nonfinite} at step {state.step} (epoch {(state.step - 1) // self.steps_per_epoch + 1})",
+                self.files.resume,
+            )
         self.stop = self.stop or agreed.stop
         state.total_steps = agreed.total_steps
         self.progress.resize(state.total_steps or 0)  # a time budget re-sizes the schedule
@@ -516,13 +603,13 @@ class Trainer:
         self.state.elapsed = self.elapsed()
         self.files.save_resume(*self.learner.parts(), vars(self.state))
 
-    def end_epoch(self, meter: _EpochMeter, lr: float) -> Optional[EpochRow]:
+    def end_epoch(self, meter: _EpochMeter, lr: float) -> EpochRow | None:
         """Validate, keep the best epoch, re-size the budget, save the resume point, log (rank 0
         validates; the others take the schedule it leaves)."""
         state, epoch = self.state, (self.state.step - 1) // self.steps_per_epoch + 1
         meter.reduce(self.dist)
         meter.check_finite(epoch, self.files.resume)
-        row = self.dist.on_main(self.validate)(meter, epoch, lr)
+        row = self.dist.on_main(_validate)(self, meter, epoch, lr)
         state.total_steps = self.dist.agree(self.runtime.device, total_steps=state.total_steps).total_steps
         self.save_resume()
         if row is not None:  # rank 0
@@ -530,26 +617,28 @@ class Trainer:
             self.progress.epoch(row)
         return row
 
-    def validate(self, meter: _EpochMeter, epoch: int, lr: float) -> EpochRow:
-        """The epoch's row: training numbers, validation loss and accuracy; the best model kept."""
-        state, eval_model, runtime = self.state, self.learner.eval_model, self.runtime
-        eval_started = time.perf_counter()
-        val = evaluate(eval_model, *self.val, self.batches.mean, self.batches.std, batch_size=self.cfg.eval_batch_size,
-                       amp=runtime.amp, channels_last=runtime.channels_last)
-        eval_seconds = time.perf_counter() - eval_started
-        row = meter.row(epoch, state.step, val, lr, partial=state.step % self.steps_per_epoch != 0)
-        state.history.append(row)
-        if val["acc"] >= state.best_val_acc:  # on a tie, the later (further annealed) epoch
-            state.best_val_acc, state.best_epoch = val["acc"], epoch
-            self.files.save_best(eval_model, epoch, val["acc"])
-        if self.budget is not None:
-            self.budget.after_epoch(state, self.elapsed(), eval_seconds)
-            self.progress.resize(state.total_steps)
-        return row
-
     def result(self) -> FitResult:
         self.progress.close()
         return FitResult.of(self.state, self.steps_per_epoch, self.runtime, self.learner)
+
+
+def _validate(t: Trainer, meter: _EpochMeter, epoch: int, lr: float) -> EpochRow:
+    """The epoch's row (on the main process, for `Trainer.end_epoch`): training numbers, validation
+    loss and accuracy; the best model kept."""
+    state, eval_model, runtime = t.state, t.learner.eval_model, t.runtime
+    eval_started = time.perf_counter()
+    b, amp, cl = t.batches, runtime.amp, runtime.channels_last
+    val = evaluate(eval_model, *t.val, b.mean, b.std, batch_size=t.cfg.eval_batch_size, amp=amp, channels_last=cl)
+    eval_seconds = time.perf_counter() - eval_started
+    row = meter.row(epoch, state.step, val, lr, partial=state.step % t.steps_per_epoch != 0)
+    state.history.append(row)
+    if val["acc"] >= state.best_val_acc:  # on a tie, the later (further annealed) epoch
+        state.best_val_acc, state.best_epoch = val["acc"], epoch
+        t.files.save_best(eval_model, epoch, val["acc"])
+    if t.budget is not None:
+        t.budget.after_epoch(state, t.elapsed(), eval_seconds)
+        t.progress.resize(state.total_steps)
+    return row
 
 
 def to_half(model: nn.Module, dtype: torch.dtype) -> None:
@@ -567,8 +656,17 @@ def _step_generator(device: torch.device, seed: int) -> torch.Generator:
     return generator
 
 
-def fit(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor,
-        device: torch.device, cfg: FitConfig, stop_flag: Optional[dict] = None, dist: Dist = Dist()) -> FitResult:
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    cfg: FitConfig,
+    stop_flag: dict | None = None,
+    dist: Dist = Dist(),
+) -> FitResult:
     """Train `model` on the uint8 `train` split, choosing the best epoch on `val`.
 
     Writes cfg.run_dir/{resume,best}.pt as it goes and resumes from resume.pt when it was written
@@ -582,8 +680,9 @@ def fit(model: nn.Module, train: Split, val: Split, mean: torch.Tensor, std: tor
     return trainer.result()
 
 
-def init_from_data(model: nn.Module, train_x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   n: int = 5000) -> None:
+def init_from_data(
+    model: nn.Module, train_x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n: int = 5000
+) -> None:
     """Give a model its data-dependent initialisation (LabModel.init_from_data) from the first `n`
     training images (uint8), normalised as training will see them."""
     model.init_from_data(normalize(train_x[:n], mean.cpu(), std.cpu()))

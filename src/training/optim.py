@@ -1,5 +1,6 @@
 """The optimizer and its one-cycle schedule, as pure functions of the step (so a time budget can
 size the schedule after training has started, and a resumed run picks up exactly where it was)."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,15 @@ def _phase(step: int, total: int, pct_start: float) -> tuple[bool, float]:
     return False, min(1.0, (step - up_end) / max(total - 1 - up_end, 1e-12))
 
 
-def one_cycle(step: int, total: int, peak: float, pct_start: float, div_factor: float = 25.0,
-              final_div_factor: float = 1e4, anneal: str = "cos") -> float:
+def one_cycle(
+    step: int,
+    total: int,
+    peak: float,
+    pct_start: float,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    anneal: str = "cos",
+) -> float:
     """The value of torch's OneCycleLR (two phases) at `step` of `total`."""
     initial = peak / div_factor
     rising, pct = _phase(step, total, pct_start)
@@ -37,28 +45,29 @@ def one_cycle(step: int, total: int, peak: float, pct_start: float, div_factor: 
     return _anneal(peak, initial / final_div_factor, pct, anneal)
 
 
-def cycle_momentum(step: int, total: int, pct_start: float, base: float = 0.85, top: float = 0.95,
-                   anneal: str = "cos") -> float:
+def cycle_momentum(
+    step: int, total: int, pct_start: float, base: float = 0.85, top: float = 0.95, anneal: str = "cos"
+) -> float:
     """OneCycleLR's momentum: top → base while the lr rises, back to top while it falls."""
     rising, pct = _phase(step, total, pct_start)
     return _anneal(top, base, pct, anneal) if rising else _anneal(base, top, pct, anneal)
 
 
-def make_optimizer(model: nn.Module, tc: "TrainParams") -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
     """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "muon":
         return MuonSGD(model, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov, tc.weight_decay)
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
-                               weight_decay=tc.weight_decay)
+        return torch.optim.SGD(
+            params, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov, weight_decay=tc.weight_decay
+        )
     return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
-def set_hparams(opt: torch.optim.Optimizer, tc: "TrainParams", step: int, total: int) -> float:
+def set_hparams(opt: torch.optim.Optimizer, tc: TrainParams, step: int, total: int) -> float:
     """Set the schedule's lr (and cycled momentum) for `step` of `total`; returns the lr."""
-    lr = one_cycle(step, total, tc.lr * tc.max_lr_factor, tc.pct_start, tc.div_factor,
-                   tc.final_div_factor, tc.anneal)
+    lr = one_cycle(step, total, tc.lr * tc.max_lr_factor, tc.pct_start, tc.div_factor, tc.final_div_factor, tc.anneal)
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
         if tc.cycle_momentum:
@@ -85,8 +94,16 @@ class MuonSGD(torch.optim.Optimizer):
     its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
     The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr)."""
 
-    def __init__(self, model: nn.Module, lr: float, muon_lr: float, peak_lr: float, momentum: float,
-                 nesterov: bool, weight_decay: float):
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        muon_lr: float,
+        peak_lr: float,
+        momentum: float,
+        nesterov: bool,
+        weight_decay: float,
+    ):
         filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
         rest = [p for p in model.parameters() if p.requires_grad and p.ndim != 4]
         self.filters = filters
@@ -102,8 +119,13 @@ class MuonSGD(torch.optim.Optimizer):
     def step(self, closure=None) -> None:
         for p, m in zip(self.filters, self.matrices):
             if p.grad is not None:
-                g = p.grad if p.grad.stride() == p.stride() else p.grad.contiguous(
-                    memory_format=torch.contiguous_format if p.is_contiguous() else torch.channels_last)
+                g = (
+                    p.grad
+                    if p.grad.stride() == p.stride()
+                    else p.grad.contiguous(
+                        memory_format=torch.contiguous_format if p.is_contiguous() else torch.channels_last
+                    )
+                )
                 m.grad = _as_matrix(g)
                 m.mul_(m.shape[0] ** 0.5 / m.norm().clamp_min(1e-12))
         self.sgd.step()
@@ -141,7 +163,7 @@ class Lookahead:
         last = step >= total
         if step % self.every and not last:
             return
-        keep = 1.0 if last else self.decay ** self.every * (step / total) ** 3
+        keep = 1.0 if last else self.decay**self.every * (step / total) ** 3
         for k, v in model.state_dict().items():
             if k in self.avg:
                 self.avg[k].lerp_(v, 1.0 - keep)

@@ -1,10 +1,11 @@
 """Where and how a stage computes: the device, CPU threads, determinism, precision, memory layout."""
+
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,12 +20,13 @@ HALF_NAMES = {dtype: name for name, dtype in HALF.items() if dtype is not None}
 @dataclass(frozen=True)
 class Runtime:
     """What `setup_runtime` chose; recorded in metrics/train.json."""
+
     device: torch.device
     threads: int
-    amp: bool            # bf16 autocast
+    amp: bool  # bf16 autocast
     channels_last: bool
     cpu_capability: str  # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
-    half: Optional[torch.dtype] = None  # weights and activations in this dtype end to end (BatchNorm fp32)
+    half: torch.dtype | None = None  # weights and activations in this dtype end to end (BatchNorm fp32)
 
     @property
     def precision(self) -> str:
@@ -37,8 +39,10 @@ class Runtime:
         where = str(self.device)
         if self.device.type == "cpu":
             where += f" ({self.cpu_capability}{', native bf16' if cpu_has_native_bf16() else ', no native bf16'})"
-        return (f"{where}, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
-                f"{' autocast' if self.amp else ''}, {'channels_last' if self.channels_last else 'NCHW'}")
+        return (
+            f"{where}, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
+            f"{' autocast' if self.amp else ''}, {'channels_last' if self.channels_last else 'NCHW'}"
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,7 +84,7 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def setup_runtime(tc: "TrainParams", device: torch.device) -> Runtime:
+def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     """Threads, determinism and the fast paths for `device`, from the train section of params."""
     torch.set_num_threads(int(tc.threads or available_cores()))
     if tc.deterministic:
@@ -92,12 +96,19 @@ def setup_runtime(tc: "TrainParams", device: torch.device) -> Runtime:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp = tc.amp == "bf16" or (tc.amp == "auto" and (device.type == "cuda"
-                                                     or (device.type == "cpu" and cpu_has_native_bf16())))
+    amp = tc.amp == "bf16" or (
+        tc.amp == "auto" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+    )
     channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and device.type in ("cpu", "cuda"))
     half = HALF[tc.half]
-    return Runtime(device=device, threads=torch.get_num_threads(), amp=amp and half is None, channels_last=channels_last,
-                   cpu_capability=torch.backends.cpu.get_cpu_capability(), half=half)
+    return Runtime(
+        device=device,
+        threads=torch.get_num_threads(),
+        amp=amp and half is None,
+        channels_last=channels_last,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        half=half,
+    )
 
 
 def autocast_for(device: torch.device, amp: bool):
@@ -105,4 +116,3 @@ def autocast_for(device: torch.device, amp: bool):
     if amp and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
-
