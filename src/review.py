@@ -1,0 +1,275 @@
+"""A review of two revisions where reviewers read: a Markdown report and the charts it links.
+
+    python -m src.review                      # the workspace against main
+    python -m src.review main my-exp          # any commit, branch, tag or `dvc exp` name
+    python -m src.review HEAD~1 HEAD --out docs/review
+
+Written to --out (default review/): review.md, one PNG per chart and, beside each, the Vega-Lite
+spec it was drawn from (NAME.vl.json). The report holds the params that differ; the metrics before
+and after with their deltas (test accuracy, macro-F1, per-class accuracy, seconds, images/s,
+precision, device); the classes that got better or worse; the training curves of both revisions in
+one chart, both confusion matrices side by side and the per-class bars. The charts are DVC's own:
+`dvc plots diff --json` fills this repo's templates (.dvc/plots) with both revisions' data, and
+vl-convert renders the Vega-Lite to PNG without a browser or the network (the same specs `dvc plots
+show` and DVC's editor tools draw; a headless Chromium would need a page, a script and a second
+process for the same picture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src import paths
+from src.compare import show_value
+from src.io import atomic_path
+from src.params import changed_params
+from src.verify import resolve
+
+WORKSPACE = "workspace"
+PARAMS = Path("params.yaml")
+# the charts of a review: the dvc.yaml plots drawn with these templates, in this order
+CHART_TEMPLATES = ("epochs", "confusion_counts", "bar_horizontal_values")
+# (label, metrics file, key, format, which way is better: +1 higher, -1 lower, 0 neither)
+METRICS = (
+    ("test accuracy", paths.EVAL_METRICS, "test_acc", "{:.4f}", 1),
+    ("macro-F1", paths.EVAL_METRICS, "macro_f1", "{:.4f}", 1),
+    ("test loss", paths.EVAL_METRICS, "test_loss", "{:.4f}", -1),
+    ("best validation accuracy", paths.TRAIN_METRICS, "best_val_acc", "{:.4f}", 1),
+    ("epochs", paths.TRAIN_METRICS, "epochs", "{}", 0),
+    ("train stage seconds", paths.TIMING, "seconds", "{:.1f}", -1),
+    ("images/s", paths.TIMING, "images_per_s", "{:.0f}", 1),
+    ("precision", paths.TRAIN_METRICS, "precision", "{}", 0),
+    ("device", paths.TRAIN_METRICS, "device", "{}", 0),
+    ("CPU kernels", paths.TRAIN_METRICS, "cpu_capability", "{}", 0),
+    ("parameters", paths.TRAIN_METRICS, "params", "{:,}", 0),
+)
+
+
+class ReviewError(Exception):
+    """A revision that cannot be reviewed: one line for the user."""
+
+
+@dataclass
+class Side:
+    """One revision under review: its label, commit (None: the workspace) and files."""
+
+    label: str
+    commit: str | None
+    files: dict[str, Any] = field(default_factory=dict)  # path → parsed JSON/YAML, or None if absent
+
+    def metric(self, path: Path, key: str) -> Any:
+        return (self.files.get(path.as_posix()) or {}).get(key)
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+
+
+def read_at(root: Path, commit: str | None, path: Path) -> Any:
+    """A JSON or YAML file as it is at `commit` (None: in the workspace); None where it is absent."""
+    if commit is None:
+        text = (root / path).read_text() if (root / path).exists() else None
+    else:
+        r = _git(root, "show", f"{commit}:{path.as_posix()}")
+        text = r.stdout if r.returncode == 0 else None
+    if text is None:
+        return None
+    try:
+        return yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise ReviewError(f"{path} at {commit or WORKSPACE} is not readable ({type(exc).__name__})") from None
+
+
+def load_side(root: Path, rev: str) -> Side:
+    """The revision `rev` (a git revision, a `dvc exp` name or "workspace") with its params and metrics."""
+    commit = None
+    if rev != WORKSPACE:
+        commit = resolve(root, rev)
+        if commit is None:
+            raise ReviewError(
+                f"{rev!r} is neither a git revision, a `dvc exp` name nor 'workspace' here "
+                "(`dvc exp pull <remote> <name>` fetches an experiment)"
+            )
+    side = Side(rev, commit)
+    for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):
+        side.files[path.as_posix()] = read_at(root, commit, path)
+    return side
+
+
+def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
+    """(key, before, after) for every param that differs."""
+    before, after = (s.files.get(PARAMS.as_posix()) or {} for s in (base, head))
+    return [(c["key"], _value(c["before"]), _value(c["after"])) for c in changed_params(before, after)]
+
+
+def _value(v: Any) -> str:
+    return "(absent)" if v is None else show_value(v)
+
+
+def _delta(before: Any, after: Any, fmt: str, better: int) -> str:
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)):
+        return "" if before == after else "changed"
+    d = after - before
+    if d == 0:
+        return "="
+    text = ("+" if d > 0 else "−") + fmt.format(abs(d))
+    return text + ("" if not better else " ✅" if d * better > 0 else " 🔻")
+
+
+def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
+    """(metric, before, after, delta) for the review's metrics, then one row per class."""
+    rows = []
+    for label, path, key, fmt, better in METRICS:
+        b, h = base.metric(path, key), head.metric(path, key)
+        rows.append((label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, better)))
+    for cls, b, h in class_pairs(base, head):
+        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", 1)))
+    return rows
+
+
+def _shown(v: Any, fmt: str) -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def class_pairs(base: Side, head: Side) -> list[tuple[str, float | None, float | None]]:
+    """(class, accuracy before, after) in the order the classes first appear."""
+    b, h = ((s.metric(paths.EVAL_METRICS, "per_class_acc") or {}) for s in (base, head))
+    return [(c, b.get(c), h.get(c)) for c in dict.fromkeys([*b, *h])]
+
+
+def better_worse(base: Side, head: Side) -> tuple[list[str], list[str]]:
+    """The classes whose test accuracy rose and fell, largest change first, as 'cat +0.020 (0.850 → 0.870)'."""
+    moved = [(c, h - b, b, h) for c, b, h in class_pairs(base, head) if b is not None and h is not None and h != b]
+    moved.sort(key=lambda m: -abs(m[1]))
+    line = lambda m: f"{m[0]} {'+' if m[1] > 0 else '−'}{abs(m[1]):.3f} ({m[2]:.3f} → {m[3]:.3f})"
+    return [line(m) for m in moved if m[1] > 0], [line(m) for m in moved if m[1] < 0]
+
+
+def chart_titles(root: Path) -> list[str]:
+    """The dvc.yaml plots a review draws (by template), in CHART_TEMPLATES order."""
+    plots = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("plots") or []
+    found = [(next(iter(p)), (next(iter(p.values())) or {}).get("template")) for p in plots if isinstance(p, dict)]
+    return [t for tmpl in CHART_TEMPLATES for t, used in found if used == tmpl]
+
+
+def plot_specs(root: Path, base: Side, head: Side) -> dict[str, dict]:
+    """{title: Vega-Lite spec} from `dvc plots diff --json`, both revisions' data in each, the rev
+    field holding the labels the user gave (DVC writes what it was passed: commits, 'workspace')."""
+    revs = [s.commit for s in (base, head) if s.commit]  # DVC adds the workspace when one side is it
+    if not revs:
+        revs = ["HEAD"]  # workspace against workspace: draw it once, against HEAD's files
+    cmd = [sys.executable, "-m", "dvc", "plots", "diff", "--json", *revs]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise ReviewError(f"`dvc plots diff` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    data = (json.loads(r.stdout or "{}") or {}).get("data") or {}
+    names = {s.commit: s.label for s in (base, head) if s.commit}
+    specs = {}
+    for title in chart_titles(root):
+        for entry in data.get(title) or []:
+            if entry.get("type") == "vega" and entry.get("content"):
+                specs[title] = _relabel(entry["content"], names)
+    return specs
+
+
+def _relabel(obj: Any, names: dict[str, str]) -> Any:
+    """`obj` with every string equal to a commit replaced by that revision's label."""
+    if isinstance(obj, dict):
+        return {k: _relabel(v, names) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relabel(v, names) for v in obj]
+    return names.get(obj, obj) if isinstance(obj, str) else obj
+
+
+def slug(title: str) -> str:
+    """A file name for a chart title: 'Confusion matrix (test; …)' → 'confusion_matrix'."""
+    words = re.findall(r"[a-z0-9]+", title.split("(")[0].lower())
+    return "_".join(words)[:60] or "chart"
+
+
+def render_charts(specs: dict[str, dict], out: Path) -> list[tuple[str, str]]:
+    """Each spec as out/SLUG.png (and SLUG.vl.json): [(title, file name)]."""
+    import vl_convert as vlc
+
+    drawn = []
+    for title, spec in specs.items():
+        name = slug(title)
+        png = vlc.vegalite_to_png(spec, scale=2)
+        with atomic_path(out / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+        with atomic_path(out / f"{name}.vl.json") as tmp:
+            tmp.write_text(json.dumps(spec, indent=1) + "\n")
+        drawn.append((title, f"{name}.png"))
+    return drawn
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    cell = lambda v: str(v).replace("|", "\\|")
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(cell(v) for v in r) + " |" for r in rows),
+    ]
+
+
+def _rev_line(s: Side) -> str:
+    return f"`{s.label}`" + (f" ({s.commit[:7]})" if s.commit and not s.commit.startswith(s.label) else "")
+
+
+def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
+    """The review as Markdown, the charts linked by file name (they sit beside it)."""
+    lines = [f"## Review: {_rev_line(head)} against {_rev_line(base)}", ""]
+    changed = param_rows(base, head)
+    lines += ["### Params that differ", ""]
+    lines += _table(("param", base.label, head.label), changed) if changed else ["None: the same params.yaml."]
+    lines += ["", "### Metrics", ""]
+    lines += _table(("metric", base.label, head.label, "change"), metric_rows(base, head))
+    up, down = better_worse(base, head)
+    lines += ["", "### Classes", ""]
+    lines.append("- better: " + ("; ".join(up) if up else "none"))
+    lines.append("- worse: " + ("; ".join(down) if down else "none"))
+    lines += ["", "### Charts", ""]
+    for title, name in charts:
+        lines += [f"**{title}**", "", f"![{title}]({name})", ""]
+    if not charts:
+        lines += ["No chart: `dvc plots diff` found none of this repo's per-epoch, confusion or per-class plots.", ""]
+    lines.append(f"<sub>`python -m src.review {base.label} {head.label}` · charts from `dvc plots diff --json`</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def review(root: Path, base_rev: str, head_rev: str, out: Path) -> Path:
+    """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it."""
+    base, head = load_side(root, base_rev), load_side(root, head_rev)
+    out.mkdir(parents=True, exist_ok=True)
+    charts = render_charts(plot_specs(root, base, head), out)
+    with atomic_path(out / "review.md") as tmp:
+        tmp.write_text(markdown(base, head, charts))
+    return out / "review.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m src.review", description=__doc__.split("\n\n")[0])
+    ap.add_argument("base", nargs="?", default="main", help="the revision reviewed against (default: main)")
+    ap.add_argument("head", nargs="?", default=WORKSPACE, help="the revision under review (default: workspace)")
+    ap.add_argument("--out", type=Path, default=Path("review"), help="the folder for review.md and its charts")
+    args = ap.parse_args(argv)
+    try:
+        path = review(Path.cwd(), args.base, args.head, args.out)
+    except ReviewError as exc:
+        print(f"review: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"review: wrote {path} ({len(list(args.out.glob('*.png')))} charts)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

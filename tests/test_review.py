@@ -1,0 +1,196 @@
+"""`python -m src.review` and the chart templates DVC's tools fill: on a copy of the session's tiny
+`dvc repro` repo with a second commit (3 epochs instead of 2) and a named experiment.
+
+The review's numbers must be each revision's own (read back with `git show REV:metrics/eval.json`),
+its images the named charts with both revisions' data, and `dvc plots diff --json` of two revisions
+must tell them apart (a colour per revision, whole epochs on the axis)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import REPO, sh
+
+
+def git_json(repo: Path, rev: str, path: str) -> dict:
+    return json.loads(sh(repo, "git", "show", f"{rev}:{path}").stdout)
+
+
+@pytest.fixture(scope="module")
+def lab(repo, tmp_path_factory) -> Path:
+    """HEAD~1: the 2-epoch run; HEAD and the experiment `three`: the same with train.epochs=3."""
+    dest = tmp_path_factory.mktemp("review") / "lab"
+    shutil.copytree(repo, dest, symlinks=True)
+    sh(dest, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three")
+    # the README's lines, right after `dvc exp run` (the experiment is in the workspace)
+    for name, args in (("plain", []), ("named", ["three"])):
+        out = sh(dest, "dvc", "plots", "diff", "--json", *args).stdout
+        (dest.parent / f"plots_diff_{name}.json").write_text(out)
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "three epochs")
+    return dest
+
+
+def run_review(lab: Path, *args: str, check: bool = True):
+    return sh(lab, sys.executable, "-m", "src.review", *args, check=check)
+
+
+def rows(md: str) -> dict[str, list[str]]:
+    """The Markdown tables' rows by their first cell."""
+    out = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+def test_the_review_holds_each_revisions_own_numbers(lab, tmp_path):
+    out = tmp_path / "rv"
+    r = run_review(lab, "HEAD~1", "HEAD", "--out", str(out))
+    assert "review: wrote" in r.stdout
+    md = (out / "review.md").read_text()
+    table = rows(md)
+    assert table["train.epochs"] == ["2", "3"]  # the one param that differs
+    assert "model.fast_cnn.widths" not in table
+    for col, rev in ((0, "HEAD~1"), (1, "HEAD")):
+        ev, tr, tm = (git_json(lab, rev, f"metrics/{n}.json") for n in ("eval", "train", "timing"))
+        assert table["test accuracy"][col] == f"{ev['test_acc']:.4f}"
+        assert table["macro-F1"][col] == f"{ev['macro_f1']:.4f}"
+        assert table["epochs"][col] == str(tr["epochs"])
+        assert table["precision"][col] == tr["precision"] and table["device"][col] == tr["device"]
+        assert table["images/s"][col] == f"{tm['images_per_s']:.0f}"
+        assert table["train stage seconds"][col] == f"{tm['seconds']:.1f}"
+        for cls, acc in ev["per_class_acc"].items():
+            assert table[f"accuracy: {cls}"][col] == f"{acc:.4f}"
+    before, after = (git_json(lab, rev, "metrics/eval.json")["test_acc"] for rev in ("HEAD~1", "HEAD"))
+    d = after - before
+    assert table["test accuracy"][2] == ("=" if d == 0 else f"{'+' if d > 0 else '−'}{abs(d):.4f}") + (
+        "" if d == 0 else " ✅" if d > 0 else " 🔻"
+    )
+
+
+def test_better_and_worse_classes_are_the_per_class_deltas(lab, tmp_path):
+    out = tmp_path / "rv"
+    run_review(lab, "HEAD~1", "HEAD", "--out", str(out))
+    md = (out / "review.md").read_text()
+    b, h = (git_json(lab, rev, "metrics/eval.json")["per_class_acc"] for rev in ("HEAD~1", "HEAD"))
+    better = next(line for line in md.splitlines() if line.startswith("- better: "))
+    worse = next(line for line in md.splitlines() if line.startswith("- worse: "))
+    for cls in b:
+        tag = f"{cls} {'+' if h[cls] > b[cls] else '−'}{abs(h[cls] - b[cls]):.3f} ({b[cls]:.3f} → {h[cls]:.3f})"
+        if h[cls] > b[cls]:
+            assert tag in better and cls not in worse
+        elif h[cls] < b[cls]:
+            assert tag in worse and cls not in better
+        else:
+            assert cls not in better and cls not in worse
+
+
+def test_the_images_are_the_named_charts_with_both_revisions(lab, tmp_path):
+    out = tmp_path / "rv"
+    run_review(lab, "HEAD~1", "HEAD", "--out", str(out))
+    md = (out / "review.md").read_text()
+    linked = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", md)
+    dvc_yaml = yaml.safe_load((lab / "dvc.yaml").read_text())
+    titles = {next(iter(p)): next(iter(p.values())).get("template") for p in dvc_yaml["plots"] if isinstance(p, dict)}
+    assert [titles[t] for t, _ in linked] == ["epochs", "epochs", "confusion_counts", "bar_horizontal_values"]
+    for title, name in linked:
+        png = out / name
+        with Image.open(png) as im:
+            assert im.format == "PNG" and im.width > 400 and im.height > 300
+        spec = json.loads(png.with_suffix("").with_suffix(".vl.json").read_text())
+        assert (spec["title"]["text"] if isinstance(spec["title"], dict) else spec["title"]) == title
+        assert {v["rev"] for v in spec["data"]["values"]} == {"HEAD~1", "HEAD"}
+    # the accuracy chart's points are each revision's DVCLive log
+    acc = json.loads((out / "accuracy.vl.json").read_text())["data"]["values"]
+    for rev in ("HEAD~1", "HEAD"):
+        tsv = sh(lab, "git", "show", f"{rev}:dvclive/train/plots/metrics/val/acc.tsv").stdout.split("\n")[1:]
+        want = [round(float(line.split("\t")[-1]), 6) for line in tsv if line]
+        got = [round(float(v["acc"]), 6) for v in acc if v["rev"] == rev and "val" in v["filename"]]
+        assert got == want
+
+
+def test_an_experiment_by_name_and_the_default_workspace_against_main(lab, tmp_path):
+    run_review(lab, "HEAD~1", "three", "--out", str(tmp_path / "exp"))
+    table = rows((tmp_path / "exp" / "review.md").read_text())
+    exp = sh(lab, "git", "for-each-ref", "--format=%(objectname)", "refs/exps").stdout.split()
+    want = git_json(lab, exp[0], "metrics/eval.json")["test_acc"]
+    assert table["test accuracy"][1] == f"{want:.4f}" and table["train.epochs"] == ["2", "3"]
+    spec = json.loads((tmp_path / "exp" / "accuracy.vl.json").read_text())
+    assert {v["rev"] for v in spec["data"]["values"]} == {"HEAD~1", "three"}  # the name, not the commit
+    run_review(lab, "--out", str(tmp_path / "ws"))
+    md = (tmp_path / "ws" / "review.md").read_text()
+    assert "`workspace` against `main`" in md and "None: the same params.yaml." in md
+
+
+def test_a_revision_that_does_not_exist_is_one_line(lab, tmp_path):
+    r = run_review(lab, "no-such-rev", "HEAD", "--out", str(tmp_path / "x"), check=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "review: error: 'no-such-rev' is neither a git revision, a `dvc exp` name nor 'workspace' here "
+        "(`dvc exp pull <remote> <name>` fetches an experiment)"
+    ]
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------ templates for DVC's tools
+
+
+def test_the_templates_carry_the_anchors_dvc_tools_fill():
+    for name in ("epochs", "bar_horizontal_values", "confusion_counts", "confusion_normalized_values"):
+        text = (REPO / ".dvc" / "plots" / f"{name}.json").read_text()
+        assert "<DVC_METRIC_PLOT_HEIGHT>" in text and "<DVC_METRIC_PLOT_WIDTH>" in text, name
+    for name in ("epochs", "bar_horizontal_values"):  # the charts whose marks stand for a revision
+        assert '"<DVC_METRIC_COLOR>"' in (REPO / ".dvc" / "plots" / f"{name}.json").read_text(), name
+
+
+def _svg_text(spec: dict) -> list[str]:
+    import vl_convert as vlc
+
+    return re.findall(r"<text[^>]*>([^<]*)</text>", vlc.vegalite_to_svg(spec))
+
+
+def test_plots_diff_of_two_revisions_tells_them_apart(lab):
+    r = sh(lab, "dvc", "plots", "diff", "--json", "HEAD~1", "HEAD")
+    spec = json.loads(r.stdout)["data"]["Accuracy (train vs validation)"][0]["content"]
+    color = spec["encoding"]["color"]
+    assert color["field"] == "rev" and color["scale"]["domain"] == ["HEAD~1", "HEAD"]
+    assert len(set(color["scale"]["range"])) == 2  # a colour per revision
+    texts = _svg_text(spec)
+    assert texts.count("HEAD~1") == 1 and texts.count("HEAD") == 1  # the legend names both
+    assert "train" in texts and "validation" in texts  # and the split, by dash
+    ticks = texts[: texts.index("epoch")]
+    assert ticks == ["1", "2", "3"]  # whole epochs, each once
+    two = {**spec, "data": {"values": [v for v in spec["data"]["values"] if v["rev"] == "HEAD~1"]}}
+    texts = _svg_text(two)
+    assert texts[: texts.index("epoch")] == ["1", "2"]  # a 2-epoch run does not read "1 2 2"
+
+
+def test_the_readmes_plots_diff_compares_the_experiment_with_the_commit(lab):
+    """Right after `dvc exp run`, `dvc plots diff` (no revision) draws the experiment against the last
+    commit; `dvc plots diff <exp>` would draw the experiment against itself."""
+    readme = (REPO / "README.md").read_text()
+    assert "dvc plots diff                " in readme and "dvc plots diff <exp-name>  " not in readme
+
+    def per_rev(name: str) -> dict[str, list[float]]:
+        spec = json.loads((lab.parent / f"plots_diff_{name}.json").read_text())["data"]
+        values = spec["Accuracy (train vs validation)"][0]["content"]["data"]["values"]
+        out: dict[str, list[float]] = {}
+        for v in values:
+            if "val" in v["filename"]:
+                out.setdefault(v["rev"], []).append(float(v["acc"]))
+        return out
+
+    plain = per_rev("plain")
+    assert set(plain) == {"workspace", "HEAD"} and len(plain["workspace"]) == 3 and len(plain["HEAD"]) == 2
+    named = per_rev("named")
+    assert set(named) == {"workspace", "three"} and named["workspace"] == named["three"]

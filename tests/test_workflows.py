@@ -1,0 +1,100 @@
+"""The GitHub workflows and the repo's habits: actionlint passes on .github/workflows and fails on a
+broken copy; the test workflow, .ci/run and pre-commit run the same checks; the code is clean under
+ruff (lint and format) as pyproject.toml sets it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A tool requirements.txt installs into this venv (a missing one fails: the checks are not optional)."""
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    assert path, f"{name} not found: pip install -r requirements.txt"
+    return path
+
+
+def actionlint(folder: Path) -> subprocess.CompletedProcess:
+    files = sorted(str(p) for p in folder.glob("*.yml"))
+    return subprocess.run([tool("actionlint"), "-no-color", *files], capture_output=True, text=True, timeout=120)
+
+
+def test_actionlint_passes_on_the_workflows():
+    assert sorted(p.name for p in WORKFLOWS.glob("*.yml")) == ["review.yml", "tests.yml"]
+    r = actionlint(WORKFLOWS)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("cancel-in-progress: true", "cancel-in-progress: maybe", "cancel-in-progress"),  # a bad value
+        ("${{ github.base_ref }}", "${{ github.base_reff }}", "base_reff"),  # a context property that does not exist
+        ("runs-on: ubuntu-latest", "runs_on: ubuntu-latest", "runs_on"),  # a misspelt key
+    ],
+)
+def test_actionlint_fails_on_a_broken_copy(tmp_path, old, new, message):
+    for p in WORKFLOWS.glob("*.yml"):
+        shutil.copy(p, tmp_path / p.name)
+    target = tmp_path / ("review.yml" if "base_ref" in old else "tests.yml")
+    text = target.read_text()
+    assert old in text
+    target.write_text(text.replace(old, new, 1))
+    r = actionlint(tmp_path)
+    assert r.returncode == 1 and message in r.stdout, r.stdout + r.stderr
+    assert target.name in r.stdout
+
+
+def _steps(name: str) -> str:
+    wf = yaml.safe_load((WORKFLOWS / name).read_text())
+    return "\n".join(s.get("run", "") + s.get("uses", "") for job in wf["jobs"].values() for s in job["steps"])
+
+
+def test_the_test_workflow_and_ci_run_the_same_checks():
+    ci = (REPO / ".ci" / "run").read_text()
+    tests = _steps("tests.yml")
+    for check in ("ruff check .", "ruff format --check .", "actionlint", "nbstripout --verify", "python -m pytest -q"):
+        assert check in ci and check in tests, check
+    assert "download.pytorch.org/whl/cpu" in tests and "pip install -r requirements.txt" in tests
+    wf = yaml.safe_load((WORKFLOWS / "tests.yml").read_text())
+    assert set(wf[True]) == {"push", "pull_request"}  # YAML 1.1 reads `on` as True
+
+
+def test_the_review_workflow_follows_the_cml_convention():
+    wf = yaml.safe_load((WORKFLOWS / "review.yml").read_text())
+    assert list(wf[True]) == ["pull_request"] and wf["permissions"]["pull-requests"] == "write"
+    steps = _steps("review.yml")
+    assert "iterative/setup-cml" in steps and "actions/cache" in steps
+    assert "dvc pull" in steps and "dvc repro" in steps
+    assert 'python -m src.review "origin/${{ github.base_ref }}" workspace --out review' in steps
+    assert "cml comment update --publish" in steps and "review/review.md" in steps  # one comment, updated
+
+
+def test_pre_commit_runs_ruff_actionlint_and_the_notebook_stripper():
+    r = subprocess.run(
+        [tool("pre-commit"), "validate-config", str(REPO / ".pre-commit-config.yaml")], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    hooks = {
+        h["id"]
+        for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
+        for h in repo["hooks"]
+    }
+    assert hooks == {"ruff-check", "ruff-format", "nbstripout", "actionlint"}
+
+
+def test_the_code_is_clean_under_ruff():
+    for args in (["check", "."], ["format", "--check", "."]):
+        r = subprocess.run([tool("ruff"), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"ruff {' '.join(args)}:\n{r.stdout}{r.stderr}"
