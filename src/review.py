@@ -206,8 +206,8 @@ def render_charts(specs: dict[str, dict], out: Path) -> list[tuple[str, str]]:
         png = vlc.vegalite_to_png(spec, scale=2)
         with atomic_path(out / f"{name}.png") as tmp:
             tmp.write_bytes(png)
-        with atomic_path(out / f"{name}.vl.json") as tmp:
-            tmp.write_text(json.dumps(spec, indent=1) + "\n")
+        with atomic_path(out / f"{name}.vl.json") as tmp:  # compact: a confusion spec holds every prediction
+            tmp.write_text(json.dumps(spec, separators=(",", ":")) + "\n")
         drawn.append((title, f"{name}.png"))
     return drawn
 
