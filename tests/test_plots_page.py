@@ -253,7 +253,7 @@ def test_plots_show_and_diff_render_offline(repo, tmp_path):
 
 
 def test_dvc_charts_say_what_the_pngs_say(repo):
-    """The DVC charts agree with the PNGs: whole epochs 1..N, one colour per split, the lr of every
+    """The DVC charts agree with the PNGs: whole epochs 1..N, a dash per split, the lr of every
     step, confusion rows = true class, and the normalised confusion divides by the true class."""
     specs = {
         name: entries[0]["content"]
@@ -264,7 +264,10 @@ def test_dvc_charts_say_what_the_pngs_say(repo):
     acc = specs["Accuracy (train vs validation)"]
     rows = acc["data"]["values"]
     assert sorted({int(r["step"]) for r in rows}) == list(range(1, epochs + 1))
-    assert acc["encoding"]["color"]["field"] == "filename" and len({r["filename"] for r in rows}) == 2
+    assert len({r["filename"] for r in rows}) == 2  # train and validation
+    assert acc["encoding"]["color"]["field"] == "rev"  # DVC's colour anchor: a colour per revision
+    dash = acc["layer"][0]["encoding"]["strokeDash"]  # and a dash per split, on the lines
+    assert dash["field"] == "split" and dash["scale"]["domain"] == ["train", "validation"]
     assert acc["encoding"]["x"]["axis"]["format"] == "d"
     lr = specs["Learning rate (every step)"]["data"]["values"]
     assert len(lr) == json.loads((repo / "metrics/train.json").read_text())["steps"]

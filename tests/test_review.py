@@ -26,12 +26,12 @@ def git_json(repo: Path, rev: str, path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def lab(repo, tmp_path_factory) -> Path:
-    """HEAD~1: the 2-epoch run; HEAD and the experiment `three`: the same with train.epochs=3."""
+    """HEAD~1: the 2-epoch run; HEAD and the experiment `review-three`: the same with train.epochs=3."""
     dest = tmp_path_factory.mktemp("review") / "lab"
     shutil.copytree(repo, dest, symlinks=True)
-    sh(dest, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three")
+    sh(dest, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "review-three")
     # the README's lines, right after `dvc exp run` (the experiment is in the workspace)
-    for name, args in (("plain", []), ("named", ["three"])):
+    for name, args in (("plain", []), ("named", ["review-three"])):
         out = sh(dest, "dvc", "plots", "diff", "--json", *args).stdout
         (dest.parent / f"plots_diff_{name}.json").write_text(out)
     sh(dest, "git", "add", "-A")
@@ -120,13 +120,14 @@ def test_the_images_are_the_named_charts_with_both_revisions(lab, tmp_path):
 
 
 def test_an_experiment_by_name_and_the_default_workspace_against_main(lab, tmp_path):
-    run_review(lab, "HEAD~1", "three", "--out", str(tmp_path / "exp"))
+    run_review(lab, "HEAD~1", "review-three", "--out", str(tmp_path / "exp"))
     table = rows((tmp_path / "exp" / "review.md").read_text())
-    exp = sh(lab, "git", "for-each-ref", "--format=%(objectname)", "refs/exps").stdout.split()
-    want = git_json(lab, exp[0], "metrics/eval.json")["test_acc"]
+    refs = sh(lab, "git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout.splitlines()
+    (exp,) = [line.split()[1] for line in refs if line.split()[0].endswith("/review-three")]
+    want = git_json(lab, exp, "metrics/eval.json")["test_acc"]
     assert table["test accuracy"][1] == f"{want:.4f}" and table["train.epochs"] == ["2", "3"]
     spec = json.loads((tmp_path / "exp" / "accuracy.vl.json").read_text())
-    assert {v["rev"] for v in spec["data"]["values"]} == {"HEAD~1", "three"}  # the name, not the commit
+    assert {v["rev"] for v in spec["data"]["values"]} == {"HEAD~1", "review-three"}  # the name, not the commit
     run_review(lab, "--out", str(tmp_path / "ws"))
     md = (tmp_path / "ws" / "review.md").read_text()
     assert "`workspace` against `main`" in md and "None: the same params.yaml." in md
@@ -193,4 +194,4 @@ def test_the_readmes_plots_diff_compares_the_experiment_with_the_commit(lab):
     plain = per_rev("plain")
     assert set(plain) == {"workspace", "HEAD"} and len(plain["workspace"]) == 3 and len(plain["HEAD"]) == 2
     named = per_rev("named")
-    assert set(named) == {"workspace", "three"} and named["workspace"] == named["three"]
+    assert set(named) == {"workspace", "review-three"} and named["workspace"] == named["review-three"]
