@@ -31,6 +31,7 @@ import yaml
 from src import paths
 from src.compare import show_value
 from src.io import atomic_path
+from src.lab_report.gather import git_show
 from src.params import changed_params
 from src.verify import resolve
 
@@ -70,17 +71,12 @@ class Side:
         return (self.files.get(path.as_posix()) or {}).get(key)
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
-
-
 def read_at(root: Path, commit: str | None, path: Path) -> Any:
     """A JSON or YAML file as it is at `commit` (None: in the workspace); None where it is absent."""
     if commit is None:
         text = (root / path).read_text() if (root / path).exists() else None
     else:
-        r = _git(root, "show", f"{commit}:{path.as_posix()}")
-        text = r.stdout if r.returncode == 0 else None
+        text = git_show(root, commit, path.as_posix())
     if text is None:
         return None
     try:
@@ -246,14 +242,15 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def review(root: Path, base_rev: str, head_rev: str, out: Path) -> Path:
-    """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it."""
+def review(root: Path, base_rev: str, head_rev: str, out: Path) -> tuple[Path, int]:
+    """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it:
+    (the Markdown's path, how many charts it links)."""
     base, head = load_side(root, base_rev), load_side(root, head_rev)
     out.mkdir(parents=True, exist_ok=True)
     charts = render_charts(plot_specs(root, base, head), out)
     with atomic_path(out / "review.md") as tmp:
         tmp.write_text(markdown(base, head, charts))
-    return out / "review.md"
+    return out / "review.md", len(charts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,11 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("review"), help="the folder for review.md and its charts")
     args = ap.parse_args(argv)
     try:
-        path = review(Path.cwd(), args.base, args.head, args.out)
+        path, n_charts = review(Path.cwd(), args.base, args.head, args.out)
     except ReviewError as exc:
         print(f"review: error: {exc}", file=sys.stderr)
         return 2
-    print(f"review: wrote {path} ({len(list(args.out.glob('*.png')))} charts)")
+    print(f"review: wrote {path} ({n_charts} charts)")  # not a glob: --out may hold an earlier review's PNGs
     return 0
 
 
