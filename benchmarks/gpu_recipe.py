@@ -27,7 +27,7 @@ import torch
 from benchmarks.time_to_accuracy import apply_sets, load_raw, subset_and_normalization
 from src.models import build_model
 from src.params import Params, deep_merge, load_params, parse_params
-from src.training.evaluation import evaluate
+from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, build_trainer, init_from_data
 from src.training.runtime import resolve_device
 
@@ -90,11 +90,9 @@ def one_run(p: Params, raw: dict, names: list[str], device: torch.device, seed: 
             test_y,
             trainer.batches.mean,
             trainer.batches.std,
-            batch_size=p.evaluate.batch_size,
-            tta_flip=p.evaluate.tta_flip,
-            tta_shift=p.evaluate.tta_shift,
             amp=runtime.amp,
             channels_last=runtime.channels_last,
+            **tta_options(p.evaluate),
         )["acc"]
         curve.append({"epoch": len(curve) + 1, "seconds": seconds, "test_acc": acc})
     hit = next((c["seconds"] for c in curve if c["test_acc"] >= target), None)

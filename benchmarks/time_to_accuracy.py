@@ -32,7 +32,7 @@ from src.data.cifar import (
 from src.models import build_model, count_params
 from src.params import Params, load_params, parse_params
 from src.params import deep_merge as merge
-from src.training.evaluation import evaluate
+from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, fit, init_from_data
 from src.training.runtime import resolve_device
 
@@ -113,10 +113,8 @@ def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int,
         sub.test_y,
         mean.to(device),
         std.to(device),
-        batch_size=1000,
-        tta_flip=p.evaluate.tta_flip,
-        tta_shift=p.evaluate.tta_shift,
         channels_last=res.runtime.channels_last,
+        **tta_options(p.evaluate),  # scored as the evaluate stage scores
     )
     return {
         "test_acc": test["acc"],

@@ -189,6 +189,7 @@ class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
     tta_flip: bool
     tta_shift: int = Field(ge=0, le=4)
+    tta_fraction: float = Field(gt=0, le=1)
     top_confused: int = Field(ge=1)
 
 

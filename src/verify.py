@@ -89,7 +89,8 @@ def rescore(root: Path) -> tuple[str | None, str]:
     from src.errors import CheckpointError, DataError
     from src.params import load_params
     from src.training.checkpoints import load_trained
-    from src.training.evaluation import evaluate, summarize
+    from src.training.evaluation import evaluate, summarize, tta_options
+    from src.training.runtime import uses_channels_last
 
     try:
         recorded = json.loads((root / paths.EVAL_METRICS).read_text())["test_acc"]
@@ -101,16 +102,11 @@ def rescore(root: Path) -> tuple[str | None, str]:
         return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {exc}", ""
     e = p.evaluate
     x, y = sub.split("test")
-    res = evaluate(
-        model,
-        x,
-        y,
-        torch.tensor(ck["mean"]),
-        torch.tensor(ck["std"]),
-        batch_size=e.batch_size,
-        tta_flip=e.tta_flip,
-        tta_shift=e.tta_shift,
-    )
+    channels_last = uses_channels_last(p.train.channels_last, torch.device("cpu"))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    mean, std = torch.tensor(ck["mean"]), torch.tensor(ck["std"])
+    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **tta_options(e))
     acc = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])["test_acc"]  # as the stage did
     here = torch.backends.cpu.get_cpu_capability()
     same = kernels is None or here == kernels

@@ -9,8 +9,8 @@ from src.data.cifar import Subset
 from src.io import write_json, write_text
 from src.params import Params
 from src.training.checkpoints import load_trained
-from src.training.evaluation import evaluate, per_class_csv, predictions_csv, summarize
-from src.training.runtime import resolve_device
+from src.training.evaluation import evaluate, per_class_csv, predictions_csv, summarize, tta_options
+from src.training.runtime import resolve_device, uses_channels_last
 from stages._common import run_stage
 from stages._parallel import cpu_threads
 
@@ -20,13 +20,16 @@ def main(p: Params) -> None:
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
     device = resolve_device(p.train.device)
-    model.to(device)
+    channels_last = uses_channels_last(p.train.channels_last, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     mean, std = torch.tensor(ck["mean"], device=device), torch.tensor(ck["std"], device=device)
     x, y = sub.split("test")
     e = p.evaluate
-    res = evaluate(model, x, y, mean, std, batch_size=e.batch_size, tta_flip=e.tta_flip, tta_shift=e.tta_shift)
+    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **tta_options(e))
     metrics = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])
-    metrics.update({"tta_flip": e.tta_flip, "tta_shift": e.tta_shift, "best_epoch": ck["epoch"]})
+    metrics.update(
+        {"tta_flip": e.tta_flip, "tta_shift": e.tta_shift, "tta_fraction": e.tta_fraction, "best_epoch": ck["epoch"]}
+    )
     write_text(paths.PREDICTIONS, predictions_csv(y.numpy(), res["logits"], sub.classes))
     write_text(paths.PER_CLASS, per_class_csv(metrics["per_class_acc"]))
     write_json(paths.EVAL_METRICS, metrics)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from src.data.augment import augment_batch
-from src.figures import inside, results
+from src.figures import inside, panel_grid, results
 from src.figures.readability import problems
 from src.models import build_model, conv_layers
 from src.teach.probe import crop, top_patches
@@ -100,7 +100,18 @@ def test_feature_maps_have_the_layers_real_shapes(model):
         assert shown[n]["panel_shape"] == seen[n][1:]
         means = acts[n][0].mean(dim=(1, 2))
         assert means[shown[n]["channels"][0]] == means.max()  # strongest first
-    assert len(fig.axes) == len(layers) * 6
+    # one row a layer: the input image, then the five strongest maps themselves, each titled by its channel
+    images = [im.get_array() for im in fig.axes[0].images]
+    assert len(images) == len(layers) * 6
+    titles = [t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("ch ")]
+    for r, n in enumerate(layers):
+        np.testing.assert_array_equal(images[6 * r], img.permute(1, 2, 0).numpy())
+        for k, c in enumerate(shown[n]["channels"]):
+            np.testing.assert_array_equal(images[6 * r + 1 + k], acts[n][0, c].numpy())
+            assert titles[5 * r + k] == f"ch {c}"
+    labels = [t.get_text() for t in fig.axes[0].texts if "×" in t.get_text()]
+    assert [lab.split("\n")[0] for lab in labels] == [n.removeprefix("features.") for n in layers]
+    assert problems(fig) == []
 
 
 def test_gradcam_maps(model):
@@ -110,6 +121,23 @@ def test_gradcam_maps(model):
     cams = inside.gradcam_maps(model, x, pred)
     assert cams.shape == (6, 32, 32) and cams.min() >= 0 and cams.max() <= 1 + 1e-6
     assert any(not np.allclose(c, c.mean()) for c in cams)  # real heatmaps, not constants
+
+
+def test_gradcam_maps_are_pytorch_grad_cams(model):
+    """The maps equal pytorch-grad-cam's GradCAM (the field's reference implementation) for each
+    image's own target, from the default last conv layer and from an early one."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = [0, 1, 1, 0, 1]
+    for name, layer in [conv_layers(model)[-1], conv_layers(model)[1]]:
+        ours = inside.gradcam_maps(model, x, targets, layer)
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+        assert ours.shape == ref.shape == (5, 32, 32), name
+        assert np.abs(ours - ref).max() < 1e-4, name
+        assert (ours.reshape(5, -1).max(1) > 0.99).all()  # each scaled to its own maximum
 
 
 def test_gradcam_figure_says_the_maps_real_size_and_has_a_colour_bar(model):
@@ -140,8 +168,13 @@ def test_top_patch_numbers_are_labelled(model):
             for r in range(2)
         ]
         fig = inside.top_patches_figure(t, crops)
-        titles = [ax.get_title() for ax in fig.axes if ax.images]
+        titles = [x.get_text() for x in fig.axes[0].texts if x.get_text().startswith("response")]
         assert titles == [f"response {v:.2f}" for v in t.values.ravel()]
+        shown = [im.get_array() for im in fig.axes[0].images]  # the crops, row by row, strongest first
+        assert len(shown) == 6 and all(np.array_equal(a, b) for a, b in zip(shown, sum(crops, [])))
+        assert [x.get_text() for x in fig.axes[0].texts if x.get_text().startswith("ch ")] == [
+            f"ch {c}" for c in t.channels
+        ]
         assert "response = the channel's raw conv output" in fig._suptitle.get_text()
         assert problems(fig) == []
 
@@ -203,3 +236,25 @@ def test_one_wording_for_true_and_predicted():
         if other.search(line)
     ]
     assert found == []
+
+
+def test_panel_grid_puts_each_title_above_its_picture_and_nothing_on_another():
+    panels = [[np.zeros((5, 5, 3), dtype=np.uint8)] * 4, [np.eye(3)] * 2]  # a short second row
+    titles = [[f"response {k}.00" for k in range(4)], ["ch 10", "ch 11"]]
+    fig, ax = panel_grid(panels, titles, ["ch 1", "ch 2"], "line one\nline two")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    pics = [im.get_window_extent(r) for im in ax.images]
+    texts = [t for t in ax.texts if t.get_text()]
+    assert len(pics) == 6 and len(texts) == 8
+    boxes = [t.get_window_extent(r) for t in texts]
+    for i, b in enumerate(boxes):
+        assert not any(b.overlaps(p) for p in pics), texts[i].get_text()
+        assert not any(b.overlaps(o) for j, o in enumerate(boxes) if j != i), texts[i].get_text()
+    # a title is centred over its own picture, just above it (display y grows upwards)
+    title_of = [t for t in texts if t.get_text() in sum(titles, [])]
+    for t, p in zip(title_of, pics):
+        b = t.get_window_extent(r)
+        assert abs((b.x0 + b.x1) / 2 - (p.x0 + p.x1) / 2) < 1 and 0 <= b.y0 - p.y1 < 10
+    assert fig._suptitle.get_window_extent(r).y0 > max(b.y1 for b in boxes)
+    assert problems(fig) == []

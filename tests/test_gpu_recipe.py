@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -385,3 +390,70 @@ def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path, small_batches, monkeypatch):
     accs = sorted(r["test_acc"] for r in out["runs"])
     assert out["summary"]["test_acc"]["median"] == pytest.approx(sum(accs) / 2)
     assert out["summary"]["test_acc"]["min"] == accs[0]
+
+
+def test_the_gpu_recipe_compiles_on_a_cpu_without_graph_breaks(tmp_path):
+    """The GPU recipe as a GPU runs it — torch.compile on, bf16 weights, Muon, lookahead, alternating
+    flips — through inductor's CPU backend: a compile error, a graph break or a recompilation for
+    every step shows here, before a student's GPU meets it."""
+    from torch._dynamo.utils import counters
+
+    over = copy.deepcopy(GPU_ALWAYS)
+    over["gpu"]["train"].update({"compile": True, "epochs": 2})
+    p, name = params_with(over).recipe_for("cpu")
+    assert name == "gpu" and p.train.compile and p.train.half == "bf16" and p.train.optimizer == "muon"
+    tx, ty, vx, vy = tiny_data()
+    torch.manual_seed(0)
+    model = build_model(p.model, 3)
+    init_from_data(model, tx, MEAN, STD)
+    cfg = FitConfig(
+        train=p.train,
+        augment=p.augment,
+        run_dir=tmp_path / "run",
+        fingerprint="fp",
+        meta={},
+        progress=False,
+        log=lambda s: None,
+    )
+    torch._dynamo.reset()
+    counters.clear()
+    res = fit(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
+    print({k: dict(v) for k, v in counters.items()})
+    assert counters["stats"]["unique_graphs"] >= 1  # the forward did go through the compiler
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] <= 2  # full batches, and at most the last short one
+    assert res.runtime.precision == "bf16 weights"
+    assert res.best_val_acc > 0.6
+
+
+def test_the_one_script_of_gpu_checks_runs_every_step_on_a_cpu(tmp_path, small_batches):
+    """benchmarks/gpu_all.sh with tiny sizes on the CPU (QUICK=1): every check it makes on a GPU
+    runs, writes its results and its summary line, so the first GPU it meets only adds the speed."""
+    repo = tmp_path / "repo"
+    for name in ("src", "benchmarks", "tests"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    for name in ("params.yaml", "pyproject.toml"):
+        shutil.copy(REPO / name, repo / name)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DEVICE": "cpu",
+        "RUNS": "1",
+        "QUICK": "1",
+        "CIFAR10_MIRROR": str(small_batches),
+    }
+    script = ["bash", "benchmarks/gpu_all.sh"]
+    r = subprocess.run(script, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = (repo / "benchmarks/results/gpu_all_cpu.txt").read_text().splitlines()
+    assert [ln.split(" (")[0] for ln in lines[:4]] == [
+        "tests",
+        "time to 0.906",
+        "accuracy in 10 s",
+        "notebook recipe, AutoAugment",
+    ]
+    assert "passed" in lines[0] and lines[-1].startswith("all GPU checks: ")
+    for name in ("gpu_all_target_cpu", "gpu_all_10s_cpu"):
+        out = json.loads((repo / f"benchmarks/results/{name}.json").read_text())
+        assert out["recipe"] == "gpu" and len(out["runs"]) == 1
+    assert json.loads((repo / "benchmarks/results/autoaugment_cpu.json").read_text())

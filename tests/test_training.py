@@ -173,3 +173,30 @@ def test_time_budget_is_honoured(tmp_path, budget):
     if budget < 1:
         assert res.steps < 8000 // 64  # less than one epoch, and still a model with metrics
         assert res.history[-1]["partial"] is True
+
+
+def test_deterministic_steps_skip_the_nan_fill_and_give_the_same_weights():
+    """train.deterministic keeps results identical run to run; PyTorch's NaN-filling of every new
+    tensor (a debugging aid it switches on with deterministic mode) costs a few % of a CPU step and
+    is switched off: steps with and without the fill give bit-identical weights."""
+    from src.training.loop import Batch, train_step
+    from src.training.optim import make_optimizer
+    from src.training.runtime import setup_runtime
+
+    p = params(epochs=1)
+    rt = setup_runtime(p.train, torch.device("cpu"))
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
+    tx, ty, _, _ = tiny_data(n_train=64)
+    x = ((tx.float() / 255 - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
+    weights = []
+    for fill in (True, False):
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        torch.manual_seed(0)
+        model = build_model(p.model, 3).to(memory_format=torch.channels_last)
+        opt = make_optimizer(model, p.train)
+        for _ in range(3):
+            train_step(model, model, opt, None, Batch(x, ty), p.train, rt)
+        weights.append([t.detach().clone() for t in model.state_dict().values()])
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    assert all(torch.equal(a, b) for a, b in zip(*weights))

@@ -79,3 +79,53 @@ def contrast(a, b) -> float:
 def text_colour_on(background) -> str:
     """Black or white, whichever reads better on `background` (the higher contrast, always >= 4.58)."""
     return "black" if contrast("black", background) >= contrast("white", background) else "white"
+
+
+def panel_grid(
+    panels: list[list[np.ndarray]],
+    titles: list[list[str]],
+    row_labels: list[str],
+    suptitle: str,
+    *,
+    cell: float = 0.95,
+    gap: float = 0.12,
+    title_size: float = 7,
+    label_size: float = 8,
+    label_width: float = 0.35,
+    label_rotation: float = 90,
+    suptitle_size: float = 9,
+    cmap: str = "viridis",
+):
+    """Rows of small framed pictures, each titled, a label left of each row: the picture grids of
+    feature maps and top patches. One axes for the whole grid (in inches, y down), each picture an
+    image placed at its cell: a figure of 60 pictures draws in a tenth of the time 60 axes take.
+    A 2-D panel is drawn with `cmap`, scaled to its own range (as imshow does); (h, w, 3) as RGB."""
+    rows, cols = len(panels), max(len(r) for r in panels)
+    title_h = title_size * 1.6 / 72  # the title's line and its pad above the picture
+    top = suptitle.count("\n") + 1
+    top = top * suptitle_size * 1.35 / 72 + 0.15
+    pitch_x, pitch_y = cell + gap, title_h + cell + gap
+    width, height = label_width + cols * pitch_x, top + rows * pitch_y
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    for r, row in enumerate(panels):
+        y = top + r * pitch_y + title_h
+        for q, img in enumerate(row):
+            x = label_width + q * pitch_x
+            ax.imshow(img, cmap=cmap, interpolation="nearest", extent=(x, x + cell, y + cell, y), aspect="auto")
+            ax.add_patch(plt.Rectangle((x, y), cell, cell, fill=False, lw=0.8, ec="black"))
+            ax.text(x + cell / 2, y - 0.03, titles[r][q], ha="center", va="bottom", fontsize=title_size)
+        ax.text(
+            label_width - 0.08 if label_rotation == 0 else label_width / 2,
+            y + cell / 2,
+            row_labels[r],
+            ha="right" if label_rotation == 0 else "center",
+            va="center",
+            rotation=label_rotation,
+            fontsize=label_size,
+        )
+    fig.suptitle(suptitle, y=1 - 0.08 / height, va="top", fontsize=suptitle_size)
+    return fig, ax

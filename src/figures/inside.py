@@ -10,9 +10,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from src.figures import GREEN, RED, grid, to_hwc
+from src.figures import GREEN, RED, grid, panel_grid, to_hwc
 from src.models import conv_layers
 
 # ----------------------------------------------------------------------------- filters
@@ -111,53 +112,65 @@ def activations(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[st
 
 def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n_channels: int, title: str):
     """One row per layer: the input, then the `n_channels` strongest maps (by mean activation)."""
-    layers = list(acts)
-    cols = n_channels + 1
-    fig, axes = plt.subplots(len(layers), cols, figsize=(cols * 1.25, len(layers) * 1.38 + 0.6), squeeze=False)
+    panels, titles, labels = [], [], []
     shown: dict[str, dict] = {}
-    for r, name in enumerate(layers):
-        a = acts[name][0]  # (C, H, W)
+    for name, a in acts.items():
+        a = a[0]  # (C, H, W)
         strongest = torch.argsort(a.mean(dim=(1, 2)), descending=True)[:n_channels]
-        axes[r, 0].imshow(to_hwc(image_u8), interpolation="nearest")
-        axes[r, 0].set_ylabel(
-            f"{name.removeprefix('features.')}\n{a.shape[0]}×{a.shape[1]}×{a.shape[2]}",
-            fontsize=8,
-            rotation=0,
-            ha="right",
-            va="center",
-        )
-        for k in range(n_channels):
-            ax = axes[r, k + 1]
-            if k < len(strongest):
-                ax.imshow(a[strongest[k]].numpy(), cmap="viridis", interpolation="nearest")
-                ax.set_title(f"ch {int(strongest[k])}", fontsize=7, pad=2)
-            else:
-                ax.axis("off")
-        for ax in axes[r]:
-            ax.set_xticks([]), ax.set_yticks([])
+        panels.append([to_hwc(image_u8)] + [a[c].numpy() for c in strongest])
+        titles.append([""] + [f"ch {int(c)}" for c in strongest])
+        labels.append(f"{name.removeprefix('features.')}\n{a.shape[0]}×{a.shape[1]}×{a.shape[2]}")
         shown[name] = {
             "shape": tuple(a.shape),
             "channels": strongest.tolist(),
             "panel_shape": tuple(a[strongest[0]].shape),
         }
-    fig.suptitle(title + "\nrows: deeper layers; columns: the channels with the largest mean activation", fontsize=10)
-    fig.tight_layout()
+    fig, _ = panel_grid(
+        panels,
+        titles,
+        labels,
+        title + "\nrows: deeper layers; columns: the channels with the largest mean activation",
+        cell=0.95,
+        gap=0.17,
+        label_width=1.0,
+        label_rotation=0,
+        suptitle_size=10,
+    )
     return fig, shown
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
 
 
-def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: nn.Module | None = None) -> np.ndarray:
-    """Grad-CAM heatmaps (B, H, W) in [0, 1] for the given target classes, from `layer`
-    (default: the last conv layer), with pytorch-grad-cam."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+def _scaled(cam: torch.Tensor) -> torch.Tensor:
+    """Each map (B, H, W) moved to start at 0 and divided by its maximum (+1e-7): 0–1 on its own."""
+    cam = cam - cam.amin(dim=(1, 2), keepdim=True)
+    return cam / (1e-7 + cam.amax(dim=(1, 2), keepdim=True))
 
+
+def gradcam_maps(model: nn.Module, x: torch.Tensor, targets: list[int], layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps (B, H, W) in [0, 1] for the given target classes, from `layer` (default:
+    the last conv layer). Grad-CAM (Selvaraju et al. 2017): each channel of the layer's output A is
+    weighted by the mean over positions of d(score of the target class)/dA, the weighted channels
+    summed and passed through ReLU; each map is scaled to 0–1 and upsampled bilinearly to the
+    input's size. The same maps as pytorch-grad-cam's `GradCAM` (the tests hold it to that), without
+    the 4 s its import costs (it loads scikit-learn, SciPy and OpenCV)."""
     layer = layer if layer is not None else conv_layers(model)[-1][1]
     model.eval()
-    with GradCAM(model=model, target_layers=[layer]) as cam:
-        return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda mod, i, o: seen.append(o))
+    try:
+        with torch.enable_grad():
+            logits = model(x.detach())
+            score = logits.gather(1, torch.as_tensor(targets, device=logits.device)[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, seen[0])
+    finally:
+        hook.remove()
+    acts = seen[0].detach().float()  # (B, C, h, w)
+    weights = grad.float().mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+    cam = _scaled((weights * acts).sum(1).clamp(min=0))  # (B, h, w)
+    cam = F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    return _scaled(cam.clamp(min=0)).cpu().numpy()
 
 
 @torch.no_grad()
@@ -215,26 +228,17 @@ def top_patches_figure(tp, patches: list[list[np.ndarray]]):
     """Rows: the channels; columns: the test patches (receptive fields) that excite each most,
     strongest first, titled with the response (the caption says what that number is).
     `patches[r][q]` is an (h, w, 3) uint8 crop."""
-    rows, cols = len(patches), max(len(p) for p in patches)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(cols * 1.05 + 0.9, rows * 1.2 + 1.3), squeeze=False, layout="constrained"
-    )
-    for r, row in enumerate(patches):
-        for q in range(cols):
-            ax = axes[r, q]
-            ax.set_xticks([]), ax.set_yticks([])
-            if q >= len(row):
-                ax.axis("off")
-                continue
-            ax.imshow(row[q], interpolation="nearest")
-            ax.set_title(f"response {tp.values[r, q]:.2f}", fontsize=7, pad=2)
-        axes[r, 0].set_ylabel(f"ch {tp.channels[r]}", fontsize=8)
+    rows = len(patches)
     how = "learned" if tp.learned else "not learned: frozen, set from the data"
-    fig.suptitle(
+    fig, _ = panel_grid(
+        patches,
+        [[f"response {tp.values[r, q]:.2f}" for q in range(len(row))] for r, row in enumerate(patches)],
+        [f"ch {c}" for c in tp.channels[:rows]],
         f"What excites layer '{tp.layer}' ({how}): for {rows} channels, the test patches\n"
         f"({tp.field.size}×{tp.field.size} receptive fields; black = padding) with the strongest response\n"
         f"response = the channel's raw conv output (before any BatchNorm or activation) at the\n"
         f"position whose receptive field is that patch: its highest anywhere in that test image",
-        fontsize=9,
+        cell=0.9,
+        gap=0.14,
     )
     return fig

@@ -9,6 +9,7 @@ element-wise layers do not), which holds for the chain-shaped CNNs of this lab.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,9 @@ def top_patches(
 ) -> list[TopPatches]:
     """For every conv layer: per channel, each image's strongest response (max over positions), and
     the `k` images where it is highest. `x` is normalised (N, 3, H, W). The `channels` shown per
-    layer are those whose k-th best response is highest (channels that respond to something)."""
+    layer are those whose k-th best response is highest (channels that respond to something).
+    Runs a channels-last copy of the model (1.5x faster on a CPU; the caller's model is untouched)."""
+    model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     convs = conv_layers(model)
     fields = receptive_fields(model, x.shape[-1])
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per image: (max value, flat argmax) (N, C)
@@ -95,7 +98,7 @@ def top_patches(
     model.eval()
     try:
         for chunk in x.split(batch_size):
-            model(chunk)
+            model(chunk.contiguous(memory_format=torch.channels_last))
             for n, a in captured.items():
                 v, idx = a.flatten(2).max(dim=2)  # (B, C)
                 prev = best.get(n)

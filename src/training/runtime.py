@@ -84,11 +84,19 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def uses_channels_last(setting: str, device: torch.device) -> bool:
+    """train.channels_last resolved for `device`: auto is on for the CPU and CUDA (faster there), off on MPS."""
+    return setting == "on" or (setting == "auto" and device.type in ("cpu", "cuda"))
+
+
 def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     """Threads, determinism and the fast paths for `device`, from the train section of params."""
     torch.set_num_threads(int(tc.threads or available_cores()))
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode also fills every new tensor with NaN, a debugging aid against reading
+        # memory no op wrote: 4.5 % of an AVX2 training step (profiler), the same weights without it.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     else:
@@ -99,7 +107,7 @@ def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     amp = tc.amp == "bf16" or (
         tc.amp == "auto" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
     )
-    channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and device.type in ("cpu", "cuda"))
+    channels_last = uses_channels_last(tc.channels_last, device)
     half = HALF[tc.half]
     return Runtime(
         device=device,

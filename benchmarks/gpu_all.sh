@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Every GPU check in one go, meant to fit in 8 minutes on an H100/H200. Run it whenever a GPU is
+# at hand and put its numbers in the README:
+#   1. the GPU recipe under torch.compile, and its step loop reading nothing back from the device
+#      (tests/test_gpu_recipe.py: the sync-free test runs only where CUDA is);
+#   2. time to 90.6 % test accuracy on all 10 classes: 5 timed runs after a warm-up, median and spread;
+#   3. the accuracy reached in a 10 s training budget, 5 runs;
+#   4. the notebook recipe's training images/s with batched AutoAugment (and without it).
+#
+#   bash benchmarks/gpu_all.sh                     # on the GPU machine, from the repo's root
+#   DEVICE=cpu RUNS=1 QUICK=1 bash benchmarks/gpu_all.sh   # the same plumbing on a CPU, in a minute
+#
+# Data: CIFAR10_MIRROR if set, else the compact copy ../shared/cifar10-gpu (or ./shared/cifar10-gpu)
+# unpacked to /tmp/c10. Results: benchmarks/results/gpu_all_*.json, and a summary line per check
+# in benchmarks/results/gpu_all_<device>.txt.
+set -euo pipefail
+device="${DEVICE:-cuda}"
+runs="${RUNS:-5}"
+out="benchmarks/results/gpu_all_${device}.txt"
+if [ -z "${CIFAR10_MIRROR:-}" ]; then
+  for compact in ../shared/cifar10-gpu shared/cifar10-gpu; do
+    if [ -f "$compact/unpack.py" ]; then
+      python "$compact/unpack.py" /tmp/c10 && export CIFAR10_MIRROR=/tmp/c10
+      break
+    fi
+  done
+fi
+: "${CIFAR10_MIRROR:?set CIFAR10_MIRROR to a CIFAR-10 python layout, or put shared/cifar10-gpu beside the repo}"
+
+quick=()
+tests="synchronise or reads_nothing or compiles"
+if [ -n "${QUICK:-}" ]; then  # tiny sizes: checks that every step runs, measures nothing
+  quick=(--classes cat ship --train-per-class 60 --set train.batch_size=32 train.epochs=1
+         train.compile=false "model.fast_cnn.widths=[8,16,16]")
+  tests="reads_nothing"
+fi
+
+mkdir -p benchmarks/results
+: >"$out"
+started=$(date +%s)
+step() {  # name, command...: run it, keep its last line, say how long it took
+  local name="$1" t0 t1 last
+  shift
+  t0=$(date +%s)
+  echo "== $name: $*"
+  "$@" 2>&1 | tee "/tmp/gpu_all_step.log"
+  last=$(grep -v '^wrote' /tmp/gpu_all_step.log | tail -n 1)
+  t1=$(date +%s)
+  echo "$name ($((t1 - t0)) s): $last" | tee -a "$out"
+}
+
+step "tests" python -m pytest -q tests/test_gpu_recipe.py -k "$tests" -p no:cacheprovider
+step "time to 0.906" python -m benchmarks.gpu_recipe --device "$device" --runs "$runs" --target 0.906 \
+  --name "gpu_all_target_${device}" "${quick[@]}"
+step "accuracy in 10 s" python -m benchmarks.gpu_recipe --device "$device" --runs "$runs" --budget 10 \
+  --name "gpu_all_10s_${device}" "${quick[@]}"
+if [ -n "${QUICK:-}" ]; then
+  step "notebook recipe, AutoAugment" python -m benchmarks.autoaugment_speed --device "$device" \
+    --batches 16 --rounds 1 --steps 1
+else
+  step "notebook recipe, AutoAugment" python -m benchmarks.autoaugment_speed --device "$device"
+fi
+echo "all GPU checks: $(($(date +%s) - started)) s" | tee -a "$out"
