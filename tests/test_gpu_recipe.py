@@ -289,8 +289,8 @@ def test_the_gpu_step_loop_does_not_synchronise(tmp_path):
         torch.cuda.set_sync_debug_mode(0)
 
 
-def test_the_gpu_recipe_learns_on_a_cpu(tmp_path):
-    p, _ = params_with(GPU_ALWAYS).recipe_for("cpu")
+def fit_on_cpu(p, tmp_path):
+    """`fit` of params `p` on the tiny synthetic data, on the CPU, from seed 0."""
     tx, ty, vx, vy = tiny_data()
     torch.manual_seed(0)
     model = build_model(p.model, 3)
@@ -304,7 +304,12 @@ def test_the_gpu_recipe_learns_on_a_cpu(tmp_path):
         progress=False,
         log=lambda s: None,
     )
-    res = fit(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
+    return fit(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
+
+
+def test_the_gpu_recipe_learns_on_a_cpu(tmp_path):
+    p, _ = params_with(GPU_ALWAYS).recipe_for("cpu")
+    res = fit_on_cpu(p, tmp_path)
     assert res.runtime.precision == "bf16 weights"
     assert res.best_val_acc > 0.9
 
@@ -402,23 +407,9 @@ def test_the_gpu_recipe_compiles_on_a_cpu_without_graph_breaks(tmp_path):
     over["gpu"]["train"].update({"compile": True, "epochs": 2})
     p, name = params_with(over).recipe_for("cpu")
     assert name == "gpu" and p.train.compile and p.train.half == "bf16" and p.train.optimizer == "muon"
-    tx, ty, vx, vy = tiny_data()
-    torch.manual_seed(0)
-    model = build_model(p.model, 3)
-    init_from_data(model, tx, MEAN, STD)
-    cfg = FitConfig(
-        train=p.train,
-        augment=p.augment,
-        run_dir=tmp_path / "run",
-        fingerprint="fp",
-        meta={},
-        progress=False,
-        log=lambda s: None,
-    )
     torch._dynamo.reset()
     counters.clear()
-    res = fit(model, (tx, ty), (vx, vy), MEAN, STD, torch.device("cpu"), cfg)
-    print({k: dict(v) for k, v in counters.items()})
+    res = fit_on_cpu(p, tmp_path)
     assert counters["stats"]["unique_graphs"] >= 1  # the forward did go through the compiler
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] <= 2  # full batches, and at most the last short one
