@@ -3,6 +3,8 @@ for both networks, 3 and 10 classes."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -34,14 +36,21 @@ def test_the_patches_shown_are_the_strongest_in_order(name, k):
     x = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     found = top_patches(m, x, k=5, channels=4, batch_size=16)  # several batches: the running merge is tested too
     assert [t.layer for t in found] == [n for n, _ in conv_layers(m)]
-    mods = dict(m.named_modules())
+    # brute force with the layout top_patches runs in (channels-last: the same sums in the same order)
+    ref = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    mods = dict(ref.named_modules())
     for t in found:
         seen = {}
         h = mods[t.layer].register_forward_hook(lambda mod, i, o, seen=seen: seen.__setitem__("a", o.detach()))
         with torch.no_grad():
+            ref(x.contiguous(memory_format=torch.channels_last))
+            plain = dict(m.named_modules())[t.layer]
+            h2 = plain.register_forward_hook(lambda mod, i, o, seen=seen: seen.__setitem__("nchw", o.detach()))
             m(x)
+            h2.remove()
         h.remove()
         a = seen["a"]  # (N, C, H, W), brute force
+        torch.testing.assert_close(a, seen["nchw"], rtol=1e-5, atol=1e-5)  # and the plain layout's numbers
         per_image = a.flatten(2).max(2).values  # (N, C)
         kth = per_image.topk(5, dim=0).values[-1]
         assert t.channels == torch.argsort(kth, descending=True)[:4].tolist()
