@@ -89,7 +89,7 @@ def rescore(root: Path) -> tuple[str | None, str]:
     from src.errors import CheckpointError, DataError
     from src.params import load_params
     from src.training.checkpoints import load_trained
-    from src.training.evaluation import evaluate, summarize, tta_options
+    from src.training.evaluation import score_test
     from src.training.runtime import uses_channels_last
 
     try:
@@ -100,14 +100,10 @@ def rescore(root: Path) -> tuple[str | None, str]:
         model, ck = load_trained(root / paths.BEST, sub.classes)
     except (OSError, KeyError, ValueError, DataError, CheckpointError) as exc:
         return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {exc}", ""
-    e = p.evaluate
     x, y = sub.split("test")
     channels_last = uses_channels_last(p.train.channels_last, torch.device("cpu"))
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
     mean, std = torch.tensor(ck["mean"]), torch.tensor(ck["std"])
-    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **tta_options(e))
-    acc = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])["test_acc"]  # as the stage did
+    acc = score_test(model, x, y, mean, std, p.evaluate, sub.classes, channels_last)[0]["test_acc"]  # as the stage did
     here = torch.backends.cpu.get_cpu_capability()
     same = kernels is None or here == kernels
     tol = 0.0 if same else TOLERANCE

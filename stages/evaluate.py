@@ -9,7 +9,7 @@ from src.data.cifar import Subset
 from src.io import write_json, write_text
 from src.params import Params
 from src.training.checkpoints import load_trained
-from src.training.evaluation import evaluate, per_class_csv, predictions_csv, summarize, tta_options
+from src.training.evaluation import per_class_csv, predictions_csv, score_test
 from src.training.runtime import resolve_device, uses_channels_last
 from stages._common import run_stage
 from stages._parallel import cpu_threads
@@ -20,17 +20,13 @@ def main(p: Params) -> None:
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
     device = resolve_device(p.train.device)
-    channels_last = uses_channels_last(p.train.channels_last, device)
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model.to(device)
     mean, std = torch.tensor(ck["mean"], device=device), torch.tensor(ck["std"], device=device)
     x, y = sub.split("test")
-    e = p.evaluate
-    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **tta_options(e))
-    metrics = summarize(y.numpy(), res["logits"], sub.classes, e.top_confused, res["loss"])
-    metrics.update(
-        {"tta_flip": e.tta_flip, "tta_shift": e.tta_shift, "tta_fraction": e.tta_fraction, "best_epoch": ck["epoch"]}
-    )
-    write_text(paths.PREDICTIONS, predictions_csv(y.numpy(), res["logits"], sub.classes))
+    channels_last = uses_channels_last(p.train.channels_last, device)
+    metrics, logits = score_test(model, x, y, mean, std, p.evaluate, sub.classes, channels_last)
+    metrics["best_epoch"] = ck["epoch"]
+    write_text(paths.PREDICTIONS, predictions_csv(y.numpy(), logits, sub.classes))
     write_text(paths.PER_CLASS, per_class_csv(metrics["per_class_acc"]))
     write_json(paths.EVAL_METRICS, metrics)
     pairs = ", ".join(f"{d['pair']} ({d['total']})" for d in metrics["most_confused"][:3])

@@ -98,3 +98,19 @@ def test_tta_on_the_least_confident_fraction_only():
     assert m.seen == 40 + 10 * 5  # one plain pass each, five more views for the ten: their plain view is reused
     flip_only = predict_logits(m, x, MEAN, STD, batch_size=16, tta_flip=True, tta_fraction=0.5)
     assert (flip_only != plain).any(dim=1).sum() == 20
+
+
+def test_channels_last_lays_out_the_model_too_and_scores_as_the_plain_layout():
+    from src.models import build_model
+    from tests.conftest import params_with
+
+    torch.manual_seed(0)
+    p = params_with({"model": {"name": "fast_cnn"}})
+    model = build_model(p.model, 3).eval()
+    x = _images()
+    plain = predict_logits(model, x, MEAN, STD, batch_size=16)
+    conv = model.features.group1.conv1.weight
+    assert not conv.is_contiguous(memory_format=torch.channels_last)
+    cl = predict_logits(model, x, MEAN, STD, batch_size=16, channels_last=True)
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # the caller need not convert it
+    torch.testing.assert_close(cl, plain, rtol=1e-4, atol=1e-5)

@@ -22,7 +22,7 @@ from src.data.cifar import normalize
 from src.errors import ParamsError
 from src.models import build_model
 from src.training.loop import FitConfig, Trainer, _step_generator, build_trainer, fit, init_from_data
-from src.training.optim import Lookahead, MuonSGD, make_optimizer
+from src.training.optim import Lookahead, Muon, MuonSGD, make_optimizer, muon_dtype, newton_schulz
 from tests.conftest import REPO, make_repo, params_with, sh
 from tests.test_training import tiny_data
 
@@ -194,6 +194,46 @@ def test_muon_state_round_trips_for_resume():
         o.step()
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def _muon_pair(dtype: torch.dtype, steps: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two wide and one tall matrix stepped by torch.optim.Muon and by ours, the same gradients."""
+    torch.manual_seed(0)
+    ours = [nn.Parameter(torch.randn(s)) for s in ((96, 432), (48, 216), (192, 96))]
+    ref = [nn.Parameter(q.detach().clone()) for q in ours]
+    o_ref = torch.optim.Muon(ref, lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.0)
+    o_ours = Muon(ours, lr=0.1, momentum=0.85, nesterov=True, ns_dtype=dtype)
+    for _ in range(steps):
+        for a, b in zip(ours, ref):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        o_ours.step()
+        o_ref.step()
+    return ours, ref
+
+
+def test_our_muon_in_bf16_is_torchs_muon_to_the_bit_and_in_fp32_within_bf16_rounding():
+    ours, ref = _muon_pair(torch.bfloat16)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a, b)
+    ours, ref = _muon_pair(torch.float32)
+    for a, b in zip(ours, ref):
+        assert not torch.equal(a, b)  # really computed in fp32 ...
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-3)  # ... the same update up to bf16's rounding
+
+
+def test_the_orthogonalisation_runs_in_fp32_on_a_cpu_without_native_bf16(monkeypatch):
+    import src.training.optim as optim
+
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    assert muon_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    assert muon_dtype(torch.device("cpu")) == torch.bfloat16
+    assert muon_dtype(torch.device("cuda")) == torch.bfloat16
+    g = torch.randn(96, 864)
+    assert newton_schulz(g, torch.float32).dtype == torch.float32
+    s = torch.linalg.svdvals(newton_schulz(g, torch.float32).double())
+    assert s.min() > 0.5 and s.max() < 1.5  # all singular values near 1, as Muon's iteration leaves them
 
 
 # --- lookahead -------------------------------------------------------------------------------

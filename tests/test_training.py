@@ -200,3 +200,20 @@ def test_deterministic_steps_skip_the_nan_fill_and_give_the_same_weights():
         weights.append([t.detach().clone() for t in model.state_dict().values()])
     torch.utils.deterministic.fill_uninitialized_memory = False
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_batchnorm_biases_get_their_own_lr_and_decay_when_asked():
+    from src.training.optim import make_optimizer, set_hparams
+
+    p = params_with({"model": {"name": "fast_cnn"}})
+    model = build_model(p.model, 3)
+    assert len(make_optimizer(model, p.train).param_groups) == 1  # factor 1: one group, as before
+    q = params_with({"train": {"bn_bias_lr_factor": 64.0}})
+    opt = make_optimizer(model, q.train)
+    rest, biases = opt.param_groups
+    bn = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(t) for t in biases["params"]} == {id(t) for t in bn} and len(bn) == 6
+    assert len(rest["params"]) + len(bn) == sum(t.requires_grad for t in model.parameters())
+    lr = set_hparams(opt, q.train, 10, 100)
+    assert rest["lr"] == lr and biases["lr"] == 64 * lr
+    assert biases["weight_decay"] * biases["lr"] == pytest.approx(rest["weight_decay"] * rest["lr"])

@@ -102,8 +102,7 @@ def panel_grid(
     A 2-D panel is drawn with `cmap`, scaled to its own range (as imshow does); (h, w, 3) as RGB."""
     rows, cols = len(panels), max(len(r) for r in panels)
     title_h = title_size * 1.6 / 72  # the title's line and its pad above the picture
-    top = suptitle.count("\n") + 1
-    top = top * suptitle_size * 1.35 / 72 + 0.15
+    top = (suptitle.count("\n") + 1) * suptitle_size * 1.35 / 72 + 0.15  # the suptitle's lines, in inches
     pitch_x, pitch_y = cell + gap, title_h + cell + gap
     width, height = label_width + cols * pitch_x, top + rows * pitch_y
     fig = plt.figure(figsize=(width, height))

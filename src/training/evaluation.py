@@ -53,8 +53,11 @@ def predict_logits(
     averages copies moved by that many pixels up-left and down-right (weights 1/2, 1/4, 1/4).
     `tta_fraction` < 1 augments only that fraction of the images, those the plain view is least
     sure of (lowest top probability): the confident ones rarely change their answer, and TTA costs
-    five more forward passes an image."""
+    five more forward passes an image. `channels_last` lays out the model's weights (in place, a
+    no-op when they already are) and every batch channels-last."""
     model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     device = mean.device
     dtype = next((t.dtype for t in model.parameters() if t.dtype in (torch.bfloat16, torch.float16)), None)
     tta = tta_flip or tta_shift > 0
@@ -95,6 +98,24 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Ten
     loss = F.cross_entropy(logits, y.cpu()).item()
     acc = (logits.argmax(1) == y.cpu()).float().mean().item()
     return {"loss": loss, "acc": acc, "logits": logits}
+
+
+def score_test(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    e,
+    classes: list[str],
+    channels_last: bool = False,
+) -> tuple[dict, torch.Tensor]:
+    """(metrics, logits) of `model` on the test images (x, y) scored as params.yaml's evaluate
+    section `e` says: the evaluate stage and `src.verify` both call this, so they agree to the digit."""
+    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **tta_options(e))
+    metrics = summarize(y.numpy(), res["logits"], classes, e.top_confused, res["loss"])
+    metrics.update({k: v for k, v in tta_options(e).items() if k != "batch_size"})  # how it was scored
+    return metrics, res["logits"]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

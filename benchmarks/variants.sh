@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Accuracy per FLOP: the CIFAR-10 speed-run gains tried one at a time in the CPU recipe, each against
+# the committed recipe in the same time budget, on three class subsets (one with cat and dog), in one
+# go so drifts in machine load hit every variant alike. On an AVX2-only CPU, or as one:
+#   ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 bash benchmarks/variants.sh
+# BUDGET (seconds, default 120), RUNS (seeds 0..RUNS-1, default 1), VARIANTS and SUBSETS (";"-separated)
+# narrow it. Results: benchmarks/results/variant_<variant>_<classes>_<budget>s.json
+set -euo pipefail
+budget="${BUDGET:-120}"
+runs="${RUNS:-1}"
+declare -A variants=(
+  [committed]=""
+  [alternate_flip]="augment.hflip=alternate"
+  [muon]="train.optimizer=muon"
+  [lookahead]="train.lookahead_steps=5"
+  [bn_bias_lr64]="train.bn_bias_lr_factor=64"
+  [label_smoothing09]="train.label_smoothing=0.09"
+  [muon_alternate_flip]="train.optimizer=muon augment.hflip=alternate"
+)
+IFS=';' read -r -a subsets <<<"${SUBSETS:-airplane automobile bird;deer horse ship;cat dog frog}"
+for classes in "${subsets[@]}"; do
+  for v in ${VARIANTS:-committed alternate_flip muon lookahead bn_bias_lr64 label_smoothing09 muon_alternate_flip}; do
+    # shellcheck disable=SC2086
+    python -m benchmarks.time_to_accuracy --classes $classes --budget "$budget" --runs "$runs" \
+      --recipes default --set ${variants[$v]} --name "variant_${v}_${classes// /-}_${budget}s" \
+      | grep -E "^run|^default" | sed "s/^/$v ${classes// /-}: /"
+  done
+done
