@@ -112,9 +112,10 @@ def score_test(
 ) -> tuple[dict, torch.Tensor]:
     """(metrics, logits) of `model` on the test images (x, y) scored as params.yaml's evaluate
     section `e` says: the evaluate stage and `src.verify` both call this, so they agree to the digit."""
-    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **tta_options(e))
+    options = tta_options(e)
+    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **options)
     metrics = summarize(y.numpy(), res["logits"], classes, e.top_confused, res["loss"])
-    metrics.update({k: v for k, v in tta_options(e).items() if k != "batch_size"})  # how it was scored
+    metrics.update({k: v for k, v in options.items() if k != "batch_size"})  # how it was scored
     return metrics, res["logits"]
 
 

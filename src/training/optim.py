@@ -145,8 +145,9 @@ def muon_dtype(device: torch.device) -> torch.dtype:
 
 
 class MuonSGD(torch.optim.Optimizer):
-    """Muon (`torch.optim.Muon`) for the conv filters, Nesterov SGD for everything else, as one
-    optimizer: the speed-run recipe (Keller Jordan's airbench94_muon). Muon sees each filter bank as
+    """Muon (`Muon` above: torch.optim.Muon's update, in fp32 where bf16 is not native) for the conv
+    filters, Nesterov SGD for everything else, as one optimizer: the speed-run recipe (Keller
+    Jordan's airbench94_muon). Muon sees each filter bank as
     a matrix that shares the filter's storage; each bank is rescaled to norm sqrt(out channels) before
     its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
     The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr)."""
