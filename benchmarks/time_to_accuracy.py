@@ -34,7 +34,7 @@ from src.params import Params, load_params, parse_params
 from src.params import deep_merge as merge
 from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, fit, init_from_data
-from src.training.runtime import resolve_device
+from src.training.runtime import cpu_has_native_bf16, resolve_device
 
 # The notebook's recipe, as -S overrides of params.yaml would set it (see README).
 SEED_RECIPE = {
@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                 "command": " ".join(["python -m benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
                 "device": str(resolve_device("auto")),
                 "threads": torch.get_num_threads(),
+                # an AVX2 run on a bigger CPU (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) reads AVX2 here
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "native_bf16": cpu_has_native_bf16(),
                 "runs": table,
                 "median": med,
             },

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accuracy per FLOP: the CIFAR-10 speed-run gains tried one at a time in the CPU recipe, each against
 # the committed recipe in the same time budget, on three class subsets (one with cat and dog), in one
-# go so drifts in machine load hit every variant alike. On an AVX2-only CPU, or as one:
+# go so drifts in machine load hit every variant alike. On an AVX2-only CPU, or as one (a bigger CPU
+# emulating AVX2 trains ~1.2x faster than a real one: BUDGET=100 there stands for 120 s):
 #   ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 bash benchmarks/variants.sh
 # BUDGET (seconds, default 120), RUNS (seeds 0..RUNS-1, default 1), VARIANTS and SUBSETS (";"-separated)
 # narrow it. Results: benchmarks/results/variant_<variant>_<classes>_<budget>s.json
@@ -12,10 +13,14 @@ declare -A variants=(
   [committed]=""
   [alternate_flip]="augment.hflip=alternate"
   [muon]="train.optimizer=muon"
+  [muon_lr024]="train.optimizer=muon train.muon_lr=0.24"
+  [muon_lr008]="train.optimizer=muon train.muon_lr=0.08"
   [lookahead]="train.lookahead_steps=5"
   [bn_bias_lr64]="train.bn_bias_lr_factor=64"
   [label_smoothing09]="train.label_smoothing=0.09"
   [muon_alternate_flip]="train.optimizer=muon augment.hflip=alternate"
+  [all_classes]="data.val_per_class=100"  # with SUBSETS=all BUDGET=600: the ten-class budget
+  [muon_all_classes]="train.optimizer=muon data.val_per_class=100"
 )
 IFS=';' read -r -a subsets <<<"${SUBSETS:-airplane automobile bird;deer horse ship;cat dog frog}"
 for classes in "${subsets[@]}"; do
