@@ -10,7 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @contextmanager
@@ -91,9 +94,49 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> None:
-    """Save a matplotlib figure atomically and close it (deterministic PNG metadata)."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib figure as a PNG atomically and close it (deterministic: no metadata).
 
+    Cropped like `bbox_inches="tight"` (the ink plus matplotlib's 0.1-inch pad) but drawn once:
+    matplotlib's tight box lays the figure out and draws it a second time, a quarter of a figure
+    stage's time. Where something reaches past the canvas (a caption placed below the axes, ink
+    touching an edge), matplotlib's own tight box, which grows the canvas to hold it, is used."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    pixels = _cropped(np.asarray(fig.canvas.buffer_rgba()), fig, round(0.1 * dpi))
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata={"Software": None}, format="png")
+        if pixels is None:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata={"Software": None}, format="png")
+        else:
+            plt.imsave(tmp, pixels, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
+
+
+def _cropped(rgba: np.ndarray, fig: Any, pad: int) -> np.ndarray | None:
+    """The drawn canvas (H, W, 4) cut to its ink (pixels unlike the figure's background) plus `pad`
+    pixels of background; None where there is no ink, ink touches an edge of the canvas, or a text
+    lies (partly) outside it."""
+    import numpy as np
+    from matplotlib.colors import to_rgba
+    from matplotlib.text import Text
+
+    background = np.array([round(255 * c) for c in to_rgba(fig.get_facecolor())], dtype=np.uint8)
+    ink = (rgba != background).any(axis=2)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    h, w = ink.shape
+    if rows.size == 0 or rows[0] == 0 or cols[0] == 0 or rows[-1] == h - 1 or cols[-1] == w - 1:
+        return None
+    renderer = fig.canvas.get_renderer()
+    for t in fig.findobj(lambda a: isinstance(a, Text) and a.get_visible() and bool(a.get_text())):
+        box = t.get_window_extent(renderer)
+        if box.x0 < 0 or box.y0 < 0 or box.x1 > w or box.y1 > h:
+            return None
+    top, left = rows[0] - pad, cols[0] - pad
+    out = np.empty((rows[-1] + 1 + pad - top, cols[-1] + 1 + pad - left, 4), dtype=np.uint8)
+    out[:] = background
+    t, l_ = max(top, 0), max(left, 0)
+    b, r = min(rows[-1] + 1 + pad, h), min(cols[-1] + 1 + pad, w)
+    out[t - top : b - top, l_ - left : r - left] = rgba[t:b, l_:r]
+    return out

@@ -4,6 +4,7 @@ stages/_launcher.py)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -18,6 +19,10 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
     (under torchrun, only rank 0 speaks)."""
     speak = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0, or a single process
     relaunched = "RANK" in os.environ  # the process that started torchrun reports interruptions
+    # What the stage imported (torch, matplotlib: about 240,000 objects the collector tracks) lives
+    # until exit: frozen, the collector stops walking it in every full collection and again at
+    # exit, 0.4-0.6 s of a figure stage on a 2-core CPU.
+    gc.freeze()
     try:
         main(load_params("params.yaml"))
     except ParamsError as exc:

@@ -80,3 +80,28 @@ def test_shared_and_copied_values_pickle_alike(tmp_path):
     model = torch.nn.BatchNorm1d(3)
     atomic_torch_save(model.state_dict(), a)
     assert torch.load(a, weights_only=True)._metadata == model.state_dict()._metadata  # versions kept
+
+
+def test_a_figure_is_cropped_to_its_ink_and_a_caption_below_it_is_kept(tmp_path):
+    """save_figure draws once and crops to the ink plus 0.1 inch; a text placed below the figure
+    (outside its canvas) makes it fall back to matplotlib's tight box, which grows the canvas."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    def figure(caption: bool):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.imshow(np.eye(4))
+        ax.set_xticks([]), ax.set_yticks([])
+        if caption:
+            fig.text(0.02, -0.2, "a caption under the figure", va="top")
+        return fig
+
+    plain, captioned = tmp_path / "plain.png", tmp_path / "captioned.png"
+    save_figure(figure(False), plain, dpi=50)
+    save_figure(figure(True), captioned, dpi=50)
+    px = np.asarray(Image.open(plain))
+    assert (px[:5] == 255).all() and (px[-5:] == 255).all()  # the pad: 5 white rows (0.1 inch at 50 dpi)
+    assert (px[5:6] != 255).any() and (px[-6:-5] != 255).any()  # then the image's edge: nothing more
+    assert px.shape[0] < 100 and px.shape[1] < 150  # cut from the 100 x 150 canvas
+    assert Image.open(captioned).size[1] > px.shape[0] + 10  # the caption's rows are there
