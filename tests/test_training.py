@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 
@@ -13,7 +14,7 @@ from torch import nn
 from src.errors import NonFiniteLoss, TrainingInterrupted
 from src.models import build_model
 from src.training.checkpoints import load_checkpoint
-from src.training.loop import FitConfig, fit, init_from_data
+from src.training.loop import FitConfig, RunState, TimeBudget, fit, init_from_data
 from src.training.optim import cycle_momentum, one_cycle
 from tests.conftest import params_with, synthetic_images
 
@@ -150,6 +151,20 @@ class _NaNAfter(nn.Module):
         return out
 
 
+def test_time_budget_resizes_after_a_slow_first_measure(monkeypatch):
+    """A first speed measured on one slow step (a busy machine) must not set the whole run's length:
+    the schedule is re-sized from the speed since as the run goes, and ends near the budget."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    budget, state = TimeBudget(10.0, steps_per_epoch=1000, val_cost_in_steps=0), RunState()
+    durations = iter([0.5, 0.5, 0.6] + [0.1] * 1000)  # two warm-up steps, one slow step, then the real speed
+    while state.total_steps is None or state.step < state.total_steps:
+        clock[0] += next(durations)
+        state.step += 1
+        budget.after_step(state, clock[0])
+    assert 9.0 <= clock[0] <= 10.0, clock[0]  # sized once from the slow step, it would end at 3.0 s
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     p = params(epochs=3)
     inner = build_model(p.model, 3)
@@ -163,8 +178,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("budget", [4.0, 0.8])
 def test_time_budget_is_honoured(tmp_path, budget):
     data = tiny_data(n_train=8000, n_val=100)
+    p = params(time_budget_s=budget, batch_size=64)
+    model = build_model(p.model, 3)
+    init_from_data(model, data[0], torch.tensor([0.5] * 3), torch.tensor([0.25] * 3))
+    importlib.import_module("torch._dynamo")  # a process's one-time import (its first optimizer's), not the loop's
+
     t0 = time.perf_counter()
-    res, _ = run(tmp_path, params(time_budget_s=budget, batch_size=64), data=data)
+    res, _ = run(tmp_path, p, model=model, data=data)
     wall = time.perf_counter() - t0
     assert res.seconds <= budget * 1.1 + 0.05, res.seconds
     assert res.seconds >= budget * 0.7

@@ -183,18 +183,22 @@ def stop_on_signals(escalate: bool = True) -> Iterator[dict]:
 class TimeBudget:
     """ "Train for N seconds": follow a provisional schedule for a few steps while measuring the speed,
     then size the schedule so the training steps, the remaining validation passes and the whole
-    one-cycle fit; re-measure after every epoch; make the step where time runs out the last one.
+    one-cycle fit; re-size from the speed measured since the last epoch's end every tenth of the
+    budget and after every epoch; make the step where time runs out the last one.
     Only the process that `measures` (rank 0) sizes it; the others take its length (Dist.agree)."""
 
     WARMUP_STEPS = 2  # not timed: first-call allocations
     MEASURE_STEPS = 8  # timed before sizing (or 5 % of the budget, if that comes first)
+    RESIZE_EVERY = 0.1  # of the budget: a first estimate from one slow step must not set the whole run
 
     def __init__(self, seconds: float, steps_per_epoch: int, val_cost_in_steps: float, measures: bool = True):
         self.seconds = seconds
         self.steps_per_epoch = steps_per_epoch
-        self.val_cost_in_steps = val_cost_in_steps  # one validation pass, in training steps
+        self.val_cost_in_steps = val_cost_in_steps  # one validation pass, in training steps, until one is timed
         self.measures = measures
-        self._from: tuple[float, int] | None = None  # (time, step) when measuring began
+        self._from: tuple[float, int] | None = None  # (time, step) the speed is measured from
+        self._eval_seconds: float | None = None  # the last validation pass, timed
+        self._next_resize = 0.0  # elapsed seconds
 
     def provisional_total(self) -> int:
         """The schedule's length while the speed is not known yet."""
@@ -204,29 +208,42 @@ class TimeBudget:
         if not self.measures:
             return
         now = time.perf_counter()
-        if self._from is None and state.step >= self.WARMUP_STEPS:
-            self._from = (now, state.step)
-        elif (
-            state.total_steps is None
-            and self._from is not None
-            and (state.step - self._from[1] >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds)
-        ):
-            sec_per_step = (now - self._from[0]) / (state.step - self._from[1])
-            self._resize(state, elapsed, sec_per_step, sec_per_step * self.val_cost_in_steps)
+        if self._from is None:
+            if state.step >= self.WARMUP_STEPS:
+                self._from = (now, state.step)
+        else:
+            measured = state.step - self._from[1]
+            if (
+                state.total_steps is None
+                and (measured >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds)
+                or state.total_steps is not None
+                and measured >= self.MEASURE_STEPS
+                and elapsed >= self._next_resize
+            ):
+                sec_per_step = (now - self._from[0]) / measured
+                eval_seconds = self._eval_seconds
+                if eval_seconds is None:
+                    eval_seconds = sec_per_step * self.val_cost_in_steps
+                self._resize(state, elapsed, sec_per_step, eval_seconds)
         if elapsed > self.seconds:
             state.total_steps = state.step  # out of time: this was the last step
 
     def after_epoch(self, state: RunState, elapsed: float, eval_seconds: float) -> None:
-        """Re-size with the real numbers of the epochs so far."""
+        """Re-size with the real numbers of the epochs so far; measure the speed afresh from here."""
+        self._from, self._eval_seconds = None, eval_seconds
         if state.total_steps is not None and state.step < state.total_steps:
             self._resize(state, elapsed, state.train_time / max(state.step, 1), eval_seconds)
 
     def _resize(self, state: RunState, elapsed: float, sec_per_step: float, eval_seconds: float) -> None:
         left = self.seconds - elapsed
         steps_left = max(0, int(left / sec_per_step))
-        evals_left = max(1, math.ceil(steps_left / self.steps_per_epoch))
+        # validation passes still to come: at every epoch end the run crosses, and one at its end
+        evals_left = max(
+            1, math.ceil((state.step + steps_left) / self.steps_per_epoch) - state.step // self.steps_per_epoch
+        )
         steps_left = max(0, int((left - evals_left * eval_seconds) / sec_per_step))
         state.total_steps = max(state.step + 1, state.step + steps_left)
+        self._next_resize = elapsed + self.RESIZE_EVERY * self.seconds
 
 
 def nonfinite_loss(what: str, last_good: Path) -> NonFiniteLoss:
