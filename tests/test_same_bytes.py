@@ -105,3 +105,29 @@ def test_a_figure_is_cropped_to_its_ink_and_a_caption_below_it_is_kept(tmp_path)
     assert (px[5:6] != 255).any() and (px[-6:-5] != 255).any()  # then the image's edge: nothing more
     assert px.shape[0] < 100 and px.shape[1] < 150  # cut from the 100 x 150 canvas
     assert Image.open(captioned).size[1] > px.shape[0] + 10  # the caption's rows are there
+
+
+def test_axes_turned_off_keep_the_one_draw(tmp_path, monkeypatch):
+    """Pictures in axes turned off (the filter, Grad-CAM and prediction grids) have tick labels that
+    would sit left of the canvas but are never drawn: they must not send the figure to matplotlib's
+    tight box, which lays it out and draws it twice more."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, 3, figsize=(3, 1.2), gridspec_kw={"left": 0.04, "right": 0.96, "bottom": 0.05, "top": 0.8})
+    for ax in axes:
+        ax.imshow(np.eye(4))
+        ax.set_title("x", fontsize=6)
+        ax.axis("off")
+    renderer = fig.canvas.get_renderer()
+    assert min(t.get_window_extent(renderer).x0 for t in axes[0].get_yticklabels()) < 0  # laid out off the canvas
+
+    def tight(*a, **k):
+        raise AssertionError("fell back to bbox_inches='tight'")
+
+    monkeypatch.setattr(Figure, "savefig", tight)
+    save_figure(fig, tmp_path / "grid.png", dpi=50)
+    px = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert (px[:5] == 255).all() and (px[5:6] != 255).any()  # cropped to the ink plus the pad

@@ -20,36 +20,12 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from src.figures import MIN_CONTRAST, contrast
+from src.io import drawn_texts
 
 
 def _label(t: Text) -> str:
     s = " ".join(t.get_text().split())
     return repr(s if len(s) <= 40 else s[:37] + "...")
-
-
-def drawn_texts(fig: Figure, renderer) -> list[Text]:
-    """The Text artists a draw of `fig` really puts on the canvas (hidden ticks, axes turned off
-    and labels outside the view limits are not drawn, so they don't count)."""
-    seen: dict[int, Text] = {}
-    draw = Text.draw
-
-    def record(self, rend):
-        before = rend.draw_text
-        hits = []
-        rend.draw_text = lambda *a, **k: (hits.append(1), before(*a, **k))[1]
-        try:
-            draw(self, rend)
-        finally:
-            del rend.draw_text
-        if hits and self.get_figure() is fig:
-            seen.setdefault(id(self), self)
-
-    Text.draw = record
-    try:
-        fig.draw(renderer)
-    finally:
-        Text.draw = draw
-    return list(seen.values())
 
 
 def _shrunk(b: Bbox, px: float = 1.0) -> Bbox:
