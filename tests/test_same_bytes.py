@@ -116,7 +116,9 @@ def test_axes_turned_off_keep_the_one_draw(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
     from PIL import Image
 
-    fig, axes = plt.subplots(1, 3, figsize=(3, 1.2), gridspec_kw={"left": 0.04, "right": 0.96, "bottom": 0.05, "top": 0.8})
+    fig, axes = plt.subplots(
+        1, 3, figsize=(3, 1.2), gridspec_kw={"left": 0.04, "right": 0.96, "bottom": 0.05, "top": 0.8}
+    )
     for ax in axes:
         ax.imshow(np.eye(4))
         ax.set_title("x", fontsize=6)
