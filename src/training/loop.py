@@ -213,18 +213,14 @@ class TimeBudget:
                 self._from = (now, state.step)
         else:
             measured = state.step - self._from[1]
-            if (
-                state.total_steps is None
-                and (measured >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds)
-                or state.total_steps is not None
-                and measured >= self.MEASURE_STEPS
-                and elapsed >= self._next_resize
-            ):
+            sizing = state.total_steps is None and (measured >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds)
+            checking = state.total_steps is not None and measured >= self.MEASURE_STEPS and elapsed >= self._next_resize
+            if sizing or checking:
                 sec_per_step = (now - self._from[0]) / measured
-                eval_seconds = self._eval_seconds
-                if eval_seconds is None:
-                    eval_seconds = sec_per_step * self.val_cost_in_steps
-                self._resize(state, elapsed, sec_per_step, eval_seconds)
+                timed = self._eval_seconds
+                self._resize(
+                    state, elapsed, sec_per_step, sec_per_step * self.val_cost_in_steps if timed is None else timed
+                )
         if elapsed > self.seconds:
             state.total_steps = state.step  # out of time: this was the last step
 
