@@ -35,13 +35,24 @@ def params(augment: dict | None = None, **train):
     )
 
 
+def mean_std():
+    """The normalisation every fit here uses (the synthetic images' rough channel statistics)."""
+    return torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+
+
+def model_from_data(p, train_x):
+    """The model `p` names, its first layer set from `train_x` as the train stage sets it."""
+    model = build_model(p.model, 3)
+    init_from_data(model, train_x, *mean_std())
+    return model
+
+
 def run(tmp_path, p, model=None, flag=None, data=None):
     tx, ty, vx, vy = data or tiny_data()
-    mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+    mean, std = mean_std()
     torch.manual_seed(p.train.seed)
     if model is None:
-        model = build_model(p.model, 3)
-        init_from_data(model, tx, mean, std)
+        model = model_from_data(p, tx)
     cfg = FitConfig(
         train=p.train,
         augment=p.augment,
@@ -120,7 +131,7 @@ def test_changed_params_start_fresh(tmp_path):
         run(tmp_path, p, flag=_StopAfter(3))
     assert load_checkpoint(tmp_path / "run" / "resume.pt")["state"]["step"] == 3
     tx, ty, vx, vy = tiny_data()
-    mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+    mean, std = mean_std()
     logs = []
     model = build_model(p.model, 3)
     cfg = FitConfig(
@@ -179,8 +190,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_time_budget_is_honoured(tmp_path, budget):
     data = tiny_data(n_train=8000, n_val=100)
     p = params(time_budget_s=budget, batch_size=64)
-    model = build_model(p.model, 3)
-    init_from_data(model, data[0], torch.tensor([0.5] * 3), torch.tensor([0.25] * 3))
+    model = model_from_data(p, data[0])  # outside the timing: the whitening init is not the budget's
     importlib.import_module("torch._dynamo")  # a process's one-time import (its first optimizer's), not the loop's
 
     t0 = time.perf_counter()
