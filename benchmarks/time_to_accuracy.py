@@ -3,6 +3,9 @@ time budget, side by side in one run on this machine; test accuracy and training
 
     python -m benchmarks.time_to_accuracy --classes airplane automobile bird --budget 120 --runs 3
 
+With --epochs N a run trains N epochs instead of a budget, as the pipeline's train stage does (its
+test accuracy is the evaluate stage's for the same params and seed).
+
 Reads CIFAR-10 from data/raw (run `dvc repro download` first) or from $CIFAR10_MIRROR.
 Prints a table (median over runs) and writes benchmarks/results/<name>.json.
 """
@@ -86,7 +89,8 @@ def subset_and_normalization(p: Params, raw: dict, names: list[str]) -> tuple[Su
     return sub, torch.tensor(mean).float(), torch.tensor(std).float()
 
 
-def run_recipe(p: Params, raw: dict, names: list[str], budget: float, seed: int, work: Path) -> dict:
+def run_recipe(p: Params, raw: dict, names: list[str], budget: float | None, seed: int, work: Path) -> dict:
+    """Train `p` for `budget` seconds (None: its `train.epochs`) with `seed`; test accuracy and speed."""
     p = parse_params(merge(p.model_dump(), {"train": {"time_budget_s": budget, "seed": seed}}))
     sub, mean, std = subset_and_normalization(p, raw, names)
     device = resolve_device(p.train.device)
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--classes", nargs="+", default=["airplane", "automobile", "bird"])
     ap.add_argument("--budget", type=float, default=120.0, help="training seconds per run")
+    ap.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of --budget")
     ap.add_argument("--runs", type=int, default=1, help="runs per recipe (seeds 0..runs-1); medians reported")
     ap.add_argument("--recipes", nargs="+", default=["default", "seed"], choices=["default", "seed"])
     ap.add_argument("--peak-gflops", type=float, default=150.0, help="this CPU's fp32 peak, for the fraction")
@@ -170,13 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     classes = args.classes if args.classes != ["all"] else "all"
     base = parse_params(merge(base.model_dump(), {"data": {"classes": classes}, "train": {"device": "auto"}}))
     base = apply_sets(base, args.set)
+    budget = None if args.epochs else args.budget
+    if args.epochs:
+        base = parse_params(merge(base.model_dump(), {"train": {"epochs": args.epochs}}))
+    length = f"{args.epochs} epochs" if args.epochs else f"budget {args.budget:.0f} s"
     raw, names = load_raw()
     recipes = {"default": base, "seed": parse_params(merge(base.model_dump(), SEED_RECIPE))}
     work = Path(".cache/bench")
     table: dict[str, list[dict]] = {r: [] for r in args.recipes}
     for run in range(args.runs):
         for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
-            out = run_recipe(recipes[r], raw, names, args.budget, run, work / r)
+            out = run_recipe(recipes[r], raw, names, budget, run, work / r)
             table[r].append(out)
             print(
                 f"run {run + 1}/{args.runs} {r:8s} test acc {out['test_acc']:.4f}  {out['images_per_s']:7.1f} img/s  "
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0]} for r, rows in table.items()}
     print(
         f"\n{'recipe':10s} {'test acc':>9s} {'img/s':>8s} {'epochs':>7s} {'GFLOP/img':>10s} {'GFLOP/s':>8s} "
-        f"{'of peak':>7s}  (median of {args.runs}, budget {args.budget:.0f} s, "
+        f"{'of peak':>7s}  (median of {args.runs}, {length}, "
         f"{len(names if classes == 'all' else classes)} classes)"
     )
     for r, m in med.items():
@@ -200,10 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             f"default / seed: accuracy {med['default']['test_acc'] / med['seed']['test_acc']:.2f}x, "
             f"images/s {med['default']['images_per_s'] / med['seed']['images_per_s']:.1f}x"
         )
-    name = (
-        args.name
-        or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{args.budget:.0f}s"
-    )
+    suffix = f"{args.epochs}ep" if args.epochs else f"{args.budget:.0f}s"
+    name = args.name or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{suffix}"
     out_path = Path("benchmarks/results") / f"{name}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from src.models import build_model, conv_layers, count_params
@@ -34,6 +35,20 @@ def test_fast_cnn_shapes_and_whitening():
     assert torch.allclose(cov, torch.eye(12), atol=0.05)
     assert not m.whiten.weight.requires_grad
     assert count_params(m, trainable_only=True) < count_params(m)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_whitening_covariance_is_the_unfolded_patches_one(k):
+    # the shifted-plane covariance must equal the textbook one over unfolded (patch, coordinate) rows
+    m = build_model(params_with({"model": {"fast_cnn": {"whiten_kernel": k}}}).model, 3)
+    x = torch.randn(40, 3, 32, 32)
+    m.init_from_data(x)
+    patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k).double()
+    patches -= patches.mean(0, keepdim=True)
+    evals, evecs = torch.linalg.eigh(patches.T @ patches / patches.shape[0])
+    n = m.whiten.out_channels // 2
+    filt = (evecs.flip(1)[:, :n].T / torch.sqrt(evals.flip(0)[:n] + m.whiten_eps)[:, None]).reshape(n, 3, k, k)
+    torch.testing.assert_close(m.whiten.weight.data, torch.cat([filt, -filt]).float(), rtol=0, atol=1e-6)
 
 
 def test_feature_layers_come_in_forward_order():

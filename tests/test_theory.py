@@ -206,3 +206,28 @@ def test_the_colour_original_hides_nothing_of_the_grey_input():
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), img)
     assert problems(fig) == []
     assert len(TF.real_filters_figure(img, img.mean(axis=2) / 255, dict([k.popitem()])).axes) == 6 + 3  # one row
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_worked_examples_fit_their_canvas(seed, tmp_path, monkeypatch):
+    """The convolution sum, the stride and padding captions and the deep-layer filters' title are
+    laid out on the canvas, so each figure saves with its one draw: matplotlib's tight box (which
+    grows the canvas to hold a text outside it) draws twice more."""
+    from matplotlib.figure import Figure
+
+    from src.figures import inside, lesson_steps
+    from src.io import save_figure
+    from src.models import build_model
+    from tests.conftest import params_with
+
+    def tight(*a, **k):
+        raise AssertionError("a text lies outside the canvas: fell back to bbox_inches='tight'")
+
+    monkeypatch.setattr(Figure, "savefig", tight)
+    steps = lesson_steps.operations(np.random.default_rng(seed))
+    for name, fig in steps:
+        save_figure(fig, tmp_path / name, dpi=60)
+    p = params_with({})
+    fig, _ = inside.deep_layer_filters(build_model(p.model, 3), p.visualize.deep_filter_layer, 6, 6)
+    save_figure(fig, tmp_path / "filters_deep_layer.png", dpi=60)
+    assert len(list(tmp_path.glob("*.png"))) == 6

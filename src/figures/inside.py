@@ -83,7 +83,7 @@ def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inp
                 ax.set_ylabel(f"filter {i}", fontsize=8)
     fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02)
     fig.suptitle(
-        f"Conv layer '{name}', weight {tuple(w.shape)}: {o} filters × {c} input channels "
+        f"Conv layer '{name}', weight {tuple(w.shape)}:\n{o} filters × {c} input channels "
         f"({conv.kernel_size[0]}×{conv.kernel_size[1]} kernels)",
         fontsize=10,
     )

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import blended_transform_factory
 
 from src.figures import text_colour_on
 from src.teach import ops
@@ -160,8 +161,8 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
     z = float((w * patch).sum() + b)
     ax_t = fig.add_subplot(gs[1, :])
     ax_t.axis("off")
-    ax_t.text(
-        0.0,
+    ax_t.text(  # from the figure's left edge (x), not the axes', so a 3×3 sum fits the canvas
+        0.02,
         0.5,
         f"Y[{i},{j}] = f(Σ w·x + b) = f({terms} + {fmt(b)})\n"
         f"        = f({fmt(z)}) = {fmt(max(z, 0.0))}     with f = ReLU",
@@ -169,6 +170,7 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
         family="monospace",
         va="center",
         gid="sum",
+        transform=blended_transform_factory(fig.transFigure, ax_t.transAxes),
     )
     fig.suptitle("A kernel slides over the input: each output is a weighted sum of one receptive field", fontsize=11)
     return fig
@@ -180,7 +182,8 @@ def conv_step_figure(x: np.ndarray, w: np.ndarray, b: float, pos: tuple[int, int
 def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int = 4):
     y = ops.conv2d(x, w, stride=stride)
     n, f = x.shape[0], w.shape[0]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), gridspec_kw={"width_ratios": [5, 3, 2.4]})
+    fig, axes = plt.subplots(1, 3, figsize=(11, 5.1), gridspec_kw={"width_ratios": [5, 3, 2.4]})
+    fig.subplots_adjust(bottom=0.232, top=0.896)  # room on the canvas for the two-line caption below
     draw_matrix(axes[0], x, f"input {n}×{n}, receptive fields of each output")
     for k, (a, c) in enumerate(np.ndindex(*y.shape)):
         outline(axes[0], a * stride, c * stride, f, f, COLOURS[k % 4], lw=2.5, inset=0.06 + 0.09 * k)
@@ -191,7 +194,7 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     small = ops.output_size(caption_n, f, 0, stride)
     fig.text(
         0.02,
-        -0.06,
+        0.0855,
         f"stride S = {stride}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + 0)/{stride} + 1 = "
         f"{ops.output_size(n, f, 0, stride)}.\n"
         f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
@@ -218,13 +221,13 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     draw_matrix(axes[2], y, f"output {y.shape[0]}×{y.shape[1]}:\nsame size as the input")
     outline(axes[2], 0, 0, 1, 1)
     draw_matrix(axes[3], uses, f"outputs each input pixel\nfeeds (of {y.size})", cmap="Greens", span=(0, y.size))
-    fig.text(
-        0.02,
-        -0.04,
+    fig.supxlabel(
         f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
         f"{ops.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
         f"{int(mask[:f, :f].sum())} zeros: "
         f"a corner pixel feeds {uses[0, 0]:.0f} outputs, the centre {uses[n // 2, n // 2]:.0f}.",
+        x=0.02,
+        ha="left",
         fontsize=9.5,
     )
     fig.suptitle(
