@@ -155,7 +155,7 @@ class TrainParams(Section):
     momentum: float = Field(ge=0, lt=1)
     nesterov: bool
     weight_decay: float = Field(ge=0)
-    bn_bias_lr_factor: float = Field(gt=0)  # BatchNorm biases' lr over the rest's (optimizer sgd; 1 = same)
+    bn_bias_lr_factor: float = Field(gt=0)  # BatchNorm biases' lr over the rest's (sgd, muon's SGD part; 1 = same)
     max_lr_factor: float = Field(ge=1)
     pct_start: float = Field(gt=0, lt=1)
     anneal: Literal["cos", "linear"]

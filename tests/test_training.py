@@ -232,18 +232,23 @@ def test_deterministic_steps_skip_the_nan_fill_and_give_the_same_weights():
     assert all(torch.equal(a, b) for a, b in zip(*weights))
 
 
-def test_batchnorm_biases_get_their_own_lr_and_decay_when_asked():
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_batchnorm_biases_get_their_own_lr_and_decay_when_asked(optimizer):
     from src.training.optim import make_optimizer, set_hparams
 
-    p = params_with({"model": {"name": "fast_cnn"}})
+    p = params_with({"model": {"name": "fast_cnn"}, "train": {"optimizer": optimizer}})
     model = build_model(p.model, 3)
-    assert len(make_optimizer(model, p.train).param_groups) == 1  # factor 1: one group, as before
-    q = params_with({"train": {"bn_bias_lr_factor": 64.0}})
+    muon = 1 if optimizer == "muon" else 0  # Muon's group (the conv filters) comes after SGD's
+    assert len(make_optimizer(model, p.train).param_groups) == 1 + muon  # factor 1: one SGD group
+    q = params_with({"train": {"optimizer": optimizer, "bn_bias_lr_factor": 64.0}})
     opt = make_optimizer(model, q.train)
-    rest, biases = opt.param_groups
+    assert len(opt.param_groups) == 2 + muon
+    rest, biases = opt.param_groups[:2]
     bn = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert {id(t) for t in biases["params"]} == {id(t) for t in bn} and len(bn) == 6
-    assert len(rest["params"]) + len(bn) == sum(t.requires_grad for t in model.parameters())
+    grouped = [id(t) for g in opt.param_groups[:2] for t in g["params"]]
+    trainable = [t for t in model.parameters() if t.requires_grad and (not muon or t.ndim != 4)]
+    assert sorted(grouped) == sorted(id(t) for t in trainable)  # each tensor in one group
     lr = set_hparams(opt, q.train, 10, 100)
     assert rest["lr"] == lr and biases["lr"] == 64 * lr
     assert biases["weight_decay"] * biases["lr"] == pytest.approx(rest["weight_decay"] * rest["lr"])

@@ -59,7 +59,8 @@ def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
     """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "muon":
-        return MuonSGD(model, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov, tc.weight_decay)
+        rest = _sgd_groups(model, [p for p in params if p.ndim != 4], tc)  # Muon takes the 4-d filters
+        return MuonSGD(model, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov)
     if tc.optimizer == "sgd":
         return torch.optim.SGD(_sgd_groups(model, params, tc), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov)
     return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -150,28 +151,29 @@ class MuonSGD(torch.optim.Optimizer):
     Jordan's airbench94_muon). Muon sees each filter bank as
     a matrix that shares the filter's storage; each bank is rescaled to norm sqrt(out channels) before
     its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
-    The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr)."""
+    The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr).
+    `sgd_groups`: the SGD part's parameter groups, each with its weight decay (`_sgd_groups`)."""
 
     def __init__(
         self,
         model: nn.Module,
+        sgd_groups: list[dict],
         lr: float,
         muon_lr: float,
         peak_lr: float,
         momentum: float,
         nesterov: bool,
-        weight_decay: float,
     ):
         filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
-        rest = [p for p in model.parameters() if p.requires_grad and p.ndim != 4]
         self.filters = filters
         self.matrices = [nn.Parameter(_as_matrix(p.detach())) for p in filters]  # views: same storage
-        self.sgd = torch.optim.SGD(rest, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        self.sgd = torch.optim.SGD(sgd_groups, lr=lr, momentum=momentum, nesterov=nesterov)
         dtype = muon_dtype(filters[0].device) if filters else torch.float32
         self.muon = Muon(self.matrices, lr=muon_lr, momentum=momentum, nesterov=nesterov, ns_dtype=dtype)
-        self.sgd.param_groups[0]["lr_scale"] = 1.0
+        for g in self.sgd.param_groups:
+            g.setdefault("lr_scale", 1.0)
         self.muon.param_groups[0]["lr_scale"] = muon_lr / peak_lr
-        super().__init__(filters + rest, {"lr": lr})
+        super().__init__(filters + [p for g in sgd_groups for p in g["params"]], {"lr": lr})
         self.param_groups = self.sgd.param_groups + self.muon.param_groups  # what the schedule sets
 
     @torch.no_grad()
