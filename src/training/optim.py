@@ -59,8 +59,9 @@ def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
     """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "muon":
-        rest = _sgd_groups(model, [p for p in params if p.ndim != 4], tc)  # Muon takes the 4-d filters
-        return MuonSGD(model, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov)
+        filters = [p for p in params if p.ndim == 4]  # conv filter banks: Muon's; the rest: SGD's
+        rest = _sgd_groups(model, [p for p in params if p.ndim != 4], tc)
+        return MuonSGD(filters, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov)
     if tc.optimizer == "sgd":
         return torch.optim.SGD(_sgd_groups(model, params, tc), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov)
     return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -152,11 +153,12 @@ class MuonSGD(torch.optim.Optimizer):
     a matrix that shares the filter's storage; each bank is rescaled to norm sqrt(out channels) before
     its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
     The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr).
-    `sgd_groups`: the SGD part's parameter groups, each with its weight decay (`_sgd_groups`)."""
+    `filters`: the conv filter banks; `sgd_groups`: the SGD part's parameter groups, each with its
+    weight decay (`_sgd_groups`)."""
 
     def __init__(
         self,
-        model: nn.Module,
+        filters: list[nn.Parameter],
         sgd_groups: list[dict],
         lr: float,
         muon_lr: float,
@@ -164,7 +166,6 @@ class MuonSGD(torch.optim.Optimizer):
         momentum: float,
         nesterov: bool,
     ):
-        filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
         self.filters = filters
         self.matrices = [nn.Parameter(_as_matrix(p.detach())) for p in filters]  # views: same storage
         self.sgd = torch.optim.SGD(sgd_groups, lr=lr, momentum=momentum, nesterov=nesterov)
