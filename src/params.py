@@ -205,7 +205,7 @@ class VisualizeParams(Section):
     mistakes: int = Field(ge=1, le=100)
     augment_examples: int = Field(ge=1, le=32)
     patch_channels: int = Field(ge=1, le=64)
-    patch_top: int = Field(ge=1, le=32)
+    patch_top: int = Field(ge=1, le=32)  # the evaluate stage keeps 32 (src.teach.probe.KEPT)
     dpi: int = Field(ge=50, le=400)
     seed: int = Field(ge=0)
 

@@ -35,6 +35,9 @@ RUN_CACHE = Path(".cache/train")  # the resume point between an interruption and
 PREDICTIONS = Path("plots/eval/predictions.csv")  # one row per test image, in test order
 PER_CLASS = Path("plots/eval/per_class.csv")
 EVAL_METRICS = Path("metrics/eval.json")
+TEST_RESPONSES = Path(
+    "models/test_responses.pt"
+)  # per conv channel, the test images exciting it most (visualize's top patches)
 # visualize
 PLOTS_VISUALIZE = Path("plots/visualize")  # its PNGs
 VISUALIZE_SUMMARY = Path("plots/visualize.json")

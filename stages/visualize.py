@@ -1,7 +1,8 @@
 """Stage `visualize`: look inside the trained CNN → plots/visualize/*.png and plots/visualize.json
 (filters, feature maps, Grad-CAM, curves, predictions, per-class accuracy, confusion, mistakes,
 augmentation; the steps are in src/figures/visualize_steps.py). Predictions come from the evaluate
-stage's plots/eval/predictions.csv, not a second pass over the test set. Runs on the CPU; every
+stage's plots/eval/predictions.csv and the top patches from its models/test_responses.pt, not a
+second pass over the test set. Runs on the CPU; every
 choice is under `visualize:` in params.yaml."""
 
 import numpy as np
@@ -13,6 +14,7 @@ from src.errors import DataError
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
 from src.io import read_dvclive_history, read_json, save_figure, write_json
+from src.models import conv_layers
 from src.params import Params
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
@@ -28,6 +30,11 @@ def load_inputs(p: Params) -> steps.Inputs:
     true, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes)
     if not np.array_equal(true, sub.test_y.numpy()):
         raise DataError(f"{paths.PREDICTIONS}: not this test split's predictions; run dvc repro evaluate")
+    responses = torch.load(paths.TEST_RESPONSES, weights_only=True)
+    if responses.get("images") != len(true) or any(n not in responses for n, _ in conv_layers(model)):
+        raise DataError(
+            f"{paths.TEST_RESPONSES}: not this model's responses on this test split; run dvc repro evaluate"
+        )
     return steps.Inputs(
         p.visualize,
         model.eval(),
@@ -40,6 +47,7 @@ def load_inputs(p: Params) -> steps.Inputs:
         np.random.default_rng(p.visualize.seed),
         history=read_dvclive_history(paths.DVCLIVE_METRICS),
         best_epoch=read_json(paths.TRAIN_METRICS)["best_epoch"],
+        responses=responses,
     )
 
 

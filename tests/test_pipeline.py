@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.teach.probe import top_patches
 from tests.conftest import merge, sh
 
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_s"}
@@ -73,6 +74,37 @@ def test_visualize_figures_agree_with_metrics(repo):
     } <= pngs
     assert th["networks"]["seed_cnn"]["total_params"] == 4_079_429
     assert len(list((repo / "plots/theory").glob("*.png"))) == 7
+
+
+def test_visualize_takes_its_top_patches_from_the_evaluate_pass(repo):
+    import torch
+
+    from src.data.cifar import Subset, normalize
+    from src.training.checkpoints import load_trained
+
+    sub = Subset.load(repo / "data/subset.pt")
+    model, ck = load_trained(repo / "models/best.pt", sub.classes)
+    x, _ = sub.split("test")
+    own = top_patches(model.eval(), normalize(x, torch.tensor(ck["mean"]), torch.tensor(ck["std"])), 6, 6)
+    shown = read(repo, "plots/visualize.json")["top_patches"]
+    assert list(shown) == [t.layer for t in own]
+    for t in own:  # what a pass of its own finds, from the numbers evaluate noted during its plain pass
+        assert shown[t.layer]["channels"] == t.channels and shown[t.layer]["images"] == t.images.tolist()
+        assert shown[t.layer]["positions"] == t.positions.tolist()
+    path = repo / "models/test_responses.pt"
+    good = path.read_bytes()
+    try:
+        stale = torch.load(path, weights_only=True)
+        stale["images"] = 59
+        torch.save(stale, path)
+        r = sh(repo, sys.executable, "-m", "stages.visualize", check=False)
+        assert r.returncode == 2
+        assert (
+            "models/test_responses.pt: not this model's responses on this test split; run dvc repro evaluate"
+            in r.stderr
+        )
+    finally:
+        path.write_bytes(good)
 
 
 def test_second_repro_changes_nothing(repo):

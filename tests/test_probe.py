@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from src.data.cifar import normalize
 from src.models import build_model, conv_layers
-from src.teach.probe import conv_sum, crop, receptive_fields, top_patches
+from src.teach.probe import StrongestResponses, conv_sum, crop, receptive_fields, select_patches, top_patches
+from src.training.evaluation import predict_logits
 from tests.conftest import params_with
 
 FIELDS = {"fast_cnn": [2, 4, 9, 13, 23, 31, 51], "seed_cnn": [5, 9, 14, 22, 32, 48]}
@@ -62,6 +64,39 @@ def test_the_patches_shown_are_the_strongest_in_order(name, k):
                 i, j = t.positions[r, q]
                 assert a[img, c, i, j] == per_image[img, c]  # the position shown is where it peaks
         assert t.learned == mods[t.layer].weight.requires_grad
+
+
+@pytest.mark.parametrize("tta_fraction", [0.25, 1.0])
+def test_evaluation_notes_the_plain_pass_only_and_finds_the_same_patches(tta_fraction):
+    m = model("fast_cnn", 3)
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    mean, std = torch.full((3,), 120.0), torch.full((3,), 60.0)
+    rec = StrongestResponses(m)
+    with_rec = predict_logits(
+        m,
+        x,
+        mean,
+        std,
+        batch_size=16,
+        tta_flip=True,
+        tta_shift=1,
+        tta_fraction=tta_fraction,
+        plain_pass=rec.armed,
+        channels_last=True,  # the layout top_patches runs in: the same sums, so the same near-ties
+    )
+    rec.close()
+    assert not m._forward_hooks and all(not mod._forward_hooks for mod in m.modules())
+    top = rec.top()
+    assert top["images"] == 40  # each test image once: TTA's mirrored and shifted views are not noted
+    torch.testing.assert_close(
+        with_rec, predict_logits(m, x, mean, std, batch_size=16, tta_flip=True, tta_shift=1, tta_fraction=tta_fraction)
+    )
+    own = top_patches(m, normalize(x, mean, std), k=5, channels=4, batch_size=16)
+    for t, s in zip(own, select_patches(m, top, k=5, channels=4), strict=True):
+        assert (t.layer, t.channels) == (s.layer, s.channels)
+        np.testing.assert_array_equal(t.images, s.images)
+        np.testing.assert_array_equal(t.positions, s.positions)
+        np.testing.assert_allclose(t.values, s.values, rtol=1e-5)
 
 
 def test_a_patch_hanging_over_the_border_is_padded_black():

@@ -10,6 +10,8 @@ element-wise layers do not), which holds for the chain-shaped CNNs of this lab.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,41 +81,70 @@ class TopPatches:
     learned: bool
 
 
-@torch.no_grad()
-def top_patches(
-    model: nn.Module, x: torch.Tensor, k: int = 6, channels: int = 6, batch_size: int = 500
-) -> list[TopPatches]:
-    """For every conv layer: per channel, each image's strongest response (max over positions), and
-    the `k` images where it is highest. `x` is normalised (N, 3, H, W). The `channels` shown per
-    layer are those whose k-th best response is highest (channels that respond to something).
-    Runs a channels-last copy of the model (1.5x faster on a CPU; the caller's model is untouched)."""
-    model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    convs = conv_layers(model)
-    fields = receptive_fields(model, x.shape[-1])
-    best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per image: (max value, flat argmax) (N, C)
-    captured: dict[str, torch.Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, o.detach().float())) for n, m in convs
-    ]
-    model.eval()
-    try:
-        for chunk in x.split(batch_size):
-            model(chunk.contiguous(memory_format=torch.channels_last))
-            for n, a in captured.items():
-                v, idx = a.flatten(2).max(dim=2)  # (B, C)
-                prev = best.get(n)
-                best[n] = (v, idx) if prev is None else (torch.cat([prev[0], v]), torch.cat([prev[1], idx]))
-    finally:
-        for h in hooks:
+KEPT = 32  # images kept per channel by StrongestResponses.top in the evaluate stage (visualize.patch_top <= this)
+
+
+class StrongestResponses:
+    """Forward hooks on every conv layer of `model` that note, while `armed()`, each image's
+    strongest response per channel (max over positions) and where it is. The evaluate stage arms
+    them for its plain pass over the test split, so the visualize stage picks its top patches
+    without a second pass; `top_patches` arms them for a pass of its own."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [n for n, _ in conv_layers(model)]
+        self.seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in self.layers}
+        self.width: dict[str, int] = {}
+        self._on = False
+        self._hooks = [m.register_forward_hook(self._hook(n)) for n, m in conv_layers(model)]
+
+    def _hook(self, name: str):
+        def record(mod: nn.Module, inputs, out: torch.Tensor) -> None:
+            if self._on:
+                a = out.detach().float()  # (B, C, H, W)
+                # laid out channels-last it is a (B, H*W, C) view: no copy, unlike flatten(2)
+                v, idx = a.permute(0, 2, 3, 1).reshape(a.shape[0], -1, a.shape[1]).max(dim=1)  # (B, C)
+                self.seen[name].append((v.cpu(), idx.cpu()))
+                self.width[name] = a.shape[-1]
+
+        return record
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        """Record the forward passes run inside this block (and only those: not TTA's other views)."""
+        self._on = True
+        try:
+            yield
+        finally:
+            self._on = False
+
+    def close(self) -> None:
+        """Remove the hooks (the model is as it was)."""
+        for h in self._hooks:
             h.remove()
+
+    def top(self, k: int = KEPT) -> dict:
+        """Per layer: the `k` images with the highest strongest response, per channel, strongest
+        first: {"values", "images", "positions" (flat i * width + j)}: (k, C) tensors, and "width";
+        "images" at the top level is how many images were seen."""
+        out: dict = {"images": sum(len(b[0]) for b in self.seen[self.layers[0]]) if self.layers else 0}
+        for n in self.layers:
+            v = torch.cat([b[0] for b in self.seen[n]])  # (N, C)
+            idx = torch.cat([b[1] for b in self.seen[n]])
+            top_v, top_i = v.topk(min(k, v.shape[0]), dim=0)  # (k, C)
+            out[n] = {"values": top_v, "images": top_i, "positions": idx.gather(0, top_i), "width": self.width[n]}
+        return out
+
+
+def select_patches(model: nn.Module, top: dict, k: int = 6, channels: int = 6, size: int = 32) -> list[TopPatches]:
+    """`channels` channels per conv layer of `model` and their `k` strongest test images, from what
+    `StrongestResponses.top` recorded: the channels whose k-th best response is highest (channels
+    that respond to something)."""
+    fields = receptive_fields(model, size)
     out = []
-    for n, conv in convs:
-        v, idx = best[n]  # (N, C)
-        kk = min(k, v.shape[0])
-        top_v, top_i = v.topk(kk, dim=0)  # (k, C), strongest first
+    for n, conv in conv_layers(model):
+        t = top[n]
+        top_v, top_i, flat, w = t["values"][:k], t["images"][:k], t["positions"][:k], t["width"]
         order = torch.argsort(top_v[-1], descending=True)[:channels].tolist()
-        w = captured[n].shape[-1]
-        flat = idx.gather(0, top_i)  # (k, C)
         out.append(
             TopPatches(
                 layer=n,
@@ -126,6 +157,25 @@ def top_patches(
             )
         )
     return out
+
+
+@torch.no_grad()
+def top_patches(
+    model: nn.Module, x: torch.Tensor, k: int = 6, channels: int = 6, batch_size: int = 500
+) -> list[TopPatches]:
+    """For every conv layer: per channel, each image's strongest response (max over positions), and
+    the `k` images where it is highest. `x` is normalised (N, 3, H, W). The `channels` shown per
+    layer are those whose k-th best response is highest (channels that respond to something).
+    Runs a channels-last copy of the model (1.5x faster on a CPU; the caller's model is untouched)."""
+    copied = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+    rec = StrongestResponses(copied)
+    try:
+        with rec.armed():
+            for chunk in x.split(batch_size):
+                copied(chunk.contiguous(memory_format=torch.channels_last))
+    finally:
+        rec.close()
+    return select_patches(model, rec.top(k), k, channels, x.shape[-1])
 
 
 def crop(image_u8: torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray:

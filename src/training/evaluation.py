@@ -3,6 +3,9 @@ metrics built on a confusion matrix."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,6 +49,7 @@ def predict_logits(
     amp: bool = False,
     channels_last: bool = False,
     tta_fraction: float = 1.0,
+    plain_pass: Callable[[], AbstractContextManager] | None = None,
 ) -> torch.Tensor:
     """Logits (N, K) float32 on the CPU for uint8 images x (N, 3, H, W), in large batches.
 
@@ -54,7 +58,9 @@ def predict_logits(
     `tta_fraction` < 1 augments only that fraction of the images, those the plain view is least
     sure of (lowest top probability): the confident ones rarely change their answer, and TTA costs
     five more forward passes an image. `channels_last` lays out the model's weights (in place, a
-    no-op when they already are) and every batch channels-last."""
+    no-op when they already are) and every batch channels-last. `plain_pass`, where given, is entered
+    around each plain forward pass, never TTA's other views (the evaluate stage records the strongest
+    conv responses there for the visualize stage's top patches)."""
     model.eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -73,7 +79,11 @@ def predict_logits(
         for i, xb in enumerate(xs.split(batch_size)):
             xb = prepared(xb)
             with autocast_for(device, amp):
-                plain = model(xb).float() if known is None else known[i * batch_size :][:batch_size].to(device)
+                if known is None:
+                    with plain_pass() if plain_pass else nullcontext():
+                        plain = model(xb).float()
+                else:
+                    plain = known[i * batch_size :][:batch_size].to(device)
                 out.append((_tta(model, xb, plain, tta_flip, tta_shift) if augmented else plain).cpu())
         return torch.cat(out)
 
@@ -109,11 +119,13 @@ def score_test(
     e,
     classes: list[str],
     channels_last: bool = False,
+    plain_pass: Callable[[], AbstractContextManager] | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """(metrics, logits) of `model` on the test images (x, y) scored as params.yaml's evaluate
-    section `e` says: the evaluate stage and `src.verify` both call this, so they agree to the digit."""
+    section `e` says: the evaluate stage and `src.verify` both call this, so they agree to the digit.
+    `plain_pass`: as predict_logits takes it."""
     options = tta_options(e)
-    res = evaluate(model, x, y, mean, std, channels_last=channels_last, **options)
+    res = evaluate(model, x, y, mean, std, channels_last=channels_last, plain_pass=plain_pass, **options)
     metrics = summarize(y.numpy(), res["logits"], classes, e.top_confused, res["loss"])
     metrics.update({k: v for k, v in options.items() if k != "batch_size"})  # how it was scored
     return metrics, res["logits"]
