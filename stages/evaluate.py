@@ -10,7 +10,7 @@ from src import paths
 from src.data.cifar import Subset
 from src.io import atomic_torch_save, write_json, write_text
 from src.params import Params
-from src.teach.probe import StrongestResponses
+from src.teach.probe import StrongestResponses, fingerprint
 from src.training.checkpoints import load_trained
 from src.training.evaluation import per_class_csv, predictions_csv, score_test
 from src.training.runtime import resolve_device, uses_channels_last
@@ -28,12 +28,14 @@ def main(p: Params) -> None:
     x, y = sub.split("test")
     channels_last = uses_channels_last(p.train.channels_last, device)
     responses = StrongestResponses(model)
-    metrics, logits = score_test(model, x, y, mean, std, p.evaluate, sub.classes, channels_last, responses.armed)
-    responses.close()
+    try:
+        metrics, logits = score_test(model, x, y, mean, std, p.evaluate, sub.classes, channels_last, responses.armed)
+    finally:
+        responses.close()
     metrics["best_epoch"] = ck["epoch"]
     write_text(paths.PREDICTIONS, predictions_csv(y.numpy(), logits, sub.classes))
     write_text(paths.PER_CLASS, per_class_csv(metrics["per_class_acc"]))
-    atomic_torch_save(responses.top(), paths.TEST_RESPONSES)
+    atomic_torch_save({**responses.top(), "fingerprint": fingerprint(model, x)}, paths.TEST_RESPONSES)
     write_json(paths.EVAL_METRICS, metrics)
     pairs = ", ".join(f"{d['pair']} ({d['total']})" for d in metrics["most_confused"][:3])
     print(

@@ -1,9 +1,9 @@
 """Stage `visualize`: look inside the trained CNN → plots/visualize/*.png and plots/visualize.json
 (filters, feature maps, Grad-CAM, curves, predictions, per-class accuracy, confusion, mistakes,
 augmentation; the steps are in src/figures/visualize_steps.py). Predictions come from the evaluate
-stage's plots/eval/predictions.csv and the top patches from its models/test_responses.pt, not a
-second pass over the test set. Runs on the CPU; every
-choice is under `visualize:` in params.yaml."""
+stage's plots/eval/predictions.csv and the top patches from its models/test_responses.pt (found on
+the device and in the layout evaluate ran), not a second pass over the test set. Runs on the CPU;
+every choice is under `visualize:` in params.yaml."""
 
 import numpy as np
 import torch
@@ -14,8 +14,8 @@ from src.errors import DataError
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
 from src.io import read_dvclive_history, read_json, save_figure, write_json
-from src.models import conv_layers
 from src.params import Params
+from src.teach.probe import fingerprint
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 from stages._common import run_stage
@@ -31,7 +31,7 @@ def load_inputs(p: Params) -> steps.Inputs:
     if not np.array_equal(true, sub.test_y.numpy()):
         raise DataError(f"{paths.PREDICTIONS}: not this test split's predictions; run dvc repro evaluate")
     responses = torch.load(paths.TEST_RESPONSES, weights_only=True)
-    if responses.get("images") != len(true) or any(n not in responses for n, _ in conv_layers(model)):
+    if responses.get("fingerprint") != fingerprint(model, sub.test_x):
         raise DataError(
             f"{paths.TEST_RESPONSES}: not this model's responses on this test split; run dvc repro evaluate"
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.teach.probe import top_patches
+from src.teach.probe import fingerprint, top_patches
 from tests.conftest import merge, sh
 
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_s"}
@@ -94,8 +94,10 @@ def test_visualize_takes_its_top_patches_from_the_evaluate_pass(repo):
     path = repo / "models/test_responses.pt"
     good = path.read_bytes()
     try:
-        stale = torch.load(path, weights_only=True)
-        stale["images"] = 59
+        stale = torch.load(path, weights_only=True)  # as evaluate wrote it for a model one weight away
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] += 1e-3
+        stale["fingerprint"] = fingerprint(model, x)
         torch.save(stale, path)
         r = sh(repo, sys.executable, "-m", "stages.visualize", check=False)
         assert r.returncode == 2

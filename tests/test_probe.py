@@ -11,7 +11,8 @@ import torch
 
 from src.data.cifar import normalize
 from src.models import build_model, conv_layers
-from src.teach.probe import StrongestResponses, conv_sum, crop, receptive_fields, select_patches, top_patches
+from src.params import VisualizeParams
+from src.teach.probe import KEPT, StrongestResponses, conv_sum, crop, receptive_fields, select_patches, top_patches
 from src.training.evaluation import predict_logits
 from tests.conftest import params_with
 
@@ -87,7 +88,7 @@ def test_evaluation_notes_the_plain_pass_only_and_finds_the_same_patches(tta_fra
     rec.close()
     assert not m._forward_hooks and all(not mod._forward_hooks for mod in m.modules())
     top = rec.top()
-    assert top["images"] == 40  # each test image once: TTA's mirrored and shifted views are not noted
+    assert top["count"] == 40  # each test image once: TTA's mirrored and shifted views are not noted
     torch.testing.assert_close(
         with_rec, predict_logits(m, x, mean, std, batch_size=16, tta_flip=True, tta_shift=1, tta_fraction=tta_fraction)
     )
@@ -97,6 +98,11 @@ def test_evaluation_notes_the_plain_pass_only_and_finds_the_same_patches(tta_fra
         np.testing.assert_array_equal(t.images, s.images)
         np.testing.assert_array_equal(t.positions, s.positions)
         np.testing.assert_allclose(t.values, s.values, rtol=1e-5)
+
+
+def test_the_evaluate_stage_keeps_as_many_patches_as_visualize_may_ask():
+    bound = next(m.le for m in VisualizeParams.model_fields["patch_top"].metadata if hasattr(m, "le"))
+    assert bound == KEPT
 
 
 def test_a_patch_hanging_over_the_border_is_padded_black():

@@ -17,7 +17,7 @@ from src.data.augment import augment_batch
 from src.data.cifar import Subset, normalize
 from src.figures import Drawn, inside, results
 from src.params import VisualizeParams
-from src.teach.probe import crop, select_patches, top_patches
+from src.teach.probe import crop, select_patches
 from src.training.evaluation import confusion_matrix, per_class_accuracy
 
 
@@ -36,7 +36,7 @@ class Inputs:
     rng: np.random.Generator
     history: dict[str, list[float]]  # DVCLive's per-epoch {train,val}_{acc,loss}
     best_epoch: int
-    responses: dict | None = None  # the evaluate stage's StrongestResponses.top(); None: a pass of its own
+    responses: dict  # the evaluate stage's StrongestResponses.top(): each conv channel's strongest test images
 
     @property
     def classes(self) -> list[str]:
@@ -174,11 +174,7 @@ def what_excites(a: Inputs) -> Drawn:
     """Per conv layer, the test patches that excite its most responsive channels most (Zeiler & Fergus)."""
     x, _ = a.sub.split("test")
     found = {}
-    if a.responses is None:
-        tops = top_patches(a.model, normalize(x, a.mean, a.std), a.v.patch_top, a.v.patch_channels)
-    else:
-        tops = select_patches(a.model, a.responses, a.v.patch_top, a.v.patch_channels, x.shape[-1])
-    for t in tops:
+    for t in select_patches(a.model, a.responses, a.v.patch_top, a.v.patch_channels, x.shape[-1]):
         crops = [
             [crop(x[int(t.images[r, q])], t.field.box(*map(int, t.positions[r, q]))) for q in range(t.images.shape[1])]
             for r in range(len(t.channels))

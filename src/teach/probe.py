@@ -10,6 +10,7 @@ element-wise layers do not), which holds for the chain-shaped CNNs of this lab.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,8 +88,8 @@ KEPT = 32  # images kept per channel by StrongestResponses.top in the evaluate s
 class StrongestResponses:
     """Forward hooks on every conv layer of `model` that note, while `armed()`, each image's
     strongest response per channel (max over positions) and where it is. The evaluate stage arms
-    them for its plain pass over the test split, so the visualize stage picks its top patches
-    without a second pass; `top_patches` arms them for a pass of its own."""
+    them for its plain pass over the test split (on its device, in its layout), so the visualize
+    stage picks its top patches without a second pass; `top_patches` arms them for a pass of its own."""
 
     def __init__(self, model: nn.Module) -> None:
         self.layers = [n for n, _ in conv_layers(model)]
@@ -124,14 +125,16 @@ class StrongestResponses:
 
     def top(self, k: int = KEPT) -> dict:
         """Per layer: the `k` images with the highest strongest response, per channel, strongest
-        first: {"values", "images", "positions" (flat i * width + j)}: (k, C) tensors, and "width";
-        "images" at the top level is how many images were seen."""
-        out: dict = {"images": sum(len(b[0]) for b in self.seen[self.layers[0]]) if self.layers else 0}
+        first: {"values", "images" (test index), "positions" (flat i * width + j)}: (k, C) tensors,
+        and "width"; "count" is how many images were seen. Always the same `topk` call for `k`, so
+        the stage and a pass of its own break exact ties (a frozen layer on flat regions) alike."""
+        out: dict = {"count": sum(len(b[0]) for b in self.seen[self.layers[0]]) if self.layers else 0}
         for n in self.layers:
             v = torch.cat([b[0] for b in self.seen[n]])  # (N, C)
             idx = torch.cat([b[1] for b in self.seen[n]])
             top_v, top_i = v.topk(min(k, v.shape[0]), dim=0)  # (k, C)
-            out[n] = {"values": top_v, "images": top_i, "positions": idx.gather(0, top_i), "width": self.width[n]}
+            pos = idx.gather(0, top_i)
+            out[n] = {"values": top_v, "images": top_i.int(), "positions": pos.int(), "width": self.width[n]}
         return out
 
 
@@ -175,7 +178,18 @@ def top_patches(
                 copied(chunk.contiguous(memory_format=torch.channels_last))
     finally:
         rec.close()
-    return select_patches(model, rec.top(k), k, channels, x.shape[-1])
+    return select_patches(model, rec.top(max(k, KEPT)), k, channels, x.shape[-1])
+
+
+def fingerprint(model: nn.Module, x: torch.Tensor) -> str:
+    """A digest of `model`'s weights and buffers and of the images `x`: what the evaluate stage saw,
+    so the visualize stage can tell a file from another model or test split."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())  # NCHW bytes, whatever the layout
+    h.update(x.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def crop(image_u8: torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray:
