@@ -102,7 +102,8 @@ def test_results_figures_read_well_for_any_class_count(k):
 @pytest.fixture
 def stage_workspace(repo, tmp_path, monkeypatch):
     """The inputs the figure stages read, copied from the end-to-end repo (its outputs stay as DVC made them)."""
-    for rel in ("params.yaml", "data/subset.pt", "models/best.pt", "metrics/train.json", "plots/eval", "dvclive/train"):
+    inputs = ("data/subset.pt", "models/best.pt", "models/test_responses.pt", "metrics/train.json", "plots/eval")
+    for rel in ("params.yaml", *inputs, "dvclive/train"):
         src, dst = repo / rel, tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
