@@ -4,7 +4,8 @@ time budget, side by side in one run on this machine; test accuracy and training
     python -m benchmarks.time_to_accuracy --classes airplane automobile bird --budget 120 --runs 3
 
 With --epochs N a run trains N epochs instead of a budget, as the pipeline's train stage does (its
-test accuracy is the evaluate stage's for the same params and seed).
+test accuracy is the evaluate stage's for the same params and seed). With --tta-fractions 0 1 each
+run's model is also scored with no test-time augmentation and with it on every test image.
 
 Reads CIFAR-10 from data/raw (run `dvc repro download` first) or from $CIFAR10_MIRROR.
 Prints a table (median over runs) and writes benchmarks/results/<name>.json.
@@ -89,8 +90,18 @@ def subset_and_normalization(p: Params, raw: dict, names: list[str]) -> tuple[Su
     return sub, torch.tensor(mean).float(), torch.tensor(std).float()
 
 
-def run_recipe(p: Params, raw: dict, names: list[str], budget: float | None, seed: int, work: Path) -> dict:
-    """Train `p` for `budget` seconds (None: its `train.epochs`) with `seed`; test accuracy and speed."""
+def run_recipe(
+    p: Params,
+    raw: dict,
+    names: list[str],
+    budget: float | None,
+    seed: int,
+    work: Path,
+    tta_fractions: tuple[float, ...] = (),
+) -> dict:
+    """Train `p` for `budget` seconds (None: its `train.epochs`) with `seed`; test accuracy and speed.
+    Each of `tta_fractions` adds the same model's test accuracy with TTA on that fraction of the
+    test images (`test_acc_tta_<fraction>`), so TTA's share of a gain needs no second training."""
     p = parse_params(merge(p.model_dump(), {"train": {"time_budget_s": budget, "seed": seed}}))
     sub, mean, std = subset_and_normalization(p, raw, names)
     device = resolve_device(p.train.device)
@@ -111,17 +122,17 @@ def run_recipe(p: Params, raw: dict, names: list[str], budget: float | None, see
     res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
     best = torch.load(work / "best.pt", weights_only=False)["model"]
     model.load_state_dict(best)
-    test = evaluate(
-        model,
-        sub.test_x,
-        sub.test_y,
-        mean.to(device),
-        std.to(device),
-        channels_last=res.runtime.channels_last,
-        **tta_options(p.evaluate),  # scored as the evaluate stage scores
-    )
+    tta, layout = tta_options(p.evaluate), {"channels_last": res.runtime.channels_last}
+    # scored as the evaluate stage scores
+    test = evaluate(model, sub.test_x, sub.test_y, mean.to(device), std.to(device), **tta, **layout)
+    extra = {}
+    for f in tta_fractions:
+        kw = {**tta, "tta_fraction": f}
+        scored = evaluate(model, sub.test_x, sub.test_y, mean.to(device), std.to(device), **kw, **layout)
+        extra[f"test_acc_tta_{f:g}"] = scored["acc"]
     return {
         "test_acc": test["acc"],
+        **extra,
         "images_per_s": res.images_per_s,
         "seconds": res.seconds,
         "epochs": res.epochs_equivalent,
@@ -161,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="runs per recipe (seeds 0..runs-1); medians reported")
     ap.add_argument("--recipes", nargs="+", default=["default", "seed"], choices=["default", "seed"])
     ap.add_argument("--peak-gflops", type=float, default=150.0, help="this CPU's fp32 peak, for the fraction")
+    ap.add_argument(
+        "--tta-fractions",
+        nargs="*",
+        type=float,
+        default=[],
+        metavar="F",
+        help="also score each run's model with TTA on these fractions of the test images (0 = none, 1 = all)",
+    )
     ap.add_argument("--name", default=None, help="results file name (default from classes and budget)")
     ap.add_argument(
         "--set",
@@ -185,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, list[dict]] = {r: [] for r in args.recipes}
     for run in range(args.runs):
         for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
-            out = run_recipe(recipes[r], raw, names, budget, run, work / r)
+            out = run_recipe(recipes[r], raw, names, budget, run, work / r, tuple(args.tta_fractions))
             table[r].append(out)
             print(
                 f"run {run + 1}/{args.runs} {r:8s} test acc {out['test_acc']:.4f}  {out['images_per_s']:7.1f} img/s  "
-                f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs",
+                f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs"
+                + "".join(f"  {k[9:]} {v:.4f}" for k, v in out.items() if k.startswith("test_acc_tta_")),
                 flush=True,
             )
     med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0]} for r, rows in table.items()}

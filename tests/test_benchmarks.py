@@ -80,3 +80,39 @@ def test_the_autoaugment_benchmark_takes_real_training_steps(tmp_path, monkeypat
     rates = step_rates(1, 1, torch.device("cpu"), Timer(torch.device("cpu")))
     assert set(rates) >= {"none_images_per_s", "batched_images_per_s", "per-image_images_per_s"}
     assert all(rates[k] > 0 for k in ("none_images_per_s", "batched_images_per_s", "per-image_images_per_s"))
+
+
+def test_a_run_scores_its_model_at_each_tta_fraction_asked(small_batches, tmp_path, monkeypatch):
+    """`--tta-fractions`: the same trained model scored again; the evaluate stage's own fraction
+    gives the run's test accuracy back, so the extra scores are comparable with it."""
+    import benchmarks.time_to_accuracy as bench
+    from src.data.cifar import BATCHES_DIR, load_cifar10, read_class_names
+
+    asked = []
+
+    def noting(*args, **kw):
+        asked.append(kw["tta_fraction"])
+        return evaluate(*args, **kw)
+
+    evaluate = bench.evaluate
+    monkeypatch.setattr(bench, "evaluate", noting)
+
+    batches = small_batches / BATCHES_DIR
+    p = params_with(
+        {
+            "data": {"classes": ["cat", "dog"], "val_per_class": 10},
+            "model": {"fast_cnn": {"widths": [8, 16, 16]}},
+            "train": {"epochs": 1, "batch_size": 16, "threads": 1},
+            "evaluate": {"tta_fraction": 0.5},
+        }
+    )
+    out = bench.run_recipe(p, load_cifar10(batches), read_class_names(batches), None, 0, tmp_path, (0.0, 0.5, 1.0))
+    assert [k for k in out if k.startswith("test_acc")] == [
+        "test_acc",
+        "test_acc_tta_0",
+        "test_acc_tta_0.5",
+        "test_acc_tta_1",
+    ]
+    assert asked == [0.5, 0.0, 0.5, 1.0]  # the run's own (the stage's), then each asked for
+    assert out["test_acc_tta_0.5"] == out["test_acc"]
+    assert all(0 <= out[k] <= 1 for k in out if k.startswith("test_acc"))
