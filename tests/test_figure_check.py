@@ -16,6 +16,7 @@ from src.figures import results
 from src.figures.dataset import class_distribution, samples_per_class
 from src.figures.readability import contrast, problems
 from src.params import CIFAR10_CLASSES, load_params
+from tools.dvc_deps import PACKAGES
 
 # ----------------------------------------------------------------------------- the checker fails what it should
 
@@ -106,7 +107,7 @@ def stage_workspace(repo, tmp_path, monkeypatch):
     Which inputs: the figure stages' deps in dvc.yaml other than code, so a stage's new input comes along."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     deps = {d for s in ("stats", "visualize", "theory") for d in stages[s]["deps"]}
-    inputs = sorted(d for d in deps if not d.startswith(("src/", "stages/")))
+    inputs = sorted(d for d in deps if d.split("/")[0] not in PACKAGES)
     assert "models/best.pt" in inputs and "data/raw" in inputs  # the dvc.yaml this reads is the pipeline's
     for rel in ("params.yaml", *inputs):
         src, dst = repo / rel, tmp_path / rel
