@@ -122,17 +122,15 @@ def run_recipe(
     res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
     best = torch.load(work / "best.pt", weights_only=False)["model"]
     model.load_state_dict(best)
-    tta, layout = tta_options(p.evaluate), {"channels_last": res.runtime.channels_last}
-    # scored as the evaluate stage scores
-    test = evaluate(model, sub.test_x, sub.test_y, mean.to(device), std.to(device), **tta, **layout)
-    extra = {}
-    for f in tta_fractions:
-        kw = {**tta, "tta_fraction": f}
-        scored = evaluate(model, sub.test_x, sub.test_y, mean.to(device), std.to(device), **kw, **layout)
-        extra[f"test_acc_tta_{f:g}"] = scored["acc"]
+    mean, std = mean.to(device), std.to(device)
+
+    def test_acc(**over) -> float:  # scored as the evaluate stage scores, but for `over`
+        kw = {**tta_options(p.evaluate), "channels_last": res.runtime.channels_last, **over}
+        return evaluate(model, sub.test_x, sub.test_y, mean, std, **kw)["acc"]
+
     return {
-        "test_acc": test["acc"],
-        **extra,
+        "test_acc": test_acc(),
+        **{f"test_acc_tta_{f:g}": test_acc(tta_fraction=f) for f in tta_fractions},
         "images_per_s": res.images_per_s,
         "seconds": res.seconds,
         "epochs": res.epochs_equivalent,
@@ -206,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
             out = run_recipe(recipes[r], raw, names, budget, run, work / r, tuple(args.tta_fractions))
             table[r].append(out)
+            tta = "".join(f"  {k.removeprefix('test_acc_')} {v:.4f}" for k, v in out.items() if "_tta_" in k)
             print(
                 f"run {run + 1}/{args.runs} {r:8s} test acc {out['test_acc']:.4f}  {out['images_per_s']:7.1f} img/s  "
-                f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs"
-                + "".join(f"  {k[9:]} {v:.4f}" for k, v in out.items() if k.startswith("test_acc_tta_")),
+                f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs{tta}",
                 flush=True,
             )
     med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0]} for r, rows in table.items()}
