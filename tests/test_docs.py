@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -19,6 +20,9 @@ ISSUE_REF = re.compile(r"(?<![\w&/])#\d+\b")  # "issue #13", "(#10)"; not anchor
 BUILDER_WORDS = re.compile(r"\bsessions?\b|\bwas lent\b|\bdevice tool\b|\bnot drawn\b", re.IGNORECASE)
 DELIMITER_ROW = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?$")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+# `dvc exp run -S key=value` and the benchmarks' `--set key=value key=value`
+OVERRIDE = re.compile(r"-S\s+['\"]?([A-Za-z_][\w.]*)=")
+SET_LIST = re.compile(r"--set((?:\s+['\"]?[A-Za-z_][\w.]*=[^\s`'\"]*['\"]?)+)")
 
 
 def prose(path: Path) -> list[tuple[int, str]]:
@@ -102,6 +106,36 @@ def test_relative_links_and_images_exist(path):
     assert not bad, "; ".join(bad)
 
 
+def override_keys(text: str) -> list[str]:
+    """The params keys a text's `-S key=value` and `--set key=value …` overrides name."""
+    keys = OVERRIDE.findall(text)
+    for m in SET_LIST.finditer(text):
+        keys += re.findall(r"([A-Za-z_][\w.]*)=", m.group(1))
+    return keys
+
+
+def unknown_keys(keys: list[str], params: dict) -> list[str]:
+    """Those of `keys` that are not a dotted path of `params` (`key`: the docs' placeholder)."""
+
+    def known(key: str) -> bool:
+        node = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    return [key for key in keys if key != "key" and not known(key)]
+
+
+@pytest.mark.parametrize("path", LINKED, ids=[str(p.relative_to(REPO)) for p in LINKED])
+def test_every_override_names_a_key_of_params_yaml(path):
+    """A renamed or mistyped param leaves no command in the docs that stops at its first word."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    bad = unknown_keys(override_keys(path.read_text()), params)
+    assert not bad, f"{path.name}: not keys of params.yaml: {sorted(set(bad))}"
+
+
 def test_the_checks_catch_what_they_are_for(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text(
@@ -112,3 +146,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     assert [[cells(r) for _, r in rows] for _, rows in tables(doc)] == [[2, 3, 2]]
     assert anchors(doc) == {"title"} and slug("On a GPU: the `gpu` recipe") == "on-a-gpu-the-gpu-recipe"
     assert not ISSUE_REF.search("colour #1f77b4, link (#results-by-machine), &#8212;")
+    keys = override_keys("dvc exp run -S train.epoch=3 -S 'data.classes=[cat,dog]' x --set a.b=1 train.lr=0.1`")
+    assert keys == ["train.epoch", "data.classes", "a.b", "train.lr"]
+    params = {"train": {"epochs": 6, "lr": 0.03}, "data": {"classes": ["cat"]}}
+    assert unknown_keys([*keys, "key"], params) == ["train.epoch", "a.b"]
