@@ -202,3 +202,30 @@ def test_the_filters_view_on_the_trained_model(repo):
         assert [r["channel"] for r in layer["rows"]] == vis[layer["layer"]]["channels"]
         assert [[p["index"] for p in r["patches"]] for r in layer["rows"]] == vis[layer["layer"]]["images"]
     assert layers[0]["learned"] is False  # fast_cnn's whitening layer
+
+
+def test_the_filters_view_takes_the_evaluate_stages_responses(repo, tmp_path, monkeypatch):
+    from src.teach import probe
+
+    lab = compute.Lab.load(repo)
+    recorded = compute.recorded_responses(repo, lab)
+    assert recorded is not None  # models/test_responses.pt, written by evaluate for this model
+    passes = []
+    own_pass = probe.top_patches
+    monkeypatch.setattr(probe, "top_patches", lambda *a, **kw: passes.append(1) or own_pass(*a, **kw))
+    picked = compute.filters(lab, responses=recorded)
+    assert passes == []  # no pass over the test split of its own
+    own = compute.filters(lab)
+    assert passes == [1]
+    assert [[r["channel"] for r in layer["rows"]] for layer in picked] == [
+        [r["channel"] for r in layer["rows"]] for layer in own
+    ]
+    assert [[[p["index"] for p in r["patches"]] for r in layer["rows"]] for layer in picked] == [
+        [[p["index"] for p in r["patches"]] for r in layer["rows"]] for layer in own
+    ]
+    # another model's file (or none) is not used: the page makes its own pass
+    other = tmp_path / "other"
+    (other / "models").mkdir(parents=True)
+    assert compute.recorded_responses(other, lab) is None
+    torch.save({**recorded, "fingerprint": "another model"}, other / "models/test_responses.pt")
+    assert compute.recorded_responses(other, lab) is None

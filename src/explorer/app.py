@@ -165,7 +165,8 @@ def class_view(name: str):
 def filters():
     state = current_app.extensions["lab"]
     if "filters" not in state:
-        state["filters"] = compute.filters(get_lab())
+        lab = get_lab()
+        state["filters"] = compute.filters(lab, responses=compute.recorded_responses(state["root"], lab))
     return state["filters"]
 
 

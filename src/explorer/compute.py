@@ -310,13 +310,31 @@ def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
     }
 
 
-def filters(lab: Lab, k: int = 6, channels: int = 6) -> list[dict]:
-    """Per conv layer: the test patches (receptive fields) that excite its most responsive channels most."""
-    from src.teach.probe import crop, top_patches
+def recorded_responses(root: Path, lab: Lab) -> dict | None:
+    """The evaluate stage's models/test_responses.pt under `root` when it was recorded for this
+    lab's model and test split (its fingerprint matches); None when missing or stale."""
+    from src.teach.probe import fingerprint
+
+    path = root / paths.TEST_RESPONSES
+    if not path.exists():
+        return None
+    responses = torch.load(path, weights_only=True)
+    return responses if responses.get("fingerprint") == fingerprint(lab.model, lab.test_x) else None
+
+
+def filters(lab: Lab, k: int = 6, channels: int = 6, responses: dict | None = None) -> list[dict]:
+    """Per conv layer: the test patches (receptive fields) that excite its most responsive channels
+    most; picked from the evaluate stage's `responses` (`recorded_responses`) when given, as the
+    visualize stage does, else from a pass over the test split of its own."""
+    from src.teach.probe import KEPT, crop, select_patches, top_patches
 
     x = normalize(lab.test_x, lab.mean, lab.std)
+    if responses is not None and k <= KEPT:
+        found = select_patches(lab.model, responses, k, channels, x.shape[-1])
+    else:
+        found = top_patches(lab.model, x, k, channels)
     out = []
-    for t in top_patches(lab.model, x, k, channels):
+    for t in found:
         rows = [
             {
                 "channel": ch,
