@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,13 @@ from src.figures.readability import problems
 from src.models import build_model, conv_layers
 from src.teach.probe import crop, top_patches
 from tests.conftest import params_with
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close each test's figures after it: pyplot keeps them all open until told (a warning at 21)."""
+    yield
+    plt.close("all")
 
 
 @pytest.fixture(params=["fast_cnn", "seed_cnn"])
