@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.params import flatten
 from tests.conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -115,17 +116,9 @@ def override_keys(text: str) -> list[str]:
 
 
 def unknown_keys(keys: list[str], params: dict) -> list[str]:
-    """Those of `keys` that are not a dotted path of `params` (`key`: the docs' placeholder)."""
-
-    def known(key: str) -> bool:
-        node = params
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        return True
-
-    return [key for key in keys if key != "key" and not known(key)]
+    """Those of `keys` that are not a dotted key of `params` (`key`: the docs' placeholder)."""
+    known = flatten(params)
+    return [key for key in keys if key != "key" and key not in known]
 
 
 @pytest.mark.parametrize("path", LINKED, ids=[str(p.relative_to(REPO)) for p in LINKED])
