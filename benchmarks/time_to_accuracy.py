@@ -5,7 +5,8 @@ time budget, side by side in one run on this machine; test accuracy and training
 
 With --epochs N a run trains N epochs instead of a budget, as the pipeline's train stage does (its
 test accuracy is the evaluate stage's for the same params and seed). With --tta-fractions 0 1 each
-run's model is also scored with no test-time augmentation and with it on every test image.
+run's model is also scored with no test-time augmentation and with it on every test image. With
+--seeds 1 2 the runs use those seeds (to add seeds to an earlier --runs 1; each run records its seed).
 
 Reads CIFAR-10 from data/raw (run `dvc repro download` first) or from $CIFAR10_MIRROR.
 Prints a table (median over runs) and writes benchmarks/results/<name>.json.
@@ -168,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=120.0, help="training seconds per run")
     ap.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of --budget")
     ap.add_argument("--runs", type=int, default=1, help="runs per recipe (seeds 0..runs-1); medians reported")
+    ap.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="run these seeds instead (e.g. 1 2 to add two seeds to an earlier --runs 1); overrides --runs",
+    )
     ap.add_argument("--recipes", nargs="+", default=["default", "seed"], choices=["default", "seed"])
     ap.add_argument("--peak-gflops", type=float, default=150.0, help="this CPU's fp32 peak, for the fraction")
     ap.add_argument(
@@ -200,20 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     recipes = {"default": base, "seed": parse_params(merge(base.model_dump(), SEED_RECIPE))}
     work = Path(".cache/bench")
     table: dict[str, list[dict]] = {r: [] for r in args.recipes}
-    for run in range(args.runs):
+    seeds = args.seeds if args.seeds is not None else list(range(args.runs))
+    for run, seed in enumerate(seeds):
         for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
-            out = run_recipe(recipes[r], raw, names, budget, run, work / r, tuple(args.tta_fractions))
-            table[r].append(out)
+            out = run_recipe(recipes[r], raw, names, budget, seed, work / r, tuple(args.tta_fractions))
+            table[r].append({"seed": seed, **out})
             tta = "".join(f"  {k.removeprefix('test_acc_')} {v:.4f}" for k, v in out.items() if "_tta_" in k)
             print(
-                f"run {run + 1}/{args.runs} {r:8s} test acc {out['test_acc']:.4f}  {out['images_per_s']:7.1f} img/s  "
+                f"run {run + 1}/{len(seeds)} (seed {seed}) {r:8s} test acc {out['test_acc']:.4f}  "
+                f"{out['images_per_s']:7.1f} img/s  "
                 f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs{tta}",
                 flush=True,
             )
-    med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0]} for r, rows in table.items()}
+    med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0] if k != "seed"} for r, rows in table.items()}
     print(
         f"\n{'recipe':10s} {'test acc':>9s} {'img/s':>8s} {'epochs':>7s} {'GFLOP/img':>10s} {'GFLOP/s':>8s} "
-        f"{'of peak':>7s}  (median of {args.runs}, {length}, "
+        f"{'of peak':>7s}  (median of {len(seeds)}, {length}, "
         f"{len(names if classes == 'all' else classes)} classes)"
     )
     for r, m in med.items():

@@ -116,3 +116,30 @@ def test_a_run_scores_its_model_at_each_tta_fraction_asked(small_batches, tmp_pa
     assert asked == [0.5, 0.0, 0.5, 1.0]  # the run's own (the stage's), then each asked for
     assert out["test_acc_tta_0.5"] == out["test_acc"]
     assert all(0 <= out[k] <= 1 for k in out if k.startswith("test_acc"))
+
+
+def test_seeds_runs_the_seeds_asked_and_records_each(tmp_path, monkeypatch):
+    """`--seeds 1 2` adds seeds to an earlier one-seed run: each row names its seed, the medians
+    are over those runs only, and --runs counts from seed 0 without it."""
+    import benchmarks.time_to_accuracy as bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.setattr(bench, "load_raw", lambda: ({}, []))
+    trained = []
+
+    def fake_run(p, raw, names, budget, seed, work, tta):
+        trained.append(seed)
+        keys = ("images_per_s", "seconds", "epochs", "steps", "params", "train_gflop_per_image", "achieved_gflop_s")
+        return {"test_acc": 0.5 + seed / 10, **dict.fromkeys(keys, 1.0)}
+
+    monkeypatch.setattr(bench, "run_recipe", fake_run)
+    bench.main(["--classes", "cat", "dog", "--epochs", "1", "--recipes", "default", "--seeds", "1", "2", "--name", "s"])
+    out = json.loads((tmp_path / "benchmarks/results/s.json").read_text())
+    assert [row["seed"] for row in out["runs"]["default"]] == [1, 2]
+    assert out["median"]["default"]["test_acc"] == pytest.approx(0.65)
+    assert "seed" not in out["median"]["default"]
+    assert trained == [1, 2]
+    trained.clear()
+    bench.main(["--classes", "cat", "dog", "--epochs", "1", "--recipes", "default", "--runs", "2", "--name", "r"])
+    assert trained == [0, 1]
