@@ -73,3 +73,15 @@ def test_feature_layers_come_in_forward_order():
         "features.block5",
         "features.block6",
     ]
+
+
+def test_identity_init_passes_each_input_channel_through():
+    m = build_model(params_with({"model": {"fast_cnn": {"identity_init": True}}}).model, 3)
+    conv1, conv2 = m.features.group1.conv1, m.features.group1.conv2  # 24 -> 48, 48 -> 48
+    x = torch.randn(2, conv1.in_channels, 8, 8)
+    torch.testing.assert_close(conv1(x)[:, : conv1.in_channels], x)
+    assert conv1(x)[:, conv1.in_channels :].abs().sum() > 0  # the other filters stay random
+    y = torch.randn(2, conv2.in_channels, 8, 8)
+    torch.testing.assert_close(conv2(y), y)
+    off = build_model(params_with({"model": {"fast_cnn": {"identity_init": False}}}).model, 3)
+    assert not torch.allclose(off.features.group1.conv2(y), y)

@@ -22,6 +22,7 @@ class FastCNNParams(Section):
     whiten_trainable: bool  # train the first layer from its whitening start (learned RGB filters)
     whiten_eps: float = Field(gt=0)  # added to the eigenvalues before whitening
     scaling: float = Field(gt=0)  # logits are multiplied by this
+    identity_init: bool  # conv filters start as identities (Dirac) on the channels they can pass through
 
     @model_validator(mode="after")
     def _width_fits_kernel(self) -> FastCNNParams:
@@ -71,6 +72,10 @@ class FastCNN(LabModel):
         self.flatten = nn.Flatten()  # (B, w2)
         self.fc = nn.Linear(w[2], num_classes, bias=False)
         self.scaling = p.scaling
+        if p.identity_init:
+            for group in self.features:
+                for conv in (group.conv1, group.conv2):  # (c_out, c_in, 3, 3), c_out >= c_in
+                    nn.init.dirac_(conv.weight.data[: conv.in_channels])
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
