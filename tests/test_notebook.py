@@ -58,12 +58,13 @@ def test_the_notebook_runs_top_to_bottom(repo, full_mirror):
         NotebookClient(
             nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(repo / "notebooks")}}
         ).execute()
-        text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        # a cell's stdout may come back in several stream messages, split anywhere (`31`, ` figures …`)
+        text = "\n".join("".join(o.get("text", "") for o in c.outputs) for c in nb.cells if c.cell_type == "code")
         assert "command not found" not in text and "ERROR" not in text
         assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4  # the experiment ran
         assert "train.epochs" in text  # dvc exp show / metrics diff
         shown = re.search(r"(\d+) figures in the report", text)
-        assert shown and int(shown.group(1)) >= 30, nb.cells[-1].outputs  # the report cell's outputs, if not
+        assert shown and int(shown.group(1)) >= 30, text[-2000:]
         assert "What changed" in (repo / "report/lab_report.html").read_text()  # the report of the experiment
     finally:
         for k, v in saved.items():
