@@ -96,7 +96,17 @@ TINY = {
 merge = deep_merge
 
 
-def sh(repo: Path, *cmd: str, check: bool = True, env_extra: dict | None = None, timeout: float = 600):
+def sh(
+    repo: Path,
+    *cmd: str,
+    check: bool = True,
+    env_extra: dict | None = None,
+    timeout: float = 600,
+    log: Path | None = None,
+):
+    """Run `cmd` in `repo` with this venv first on PATH; fail with its output unless `check=False`.
+    With `log`, stdout and stderr go to that file (read back as `.stdout`) instead of pipes: a command
+    that leaves daemons behind holding its stdout (`dvc queue start`) would keep a pipe open."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -104,7 +114,12 @@ def sh(repo: Path, *cmd: str, check: bool = True, env_extra: dict | None = None,
         "PYTHONUNBUFFERED": "1",
         **(env_extra or {}),
     }
-    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    if log is None:
+        r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    else:
+        with open(log, "w") as f:
+            r = subprocess.run(cmd, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        r.stdout, r.stderr = Path(log).read_text(), ""
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
