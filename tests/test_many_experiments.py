@@ -20,8 +20,10 @@ GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
 def _start_workers(repo: Path, env: dict, jobs: int) -> str:
     """`dvc queue start -j jobs`, its output through a file: each worker's launcher process keeps the
     caller's stdout open until the worker exits, so through a pipe this call would last the whole grid
-    (and hit sh's timeout if the grid outlasts it)."""
-    return sh(repo, "dvc", "queue", "start", "-j", str(jobs), env_extra=env, log=repo / ".queue-start.log").stdout
+    (and hit sh's timeout if the grid outlasts it). The file is in .dvc/tmp, which git ignores, so the
+    experiments' workspace stays as committed."""
+    log = repo / ".dvc/tmp/queue-start.log"
+    return sh(repo, "dvc", "queue", "start", "-j", str(jobs), env_extra=env, log=log).stdout
 
 
 def _worker_logs(repo: Path, tail: int = 1500) -> str:
