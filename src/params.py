@@ -153,6 +153,7 @@ class TrainParams(Section):
     lr: float = Field(gt=0)
     muon_lr: float = Field(gt=0)  # Muon's peak lr for conv filters (optimizer: muon)
     momentum: float = Field(ge=0, lt=1)
+    muon_momentum: float | None = Field(ge=0, lt=1)  # Muon's own momentum (optimizer: muon); None = momentum
     nesterov: bool
     weight_decay: float = Field(ge=0)
     bn_bias_lr_factor: float = Field(gt=0)  # BatchNorm biases' lr over the rest's (sgd, muon's SGD part; 1 = same)

@@ -22,7 +22,16 @@ from src.data.cifar import normalize
 from src.errors import ParamsError
 from src.models import build_model
 from src.training.loop import FitConfig, Trainer, _step_generator, build_trainer, fit, init_from_data
-from src.training.optim import Lookahead, Muon, MuonSGD, make_optimizer, muon_dtype, newton_schulz
+from src.training.optim import (
+    Lookahead,
+    Muon,
+    MuonSGD,
+    cycle_momentum,
+    make_optimizer,
+    muon_dtype,
+    newton_schulz,
+    set_hparams,
+)
 from tests.conftest import REPO, make_repo, params_with, sh
 from tests.test_training import tiny_data
 
@@ -175,6 +184,24 @@ def test_muon_orthogonalises_conv_filter_updates_and_sgd_steps_the_rest(channels
         if a.ndim != 4 and a.requires_grad:
             assert torch.allclose(a, b), name  # the rest: plain SGD
     assert not m.whiten.weight.requires_grad and torch.equal(m.whiten.weight, ref.whiten.weight)
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_muon_momentum_is_the_filters_own_and_the_sgd_part_keeps_train_momentum(cycle):
+    p = params_with({"train": {"optimizer": "muon", "momentum": 0.9, "muon_momentum": 0.6, "cycle_momentum": cycle}})
+    opt = make_optimizer(_model(), p.train)
+    sgd_groups, (muon_group,) = opt.sgd.param_groups, opt.muon.param_groups
+    for step in (0, 20, 99):
+        set_hparams(opt, p.train, step, 100)
+        assert muon_group["momentum"] == 0.6  # the filters' own, never cycled
+        expected = cycle_momentum(step, 100, p.train.pct_start, anneal=p.train.anneal) if cycle else 0.9
+        assert all(g["momentum"] == pytest.approx(expected) for g in sgd_groups)
+    # unset, Muon follows train.momentum, cycled with the rest
+    q = params_with({"train": {"optimizer": "muon", "momentum": 0.9, "muon_momentum": None, "cycle_momentum": cycle}})
+    opt = make_optimizer(_model(), q.train)
+    set_hparams(opt, q.train, 20, 100)
+    assert opt.muon.param_groups[0]["momentum"] == opt.sgd.param_groups[0]["momentum"]
+    assert (opt.muon.param_groups[0]["momentum"] != 0.9) == cycle
 
 
 def test_muon_state_round_trips_for_resume():

@@ -61,7 +61,9 @@ def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
     if tc.optimizer == "muon":
         filters = [p for p in params if p.ndim == 4]  # conv filter banks: Muon's; the rest: SGD's
         rest = _sgd_groups(model, [p for p in params if p.ndim != 4], tc)
-        return MuonSGD(filters, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov)
+        return MuonSGD(
+            filters, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov, tc.muon_momentum
+        )
     if tc.optimizer == "sgd":
         return torch.optim.SGD(_sgd_groups(model, params, tc), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov)
     return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -86,7 +88,7 @@ def set_hparams(opt: torch.optim.Optimizer, tc: TrainParams, step: int, total: i
     lr = one_cycle(step, total, tc.lr * tc.max_lr_factor, tc.pct_start, tc.div_factor, tc.final_div_factor, tc.anneal)
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
-        if tc.cycle_momentum:
+        if tc.cycle_momentum and g.get("cycle_momentum", True):
             m = cycle_momentum(step, total, tc.pct_start, anneal=tc.anneal)
             if "betas" in g:
                 g["betas"] = (m, g["betas"][1])
@@ -154,7 +156,7 @@ class MuonSGD(torch.optim.Optimizer):
     its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
     The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr).
     `filters`: the conv filter banks; `sgd_groups`: the SGD part's parameter groups, each with its
-    weight decay (`_sgd_groups`)."""
+    weight decay (`_sgd_groups`); `muon_momentum`: the filters' momentum (None: `momentum`)."""
 
     def __init__(
         self,
@@ -165,15 +167,18 @@ class MuonSGD(torch.optim.Optimizer):
         peak_lr: float,
         momentum: float,
         nesterov: bool,
+        muon_momentum: float | None = None,
     ):
         self.filters = filters
         self.matrices = [nn.Parameter(_as_matrix(p.detach())) for p in filters]  # views: same storage
         self.sgd = torch.optim.SGD(sgd_groups, lr=lr, momentum=momentum, nesterov=nesterov)
         dtype = muon_dtype(filters[0].device) if filters else torch.float32
-        self.muon = Muon(self.matrices, lr=muon_lr, momentum=momentum, nesterov=nesterov, ns_dtype=dtype)
+        mm = momentum if muon_momentum is None else muon_momentum
+        self.muon = Muon(self.matrices, lr=muon_lr, momentum=mm, nesterov=nesterov, ns_dtype=dtype)
         for g in self.sgd.param_groups:
             g.setdefault("lr_scale", 1.0)
         self.muon.param_groups[0]["lr_scale"] = muon_lr / peak_lr
+        self.muon.param_groups[0]["cycle_momentum"] = muon_momentum is None  # its own momentum stays put
         super().__init__(filters + [p for g in sgd_groups for p in g["params"]], {"lr": lr})
         self.param_groups = self.sgd.param_groups + self.muon.param_groups  # what the schedule sets
 
