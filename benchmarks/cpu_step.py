@@ -10,6 +10,9 @@ then PyTorch's profiler table for the first variant.
 Each variant is a name and KEY=VALUE overrides (space-separated) of params.yaml; the default list
 compares the committed net with the wider 64/128/256, NCHW layout, and batches of 128 and 512.
 Medians of --repeats timings of --steps steps after warm-up. Writes benchmarks/results/<name>.json.
+A variant with `train.freeze_at` times the last phase of such a run, every stage it lists frozen
+(`train.freeze_at=[0.5]`: conv group 1 and the whitening layer); `gflop_s` still counts the full
+step's FLOPs.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, p.train)
+    # a freeze variant times the run's last phase: all its stages frozen, after the optimizer is made (as in a run)
+    for stage in model.freeze_stages()[: len(p.train.freeze_at)]:
+        stage.requires_grad_(False)
     bs = p.train.batch_size
     x, y = torch.randn(bs, 3, 32, 32), torch.randint(0, classes, (bs,))
     if rt.channels_last:

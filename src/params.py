@@ -168,6 +168,7 @@ class TrainParams(Section):
     ema_decay: float | None = Field(gt=0, lt=1)
     lookahead_steps: int = Field(ge=0)  # 0 = off
     lookahead_decay: float = Field(gt=0, lt=1)
+    freeze_at: list[float] = Field(max_length=16)  # stage i stops training after this fraction of the steps
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"]
     threads: int | None = Field(ge=1)
@@ -185,6 +186,22 @@ class TrainParams(Section):
         if isinstance(v, bool):
             return ("on" if info.field_name == "channels_last" else "bf16") if v else "off"
         return v
+
+    @field_validator("freeze_at")
+    @classmethod
+    def _freeze_in_order(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v) or v != sorted(v):
+            raise ValueError("fractions of the steps, each in (0, 1), not decreasing (the first stage freezes first)")
+        return v
+
+    @model_validator(mode="after")
+    def _freeze_alone(self) -> TrainParams:
+        if self.freeze_at and self.nproc > 1:
+            raise ValueError(
+                f"freeze_at={self.freeze_at} with nproc={self.nproc}: DistributedDataParallel expects a "
+                "gradient for every parameter; use freeze_at: [] or nproc: 1"
+            )
+        return self
 
 
 class EvaluateParams(Section):

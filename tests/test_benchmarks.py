@@ -53,6 +53,19 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
     assert "where the time goes (small)" in capsys.readouterr().out
 
 
+def test_the_step_benchmark_times_a_freeze_variant_with_its_stages_frozen():
+    """`train.freeze_at` in a variant times the run's last phase: with all three of fast_cnn's
+    stages frozen no convolution runs backward, only the head trains."""
+    from benchmarks.cpu_step import step_speed
+
+    small = {"model": {"fast_cnn": {"widths": [8, 16, 16]}}, "train": {"batch_size": 16, "threads": 1}}
+    trained = step_speed(params_with(small), steps=1, repeats=1, profile_rows=40)
+    small["train"]["freeze_at"] = [0.3, 0.6, 0.9]
+    frozen = step_speed(params_with(small), steps=1, repeats=1, profile_rows=40)
+    assert "convolution_backward" in trained["profile"]
+    assert "convolution_backward" not in frozen["profile"] and "convolution" in frozen["profile"]
+
+
 @pytest.mark.parametrize("normalize", ["computed", "cifar10", [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]])
 def test_the_benchmarks_normalise_as_the_stats_stage_does(small_batches, normalize):
     import torch

@@ -75,6 +75,19 @@ def test_feature_layers_come_in_forward_order():
     ]
 
 
+def test_freeze_stages_run_from_the_input_side():
+    """What train.freeze_at freezes: fast_cnn's conv groups, the first with the whitening layer;
+    any other model's blocks in forward order (seed_cnn's six)."""
+    fast = build_model(params_with({"model": {"name": "fast_cnn"}}).model, 3)
+    stages = fast.freeze_stages()
+    assert [len(list(s.parameters())) for s in stages] == [2 + 6, 6, 6]
+    assert stages[0][0] is fast.whiten and stages[0][1] is fast.features.group1
+    assert stages[1:] == [fast.features.group2, fast.features.group3]
+    seed = build_model(params_with({"model": {"name": "seed_cnn"}}).model, 10)
+    blocks = dict(seed.named_modules())
+    assert seed.freeze_stages() == [blocks[f"features.block{i}"] for i in range(1, 7)]
+
+
 def test_identity_init_passes_each_input_channel_through():
     m = build_model(params_with({"model": {"fast_cnn": {"identity_init": True}}}).model, 3)
     conv1, conv2 = m.features.group1.conv1, m.features.group1.conv2  # 24 -> 48, 48 -> 48

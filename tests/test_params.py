@@ -58,6 +58,9 @@ def test_committed_params_are_valid():
         ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
         ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
         ("model.fast_cnn.widths", [64, 0, 256], ["model.fast_cnn.widths.1=0", "greater than 0"]),
+        ("train.freeze_at", [0.8, 0.5], ["train.freeze_at=[0.8, 0.5]", "each in (0, 1), not decreasing"]),
+        ("train.freeze_at", [0.5, 1.0], ["train.freeze_at=[0.5, 1.0]", "each in (0, 1)"]),
+        ("train.freeze_at", 0.5, ["train.freeze_at=0.5", "list"]),
         (
             "model.fast_cnn.width",
             [64, 128, 256],
@@ -73,6 +76,16 @@ def test_bad_values_give_one_clear_line(path, value, expect):
     assert "\n" not in msg
     for part in expect:
         assert part in msg, msg
+
+
+def test_freeze_at_needs_one_process():
+    raw = with_change("train.freeze_at", [0.5])
+    raw["train"]["nproc"] = 2
+    with pytest.raises(ParamsError) as e:
+        validate(raw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "freeze_at=[0.5] with nproc=2" in msg and "use freeze_at: [] or nproc: 1" in msg, msg
 
 
 def test_runtime_checks():

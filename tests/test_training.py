@@ -252,3 +252,65 @@ def test_batchnorm_biases_get_their_own_lr_and_decay_when_asked(optimizer):
     lr = set_hparams(opt, q.train, 10, 100)
     assert rest["lr"] == lr and biases["lr"] == 64 * lr
     assert biases["weight_decay"] * biases["lr"] == pytest.approx(rest["weight_decay"] * rest["lr"])
+
+
+def test_freeze_at_stops_each_stage_for_good_and_skips_its_backward(tmp_path):
+    """FreezeOut: 2 epochs of 7 steps; stage 1 (whitening + group 1) stops before step 8 (7 ≥ 0.5 × 14),
+    stage 2 before step 12 (11 ≥ 0.75 × 14); group 3 and the head train to the end."""
+    p = params(epochs=2, freeze_at=[0.5, 0.75], optimizer="muon")
+    tx, ty, vx, vy = tiny_data()
+    torch.manual_seed(0)
+    model = model_from_data(p, tx)
+    snaps = []
+    cfg = FitConfig(
+        train=p.train,
+        augment=p.augment,
+        run_dir=tmp_path / "run",
+        fingerprint="fp",
+        meta={"model_name": p.model.name, "classes": ["a", "b", "c"]},
+        progress=False,
+        log=lambda s: None,
+        on_epoch=lambda row: snaps.append({k: v.clone() for k, v in model.state_dict().items()}),
+    )
+    res = fit(model, (tx, ty), (vx, vy), *mean_std(), torch.device("cpu"), cfg)
+    assert res.steps == 14
+    after_epoch_1, end = snaps[0], model.state_dict()
+    for name in ("features.group1.conv1.weight", "features.group1.conv2.weight", "features.group1.bn1.bias"):
+        assert torch.equal(end[name], after_epoch_1[name]), name  # frozen from the first step of epoch 2
+    for name in ("features.group2.conv1.weight", "features.group3.conv2.weight", "fc.weight"):
+        assert not torch.equal(end[name], after_epoch_1[name]), name  # still trained after step 7
+    g = model.features
+    assert [q.requires_grad for q in g.group1.parameters()] == [False] * 6
+    assert not any(q.requires_grad for q in g.group2.parameters())
+    assert all(q.requires_grad for q in g.group3.parameters())
+    # no graph through the frozen stages: their backward pass is never run
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    assert not g.group2(g.group1(model.act(model.whiten(x)))).requires_grad
+    model(x).sum().backward()
+    assert all(q.grad is None for q in list(g.group1.parameters()) + list(g.group2.parameters()))
+    assert all(q.grad is not None for q in g.group3.parameters())
+
+
+def test_freeze_at_catches_up_on_resume_and_counts_the_model_stages():
+    """A resumed run freezes every stage already due at its first step; a model with fewer stages
+    than fractions is refused with one line."""
+    from src.errors import ParamsError
+    from src.training.distributed import Dist
+    from src.training.loop import build_learner
+    from src.training.runtime import setup_runtime
+
+    p = params(freeze_at=[0.2, 0.4])
+    model = build_model(p.model, 3)
+    learner = build_learner(model, p.train, setup_runtime(p.train, torch.device("cpu")), Dist())
+    assert learner.freeze_due(0, 100) == []
+    assert learner.freeze_due(45, 100) == [0, 1]  # resumed at step 45: both at once
+    assert learner.freeze_due(46, 100) == []
+    assert not any(q.requires_grad for q in model.whiten.parameters())  # stage 1 holds the first layer
+    assert all(q.requires_grad for q in model.features.group3.parameters())
+
+    p4 = params(freeze_at=[0.2, 0.4, 0.6, 0.8])
+    with pytest.raises(ParamsError) as e:
+        build_learner(build_model(p4.model, 3), p4.train, setup_runtime(p4.train, torch.device("cpu")), Dist())
+    assert "\n" not in str(e.value)
+    assert "train.freeze_at=[0.2, 0.4, 0.6, 0.8]: 4 fractions, but this model has 3 stage(s)" in str(e.value)

@@ -34,6 +34,8 @@ class LabModel(nn.Module):
     - `feature_layers()`: names of the modules whose outputs the figures show as feature maps, in
       forward order. The default finds them: every pooling layer and every block (a Sequential
       holding a Conv2d directly), or each Conv2d that sits in no such block.
+    - `freeze_stages()`: the parts `train.freeze_at` can stop training, input side first. The
+      default: the blocks (a Sequential holding a Conv2d directly) in forward order.
     Filters and Grad-CAM use the model's Conv2d layers (`conv_layers`); a conv whose weight does not
     require grad is drawn as "not learned".
     """
@@ -41,12 +43,16 @@ class LabModel(nn.Module):
     def init_from_data(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation; nothing by default."""
 
-    def feature_layers(self) -> list[str]:
-        blocks = {
+    def _block_names(self) -> list[str]:
+        """Blocks: every Sequential that holds a Conv2d directly."""
+        return [
             name
             for name, m in self.named_modules()
             if isinstance(m, nn.Sequential) and any(isinstance(c, nn.Conv2d) for c in m.children())
-        }
+        ]
+
+    def feature_layers(self) -> list[str]:
+        blocks = set(self._block_names())
         in_block = lambda name: any(name.startswith(b + ".") for b in blocks)  # noqa: E731
         wanted = [
             name
@@ -56,6 +62,12 @@ class LabModel(nn.Module):
             or (isinstance(m, nn.Conv2d) and not in_block(name))
         ]
         return forward_order(self, wanted)
+
+    def freeze_stages(self) -> list[nn.Module]:
+        """What `train.freeze_at` freezes, one stage per fraction, input side first. Freezing from the
+        input side is what saves time: no stage before a trained one needs its backward pass."""
+        mods = dict(self.named_modules())
+        return [mods[n] for n in forward_order(self, self._block_names())]
 
 
 def forward_order(model: nn.Module, names: list[str]) -> list[str]:
@@ -67,7 +79,8 @@ def forward_order(model: nn.Module, names: list[str]) -> list[str]:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, 32, 32))
+            p = next(model.parameters(), torch.zeros(()))  # the dummy on the model's device, in its dtype
+            model(torch.zeros(1, 3, 32, 32, device=p.device, dtype=p.dtype))
     finally:
         model.train(was_training)
         for h in hooks:

@@ -77,6 +77,11 @@ class FastCNN(LabModel):
                 for conv in (group.conv1, group.conv2):  # (c_out, c_in, 3, 3), c_out >= c_in
                     nn.init.dirac_(conv.weight.data[: conv.in_channels])
 
+    def freeze_stages(self) -> list[nn.Module]:
+        """The conv groups; the first with the whitening layer before it (frozen unless trained)."""
+        g = self.features
+        return [nn.ModuleList([self.whiten, g.group1]), g.group2, g.group3]
+
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
         """Set the first layer to whiten the k×k patches of `x` (B, 3, H, W), normalised."""

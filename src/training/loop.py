@@ -36,7 +36,7 @@ from torch import nn
 from src.data.augment import alternating_flips, augment_batch, mixup
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
-from src.errors import NonFiniteLoss, TrainingInterrupted
+from src.errors import NonFiniteLoss, ParamsError, TrainingInterrupted
 from src.training.checkpoints import RunFiles
 from src.training.distributed import Dist
 from src.training.evaluation import evaluate
@@ -343,6 +343,8 @@ class Learner:
     optimizer: torch.optim.Optimizer
     ema: torch.optim.swa_utils.AveragedModel | None = None
     lookahead: Lookahead | None = None
+    freezes: list[tuple[float, nn.Module]] = field(default_factory=list)  # (fraction of the steps, stage)
+    frozen: int = 0  # how many of `freezes` have happened
 
     @property
     def eval_model(self) -> nn.Module:
@@ -356,13 +358,35 @@ class Learner:
     def step(self, batch: Batch, train_params: TrainParams, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
         return train_step(self.model, self.forward, self.optimizer, self.ema, batch, train_params, runtime)
 
+    def freeze_due(self, step: int, total_steps: int) -> list[int]:
+        """FreezeOut (`train.freeze_at`): stop training each stage whose fraction of the schedule has
+        passed, for good; returns the stages frozen now (0-based). A frozen stage's parameters get no
+        gradient, so the optimizer leaves them be, and as the stages freeze from the input side,
+        autograd skips their whole backward pass. A resumed run catches up at its first step."""
+        now = []
+        while self.frozen < len(self.freezes) and step >= self.freezes[self.frozen][0] * total_steps:
+            self.freezes[self.frozen][1].requires_grad_(False)
+            now.append(self.frozen)
+            self.frozen += 1
+        return now
+
     def after_step(self, step: int, total_steps: int) -> None:
         if self.lookahead is not None:
             self.lookahead.after_step(self.model, step, total_steps)
 
 
 def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime, dist: Dist) -> Learner:
-    """The model on the device in the run's precision and memory layout, its optimizer, EMA and lookahead."""
+    """The model on the device in the run's precision and memory layout, its optimizer, EMA,
+    lookahead and the stages `train.freeze_at` freezes."""
+    freezes = []
+    if train_params.freeze_at:
+        stages = model.freeze_stages() if hasattr(model, "freeze_stages") else []  # traced on the host
+        if len(train_params.freeze_at) > len(stages):
+            raise ParamsError(
+                f"params.yaml: train.freeze_at={list(train_params.freeze_at)}: {len(train_params.freeze_at)} "
+                f"fractions, but this model has {len(stages)} stage(s) to freeze; allowed: at most {len(stages)}"
+            )
+        freezes = list(zip(train_params.freeze_at, stages))
     model = model.to(runtime.device)
     if runtime.half is not None:  # weights and activations in half precision, BatchNorm in fp32
         to_half(model, runtime.half)
@@ -382,7 +406,7 @@ def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime,
     forward = dist.wrap(model, runtime.device)
     if train_params.compile:
         forward = torch.compile(forward)
-    return Learner(model, forward, optimizer, ema, lookahead)
+    return Learner(model, forward, optimizer, ema, lookahead, freezes)
 
 
 class Batches:
@@ -451,6 +475,10 @@ class Progress:
 
     def resize(self, total: int | None) -> None:
         self.bar.total = total
+
+    def note(self, text: str) -> None:
+        if not self.bar.disable:
+            self.bar.write(text)
 
     def epoch(self, row: EpochRow) -> None:
         if not self.bar.disable:
@@ -566,6 +594,8 @@ class Trainer:
             stop = self.stop or self.dist.signal_before_step(stop_flag)
             if stop:  # before a step: epoch ends stay whole
                 self.interrupt(stop, meter)
+            for k in self.learner.freeze_due(state.step, self.schedule_length()):
+                self.progress.note(f"train.freeze_at: stage {k + 1} of the model frozen from step {state.step + 1}")
             lr = set_hparams(self.learner.optimizer, train_params, state.step, self.schedule_length())
             state.lrs.append(lr)
             seed = step_seed(train_params.seed, state.step)
