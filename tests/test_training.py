@@ -47,7 +47,7 @@ def model_from_data(p, train_x):
     return model
 
 
-def run(tmp_path, p, model=None, flag=None, data=None):
+def run(tmp_path, p, model=None, flag=None, data=None, on_epoch=None):
     tx, ty, vx, vy = data or tiny_data()
     mean, std = mean_std()
     torch.manual_seed(p.train.seed)
@@ -61,6 +61,7 @@ def run(tmp_path, p, model=None, flag=None, data=None):
         meta={"model_name": p.model.name, "classes": ["a", "b", "c"]},
         progress=False,
         log=lambda s: None,
+        on_epoch=on_epoch,
     )
     return fit(model, (tx, ty), (vx, vy), mean, std, torch.device("cpu"), cfg, flag), model
 
@@ -258,21 +259,13 @@ def test_freeze_at_stops_each_stage_for_good_and_skips_its_backward(tmp_path):
     """FreezeOut: 2 epochs of 7 steps; stage 1 (whitening + group 1) stops before step 8 (7 ≥ 0.5 × 14),
     stage 2 before step 12 (11 ≥ 0.75 × 14); group 3 and the head train to the end."""
     p = params(epochs=2, freeze_at=[0.5, 0.75], optimizer="muon")
-    tx, ty, vx, vy = tiny_data()
+    tx = tiny_data()[0]
     torch.manual_seed(0)
     model = model_from_data(p, tx)
     snaps = []
-    cfg = FitConfig(
-        train=p.train,
-        augment=p.augment,
-        run_dir=tmp_path / "run",
-        fingerprint="fp",
-        meta={"model_name": p.model.name, "classes": ["a", "b", "c"]},
-        progress=False,
-        log=lambda s: None,
-        on_epoch=lambda row: snaps.append({k: v.clone() for k, v in model.state_dict().items()}),
+    res, _ = run(
+        tmp_path, p, model, on_epoch=lambda row: snaps.append({k: v.clone() for k, v in model.state_dict().items()})
     )
-    res = fit(model, (tx, ty), (vx, vy), *mean_std(), torch.device("cpu"), cfg)
     assert res.steps == 14
     after_epoch_1, end = snaps[0], model.state_dict()
     for name in ("features.group1.conv1.weight", "features.group1.conv2.weight", "features.group1.bn1.bias"):
