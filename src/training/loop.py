@@ -199,6 +199,7 @@ class TimeBudget:
         self._from: tuple[float, int] | None = None  # (time, step) the speed is measured from
         self._eval_seconds: float | None = None  # the last validation pass, timed
         self._next_resize = 0.0  # elapsed seconds
+        self._since: tuple[float, int, float] | None = None  # the last speed change: time, step, validation s since
 
     def provisional_total(self) -> int:
         """The schedule's length while the speed is not known yet."""
@@ -224,11 +225,30 @@ class TimeBudget:
         if elapsed > self.seconds:
             state.total_steps = state.step  # out of time: this was the last step
 
+    def speed_changed(self, state: RunState) -> None:
+        """The steps from here on run at another speed (`train.freeze_at` froze a stage): re-size as
+        soon as the new speed is measured, and let the epoch ends average only the steps since."""
+        self._from, self._next_resize = None, 0.0
+        self._since = (time.perf_counter(), state.step, 0.0)
+
     def after_epoch(self, state: RunState, elapsed: float, eval_seconds: float) -> None:
-        """Re-size with the real numbers of the epochs so far; measure the speed afresh from here."""
+        """Re-size with the real numbers of the epochs so far (since the last speed change); measure
+        the speed afresh from here."""
         self._from, self._eval_seconds = None, eval_seconds
-        if state.total_steps is not None and state.step < state.total_steps:
+        if state.total_steps is None or state.step >= state.total_steps:
+            return
+        if self._since is None:
             self._resize(state, elapsed, state.train_time / max(state.step, 1), eval_seconds)
+            return
+        started, step, evals = self._since
+        self._since = (started, step, evals + eval_seconds)
+        if state.step - step >= self.MEASURE_STEPS:  # else the next steps' measure re-sizes
+            self._resize(
+                state,
+                elapsed,
+                (time.perf_counter() - started - evals - eval_seconds) / (state.step - step),
+                eval_seconds,
+            )
 
     def _resize(self, state: RunState, elapsed: float, sec_per_step: float, eval_seconds: float) -> None:
         left = self.seconds - elapsed
@@ -596,6 +616,8 @@ class Trainer:
                 self.interrupt(stop, meter)
             for k in self.learner.freeze_due(state.step, self.schedule_length()):
                 self.progress.note(f"train.freeze_at: stage {k + 1} of the model frozen from step {state.step + 1}")
+                if self.budget is not None:
+                    self.budget.speed_changed(state)
             lr = set_hparams(self.learner.optimizer, train_params, state.step, self.schedule_length())
             state.lrs.append(lr)
             seed = step_seed(train_params.seed, state.step)
