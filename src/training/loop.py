@@ -241,14 +241,11 @@ class TimeBudget:
             self._resize(state, elapsed, state.train_time / max(state.step, 1), eval_seconds)
             return
         started, step, evals = self._since
-        self._since = (started, step, evals + eval_seconds)
+        evals += eval_seconds
+        self._since = (started, step, evals)
         if state.step - step >= self.MEASURE_STEPS:  # else the next steps' measure re-sizes
-            self._resize(
-                state,
-                elapsed,
-                (time.perf_counter() - started - evals - eval_seconds) / (state.step - step),
-                eval_seconds,
-            )
+            sec_per_step = (time.perf_counter() - started - evals) / (state.step - step)
+            self._resize(state, elapsed, sec_per_step, eval_seconds)
 
     def _resize(self, state: RunState, elapsed: float, sec_per_step: float, eval_seconds: float) -> None:
         left = self.seconds - elapsed
@@ -501,11 +498,10 @@ class Progress:
             self.bar.write(text)
 
     def epoch(self, row: EpochRow) -> None:
-        if not self.bar.disable:
-            self.bar.write(
-                f"epoch {row['epoch']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}"
-            )
+        self.note(
+            f"epoch {row['epoch']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
+            f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}"
+        )
 
     def close(self) -> None:
         self.bar.close()
