@@ -9,7 +9,8 @@ then PyTorch's profiler table for the first variant.
 
 Each variant is a name and KEY=VALUE overrides (space-separated) of params.yaml; the default list
 compares the committed net with the wider 64/128/256, NCHW layout, and batches of 128 and 512.
-Medians of --repeats timings of --steps steps after warm-up. Writes benchmarks/results/<name>.json.
+Medians of --repeats timings of --steps steps after warm-up, the variants in turn within each
+repeat. Writes benchmarks/results/<name>.json.
 A variant with `train.freeze_at` times the last phase of such a run, every stage it lists frozen
 (`train.freeze_at=[0.5]`: conv group 1 and the whitening layer); `gflop_s` still counts the full
 step's FLOPs.
@@ -22,11 +23,13 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
+from src.errors import ParamsError
 from src.models import build_model
 from src.params import Params, load_params
 from src.training.loop import Batch, train_step
@@ -42,9 +45,41 @@ DEFAULT_VARIANTS = [
 ]
 
 
-def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_rows: int = 0) -> dict:
-    """Training images/s of `p`'s step on a synthetic batch (median of `repeats`), and optionally
-    the profiler's table of the busiest operators."""
+@dataclass
+class _Prepared:
+    """One variant, ready to step: its params, model (and compiled forward), optimizer and batch."""
+
+    p: Params
+    model: torch.nn.Module
+    fwd: torch.nn.Module
+    opt: torch.optim.Optimizer
+    batch: Batch
+    flops: float
+    rates: list[float] = field(default_factory=list)
+    faults: list[float] = field(default_factory=list)  # minor page faults per step
+
+    def steps(self, n: int) -> float:
+        """Run `n` training steps under this variant's runtime settings; images/s."""
+        rt = setup_runtime(self.p.train, torch.device("cpu"))  # threads and allocator, per variant
+        f0 = _minor_faults()
+        t = time.perf_counter()
+        for _ in range(n):
+            train_step(self.model, self.fwd, self.opt, None, self.batch, self.p.train, rt)
+        rate = self.p.train.batch_size * n / (time.perf_counter() - t)
+        self.faults.append((_minor_faults() - f0) / n)
+        return rate
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (pages the kernel mapped and zeroed on first touch)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _prepare(p: Params, classes: int) -> _Prepared:
     rt = setup_runtime(p.train, torch.device("cpu"))
     torch.manual_seed(0)
     model = build_model(p.model, classes)
@@ -59,33 +94,56 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
     x, y = torch.randn(bs, 3, 32, 32), torch.randint(0, classes, (bs,))
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    b = Batch(x, y)
     fwd = torch.compile(model) if p.train.compile else model
-    for _ in range(3):  # warm-up: allocations, oneDNN primitive caches, compilation
-        train_step(model, fwd, opt, None, b, p.train, rt)
-    rates = []
+    v = _Prepared(p, model, fwd, opt, Batch(x, y), flops)
+    v.steps(3)  # warm-up: allocations, oneDNN primitive caches, compilation
+    return v
+
+
+def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, profile_rows: int = 0) -> list[dict]:
+    """Training images/s of each of `ps`' steps on a synthetic batch (median of `repeats`), the
+    variants timed in turn within each repeat (A B A B: a VM's speed drifts over a minute), and
+    optionally the profiler's table of the busiest operators of the first."""
+    if len({p.train.reuse_memory for p in ps}) > 1:
+        raise ParamsError(
+            "train.reuse_memory differs between the variants: time them in processes of their own "
+            "(once a process keeps freed memory, the others would reuse it too)"
+        )
+    prepared = [_prepare(p, classes) for p in ps]
     for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
-            train_step(model, fwd, opt, None, b, p.train, rt)
-        rates.append(bs * steps / (time.perf_counter() - t))
-    out = {
-        "images_per_s": statistics.median(rates),
-        "all": rates,
-        "precision": rt.precision,
-        "cpu_capability": rt.cpu_capability,
-        "threads": rt.threads,
-        "gflop_per_image": flops / 1e9,
-        "gflop_s": flops * statistics.median(rates) / 1e9,
-    }
+        for v in prepared:
+            v.rates.append(v.steps(steps))
+    out = []
+    for v in prepared:
+        rt = setup_runtime(v.p.train, torch.device("cpu"))
+        med = statistics.median(v.rates)
+        out.append(
+            {
+                "images_per_s": med,
+                "all": v.rates,
+                "page_faults_per_step": statistics.median(v.faults),
+                "precision": rt.precision,
+                "cpu_capability": rt.cpu_capability,
+                "threads": rt.threads,
+                "gflop_per_image": v.flops / 1e9,
+                "gflop_s": v.flops * med / 1e9,
+            }
+        )
     if profile_rows:
         from torch.profiler import ProfilerActivity, profile
 
+        v = prepared[0]
+        rt = setup_runtime(v.p.train, torch.device("cpu"))
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
-                train_step(model, fwd, opt, None, b, p.train, rt)
-        out["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile_rows)
+                train_step(v.model, v.fwd, v.opt, None, v.batch, v.p.train, rt)
+        out[0]["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile_rows)
     return out
+
+
+def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_rows: int = 0) -> dict:
+    """`step_speeds` of one variant."""
+    return step_speeds([p], steps, repeats, classes, profile_rows)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,15 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     base = load_params("params.yaml")
+    specs = [spec.partition("=")[::2] for spec in args.variant or DEFAULT_VARIANTS]
+    speeds = step_speeds(
+        [apply_sets(base, sets.split()) for _, sets in specs], args.steps, args.repeats, profile_rows=args.profile_rows
+    )
     results = {}
-    for i, spec in enumerate(args.variant or DEFAULT_VARIANTS):
-        name, _, sets = spec.partition("=")
-        p = apply_sets(base, sets.split())
-        r = step_speed(p, args.steps, args.repeats, profile_rows=args.profile_rows if i == 0 else 0)
+    for (name, sets), r in zip(specs, speeds, strict=True):
         results[name] = {"overrides": sets, **r}
         print(
             f"{name:10s} {r['images_per_s']:7.1f} images/s  {r['gflop_per_image']:.3f} GFLOP/image  "
-            f"{r['gflop_s']:6.1f} GFLOP/s  ({r['precision']}, {r['cpu_capability']}, {r['threads']} threads)",
+            f"{r['gflop_s']:6.1f} GFLOP/s  {r['page_faults_per_step']:8.0f} page faults/step  "
+            f"({r['precision']}, {r['cpu_capability']}, {r['threads']} threads)",
             flush=True,
         )
     first = next(iter(results.values()))

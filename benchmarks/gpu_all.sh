@@ -12,15 +12,19 @@
 #
 # Data: CIFAR10_MIRROR if set, else the compact copy ../shared/cifar10-gpu (or ./shared/cifar10-gpu)
 # unpacked to /tmp/c10. Results: benchmarks/results/gpu_all_*.json, and a summary line per check
-# in benchmarks/results/gpu_all_<device>.txt.
+# in benchmarks/results/gpu_all_<device>.txt. A failed check is reported and the rest still run.
+# Python packages it needs: torch, torchvision, pydantic, pyyaml, numpy, tqdm, pytest (a GPU image
+# with PyTorch often lacks pydantic: `pip install "pydantic>=2.5,<3"` first).
 set -euo pipefail
 device="${DEVICE:-cuda}"
 runs="${RUNS:-5}"
+# GPU images often have only python3 (no `python`); PYTHON picks another interpreter.
+py="${PYTHON:-$(command -v python || command -v python3)}"
 out="benchmarks/results/gpu_all_${device}.txt"
 if [ -z "${CIFAR10_MIRROR:-}" ]; then
   for compact in ../shared/cifar10-gpu shared/cifar10-gpu; do
     if [ -f "$compact/unpack.py" ]; then
-      python "$compact/unpack.py" /tmp/c10 && export CIFAR10_MIRROR=/tmp/c10
+      "$py" "$compact/unpack.py" /tmp/c10 && export CIFAR10_MIRROR=/tmp/c10
       break
     fi
   done
@@ -38,26 +42,34 @@ fi
 mkdir -p benchmarks/results
 : >"$out"
 started=$(date +%s)
+failed=0
 step() {  # name, command...: run it, keep its last line, say how long it took
-  local name="$1" t0 t1 last
+  # A failed check is reported and the next one still runs: a GPU session is short, and one
+  # error should not cost the numbers of the others.
+  local name="$1" t0 t1 last rc=0
   shift
   t0=$(date +%s)
   echo "== $name: $*"
-  "$@" 2>&1 | tee "/tmp/gpu_all_step.log"
+  "$@" 2>&1 | tee "/tmp/gpu_all_step.log" || rc=$?
   last=$(grep -v '^wrote' /tmp/gpu_all_step.log | tail -n 1)
   t1=$(date +%s)
+  if [ "$rc" -ne 0 ]; then
+    failed=$((failed + 1))
+    last="FAILED (exit $rc): $last"
+  fi
   echo "$name ($((t1 - t0)) s): $last" | tee -a "$out"
 }
 
-step "tests" python -m pytest -q tests/test_gpu_recipe.py -k "$tests" -p no:cacheprovider
-step "time to 0.906" python -m benchmarks.gpu_recipe --device "$device" --runs "$runs" --target 0.906 \
+step "tests" "$py" -m pytest -q tests/test_gpu_recipe.py -k "$tests" -p no:cacheprovider
+step "time to 0.906" "$py" -m benchmarks.gpu_recipe --device "$device" --runs "$runs" --target 0.906 \
   --name "gpu_all_target_${device}" "${quick[@]}"
-step "accuracy in 10 s" python -m benchmarks.gpu_recipe --device "$device" --runs "$runs" --budget 10 \
+step "accuracy in 10 s" "$py" -m benchmarks.gpu_recipe --device "$device" --runs "$runs" --budget 10 \
   --name "gpu_all_10s_${device}" "${quick[@]}"
 if [ -n "${QUICK:-}" ]; then
-  step "notebook recipe, AutoAugment" python -m benchmarks.autoaugment_speed --device "$device" \
+  step "notebook recipe, AutoAugment" "$py" -m benchmarks.autoaugment_speed --device "$device" \
     --batches 16 --rounds 1 --steps 1
 else
-  step "notebook recipe, AutoAugment" python -m benchmarks.autoaugment_speed --device "$device"
+  step "notebook recipe, AutoAugment" "$py" -m benchmarks.autoaugment_speed --device "$device"
 fi
-echo "all GPU checks: $(($(date +%s) - started)) s" | tee -a "$out"
+echo "all GPU checks: $(($(date +%s) - started)) s, $failed failed" | tee -a "$out"
+[ "$failed" -eq 0 ]

@@ -172,6 +172,7 @@ class TrainParams(Section):
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"]
     threads: int | None = Field(ge=1)
+    reuse_memory: bool
     nproc: int = Field(ge=1)
     channels_last: Literal["auto", "on", "off"]
     amp: Literal["auto", "bf16", "off"]

@@ -9,7 +9,7 @@ import sys
 from src import paths
 from src.errors import DistributedFailure, TrainingInterrupted
 from src.params import Params
-from src.training.runtime import available_cores
+from src.training.runtime import available_cores, reuse_freed_memory
 from stages._launcher import launching_command, queue_workers
 
 
@@ -24,6 +24,16 @@ def cpu_threads(p: Params) -> tuple[int, str]:
     if workers > 1:
         return max(1, cores // workers), f"{cores} cores shared by {workers} queue workers"
     return cores, f"the {cores} cores this process may use"
+
+
+def use_cpu(p: Params) -> None:
+    """Set up a computing stage that has no training runtime (evaluate, visualize, report): its
+    CPU threads (`cpu_threads`) and glibc's reuse of freed memory (`train.reuse_memory`)."""
+    import torch
+
+    torch.set_num_threads(cpu_threads(p)[0])
+    if p.train.reuse_memory:
+        reuse_freed_memory()
 
 
 def run_under_torchrun(name: str, nproc: int) -> None:

@@ -15,11 +15,11 @@ from src.training.checkpoints import load_trained
 from src.training.evaluation import per_class_csv, predictions_csv, score_test
 from src.training.runtime import resolve_device, uses_channels_last
 from stages._common import run_stage
-from stages._parallel import cpu_threads
+from stages._parallel import use_cpu
 
 
 def main(p: Params) -> None:
-    torch.set_num_threads(cpu_threads(p)[0])
+    use_cpu(p)
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
     device = resolve_device(p.train.device)

@@ -5,7 +5,6 @@ report/numbers.json (the theory additions of src/lab_report). Layout: templates/
 import subprocess
 from pathlib import Path
 
-import torch
 import yaml
 
 from src import paths
@@ -18,7 +17,7 @@ from src.lab_report.gather import Source
 from src.params import Params
 from src.training.checkpoints import load_trained
 from stages._common import run_stage
-from stages._parallel import cpu_threads
+from stages._parallel import use_cpu
 
 
 def additions(p: Params) -> Source:
@@ -42,7 +41,7 @@ def additions(p: Params) -> Source:
 
 
 def main(p: Params) -> None:
-    torch.set_num_threads(cpu_threads(p)[0])
+    use_cpu(p)
     numbers = additions(p)
     ctx = render.context(Path("."), numbers, str(paths.REPORT_FIGURES), yaml.safe_load(Path("params.yaml").read_text()))
     ctx["recipe"] = (p.with_gpu_recipe() if ctx["src"]["train"].get("recipe") == "gpu" else p).model_dump()

@@ -19,7 +19,7 @@ from src.teach.probe import fingerprint
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 from stages._common import run_stage
-from stages._parallel import cpu_threads
+from stages._parallel import use_cpu
 
 OUT = paths.PLOTS_VISUALIZE
 
@@ -52,7 +52,7 @@ def load_inputs(p: Params) -> steps.Inputs:
 
 
 def main(p: Params) -> None:
-    torch.set_num_threads(cpu_threads(p)[0])
+    use_cpu(p)
     a = load_inputs(p)
     for old in OUT.glob("*.png"):
         old.unlink()  # feature-map files depend on the classes: drop the last run's

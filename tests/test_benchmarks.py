@@ -49,8 +49,19 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
     small_r = out["variants"]["small"]
     assert len(small_r["all"]) == 2 and small_r["images_per_s"] > 0 and small_r["threads"] == 1
     assert small_r["gflop_s"] == pytest.approx(small_r["gflop_per_image"] * small_r["images_per_s"])
+    assert small_r["page_faults_per_step"] >= 0
     assert "convolution" in small_r["profile"] and "profile" not in out["variants"]["nchw"]
     assert "where the time goes (small)" in capsys.readouterr().out
+
+
+def test_the_step_benchmark_refuses_to_time_reuse_memory_on_and_off_in_one_process():
+    """Once one variant kept freed memory, an off variant in the same process would reuse it too."""
+    from benchmarks.cpu_step import step_speeds
+
+    small = {"model": {"fast_cnn": {"widths": [8, 16, 16]}}, "train": {"batch_size": 16, "threads": 1}}
+    off = params_with({**small, "train": {**small["train"], "reuse_memory": False}})
+    with pytest.raises(ParamsError, match="train.reuse_memory differs between the variants"):
+        step_speeds([params_with(small), off], steps=1, repeats=1)
 
 
 def test_the_step_benchmark_times_a_freeze_variant_with_its_stages_frozen():

@@ -511,6 +511,7 @@ def test_the_one_script_of_gpu_checks_runs_every_step_on_a_cpu(tmp_path, small_b
         "notebook recipe, AutoAugment",
     ]
     assert "passed" in lines[0] and lines[-1].startswith("all GPU checks: ")
+    assert lines[-1].endswith(", 0 failed") and "FAILED" not in "\n".join(lines)
     for name in ("gpu_all_target_cpu", "gpu_all_10s_cpu"):
         out = json.loads((repo / f"benchmarks/results/{name}.json").read_text())
         assert out["recipe"] == "gpu" and len(out["runs"]) == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,7 +19,7 @@ from src.models import build_model
 from src.training.checkpoints import load_checkpoint
 from src.training.loop import FitConfig, RunState, TimeBudget, fit, init_from_data
 from src.training.optim import cycle_momentum, one_cycle
-from tests.conftest import params_with, synthetic_images
+from tests.conftest import REPO, params_with, synthetic_images
 
 
 def tiny_data(n_train=240, n_val=60, classes=3, seed=0):
@@ -254,6 +257,38 @@ def test_deterministic_steps_skip_the_nan_fill_and_give_the_same_weights():
         weights.append([t.detach().clone() for t in model.state_dict().values()])
     torch.utils.deterministic.fill_uninitialized_memory = False
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+_BIG_BLOCKS = """
+import resource, sys, torch
+from src.training.runtime import setup_runtime
+from tests.conftest import params_with
+p = params_with({"train": {"reuse_memory": sys.argv[1] == "true"}})
+setup_runtime(p.train, torch.device("cpu"))
+faults = []
+for _ in range(10):  # a step's big activations: made, written, freed
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = torch.empty(16 << 20); a.fill_(1); b = torch.empty(8 << 20); b.fill_(1); del a, b
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(sum(faults[-4:]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc's malloc only")
+def test_reuse_memory_serves_big_blocks_again_without_page_faults():
+    """train.reuse_memory: blocks of 64 and 32 MB freed and made again. glibc's default unmaps them,
+    so each time the kernel maps and zeroes 24,576 fresh pages; kept, the heap serves the same
+    pages again. Each setting in a process of its own (no way back within one)."""
+    import resource
+
+    def run(on: str) -> int:
+        r = subprocess.run([sys.executable, "-c", _BIG_BLOCKS, on], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return int(r.stdout)
+
+    pages = (96 << 20) // resource.getpagesize()
+    assert run("false") >= 4 * pages * 0.9
+    assert run("true") < pages // 4
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
