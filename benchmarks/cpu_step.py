@@ -97,6 +97,7 @@ def _prepare(p: Params, classes: int) -> _Prepared:
     fwd = torch.compile(model) if p.train.compile else model
     v = _Prepared(p, model, fwd, opt, Batch(x, y), flops)
     v.steps(3)  # warm-up: allocations, oneDNN primitive caches, compilation
+    v.faults.clear()  # its first touches are not a step's
     return v
 
 

@@ -19,7 +19,8 @@ set -euo pipefail
 device="${DEVICE:-cuda}"
 runs="${RUNS:-5}"
 # GPU images often have only python3 (no `python`); PYTHON picks another interpreter.
-py="${PYTHON:-$(command -v python || command -v python3)}"
+py="${PYTHON:-$(command -v python || command -v python3 || true)}"
+[ -n "$py" ] || { echo "gpu_all.sh: neither python nor python3 is on PATH; set PYTHON" >&2; exit 2; }
 out="benchmarks/results/gpu_all_${device}.txt"
 if [ -z "${CIFAR10_MIRROR:-}" ]; then
   for compact in ../shared/cifar10-gpu shared/cifar10-gpu; do
@@ -51,7 +52,7 @@ step() {  # name, command...: run it, keep its last line, say how long it took
   t0=$(date +%s)
   echo "== $name: $*"
   "$@" 2>&1 | tee "/tmp/gpu_all_step.log" || rc=$?
-  last=$(grep -v '^wrote' /tmp/gpu_all_step.log | tail -n 1)
+  last=$(grep -v '^wrote' /tmp/gpu_all_step.log | tail -n 1 || true)  # a step may print nothing
   t1=$(date +%s)
   if [ "$rc" -ne 0 ]; then
     failed=$((failed + 1))

@@ -49,7 +49,7 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
     small_r = out["variants"]["small"]
     assert len(small_r["all"]) == 2 and small_r["images_per_s"] > 0 and small_r["threads"] == 1
     assert small_r["gflop_s"] == pytest.approx(small_r["gflop_per_image"] * small_r["images_per_s"])
-    assert small_r["page_faults_per_step"] >= 0
+    assert isinstance(small_r["page_faults_per_step"], float)
     assert "convolution" in small_r["profile"] and "profile" not in out["variants"]["nchw"]
     assert "where the time goes (small)" in capsys.readouterr().out
 

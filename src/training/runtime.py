@@ -103,24 +103,34 @@ def reuse_freed_memory() -> bool:
     heap, and up to 2 GiB of free memory kept there, the same pages serve every step; the process
     holds on to its peak memory. False, changing nothing, where the C library is not glibc (macOS,
     Windows, musl); there is no way back to the default within the process."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, ValueError, OSError):
+    if not is_glibc():
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    # both, even if one is refused (an older glibc caps the mmap threshold at 32 MiB)
+    done = [mallopt(_M_MMAP_THRESHOLD, 1 << 30), mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)]
+    return all(done)
+
+
+def is_glibc() -> bool:
+    """True when this process runs on GNU libc (Linux, mostly); False on macOS, Windows, musl."""
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or no such name (macOS, musl)
+        return False
 
 
 def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     """Threads, determinism, the allocator and the fast paths for `device`, from the train section of params."""
     torch.set_num_threads(int(tc.threads or available_cores()))
-    if device.type == "cpu" and tc.reuse_memory:
+    if tc.reuse_memory:
         reuse_freed_memory()
+    torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)  # also off again for a later runtime
     if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         # Deterministic mode also fills every new tensor with NaN, a debugging aid against reading
         # memory no op wrote: 4.5 % of an AVX2 training step (profiler), the same weights without it.
         torch.utils.deterministic.fill_uninitialized_memory = False
