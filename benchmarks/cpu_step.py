@@ -34,7 +34,7 @@ from src.models import build_model
 from src.params import Params, load_params
 from src.training.loop import Batch, train_step
 from src.training.optim import make_optimizer
-from src.training.runtime import setup_runtime
+from src.training.runtime import Runtime, setup_runtime
 
 DEFAULT_VARIANTS = [
     "committed=",
@@ -55,12 +55,19 @@ class _Prepared:
     opt: torch.optim.Optimizer
     batch: Batch
     flops: float
+    rt: Runtime
     rates: list[float] = field(default_factory=list)
     faults: list[float] = field(default_factory=list)  # minor page faults per step
 
+    def use(self) -> Runtime:
+        """Apply this variant's runtime settings (threads, determinism, allocator): the variants
+        share one process, and each may set them differently."""
+        self.rt = setup_runtime(self.p.train, torch.device("cpu"))
+        return self.rt
+
     def steps(self, n: int) -> float:
         """Run `n` training steps under this variant's runtime settings; images/s."""
-        rt = setup_runtime(self.p.train, torch.device("cpu"))  # threads and allocator, per variant
+        rt = self.use()
         f0 = _minor_faults()
         t = time.perf_counter()
         for _ in range(n):
@@ -95,7 +102,7 @@ def _prepare(p: Params, classes: int) -> _Prepared:
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     fwd = torch.compile(model) if p.train.compile else model
-    v = _Prepared(p, model, fwd, opt, Batch(x, y), flops)
+    v = _Prepared(p, model, fwd, opt, Batch(x, y), flops, rt)
     v.steps(3)  # warm-up: allocations, oneDNN primitive caches, compilation
     v.faults.clear()  # its first touches are not a step's
     return v
@@ -116,7 +123,7 @@ def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, pr
             v.rates.append(v.steps(steps))
     out = []
     for v in prepared:
-        rt = setup_runtime(v.p.train, torch.device("cpu"))
+        rt = v.rt
         med = statistics.median(v.rates)
         out.append(
             {
@@ -134,7 +141,7 @@ def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, pr
         from torch.profiler import ProfilerActivity, profile
 
         v = prepared[0]
-        rt = setup_runtime(v.p.train, torch.device("cpu"))
+        rt = v.use()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
                 train_step(v.model, v.fwd, v.opt, None, v.batch, v.p.train, rt)

@@ -32,8 +32,7 @@ def use_cpu(p: Params) -> None:
     import torch
 
     torch.set_num_threads(cpu_threads(p)[0])
-    if p.train.reuse_memory:
-        reuse_freed_memory()
+    reuse_freed_memory(p.train.reuse_memory)
 
 
 def run_under_torchrun(name: str, nproc: int) -> None:

@@ -93,8 +93,9 @@ def uses_channels_last(setting: str, device: torch.device) -> bool:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
-def reuse_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for the next allocations of this process.
+def reuse_freed_memory(wanted: bool) -> bool:
+    """Make glibc's malloc keep freed memory for the next allocations of this process, when
+    `wanted` (`train.reuse_memory`; every computing stage passes it here).
 
     By default glibc serves every block over 32 MiB with an mmap of its own and unmaps it when it
     is freed. A training step of the CPU net allocates several such blocks (a batch's first-group
@@ -102,8 +103,8 @@ def reuse_freed_memory() -> bool:
     maps fresh pages and zeroes each on its first touch. With blocks up to 1 GiB taken from the
     heap, and up to 2 GiB of free memory kept there, the same pages serve every step; the process
     holds on to its peak memory. False, changing nothing, where the C library is not glibc (macOS,
-    Windows, musl); there is no way back to the default within the process."""
-    if not is_glibc():
+    Windows, musl) or not wanted; there is no way back to the default within the process."""
+    if not wanted or not is_glibc():
         return False
     import ctypes
 
@@ -127,8 +128,7 @@ def is_glibc() -> bool:
 def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     """Threads, determinism, the allocator and the fast paths for `device`, from the train section of params."""
     torch.set_num_threads(int(tc.threads or available_cores()))
-    if tc.reuse_memory:
-        reuse_freed_memory()
+    reuse_freed_memory(tc.reuse_memory)
     torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)  # also off again for a later runtime
     if tc.deterministic:
         # Deterministic mode also fills every new tensor with NaN, a debugging aid against reading
