@@ -98,3 +98,14 @@ def test_identity_init_passes_each_input_channel_through():
     torch.testing.assert_close(conv2(y), y)
     off = build_model(params_with({"model": {"fast_cnn": {"identity_init": False}}}).model, 3)
     assert not torch.allclose(off.features.group1.conv2(y), y)
+
+
+def test_fast_cnn_activation_is_gelu_or_relu_everywhere():
+    from torch import nn
+
+    relu = build_model(params_with({"model": {"fast_cnn": {"activation": "relu"}}}).model, 3)
+    acts = [m for m in relu.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    assert len(acts) == 7 and all(type(m) is nn.ReLU and not m.inplace for m in acts)  # whitening + 2 per group
+    assert relu(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    gelu = build_model(params_with({}).model, 3)
+    assert [type(m) for m in gelu.modules() if isinstance(m, (nn.ReLU, nn.GELU))] == [nn.GELU] * 7

@@ -61,6 +61,7 @@ def test_committed_params_are_valid():
         ("train.freeze_at", [0.8, 0.5], ["train.freeze_at=[0.8, 0.5]", "each in (0, 1), not decreasing"]),
         ("train.freeze_at", [0.5, 1.0], ["train.freeze_at=[0.5, 1.0]", "each in (0, 1)"]),
         ("train.freeze_at", 0.5, ["train.freeze_at=0.5", "list"]),
+        ("model.fast_cnn.activation", "tanh", ["model.fast_cnn.activation='tanh'", "'gelu' or 'relu'"]),
         (
             "model.fast_cnn.width",
             [64, 128, 256],

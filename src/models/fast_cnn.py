@@ -1,11 +1,12 @@
 """A small, fast CIFAR network in the spirit of the CIFAR-10 speed-run literature (airbench):
 a patch-whitening first layer (set from the data's k×k patches, then trained or kept frozen),
-three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU), global max pooling and a scaled
+three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU; or ReLU), global max pooling and a scaled
 linear head. Built for a few CPU cores: few layers, all small kernels."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
@@ -23,6 +24,7 @@ class FastCNNParams(Section):
     whiten_eps: float = Field(gt=0)  # added to the eigenvalues before whitening
     scaling: float = Field(gt=0)  # logits are multiplied by this
     identity_init: bool  # conv filters start as identities (Dirac) on the channels they can pass through
+    activation: Literal["gelu", "relu"]  # the non-linearity after each BatchNorm and the whitening layer
 
     @model_validator(mode="after")
     def _width_fits_kernel(self) -> FastCNNParams:
@@ -35,17 +37,22 @@ class FastCNNParams(Section):
         return self
 
 
+def _activation(name: str) -> nn.Module:
+    # not in place: the figures' forward hooks keep the outputs of the layers before it
+    return nn.ReLU() if name == "relu" else nn.GELU()
+
+
 class ConvGroup(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, activation: str = "gelu"):
         super().__init__(
             OrderedDict(
                 conv1=nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
                 pool=nn.MaxPool2d(2),
                 bn1=nn.BatchNorm2d(c_out, momentum=0.4),  # few steps per run: let running stats catch up
-                act1=nn.GELU(),
+                act1=_activation(activation),
                 conv2=nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
                 bn2=nn.BatchNorm2d(c_out, momentum=0.4),
-                act2=nn.GELU(),
+                act2=_activation(activation),
             )
         )
 
@@ -60,12 +67,12 @@ class FastCNN(LabModel):
         self.whiten.weight.requires_grad_(p.whiten_trainable)
         self.whiten.bias.requires_grad_(p.whiten_trainable)
         self.whiten_eps = p.whiten_eps
-        self.act = nn.GELU()
+        self.act = _activation(p.activation)
         self.features = nn.Sequential(
             OrderedDict(
-                group1=ConvGroup(2 * ww, w[0]),  # (B, w0, 15, 15) for k = 2 or 3
-                group2=ConvGroup(w[0], w[1]),  # (B, w1, 7, 7)
-                group3=ConvGroup(w[1], w[2]),  # (B, w2, 3, 3)
+                group1=ConvGroup(2 * ww, w[0], p.activation),  # (B, w0, 15, 15) for k = 2 or 3
+                group2=ConvGroup(w[0], w[1], p.activation),  # (B, w1, 7, 7)
+                group3=ConvGroup(w[1], w[2], p.activation),  # (B, w2, 3, 3)
             )
         )
         self.pool = nn.AdaptiveMaxPool2d(1)  # (B, w2, 1, 1)
