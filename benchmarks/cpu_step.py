@@ -47,7 +47,7 @@ DEFAULT_VARIANTS = [
 
 @dataclass
 class _Prepared:
-    """One variant, ready to step: its params, model (and compiled forward), optimizer and batch."""
+    """One variant, ready to step: its params, model (and compiled forward), optimizer, batch and runtime."""
 
     p: Params
     model: torch.nn.Module

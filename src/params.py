@@ -296,6 +296,10 @@ def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+# after a missing key's name: where params.yaml is the file at fault, the committed one is complete
+MISSING_HINT = " (every key must be set; the committed params.yaml has them all)"
+
+
 def _one_line(err: ValidationError, raw: dict, schema: type[BaseModel] | None = None, prefix: tuple = ()) -> str:
     """The first error as `params.yaml: key=value: what is allowed`; `prefix` is where `raw` sits."""
     e = err.errors()[0]
@@ -315,7 +319,7 @@ def _one_line(err: ValidationError, raw: dict, schema: type[BaseModel] | None = 
         more = did_you_mean(loc[-1], holder.model_fields if holder else [], prefix=parents)
         return f"params.yaml: unknown key {key!r}{more}"
     if e["type"] == "missing":
-        return f"params.yaml: {key}: missing (every key must be set; the committed params.yaml has them all)"
+        return f"params.yaml: {key}: missing{MISSING_HINT}"
     msg = e["msg"].removeprefix("Value error, ")
     if key == "data.classes" and e["type"] in ("literal_error", "list_type"):
         msg = "must be 'all' or a list of CIFAR-10 class names"

@@ -107,5 +107,5 @@ def test_fast_cnn_activation_is_gelu_or_relu_everywhere():
     acts = [m for m in relu.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
     assert len(acts) == 7 and all(type(m) is nn.ReLU and not m.inplace for m in acts)  # whitening + 2 per group
     assert relu(torch.randn(2, 3, 32, 32)).shape == (2, 3)
-    gelu = build_model(params_with({}).model, 3)
+    gelu = build_model(params_with({"model": {"fast_cnn": {"activation": "gelu"}}}).model, 3)
     assert [type(m) for m in gelu.modules() if isinstance(m, (nn.ReLU, nn.GELU))] == [nn.GELU] * 7

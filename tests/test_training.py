@@ -365,3 +365,27 @@ def test_freeze_at_catches_up_on_resume_and_counts_the_model_stages():
         build_learner(build_model(p4.model, 3), p4.train, setup_runtime(p4.train, torch.device("cpu")), Dist())
     assert "\n" not in str(e.value)
     assert "train.freeze_at=[0.2, 0.4, 0.6, 0.8]: 4 fractions, but this model has 3 stage(s)" in str(e.value)
+
+
+def test_a_checkpoint_from_before_a_new_model_key_asks_for_a_retrain(tmp_path):
+    """A best.pt saved before a key was added to the model's section (model.fast_cnn.activation):
+    one line naming the checkpoint and the key, not an error that blames params.yaml."""
+    from src.errors import CheckpointError
+    from src.models import build_model
+    from src.training.checkpoints import load_trained, save_checkpoint
+
+    p = params_with({})
+    params = p.model_dump()
+    model = build_model(p.model, 3)
+    del params["model"]["fast_cnn"]["activation"]
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, model.state_dict(), {"params": params, "classes": ["a", "b", "c"]})
+    with pytest.raises(CheckpointError) as e:
+        load_trained(path, ["a", "b", "c"])
+    msg = str(e.value)
+    assert "\n" not in msg and "params.yaml" not in msg, msg
+    assert msg.startswith(f"{path}: its params do not fit this version of the code") and "activation" in msg, msg
+    assert msg.endswith("retrain (dvc repro train)"), msg
+    params["model"]["fast_cnn"]["activation"] = "gelu"
+    save_checkpoint(path, model.state_dict(), {"params": params, "classes": ["a", "b", "c"]})
+    assert load_trained(path, ["a", "b", "c"])[0] is not None

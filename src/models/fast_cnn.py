@@ -1,7 +1,8 @@
 """A small, fast CIFAR network in the spirit of the CIFAR-10 speed-run literature (airbench):
 a patch-whitening first layer (set from the data's k×k patches, then trained or kept frozen),
-three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU; or ReLU), global max pooling and a scaled
-linear head. Built for a few CPU cores: few layers, all small kernels."""
+three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU; ReLU instead of GELU, there and
+after the whitening layer, as an option), global max pooling and a scaled linear head. Built for
+a few CPU cores: few layers, all small kernels."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from torch import nn
 from src.models.base import LabModel, register
 from src.schema import Section
 
+Activation = Literal["gelu", "relu"]  # after each BatchNorm and the whitening layer
+
 
 class FastCNNParams(Section):
     widths: list[PositiveInt] = Field(min_length=3, max_length=3)  # channels of the three conv groups
@@ -24,7 +27,7 @@ class FastCNNParams(Section):
     whiten_eps: float = Field(gt=0)  # added to the eigenvalues before whitening
     scaling: float = Field(gt=0)  # logits are multiplied by this
     identity_init: bool  # conv filters start as identities (Dirac) on the channels they can pass through
-    activation: Literal["gelu", "relu"]  # the non-linearity after each BatchNorm and the whitening layer
+    activation: Activation  # the non-linearity after each BatchNorm and the whitening layer
 
     @model_validator(mode="after")
     def _width_fits_kernel(self) -> FastCNNParams:
@@ -37,13 +40,13 @@ class FastCNNParams(Section):
         return self
 
 
-def _activation(name: str) -> nn.Module:
+def _activation(name: Activation) -> nn.Module:
     # not in place: the figures' forward hooks keep the outputs of the layers before it
-    return nn.ReLU() if name == "relu" else nn.GELU()
+    return {"gelu": nn.GELU, "relu": nn.ReLU}[name]()
 
 
 class ConvGroup(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, activation: str = "gelu"):
+    def __init__(self, c_in: int, c_out: int, activation: Activation):
         super().__init__(
             OrderedDict(
                 conv1=nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),

@@ -68,18 +68,20 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
     from pydantic import ValidationError
 
     from src.models import build_model
-    from src.params import AugmentParams, ModelParams
+    from src.params import MISSING_HINT, AugmentParams, ModelParams, ParamsError
 
     ck = load_checkpoint(path)
     try:
         model_p = ModelParams.model_validate(ck["params"]["model"])
         augment_p = AugmentParams.model_validate(ck["params"]["augment"])
-    except (KeyError, ValidationError) as exc:
+        # the model's own section is checked when it is built: a key added since the run shows here
+        model = build_model(model_p, len(ck["classes"]))
+    except (KeyError, ValidationError, ParamsError) as exc:
+        # the checkpoint's params are at fault here, not params.yaml
+        why = str(exc).splitlines()[0].removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
         raise CheckpointError(
-            f"{path}: its params do not fit this version of the code "
-            f"({str(exc).splitlines()[0]}); retrain (dvc repro train)"
+            f"{path}: its params do not fit this version of the code ({why}); retrain (dvc repro train)"
         ) from None
-    model = build_model(model_p, len(ck["classes"]))
     load_weights(model, ck, path, classes)
     return model, {**ck, "model_params": model_p, "augment_params": augment_p}
 
