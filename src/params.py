@@ -123,6 +123,8 @@ class AugmentParams(Section):
     cutout: int = Field(ge=0, le=32)
     autoaugment: bool
     mixup_alpha: float = Field(ge=0)
+    brightness: float = Field(ge=0, le=1)  # per-image shift, in channel standard deviations
+    contrast: float = Field(ge=0, lt=1)  # per-image scale 1 ± this about the mean
 
     @field_validator("hflip", mode="before")
     @classmethod

@@ -39,3 +39,32 @@ def test_subset_counts_relabelling_and_disjoint_splits(small_batches):
     assert torch.equal(again.train_x, sub.train_x)
     other = select_subset(raw, names, ["dog", "cat", "ship"], 50, 20, 10, seed=4)
     assert not torch.equal(other.train_x, sub.train_x)
+
+
+def test_color_jitter_shifts_and_scales_each_image_within_its_ranges():
+    from src.data.augment import color_jitter
+
+    x = torch.randn(512, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    y = color_jitter(x, 0.2, 0.1, gen)
+    # y = (x + shift) * scale per image: recover both from two pixels of each image
+    a, b = x[:, 0, 0, 0], x[:, 1, 2, 3]
+    ya, yb = y[:, 0, 0, 0], y[:, 1, 2, 3]
+    scale = (ya - yb) / (a - b)
+    shift = ya / scale - a
+    assert torch.allclose(y, (x + shift.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1), atol=1e-4)
+    assert scale.min() >= 0.9 - 1e-4 and scale.max() <= 1.1 + 1e-4
+    assert shift.abs().max() <= 0.2 + 1e-3
+    # the draws fill the ranges, and differ from image to image
+    assert scale.max() - scale.min() > 0.15 and shift.max() - shift.min() > 0.3
+    again = color_jitter(x, 0.2, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(y, again)
+
+
+def test_color_jitter_off_returns_the_batch_and_draws_nothing():
+    from src.data.augment import color_jitter
+
+    x = torch.randn(4, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    assert color_jitter(x, 0.0, 0.0, gen) is x
+    assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=torch.Generator().manual_seed(0)))

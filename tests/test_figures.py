@@ -225,6 +225,23 @@ def test_augmentation_examples_differ_and_keep_shape():
     assert sum(1 for ax in fig.axes if ax.images) == 7
 
 
+def test_the_augmentation_figure_shows_colour_jitter_as_the_model_sees_it():
+    from src.data.augment import color_jitter, color_jitter_pixels
+    from src.data.cifar import normalize
+    from src.figures.visualize_steps import describe_augmentation
+
+    p = params_with({"augment": {"brightness": 0.14, "contrast": 0.13}}).augment
+    assert describe_augmentation(p).endswith("brightness ±0.14 sd, contrast ×(1 ± 0.13)")
+    x = torch.randint(40, 216, (8, 3, 32, 32), dtype=torch.uint8)
+    mean, std = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
+    shown = color_jitter_pixels(x, 0.14, 0.13, mean, std, torch.Generator().manual_seed(1))
+    seen = color_jitter(normalize(x, mean, std), 0.14, 0.13, torch.Generator().manual_seed(1))
+    # the picture, normalised again, is what training feeds the model, to within a pixel level
+    assert (normalize(shown, mean, std) - seen).abs().max() <= 0.5 / 255 / std.min() + 1e-5
+    assert len({bytes(a.numpy()) for a in (shown.int() - x.int())}) == 8  # each image its own draw
+    assert color_jitter_pixels(x, 0.0, 0.0, mean, std, torch.Generator()) is x
+
+
 FIGURE_CODE = ["src/figures/*.py", "stages/visualize.py", "src/teach/probe.py"]
 
 

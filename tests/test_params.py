@@ -57,6 +57,8 @@ def test_committed_params_are_valid():
         ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
         ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
         ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
+        ("augment.brightness", -0.1, ["augment.brightness=-0.1", "greater than or equal to 0"]),
+        ("augment.contrast", 1.0, ["augment.contrast=1.0", "less than 1"]),
         ("model.fast_cnn.widths", [64, 0, 256], ["model.fast_cnn.widths.1=0", "greater than 0"]),
         ("train.freeze_at", [0.8, 0.5], ["train.freeze_at=[0.8, 0.5]", "each in (0, 1), not decreasing"]),
         ("train.freeze_at", [0.5, 1.0], ["train.freeze_at=[0.5, 1.0]", "each in (0, 1)"]),

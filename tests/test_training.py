@@ -367,9 +367,21 @@ def test_freeze_at_catches_up_on_resume_and_counts_the_model_stages():
     assert "train.freeze_at=[0.2, 0.4, 0.6, 0.8]: 4 fractions, but this model has 3 stage(s)" in str(e.value)
 
 
-def test_a_checkpoint_from_before_a_new_model_key_asks_for_a_retrain(tmp_path):
-    """A best.pt saved before a key was added to the model's section (model.fast_cnn.activation):
-    one line naming the checkpoint and the key, not an error that blames params.yaml."""
+@pytest.mark.parametrize(
+    "keys,named",
+    [
+        ([("model", "fast_cnn", "activation")], ["activation"]),
+        (
+            [("augment", "brightness"), ("augment", "contrast")],
+            ["augment.brightness: field required", "augment.contrast: field required"],
+        ),
+    ],
+    ids=["model-key", "augment-keys"],
+)
+def test_a_checkpoint_from_before_a_new_key_asks_for_a_retrain(tmp_path, keys, named):
+    """A best.pt saved before keys were added to the model's or the augment section
+    (model.fast_cnn.activation; augment.brightness/contrast): one line naming the checkpoint and
+    the keys, not an error that blames params.yaml or counts pydantic's errors."""
     from src.errors import CheckpointError
     from src.models import build_model
     from src.training.checkpoints import load_trained, save_checkpoint
@@ -377,15 +389,22 @@ def test_a_checkpoint_from_before_a_new_model_key_asks_for_a_retrain(tmp_path):
     p = params_with({})
     params = p.model_dump()
     model = build_model(p.model, 3)
-    del params["model"]["fast_cnn"]["activation"]
+    kept = {}
+    for *where, key in keys:
+        section = params
+        for name in where:
+            section = section[name]
+        kept[key] = (section, section.pop(key))
     path = tmp_path / "best.pt"
     save_checkpoint(path, model.state_dict(), {"params": params, "classes": ["a", "b", "c"]})
     with pytest.raises(CheckpointError) as e:
         load_trained(path, ["a", "b", "c"])
     msg = str(e.value)
-    assert "\n" not in msg and "params.yaml" not in msg, msg
-    assert msg.startswith(f"{path}: its params do not fit this version of the code") and "activation" in msg, msg
+    assert "\n" not in msg and "params.yaml" not in msg and "validation error" not in msg, msg
+    assert msg.startswith(f"{path}: its params do not fit this version of the code"), msg
+    assert all(part in msg for part in named), msg
     assert msg.endswith("retrain (dvc repro train)"), msg
-    params["model"]["fast_cnn"]["activation"] = "gelu"
+    for key, (section, value) in kept.items():
+        section[key] = value
     save_checkpoint(path, model.state_dict(), {"params": params, "classes": ["a", "b", "c"]})
     assert load_trained(path, ["a", "b", "c"])[0] is not None

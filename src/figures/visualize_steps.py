@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.data.augment import augment_batch
+from src.data.augment import augment_batch, color_jitter_pixels
 from src.data.cifar import Subset, normalize
 from src.figures import Drawn, inside, results
 from src.params import VisualizeParams
@@ -152,6 +152,8 @@ def describe_augmentation(aug_p) -> str:
                 f"random crop (pad {aug_p.crop_padding}, {aug_p.crop_pad_mode})" if aug_p.crop_padding else "",
                 "AutoAugment (CIFAR10)" if aug_p.autoaugment else "",
                 f"cutout {aug_p.cutout}" if aug_p.cutout else "",
+                f"brightness ±{aug_p.brightness:g} sd" if aug_p.brightness else "",
+                f"contrast ×(1 ± {aug_p.contrast:g})" if aug_p.contrast else "",
                 f"+ MixUp α={aug_p.mixup_alpha} on batches" if aug_p.mixup_alpha else "",
             )
             if s
@@ -164,7 +166,9 @@ def augmentation(a: Inputs) -> Drawn:
     """One training image through the training transform the model was trained with."""
     aug_p = a.ck["augment_params"]
     img = a.sub.train_x[int(a.rng.integers(a.sub.train_x.shape[0]))]
-    aug = augment_batch(img[None].repeat(a.v.augment_examples, 1, 1, 1), aug_p, torch.Generator().manual_seed(a.v.seed))
+    gen = torch.Generator().manual_seed(a.v.seed)
+    aug = augment_batch(img[None].repeat(a.v.augment_examples, 1, 1, 1), aug_p, gen)
+    aug = color_jitter_pixels(aug, aug_p.brightness, aug_p.contrast, a.mean, a.std, gen)
     desc = describe_augmentation(aug_p)
     yield "augmentation.png", results.augmentation_figure(img, aug, desc)
     return {"augmentation": {"examples": int(aug.shape[0]), "description": desc}}

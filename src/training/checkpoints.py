@@ -78,7 +78,11 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
         model = build_model(model_p, len(ck["classes"]))
     except (KeyError, ValidationError, ParamsError) as exc:
         # the checkpoint's params are at fault here, not params.yaml
-        why = str(exc).splitlines()[0].removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
+        if isinstance(exc, ValidationError):  # name the keys, not pydantic's "2 validation errors for …"
+            section = "augment" if exc.title == "AugmentParams" else "model"
+            why = "; ".join(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg'].lower()}" for e in exc.errors())
+        else:
+            why = str(exc).splitlines()[0].removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
         raise CheckpointError(
             f"{path}: its params do not fit this version of the code ({why}); retrain (dvc repro train)"
         ) from None

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data.augment import alternating_flips, augment_batch, mixup
+from src.data.augment import alternating_flips, augment_batch, color_jitter, mixup
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
 from src.errors import NonFiniteLoss, ParamsError, TrainingInterrupted
@@ -463,6 +463,7 @@ class Batches:
         images = normalize(
             augment_batch(self.images[indices], augment_params, generator, self.autoaugment, flip), self.mean, self.std
         )
+        images = color_jitter(images, augment_params.brightness, augment_params.contrast, generator)
         labels, mixed_labels, lam = self.labels[indices], None, 1.0
         if augment_params.mixup_alpha > 0:
             lam = mixup_weight(augment_params.mixup_alpha, step_seed(self.train_params.seed, step))
