@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0] if k != "seed"} for r, rows in table.items()}
     print(
         f"\n{'recipe':10s} {'test acc':>9s} {'img/s':>8s} {'epochs':>7s} {'GFLOP/img':>10s} {'GFLOP/s':>8s} "
-        f"{'of peak' if args.peak_gflops else '':>7s}  (median of {len(seeds)}, {length}, "
+        f"{'of peak' if args.peak_gflops else ''}  (median of {len(seeds)}, {length}, "
         f"{len(names if classes == 'all' else classes)} classes)"
     )
     for r, m in med.items():

@@ -302,9 +302,12 @@ def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 MISSING_HINT = " (every key must be set; the committed params.yaml has them all)"
 
 
-def _one_line(err: ValidationError, raw: dict, schema: type[BaseModel] | None = None, prefix: tuple = ()) -> str:
-    """The first error as `params.yaml: key=value: what is allowed`; `prefix` is where `raw` sits."""
-    e = err.errors()[0]
+def _one_line(
+    err: ValidationError, raw: dict, schema: type[BaseModel] | None = None, prefix: tuple = (), index: int = 0
+) -> str:
+    """Error `index` (the first by default) as `params.yaml: key=value: what is allowed`; `prefix`
+    is where `raw` sits."""
+    e = err.errors()[index]
     # drop pydantic's union-member tags ("list[str]", "literal['all']") from the location
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     value: Any = raw
@@ -328,6 +331,16 @@ def _one_line(err: ValidationError, raw: dict, schema: type[BaseModel] | None = 
     if isinstance(value, dict):  # a check across keys of one section names its keys itself
         return f"params.yaml: {key}.{msg}"
     return f"params.yaml: {key}={value!r}: {msg}"
+
+
+def every_error(err: ValidationError, raw: Any, schema: type[BaseModel], prefix: tuple = ()) -> str:
+    """All of `err`'s errors worded as params.yaml's are (`key: missing`, `key=value: what is
+    allowed`), joined by "; ", without naming params.yaml: for params that come from elsewhere (a
+    checkpoint's)."""
+    return "; ".join(
+        _one_line(err, raw, schema, prefix, i).removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
+        for i in range(err.error_count())
+    )
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -44,21 +44,51 @@ def test_subset_counts_relabelling_and_disjoint_splits(small_batches):
 def test_color_jitter_shifts_and_scales_each_image_within_its_ranges():
     from src.data.augment import color_jitter
 
-    x = torch.randn(512, 3, 8, 8)
-    gen = torch.Generator().manual_seed(0)
-    y = color_jitter(x, 0.2, 0.1, gen)
-    # y = (x + shift) * scale per image: recover both from two pixels of each image
-    a, b = x[:, 0, 0, 0], x[:, 1, 2, 3]
-    ya, yb = y[:, 0, 0, 0], y[:, 1, 2, 3]
-    scale = (ya - yb) / (a - b)
-    shift = ya / scale - a
-    assert torch.allclose(y, (x + shift.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1), atol=1e-4)
-    assert scale.min() >= 0.9 - 1e-4 and scale.max() <= 1.1 + 1e-4
-    assert shift.abs().max() <= 0.2 + 1e-3
+    x = torch.randn(512, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x[:, 0, 0, 0], x[:, 1, 2, 3] = 0.0, 1.0  # two known pixels per image give its shift and scale
+    y = color_jitter(x, 0.2, 0.1, torch.Generator().manual_seed(0))
+    scale = y[:, 1, 2, 3] - y[:, 0, 0, 0]  # (1 + shift) * scale - (0 + shift) * scale
+    shift = y[:, 0, 0, 0] / scale
+    assert torch.allclose(y, (x + shift.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1), atol=1e-5)
+    assert scale.min() >= 0.9 - 1e-5 and scale.max() <= 1.1 + 1e-5
+    assert shift.abs().max() <= 0.2 + 1e-5
     # the draws fill the ranges, and differ from image to image
     assert scale.max() - scale.min() > 0.15 and shift.max() - shift.min() > 0.3
     again = color_jitter(x, 0.2, 0.1, torch.Generator().manual_seed(0))
     assert torch.equal(y, again)
+
+
+def test_training_batches_are_jittered_only_when_asked():
+    """Batches.make applies the jitter after the flip and crop and normalising, per image; with it
+    off a batch is what the transform without it gives, bit for bit."""
+    from src.data.augment import augment_batch
+    from src.data.cifar import normalize
+    from src.training.distributed import Dist
+    from src.training.loop import Batches
+    from src.training.runtime import Runtime
+    from tests.conftest import params_with
+
+    images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(64) % 3
+    mean, std = torch.tensor([0.5, 0.45, 0.4]), torch.tensor([0.25, 0.24, 0.26])
+    runtime = Runtime(torch.device("cpu"), threads=1, amp=False, channels_last=False, cpu_capability="DEFAULT")
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(3))
+
+    def batch(**jitter):
+        p = params_with({"augment": jitter, "train": {"batch_size": 32}})
+        made = Batches((images, labels), mean, std, p.train, p.augment, runtime, Dist())
+        return made.make(order, 1, 1, torch.Generator().manual_seed(4)).x, p.augment
+
+    off, aug_p = batch()
+    expected = normalize(augment_batch(images[order[32:64]], aug_p, torch.Generator().manual_seed(4)), mean, std)
+    assert torch.equal(off, expected)
+    on, _ = batch(brightness=0.14, contrast=0.13)
+    # each image is an affine map of itself without the jitter: on = (off + shift) * scale
+    flat_on, flat_off = on.flatten(1), off.flatten(1)
+    scale = flat_on.std(1) / flat_off.std(1)
+    offset = flat_on - scale[:, None] * flat_off
+    assert torch.allclose(offset, offset[:, :1].expand_as(offset), atol=1e-4)
+    assert scale.min() >= 0.87 - 1e-4 and scale.max() <= 1.13 + 1e-4 and scale.max() - scale.min() > 0.05
 
 
 def test_color_jitter_off_returns_the_batch_and_draws_nothing():

@@ -226,9 +226,9 @@ def test_augmentation_examples_differ_and_keep_shape():
 
 
 def test_the_augmentation_figure_shows_colour_jitter_as_the_model_sees_it():
-    from src.data.augment import color_jitter, color_jitter_pixels
+    from src.data.augment import color_jitter
     from src.data.cifar import normalize
-    from src.figures.visualize_steps import describe_augmentation
+    from src.figures.visualize_steps import color_jitter_pixels, describe_augmentation
 
     p = params_with({"augment": {"brightness": 0.14, "contrast": 0.13}}).augment
     assert describe_augmentation(p).endswith("brightness ±0.14 sd, contrast ×(1 ± 0.13)")
@@ -240,6 +240,38 @@ def test_the_augmentation_figure_shows_colour_jitter_as_the_model_sees_it():
     assert (normalize(shown, mean, std) - seen).abs().max() <= 0.5 / 255 / std.min() + 1e-5
     assert len({bytes(a.numpy()) for a in (shown.int() - x.int())}) == 8  # each image its own draw
     assert color_jitter_pixels(x, 0.0, 0.0, mean, std, torch.Generator()) is x
+
+
+def test_the_augmentation_step_draws_the_jitter_it_was_trained_with(monkeypatch):
+    from types import SimpleNamespace
+
+    from src.figures import visualize_steps
+
+    drawn = []
+    keep = lambda img, aug, desc: drawn.append((aug, desc))  # noqa: E731
+    monkeypatch.setattr(visualize_steps.results, "augmentation_figure", keep)
+    sub = SimpleNamespace(train_x=torch.randint(40, 216, (5, 3, 32, 32), dtype=torch.uint8))
+
+    def draw(**jitter):
+        a = SimpleNamespace(
+            ck={"augment_params": params_with({"augment": jitter}).augment},
+            sub=sub,
+            rng=np.random.default_rng(0),
+            v=SimpleNamespace(augment_examples=6, seed=0),
+            mean=torch.tensor([0.49, 0.48, 0.45]),
+            std=torch.tensor([0.25, 0.24, 0.26]),
+        )
+        steps = visualize_steps.augmentation(a)
+        assert next(steps)[0] == "augmentation.png"
+        return drawn[-1]
+
+    plain, plain_desc = draw()
+    jittered, desc = draw(brightness=0.14, contrast=0.13)
+    assert "brightness" not in plain_desc and desc == plain_desc + ", brightness ±0.14 sd, contrast ×(1 ± 0.13)"
+    assert jittered.shape == plain.shape and jittered.dtype == torch.uint8
+    # the same flips and crops, then each example's own colour change
+    assert all(not torch.equal(j, p) for j, p in zip(jittered, plain))
+    assert (jittered.float() - plain.float()).abs().mean() < 40
 
 
 FIGURE_CODE = ["src/figures/*.py", "stages/visualize.py", "src/teach/probe.py"]

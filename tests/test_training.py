@@ -370,10 +370,10 @@ def test_freeze_at_catches_up_on_resume_and_counts_the_model_stages():
 @pytest.mark.parametrize(
     "keys,named",
     [
-        ([("model", "fast_cnn", "activation")], ["activation"]),
+        ([("model", "fast_cnn", "activation")], ["(model.fast_cnn.activation: missing)"]),
         (
             [("augment", "brightness"), ("augment", "contrast")],
-            ["augment.brightness: field required", "augment.contrast: field required"],
+            ["(augment.brightness: missing; augment.contrast: missing)"],
         ),
     ],
     ids=["model-key", "augment-keys"],

@@ -78,27 +78,16 @@ def augment_batch(
 
 def color_jitter(x: torch.Tensor, brightness: float, contrast: float, gen: torch.Generator) -> torch.Tensor:
     """Per image, on a normalised float batch: add a shift drawn from U(-brightness, brightness)
-    and scale by 1 + U(-contrast, contrast) about the data's mean (0 after normalising), in
-    standard deviations of each channel. With both 0 it returns `x` and draws nothing, so runs
-    without it keep their random stream."""
+    (in each channel's standard deviations), then scale by 1 + U(-contrast, contrast) about 0 —
+    the data set's mean colour, not the image's own. The shift is scaled too, so it reaches
+    brightness × (1 + contrast). With both 0 it returns `x` and draws nothing, so runs without it
+    keep their random stream."""
     if brightness == 0 and contrast == 0:
         return x
     b = x.shape[0]
     shift = (torch.rand(b, generator=gen, device=gen.device) * 2 - 1).to(x.device) * brightness
     scale = 1 + (torch.rand(b, generator=gen, device=gen.device) * 2 - 1).to(x.device) * contrast
     return (x + shift.view(b, 1, 1, 1).to(x.dtype)) * scale.view(b, 1, 1, 1).to(x.dtype)
-
-
-def color_jitter_pixels(
-    x: torch.Tensor, brightness: float, contrast: float, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator
-) -> torch.Tensor:
-    """`color_jitter` on a uint8 batch, as the model sees it after normalising with `mean`/`std`
-    (per channel, 0-1 scale), back in uint8 pixels (clipped): for pictures of the transform."""
-    if brightness == 0 and contrast == 0:
-        return x
-    m, s = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-    jittered = color_jitter((x.float() / 255 - m) / s, brightness, contrast, gen)
-    return ((jittered * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def mixup(

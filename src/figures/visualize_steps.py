@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.data.augment import augment_batch, color_jitter_pixels
+from src.data.augment import augment_batch, color_jitter
 from src.data.cifar import Subset, normalize
 from src.figures import Drawn, inside, results
 from src.params import VisualizeParams
@@ -160,6 +160,18 @@ def describe_augmentation(aug_p) -> str:
         )
         or "none"
     )
+
+
+def color_jitter_pixels(
+    x: torch.Tensor, brightness: float, contrast: float, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    """`color_jitter` on a uint8 batch as training applies it (after normalising with `mean`/`std`),
+    back in uint8 pixels, clipped: the picture of what the model was shown."""
+    if brightness == 0 and contrast == 0:
+        return x
+    m, s = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    jittered = color_jitter(normalize(x, mean, std), brightness, contrast, gen)
+    return ((jittered * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def augmentation(a: Inputs) -> Drawn:

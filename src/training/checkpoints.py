@@ -68,26 +68,33 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
     from pydantic import ValidationError
 
     from src.models import build_model
-    from src.params import MISSING_HINT, AugmentParams, ModelParams, ParamsError
+    from src.params import MISSING_HINT, AugmentParams, ModelParams, ParamsError, every_error
+
+    def unfit(why: str) -> CheckpointError:  # the checkpoint's params are at fault here, not params.yaml
+        return CheckpointError(
+            f"{path}: its params do not fit this version of the code ({why}); retrain (dvc repro train)"
+        )
 
     ck = load_checkpoint(path)
+    parsed = {}
+    for name, schema in (("model", ModelParams), ("augment", AugmentParams)):
+        try:
+            raw = ck["params"][name]
+        except (KeyError, TypeError):
+            raise unfit(f"no {name} section") from None
+        try:
+            parsed[name] = schema.model_validate(raw)
+        except ValidationError as exc:
+            raise unfit(every_error(exc, raw, schema, (name,))) from None
+    if not isinstance(ck.get("classes"), list):
+        raise unfit("no class list")
     try:
-        model_p = ModelParams.model_validate(ck["params"]["model"])
-        augment_p = AugmentParams.model_validate(ck["params"]["augment"])
         # the model's own section is checked when it is built: a key added since the run shows here
-        model = build_model(model_p, len(ck["classes"]))
-    except (KeyError, ValidationError, ParamsError) as exc:
-        # the checkpoint's params are at fault here, not params.yaml
-        if isinstance(exc, ValidationError):  # name the keys, not pydantic's "2 validation errors for …"
-            section = "augment" if exc.title == "AugmentParams" else "model"
-            why = "; ".join(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg'].lower()}" for e in exc.errors())
-        else:
-            why = str(exc).splitlines()[0].removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
-        raise CheckpointError(
-            f"{path}: its params do not fit this version of the code ({why}); retrain (dvc repro train)"
-        ) from None
+        model = build_model(parsed["model"], len(ck["classes"]))
+    except ParamsError as exc:
+        raise unfit(str(exc).removeprefix("params.yaml: ").removesuffix(MISSING_HINT)) from None
     load_weights(model, ck, path, classes)
-    return model, {**ck, "model_params": model_p, "augment_params": augment_p}
+    return model, {**ck, "model_params": parsed["model"], "augment_params": parsed["augment"]}
 
 
 class Stateful(Protocol):
