@@ -333,14 +333,16 @@ def _one_line(
     return f"params.yaml: {key}={value!r}: {msg}"
 
 
+def not_from_params_yaml(line: str) -> str:
+    """A params error line without what names params.yaml (its prefix, the missing key's hint):
+    for params that come from elsewhere (a checkpoint's)."""
+    return line.removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
+
+
 def every_error(err: ValidationError, raw: Any, schema: type[BaseModel], prefix: tuple = ()) -> str:
     """All of `err`'s errors worded as params.yaml's are (`key: missing`, `key=value: what is
-    allowed`), joined by "; ", without naming params.yaml: for params that come from elsewhere (a
-    checkpoint's)."""
-    return "; ".join(
-        _one_line(err, raw, schema, prefix, i).removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
-        for i in range(err.error_count())
-    )
+    allowed`), joined by "; ", without naming params.yaml (`not_from_params_yaml`)."""
+    return "; ".join(not_from_params_yaml(_one_line(err, raw, schema, prefix, i)) for i in range(err.error_count()))
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -68,7 +68,7 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
     from pydantic import ValidationError
 
     from src.models import build_model
-    from src.params import MISSING_HINT, AugmentParams, ModelParams, ParamsError, every_error
+    from src.params import AugmentParams, ModelParams, ParamsError, every_error, not_from_params_yaml
 
     def unfit(why: str) -> CheckpointError:  # the checkpoint's params are at fault here, not params.yaml
         return CheckpointError(
@@ -92,7 +92,7 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
         # the model's own section is checked when it is built: a key added since the run shows here
         model = build_model(parsed["model"], len(ck["classes"]))
     except ParamsError as exc:
-        raise unfit(str(exc).removeprefix("params.yaml: ").removesuffix(MISSING_HINT)) from None
+        raise unfit(not_from_params_yaml(str(exc))) from None
     load_weights(model, ck, path, classes)
     return model, {**ck, "model_params": parsed["model"], "augment_params": parsed["augment"]}
 
