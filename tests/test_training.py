@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import subprocess
 import sys
 import time
@@ -289,6 +290,34 @@ def test_reuse_memory_serves_big_blocks_again_without_page_faults():
     default, kept = run("false"), run("true")
     assert default >= 4 * 40  # four rounds of 96 MB in fresh pages: at least 48 faults each, even in 2 MiB pages
     assert kept * 10 < default, (kept, default)
+
+
+_THREADS = """
+import os
+before = len(os.sched_getaffinity(0))  # before torch (and OpenMP) is loaded
+import torch
+from src.training.runtime import available_cores, setup_runtime
+from tests.conftest import params_with
+setup_runtime(params_with({}).train, torch.device("cpu"))  # train.threads: null
+print(before, available_cores(), torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell 1 apart"
+)
+@pytest.mark.parametrize("binding", [{}, {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, {"OMP_PROC_BIND": "true"}])
+def test_threads_are_the_cores_the_process_may_use_even_where_openmp_binds_them(binding):
+    """An environment that binds OpenMP's threads (HPC modules set OMP_PROC_BIND / OMP_PLACES) has
+    the main thread pinned to one core once torch is loaded; train.threads: null must still train
+    on every core the process was given, not on that one."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES")}
+    r = subprocess.run(
+        [sys.executable, "-c", _THREADS], cwd=REPO, capture_output=True, text=True, env={**env, **binding}
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, cores, threads = map(int, r.stdout.split())
+    assert cores == threads == before, (binding, before, cores, threads)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])

@@ -79,9 +79,20 @@ def cpu_has_native_bf16() -> bool:
     return onednn_bf16 and _cpuinfo_has_bf16()
 
 
+# set (and not to false/none/disabled), these make OpenMP bind its threads: GNU's, and Intel's KMP_AFFINITY
+_OPENMP_BINDING = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+_NOT_BINDING = ("", "false", "none", "disabled")
+
+
 def available_cores() -> int:
-    """Cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Cores this process may run on (its affinity mask, not the machine's count). Where the
+    environment binds OpenMP's threads (as HPC modules often do), OpenMP pinned the main thread to
+    one core when torch was loaded, so the mask then says 1. OpenMP's own count from before it
+    pinned is what the process may use: torch's default threads, as long as nothing has set them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if any(os.environ.get(k, "").lower() not in _NOT_BINDING for k in _OPENMP_BINDING):
+        cores = max(cores, torch.get_num_threads())
+    return cores
 
 
 def uses_channels_last(setting: str, device: torch.device) -> bool:
