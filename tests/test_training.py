@@ -311,7 +311,9 @@ def test_threads_are_the_cores_the_process_may_use_even_where_openmp_binds_them(
     """An environment that binds OpenMP's threads (HPC modules set OMP_PROC_BIND / OMP_PLACES) has
     the main thread pinned to one core once torch is loaded; train.threads: null must still train
     on every core the process was given, not on that one."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES")}
+    from src.training.runtime import _OPENMP_BINDING
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", *_OPENMP_BINDING)}
     r = subprocess.run(
         [sys.executable, "-c", _THREADS], cwd=REPO, capture_output=True, text=True, env={**env, **binding}
     )
