@@ -9,7 +9,7 @@ import sys
 from src import paths
 from src.errors import DistributedFailure, TrainingInterrupted
 from src.params import Params
-from src.training.runtime import available_cores, reuse_freed_memory
+from src.training.runtime import available_cores, reuse_freed_memory, set_threads
 from stages._launcher import launching_command, queue_workers
 
 
@@ -29,9 +29,7 @@ def cpu_threads(p: Params) -> tuple[int, str]:
 def use_cpu(p: Params) -> None:
     """Set up a computing stage that has no training runtime (evaluate, visualize, report): its
     CPU threads (`cpu_threads`) and glibc's reuse of freed memory (`train.reuse_memory`)."""
-    import torch
-
-    torch.set_num_threads(cpu_threads(p)[0])
+    set_threads(cpu_threads(p)[0])
     reuse_freed_memory(p.train.reuse_memory)
 
 

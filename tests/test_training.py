@@ -293,11 +293,13 @@ def test_reuse_memory_serves_big_blocks_again_without_page_faults():
 
 
 _THREADS = """
-import os
+import os, sys
 before = len(os.sched_getaffinity(0))  # before torch (and OpenMP) is loaded
 import torch
 from src.training.runtime import available_cores, setup_runtime
 from tests.conftest import params_with
+for threads in map(int, sys.argv[1:]):  # runtimes set up earlier in the same process (a benchmark's variants)
+    setup_runtime(params_with({"train": {"threads": threads}}).train, torch.device("cpu"))
 setup_runtime(params_with({}).train, torch.device("cpu"))  # train.threads: null
 print(before, available_cores(), torch.get_num_threads())
 """
@@ -307,15 +309,16 @@ print(before, available_cores(), torch.get_num_threads())
     not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell 1 apart"
 )
 @pytest.mark.parametrize("binding", [{}, {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, {"OMP_PROC_BIND": "true"}])
-def test_threads_are_the_cores_the_process_may_use_even_where_openmp_binds_them(binding):
+@pytest.mark.parametrize("earlier", [[], ["1"]], ids=["first", "after-1-thread"])
+def test_threads_are_the_cores_the_process_may_use_even_where_openmp_binds_them(binding, earlier):
     """An environment that binds OpenMP's threads (HPC modules set OMP_PROC_BIND / OMP_PLACES) has
     the main thread pinned to one core once torch is loaded; train.threads: null must still train
-    on every core the process was given, not on that one."""
+    on every core the process was given, not on that one, also after a runtime of 1 thread."""
     from src.training.runtime import _OPENMP_BINDING
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", *_OPENMP_BINDING)}
     r = subprocess.run(
-        [sys.executable, "-c", _THREADS], cwd=REPO, capture_output=True, text=True, env={**env, **binding}
+        [sys.executable, "-c", _THREADS, *earlier], cwd=REPO, capture_output=True, text=True, env={**env, **binding}
     )
     assert r.returncode == 0, r.stderr[-2000:]
     before, cores, threads = map(int, r.stdout.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -84,15 +85,29 @@ _OPENMP_BINDING = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFI
 _NOT_BINDING = ("", "false", "none", "disabled")
 
 
+@functools.cache
+def _openmp_default_threads() -> int:
+    """OpenMP's own thread count, read once per process: before `set_threads` first changes it."""
+    return torch.get_num_threads()
+
+
 def available_cores() -> int:
     """Cores this process may run on (its affinity mask, not the machine's count). Where the
     environment binds OpenMP's threads (as HPC modules often do), OpenMP pinned the main thread to
     one core when torch was loaded, so the mask then says 1. OpenMP's own count from before it
-    pinned is what the process may use: torch's default threads, as long as nothing has set them."""
+    pinned is what the process may use: torch's default threads, remembered from before the
+    project first set a count (`set_threads`), so a later runtime in the same process sees it too."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if any(os.environ.get(k, "").lower() not in _NOT_BINDING for k in _OPENMP_BINDING):
-        cores = max(cores, torch.get_num_threads())
+        cores = max(cores, _openmp_default_threads())
     return cores
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op threads to `n`; the one place the project changes them, so that
+    `available_cores` still knows OpenMP's own count afterwards."""
+    _openmp_default_threads()
+    torch.set_num_threads(n)
 
 
 def uses_channels_last(setting: str, device: torch.device) -> bool:
@@ -138,7 +153,7 @@ def is_glibc() -> bool:
 
 def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     """Threads, determinism, the allocator and the fast paths for `device`, from the train section of params."""
-    torch.set_num_threads(int(tc.threads or available_cores()))
+    set_threads(int(tc.threads or available_cores()))
     reuse_freed_memory(tc.reuse_memory)
     torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)  # also off again for a later runtime
     if tc.deterministic:
