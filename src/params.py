@@ -26,6 +26,8 @@ __all__ = [
     "parse_params",
     "parse_section",
     "check_runtime",
+    "checked_recipe",
+    "check_index",
     "batch_remainder_warning",
     "deep_merge",
 ]
@@ -429,6 +431,28 @@ def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> st
         f"{n_train} training images an epoch ({steps} step{'s' if steps > 1 else ''}) and skips {dropped} "
         f"({round(100 * dropped / n_train)} %: the last partial batch is dropped){hint}"
     )
+
+
+def checked_recipe(p: Params, device_type: str, n_train: int | None) -> tuple[Params, str]:
+    """The params of the recipe that trains on a `device_type` and its name (`Params.recipe_for`),
+    checked against the runtime and the data (`check_runtime`); an error in a value the GPU recipe
+    set says where to change it."""
+    run, recipe = p.recipe_for(device_type)
+    try:
+        check_runtime(run, n_train)
+    except ParamsError as e:
+        if recipe != "gpu":
+            raise
+        raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
+    return run, recipe
+
+
+def check_index(key: str, value: int, n: int, things: str) -> int:
+    """`value` when it picks one of `n` `things` (0-based), else a ParamsError naming `key` and the
+    range allowed."""
+    if not 0 <= value < n:
+        raise ParamsError(f"params.yaml: {key}={value}: out of range for {n:,} {things}; allowed: 0 to {n - 1:,}")
+    return value
 
 
 def check_runtime(p: Params, n_train: int | None = None) -> None:

@@ -6,8 +6,9 @@ so this stage never makes another one rerun."""
 
 from src import paths
 from src.io import write_text
-from src.models import model_section
-from src.params import CIFAR10_CLASSES, TRAIN_PER_CLASS_MAX, Params, check_runtime
+from src.models import build_model, conv_layers, freeze_plan, model_section
+from src.params import CIFAR10_CLASSES, TEST_PER_CLASS_MAX, TRAIN_PER_CLASS_MAX, Params, check_index, checked_recipe
+from src.training.runtime import resolve_device
 from stages._common import run_stage
 
 
@@ -16,11 +17,18 @@ def main(p: Params) -> None:
     # the GPU recipe's model values too, on any machine: a typo shows before a GPU run needs it
     model_section(p.with_gpu_recipe().model, at="gpu.model")
     # the data may not exist yet: count what the stats stage will select from CIFAR-10's 5,000 training
-    # images per class, so a batch larger than the split stops here; the train stage repeats the
-    # check on the real count
+    # and 1,000 test images per class, so a batch larger than the split stops here; the train stage
+    # repeats the check on the real count
     per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
     n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
-    check_runtime(p, n_train=per_class * n_classes)
+    # the recipe the train stage will run here: the GPU one where gpu.use says so (always, or auto on CUDA)
+    run, _ = checked_recipe(p, resolve_device(p.train.device).type, n_train=per_class * n_classes)
+    model = build_model(run.model, n_classes)
+    freeze_plan(model, run.train.freeze_at)
+    check_index("visualize.deep_filter_layer", p.visualize.deep_filter_layer, len(conv_layers(model)), "conv layers")
+    n_test = (p.data.test_per_class or TEST_PER_CLASS_MAX) * n_classes
+    for key, index in (("theory.image_index", p.theory.image_index), ("report.image_index", p.report.image_index)):
+        check_index(key, index, n_test, "test images")
     write_text(paths.PARAMS_OK, "params.yaml is valid\n")
 
 

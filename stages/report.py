@@ -14,7 +14,7 @@ from src.figures import run_steps
 from src.io import atomic_path, read_json, save_figure, write_json, write_text
 from src.lab_report import build, render
 from src.lab_report.gather import Source
-from src.params import Params
+from src.params import Params, check_index
 from src.training.checkpoints import load_trained
 from stages._common import run_stage
 from stages._parallel import use_cpu
@@ -31,9 +31,8 @@ def additions(p: Params) -> Source:
         print(f"report: without the theory additions: {exc}")
         return Source(str(paths.REPORT_NUMBERS), None, f"made by the report stage from {paths.SUBSET} and {paths.BEST}")
     r = p.report
-    step = build.theory_additions(
-        model.eval(), sub, ck["mean"], ck["std"], r.image_index, r.bn_images, r.mixup_alpha, r.seed
-    )
+    index = check_index("report.image_index", r.image_index, len(sub.test_x), "test images")
+    step = build.theory_additions(model.eval(), sub, ck["mean"], ck["std"], index, r.bn_images, r.mixup_alpha, r.seed)
     write_json(
         paths.REPORT_NUMBERS, run_steps([step], lambda fig, name: save_figure(fig, paths.REPORT_FIGURES / name, r.dpi))
     )

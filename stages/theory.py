@@ -9,7 +9,7 @@ from src.data.cifar import Subset
 from src.figures import lesson_steps as steps
 from src.figures import run_steps
 from src.io import save_figure, write_json
-from src.params import Params
+from src.params import Params, check_index
 from stages._common import run_stage
 
 OUT = paths.PLOTS_THEORY
@@ -21,7 +21,7 @@ def main(p: Params) -> None:
     drawn = [
         steps.operations(np.random.default_rng(t.seed)),
         steps.networks(p.model, len(sub.classes)),
-        steps.real_filters(sub, t.image_index),
+        steps.real_filters(sub, check_index("theory.image_index", t.image_index, len(sub.test_x), "test images")),
     ]
     out = run_steps(drawn, lambda fig, name: save_figure(fig, OUT / name, t.dpi))
     write_json(paths.THEORY_METRICS, out)

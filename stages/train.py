@@ -8,10 +8,9 @@ import torch
 
 from src import paths
 from src.data.cifar import Subset
-from src.errors import ParamsError
 from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
-from src.params import Params, check_runtime
+from src.params import Params, checked_recipe
 from src.training.checkpoints import fingerprint, save_checkpoint
 from src.training.distributed import Dist, init_from_env, under_torchrun
 from src.training.loop import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
@@ -77,18 +76,12 @@ def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "de
 
 def _recipe(p: Params, device: torch.device, n_train: int, say: bool) -> tuple[Params, str]:
     """The params of the recipe for this device, checked against the runtime and the data."""
-    p, recipe = p.recipe_for(device.type)
+    p, recipe = checked_recipe(p, device.type, n_train)
     if say:
         print(
             f"train: recipe {recipe} (gpu.use={p.gpu.use}, training on {device.type}"
             f"{': the values of params.yaml `gpu` in place' if recipe == 'gpu' else ''})"
         )
-    try:
-        check_runtime(p, n_train)
-    except ParamsError as e:
-        if recipe != "gpu":
-            raise
-        raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
     return p, recipe
 
 

@@ -14,7 +14,8 @@ from src.errors import DataError
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
 from src.io import read_dvclive_history, read_json, save_figure, write_json
-from src.params import Params
+from src.models import conv_layers
+from src.params import Params, check_index
 from src.teach.probe import fingerprint
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
@@ -27,6 +28,7 @@ OUT = paths.PLOTS_VISUALIZE
 def load_inputs(p: Params) -> steps.Inputs:
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
+    check_index("visualize.deep_filter_layer", p.visualize.deep_filter_layer, len(conv_layers(model)), "conv layers")
     true, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes)
     if not np.array_equal(true, sub.test_y.numpy()):
         raise DataError(f"{paths.PREDICTIONS}: not this test split's predictions; run dvc repro evaluate")

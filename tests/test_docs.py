@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.params import flatten
+from src.params import flatten, parse_params
 from tests.conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -143,3 +143,20 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     assert keys == ["train.epoch", "data.classes", "a.b", "train.lr"]
     params = {"train": {"epochs": 6, "lr": 0.03}, "data": {"classes": ["cat"]}}
     assert unknown_keys([*keys, "key"], params) == ["train.epoch", "a.b"]
+
+
+def test_the_notebook_recipe_command_keeps_its_values_on_a_gpu():
+    """docs/training.md's notebook recipe is a GPU run (150 epochs of AdamW at batch 128): on CUDA
+    its values must train as written, not give way to the `gpu` section's speed recipe."""
+    text = (REPO / "docs" / "training.md").read_text()
+    block = text.split("## The notebook's recipe", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in re.findall(r"-S\s+([\w.]+)=(\S+)", block):
+        *parents, last = key.split(".")
+        section = raw
+        for part in parents:
+            section = section[part]
+        section[last] = yaml.safe_load(value)
+    p, recipe = parse_params(raw).recipe_for("cuda")
+    assert recipe == "default"
+    assert (p.model.name, p.train.optimizer, p.train.epochs, p.train.batch_size) == ("seed_cnn", "adamw", 150, 128)

@@ -157,6 +157,79 @@ def test_the_check_stage_meets_the_batch_size_with_the_split_it_will_train_on(tm
         check(params_with({**small, "train": {"batch_size": 512}}))
 
 
+@pytest.mark.parametrize("where", ["always", "auto on CUDA"])
+def test_the_check_stage_checks_the_recipe_the_train_stage_will_run(where, tmp_path, monkeypatch):
+    """gpu.use=always (or auto on a CUDA machine) trains the GPU recipe, whose batch of 1,024 does
+    not fit 800 images: the check stage refuses it, before DVC deletes the train stage's outputs."""
+    import torch
+
+    import stages.check
+    from tests.conftest import params_with
+
+    monkeypatch.chdir(tmp_path)
+    if where != "always":
+        monkeypatch.setattr(stages.check, "resolve_device", lambda name: torch.device("cuda"))
+    small = {"data": {"classes": ["cat", "dog"], "train_per_class": 400}}
+    use = "always" if where == "always" else "auto"
+    with pytest.raises(ParamsError) as e:
+        stages.check.main(params_with({**small, "gpu": {"use": use}}))
+    assert str(e.value) == (
+        "params.yaml: train.batch_size=1024: larger than the training split (800 images); allowed: ≤ 800 "
+        "(try 64) (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)"
+    )
+    assert not (tmp_path / "data/params.ok").exists()
+    stages.check.main(params_with({**small, "gpu": {"use": "never"}}))  # the default recipe's 256 fits
+    assert (tmp_path / "data/params.ok").is_file()
+
+
+@pytest.mark.parametrize(
+    "over, message, fits",
+    [
+        (
+            {"train": {"freeze_at": [0.2, 0.4, 0.6, 0.8]}},
+            "params.yaml: train.freeze_at=[0.2, 0.4, 0.6, 0.8]: 4 fractions, but this model has 3 stage(s) to "
+            "freeze; allowed: at most 3",
+            {"train": {"freeze_at": [0.2, 0.4, 0.6]}},
+        ),
+        (
+            {"visualize": {"deep_filter_layer": 7}},
+            "params.yaml: visualize.deep_filter_layer=7: out of range for 7 conv layers; allowed: 0 to 6",
+            {"visualize": {"deep_filter_layer": 6}},
+        ),
+        (
+            {"theory": {"image_index": 3000}},
+            "params.yaml: theory.image_index=3000: out of range for 3,000 test images; allowed: 0 to 2,999",
+            {"theory": {"image_index": 2999}},
+        ),
+        (
+            {"report": {"image_index": 10_000}, "data": {"classes": "all"}},
+            "params.yaml: report.image_index=10000: out of range for 10,000 test images; allowed: 0 to 9,999",
+            {"report": {"image_index": 9_999}, "data": {"classes": "all"}},
+        ),
+        (
+            {"theory": {"image_index": 100}, "data": {"test_per_class": 50, "classes": ["cat", "dog"]}},
+            "params.yaml: theory.image_index=100: out of range for 100 test images; allowed: 0 to 99",
+            {"theory": {"image_index": 99}, "data": {"test_per_class": 50, "classes": ["cat", "dog"]}},
+        ),
+    ],
+    ids=["freeze_at", "deep_filter_layer", "theory", "report", "test_per_class"],
+)
+def test_the_check_stage_refuses_what_a_later_stage_could_not_do(over, message, fits, tmp_path, monkeypatch):
+    """Values that only the model or the subset's size rule out: refused up front in one line,
+    where the stages would fail after DVC deleted their outputs (freeze_at) or quietly draw
+    another layer or image (the indices were clamped or wrapped)."""
+    from stages.check import main as check
+    from tests.conftest import params_with
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError) as e:
+        check(params_with(over))
+    assert str(e.value) == message
+    assert not (tmp_path / "data/params.ok").exists()
+    check(params_with(fits))
+    assert (tmp_path / "data/params.ok").is_file()
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     (tmp_path / "p.yaml").write_text("data: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):

@@ -64,9 +64,9 @@ def first_layer_filters(model: nn.Module, cols: int = 12):
 
 
 def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inputs: int):
-    """A few filters of a deeper conv layer, one small heatmap per (filter, input channel)."""
-    convs = conv_layers(model)
-    name, conv = convs[min(layer_index, len(convs) - 1)]
+    """A few filters of the conv layer `layer_index` (0 = the first), one small heatmap per (filter,
+    input channel)."""
+    name, conv = conv_layers(model)[layer_index]
     w = conv.weight.detach().cpu().float().numpy()  # (O, C, kh, kw)
     shown = w[:n_filters, :n_inputs]
     o, c = shown.shape[:2]

@@ -37,8 +37,7 @@ def theory_additions(
     pixel = additions.normalised_pixel(image, mean, std, i, j)
     yield "3_normalisation.png", aids.normalisation_figure(image, pixel, sub.train_x[:2000])
     m, s = torch.tensor(mean), torch.tensor(std)
-    index = min(image_index, len(sub.test_x) - 1)
-    neuron = additions.strongest_neuron(model, normalize(sub.test_x[index : index + 1], m, s)[0])
+    neuron = additions.strongest_neuron(model, normalize(sub.test_x[image_index : image_index + 1], m, s)[0])
     bn = additions.batchnorm_before_after(model, normalize(sub.test_x[:bn_images], m, s))
     if bn is not None:
         yield "11_batchnorm.png", aids.batchnorm_figure(bn)
@@ -47,8 +46,8 @@ def theory_additions(
     network = additions.network_table(model)
     neuron_out = {k: v for k, v in neuron.items() if k not in ("window", "weights", "products")}
     neuron_out.update(
-        test_index=index,
-        test_class=sub.classes[int(sub.test_y[index])],
+        test_index=image_index,
+        test_class=sub.classes[int(sub.test_y[image_index])],
         then=additions.until_activation(network["layers"], neuron["layer"]),
         window=_rounded(neuron["window"]),
         weights=_rounded(neuron["weights"]),

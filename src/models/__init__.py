@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 
 from src.errors import ParamsError
-from src.models.base import REGISTRY, LabModel, ModelSpec, conv_layers, count_params, register
+from src.models.base import REGISTRY, LabModel, ModelSpec, conv_layers, count_params, freeze_plan, register
 from src.params import ModelParams, did_you_mean, parse_section
 from src.schema import Section
 
@@ -18,6 +18,7 @@ __all__ = [
     "build_model",
     "conv_layers",
     "count_params",
+    "freeze_plan",
     "model_section",
     "register",
 ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from src.errors import ParamsError
 from src.schema import Section
 
 
@@ -115,6 +116,20 @@ def register(name: str, params: type[Section], summary: str):
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """Named Conv2d layers in forward order (for filters, feature maps and Grad-CAM)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def freeze_plan(model: nn.Module, fractions: list[float]) -> list[tuple[float, nn.Module]]:
+    """`train.freeze_at`'s fractions paired with the model's stages, input side first
+    (`freeze_stages`); more fractions than the model has stages is a ParamsError."""
+    if not fractions:
+        return []
+    stages = model.freeze_stages() if hasattr(model, "freeze_stages") else []  # traced on the host
+    if len(fractions) > len(stages):
+        raise ParamsError(
+            f"params.yaml: train.freeze_at={list(fractions)}: {len(fractions)} fractions, but this model "
+            f"has {len(stages)} stage(s) to freeze; allowed: at most {len(stages)}"
+        )
+    return list(zip(fractions, stages))
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -36,7 +36,8 @@ from torch import nn
 from src.data.augment import alternating_flips, augment_batch, color_jitter, mixup
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
-from src.errors import NonFiniteLoss, ParamsError, TrainingInterrupted
+from src.errors import NonFiniteLoss, TrainingInterrupted
+from src.models.base import freeze_plan
 from src.training.checkpoints import RunFiles
 from src.training.distributed import Dist
 from src.training.evaluation import evaluate
@@ -395,15 +396,7 @@ class Learner:
 def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime, dist: Dist) -> Learner:
     """The model on the device in the run's precision and memory layout, its optimizer, EMA,
     lookahead and the stages `train.freeze_at` freezes."""
-    freezes = []
-    if train_params.freeze_at:
-        stages = model.freeze_stages() if hasattr(model, "freeze_stages") else []  # traced on the host
-        if len(train_params.freeze_at) > len(stages):
-            raise ParamsError(
-                f"params.yaml: train.freeze_at={list(train_params.freeze_at)}: {len(train_params.freeze_at)} "
-                f"fractions, but this model has {len(stages)} stage(s) to freeze; allowed: at most {len(stages)}"
-            )
-        freezes = list(zip(train_params.freeze_at, stages))
+    freezes = freeze_plan(model, train_params.freeze_at)
     model = model.to(runtime.device)
     if runtime.half is not None:  # weights and activations in half precision, BatchNorm in fp32
         to_half(model, runtime.half)
