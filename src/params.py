@@ -94,8 +94,18 @@ class DataParams(Section):
     @field_validator("normalize")
     @classmethod
     def _check_normalize(cls, v: Any) -> Any:
-        if isinstance(v, list) and (len(v) != 2 or any(len(row) != 3 for row in v) or any(s <= 0 for s in v[1])):
-            raise ValueError("must be 'computed', 'cifar10' or [[mean r,g,b], [std r,g,b]] with std > 0")
+        # pixels are scaled to 0-1 before normalising: 0-255 values (125.3, 63.0) would shift every
+        # image far off zero without an error anywhere
+        if isinstance(v, list) and (
+            len(v) != 2
+            or any(len(row) != 3 for row in v)
+            or any(not 0 <= m <= 1 for m in v[0])
+            or any(not 0 < s <= 1 for s in v[1])
+        ):
+            raise ValueError(
+                "must be 'computed', 'cifar10' or [[mean r,g,b], [std r,g,b]] on the 0-1 pixel scale: "
+                "each mean in [0, 1], each std in (0, 1]"
+            )
         return v
 
     @model_validator(mode="after")

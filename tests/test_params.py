@@ -44,6 +44,13 @@ def test_committed_params_are_valid():
         ("data.train_per_class", 4900, ["train_per_class=4900", "more than the data holds"]),
         ("data.val_per_class", 5000, ["val_per_class=5000", "leaves no training images"]),
         ("data.test_per_class", 1001, ["data.test_per_class=1001", "less than or equal to 1000"]),
+        (
+            "data.normalize",
+            [[125.3, 123.0, 113.9], [63.0, 62.1, 66.7]],
+            ["data.normalize=[[125.3, 123.0, 113.9], [63.0, 62.1, 66.7]]", "0-1 pixel scale"],
+        ),
+        ("data.normalize", [[0.5, 0.5, 0.5], [0.2, 0, 0.2]], ["each std in (0, 1]"]),
+        ("data.normalize", [[0.5, 0.5], [0.2, 0.2]], ["[[mean r,g,b], [std r,g,b]]"]),
         ("train.epochs", 0, ["train.epochs=0", "greater than or equal to 1"]),
         ("train.epochs", -3, ["train.epochs=-3"]),
         ("train.batch_size", 0, ["train.batch_size=0"]),
