@@ -54,7 +54,7 @@ def per_image_torchvision(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     from torchvision.transforms import v2
 
     aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))  # a CUDA generator draws on CUDA
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return torch.stack([aa(img) for img in x.cpu()]).to(x.device)

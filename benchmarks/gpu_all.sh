@@ -11,16 +11,31 @@
 #   DEVICE=cpu RUNS=1 QUICK=1 bash benchmarks/gpu_all.sh   # the same plumbing on a CPU, in a minute
 #
 # Data: CIFAR10_MIRROR if set, else the compact copy ../shared/cifar10-gpu (or ./shared/cifar10-gpu)
-# unpacked to /tmp/c10. Results: benchmarks/results/gpu_all_*.json, and a summary line per check
-# in benchmarks/results/gpu_all_<device>.txt. A failed check is reported and the rest still run.
-# Python packages it needs: torch, torchvision, pydantic, pyyaml, numpy, tqdm, pytest (a GPU image
-# with PyTorch often lacks pydantic: `pip install "pydantic>=2.5,<3"` first).
+# unpacked to /tmp/c10. Results: benchmarks/results/gpu_all_*.json and autoaugment_<device>.json, and a
+# summary line per check in benchmarks/results/gpu_all_<device>.txt; where OUT names a folder (a
+# remote GPU machine's folder that comes back), copies of them there too. A failed check is
+# reported and the rest still run.
+# Python packages it needs: torch, torchvision, pydantic, pyyaml, numpy, tqdm, pytest. A GPU image
+# with PyTorch often lacks pydantic; on a machine that cannot download, bring its wheels in .whl/
+# (pydantic, pydantic-core, annotated-types, typing-inspection, for the machine's Python: `pip
+# download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
+# …`) and this script installs them into /tmp/site first.
 set -euo pipefail
 device="${DEVICE:-cuda}"
 runs="${RUNS:-5}"
 # GPU images often have only python3 (no `python`); PYTHON picks another interpreter.
 py="${PYTHON:-$(command -v python || command -v python3 || true)}"
 [ -n "$py" ] || { echo "gpu_all.sh: neither python nor python3 is on PATH; set PYTHON" >&2; exit 2; }
+if ! "$py" -c "import pydantic" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  "$py" -c "import pydantic" 2>/dev/null || {
+    echo "gpu_all.sh: pydantic is missing: pip install 'pydantic>=2.5,<3', or put its wheels in .whl/ (see the header)" >&2
+    exit 2
+  }
+fi
 out="benchmarks/results/gpu_all_${device}.txt"
 if [ -z "${CIFAR10_MIRROR:-}" ]; then
   for compact in ../shared/cifar10-gpu shared/cifar10-gpu; do
@@ -73,4 +88,7 @@ else
   step "notebook recipe, AutoAugment" "$py" -m benchmarks.autoaugment_speed --device "$device"
 fi
 echo "all GPU checks: $(($(date +%s) - started)) s, $failed failed" | tee -a "$out"
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+  cp benchmarks/results/gpu_all_*"${device}"* benchmarks/results/autoaugment_"${device}".json "$OUT"/ 2>/dev/null || true
+fi
 [ "$failed" -eq 0 ]

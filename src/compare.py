@@ -104,12 +104,13 @@ def classes(rows: list[dict]) -> list[str]:
 
 def short_keys(keys: list[str]) -> dict[str, str]:
     """Each param key's shortest tail that no other key ends with: train.lr → lr, but
-    model.fast_cnn.widths and model.seed_cnn.widths keep fast_cnn.widths and seed_cnn.widths."""
+    model.fast_cnn.widths and model.seed_cnn.widths keep fast_cnn.widths and seed_cnn.widths; a key
+    that is the tail of another (train.epochs of gpu.train.epochs) stays whole."""
     out = {}
     for k in keys:
         parts = k.split(".")
         tails = [".".join(parts[-n:]) for n in range(1, len(parts) + 1)]
-        out[k] = next(t for t in tails if sum(o == t or o.endswith("." + t) for o in keys) == 1)
+        out[k] = next((t for t in tails if sum(o == t or o.endswith("." + t) for o in keys) == 1), k)
     return out
 
 

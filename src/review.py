@@ -68,7 +68,10 @@ class Side:
     files: dict[str, Any] = field(default_factory=dict)  # path → parsed JSON/YAML, or None if absent
 
     def metric(self, path: Path, key: str) -> Any:
-        return (self.files.get(path.as_posix()) or {}).get(key)
+        value = (self.files.get(path.as_posix()) or {}).get(key)
+        if value is None and path == paths.TIMING:  # older commits kept seconds and images/s in train.json
+            value = (self.files.get(paths.TRAIN_METRICS.as_posix()) or {}).get(key)
+        return value
 
 
 def read_at(root: Path, commit: str | None, path: Path) -> Any:

@@ -8,7 +8,8 @@ Three checks, one line for each failure (naming the file), exit 1 when any fails
 3. the test accuracy recomputed from `models/best.pt` on the test split, with the evaluate
    stage's own function and params, equals `metrics/eval.json` — to the last digit on the CPU
    kernel level the run recorded (`metrics/train.json` cpu_capability: evaluation is fp32 and
-   deterministic there), within TOLERANCE on another (AVX2 against AVX-512 sums in another order).
+   deterministic there), within TOLERANCE on another, or for a run on a GPU (`device`; AVX2
+   against AVX-512 or CUDA sums in another order).
 
 REV (a commit, branch, tag or `dvc exp` name, e.g. after `dvc exp pull origin <name>`) is checked
 out into a temporary git worktree that shares this repo's DVC cache; without REV the workspace is
@@ -94,7 +95,8 @@ def rescore(root: Path) -> tuple[str | None, str]:
 
     try:
         recorded = json.loads((root / paths.EVAL_METRICS).read_text())["test_acc"]
-        kernels = json.loads((root / paths.TRAIN_METRICS).read_text()).get("cpu_capability")
+        run = json.loads((root / paths.TRAIN_METRICS).read_text())
+        kernels, device = run.get("cpu_capability"), run.get("device", "cpu")
         p = load_params(root / "params.yaml")
         sub = Subset.load(root / paths.SUBSET)
         model, ck = load_trained(root / paths.BEST, sub.classes)
@@ -105,16 +107,20 @@ def rescore(root: Path) -> tuple[str | None, str]:
     mean, std = torch.tensor(ck["mean"]), torch.tensor(ck["std"])
     acc = score_test(model, x, y, mean, std, p.evaluate, sub.classes, channels_last)[0]["test_acc"]  # as the stage did
     here = torch.backends.cpu.get_cpu_capability()
-    same = kernels is None or here == kernels
+    # the evaluate stage scores where the run trained: a GPU's kernels sum in another order too
+    same = device == "cpu" and (kernels is None or here == kernels)
     tol = 0.0 if same else TOLERANCE
-    what = (
-        f"test accuracy {acc:.4f} recomputed from {paths.BEST} on {len(y)} test images "
-        f"({'the same CPU kernels, ' + here if same else f'{here} kernels here, {kernels} in the run'})"
-    )
+    if same:
+        where = f"the same CPU kernels, {here}"
+    elif device == "cpu":
+        where = f"{here} kernels here, {kernels} in the run"
+    else:
+        where = f"{here} kernels here; the run trained and scored on {device}"
+    what = f"test accuracy {acc:.4f} recomputed from {paths.BEST} on {len(y)} test images ({where})"
     if abs(acc - recorded) > tol:
         return (
             f"{paths.EVAL_METRICS}: test_acc {recorded} but {paths.BEST} scores {acc} "
-            f"({'must be equal on the same CPU kernels' if same else f'allowed ±{TOLERANCE} across kernels'})"
+            f"({'must be equal on the same CPU kernels' if same else f'allowed ±{TOLERANCE} against other kernels'})"
         ), what
     return None, what
 

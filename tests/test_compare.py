@@ -157,6 +157,12 @@ def test_values_and_keys_are_shortened_sensibly():
         "model.fast_cnn.widths": "fast_cnn.widths",
         "model.seed_cnn.widths": "seed_cnn.widths",
     }
+    # an experiment that changes a value and its GPU recipe's copy (-S train.epochs=8 -S gpu.train.epochs=12)
+    assert short_keys(["train.epochs", "gpu.train.epochs", "train.lr"]) == {
+        "train.epochs": "train.epochs",
+        "gpu.train.epochs": "gpu.train.epochs",
+        "train.lr": "lr",
+    }
 
 
 def test_a_single_run_or_a_narrow_terminal_still_fits():

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -418,6 +419,31 @@ def test_the_check_stage_checks_the_gpu_recipes_model_values(tmp_path, monkeypat
     assert (tmp_path / "data/params.ok").is_file()
 
 
+def test_the_gpu_benchmarks_budget_is_training_time_only(tmp_path, small_batches, monkeypatch):
+    """`--budget` gives training its seconds: the benchmark's test pass after every epoch (here a
+    slow one) is outside the timing, the budget's own clock too."""
+    from benchmarks import gpu_recipe
+
+    real_evaluate = gpu_recipe.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(0.5)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(gpu_recipe, "evaluate", slow_evaluate)
+    monkeypatch.setenv("CIFAR10_MIRROR", str(small_batches))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    gpu_recipe.main(
+        ["--runs", "1", "--warmup", "0", "--classes", "cat", "ship", "--train-per-class", "200", "--budget", "3"]
+        + ["--device", "cpu", "--name", "t", "--set", "train.batch_size=8", "train.compile=false", "train.threads=1"]
+        + ["model.fast_cnn.widths=[8,16,16]"]
+    )
+    (run,) = json.loads((tmp_path / "benchmarks/results/t.json").read_text())["runs"]
+    assert len(run["curve"]) >= 3  # epochs of well under a second, each followed by a test pass slowed by 0.5 s
+    assert 2.0 < run["curve"][-1]["seconds"] < 4.0  # of training, about the budget
+
+
 def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path, small_batches, monkeypatch):
     from benchmarks import gpu_recipe
 
@@ -499,7 +525,9 @@ def test_the_one_script_of_gpu_checks_runs_every_step_on_a_cpu(tmp_path, small_b
         "RUNS": "1",
         "QUICK": "1",
         "CIFAR10_MIRROR": str(small_batches),
+        "OUT": str(tmp_path / "out"),  # a remote GPU machine's folder that comes back
     }
+    (tmp_path / "out").mkdir()
     script = ["bash", "benchmarks/gpu_all.sh"]
     r = subprocess.run(script, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -516,3 +544,16 @@ def test_the_one_script_of_gpu_checks_runs_every_step_on_a_cpu(tmp_path, small_b
         out = json.loads((repo / f"benchmarks/results/{name}.json").read_text())
         assert out["recipe"] == "gpu" and len(out["runs"]) == 1
     assert json.loads((repo / "benchmarks/results/autoaugment_cpu.json").read_text())
+    brought_back = ["autoaugment_cpu.json", "gpu_all_10s_cpu.json", "gpu_all_cpu.txt", "gpu_all_target_cpu.json"]
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == brought_back
+
+
+def test_the_gpu_script_names_a_missing_pydantic_before_it_starts(tmp_path):
+    """A GPU image with PyTorch but no pydantic (and no wheels brought in .whl/): one line, exit 2."""
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "pydantic.py").write_text("raise ImportError('not installed')\n")
+    shutil.copytree(REPO / "benchmarks", tmp_path / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path / "shadow"), "CIFAR10_MIRROR": "x"}
+    r = subprocess.run(["bash", "benchmarks/gpu_all.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("gpu_all.sh: pydantic is missing: pip install") and r.stderr.count("\n") == 1

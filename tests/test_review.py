@@ -195,3 +195,15 @@ def test_the_readmes_plots_diff_compares_the_experiment_with_the_commit(lab):
     assert set(plain) == {"workspace", "HEAD"} and len(plain["workspace"]) == 3 and len(plain["HEAD"]) == 2
     named = per_rev("named")
     assert set(named) == {"workspace", "review-three"} and named["workspace"] == named["review-three"]
+
+
+def test_timings_of_a_commit_from_before_timing_json_are_shown():
+    """Seconds and images/s moved from metrics/train.json to metrics/timing.json: a base commit
+    from before the move still shows them (as src.compare does)."""
+    from src import paths
+    from src.review import Side, metric_rows
+
+    old = Side("main", "abc1234", {paths.TRAIN_METRICS.as_posix(): {"seconds": 150.0, "images_per_s": 540.0}})
+    new = Side("workspace", None, {paths.TIMING.as_posix(): {"seconds": 125.8, "images_per_s": 658.0}})
+    rows = {row[0]: row[1:3] for row in metric_rows(old, new)}
+    assert rows["train stage seconds"] == ("150.0", "125.8") and rows["images/s"] == ("540", "658")

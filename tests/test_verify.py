@@ -85,3 +85,23 @@ def test_a_commit_and_an_experiment_verify_by_name(repo):
         assert bad.returncode == 2 and "neither a git revision nor one `dvc exp` name" in bad.stderr
     finally:
         restore(repo)
+
+
+def test_a_run_on_a_gpu_is_rescored_within_the_tolerance(repo):
+    """A run that trained (and so was scored) on a GPU is re-scored on this CPU: other kernels, so
+    within TOLERANCE instead of to the digit."""
+    from src.verify import TOLERANCE, rescore
+
+    train, ev = repo / "metrics/train.json", repo / "metrics/eval.json"
+    try:
+        m = json.loads(ev.read_text())
+        m["test_acc"] = round(m["test_acc"] + TOLERANCE / 2, 4)
+        ev.write_text(json.dumps(m, indent=2) + "\n")
+        problem, _ = rescore(repo)  # trained on this CPU: must be equal
+        assert problem is not None and "must be equal on the same CPU kernels" in problem
+        t = json.loads(train.read_text())
+        train.write_text(json.dumps({**t, "device": "cuda:0"}, indent=2) + "\n")
+        problem, what = rescore(repo)
+        assert problem is None and what.endswith("; the run trained and scored on cuda:0)")
+    finally:
+        restore(repo)
