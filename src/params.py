@@ -63,6 +63,19 @@ class DownloadParams(Section):
     backoff_s: float = Field(ge=0)
     timeout_s: float = Field(gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+        except ValueError:  # an unclosed [ of an IPv6 host
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or not (parts.netloc or parts.path):
+            raise ValueError("must be a URL that urllib can fetch: http://, https://, ftp:// or file://")
+        return v
+
 
 class DataParams(Section):
     classes: Literal["all"] | list[str]

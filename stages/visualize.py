@@ -29,9 +29,7 @@ def load_inputs(p: Params) -> steps.Inputs:
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
     check_index("visualize.deep_filter_layer", p.visualize.deep_filter_layer, len(conv_layers(model)), "conv layers")
-    true, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes)
-    if not np.array_equal(true, sub.test_y.numpy()):
-        raise DataError(f"{paths.PREDICTIONS}: not this test split's predictions; run dvc repro evaluate")
+    _, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes, sub.test_y.numpy())
     responses = torch.load(paths.TEST_RESPONSES, weights_only=True)
     if responses.get("fingerprint") != fingerprint(model, sub.test_x):
         raise DataError(

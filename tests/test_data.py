@@ -98,3 +98,24 @@ def test_color_jitter_off_returns_the_batch_and_draws_nothing():
     gen = torch.Generator().manual_seed(0)
     assert color_jitter(x, 0.0, 0.0, gen) is x
     assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_damaged_subset_file_is_one_line(tmp_path):
+    """A truncated or foreign data/subset.pt names itself and the stage that writes it."""
+    import pytest
+
+    from src.data.cifar import Subset
+    from src.errors import DataError
+
+    x, y = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64)
+    good = tmp_path / "subset.pt"
+    Subset(["cat", "dog"], x, y, x, y, x, y).save(good)
+    assert Subset.load(good).classes == ["cat", "dog"]
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": x}, foreign)
+    for path in (cut, foreign):
+        with pytest.raises(DataError) as e:
+            Subset.load(path)
+        assert str(e.value).startswith(f"{path}: not a ") and str(e.value).endswith("(dvc repro -f stats)")

@@ -84,17 +84,23 @@ def test_missing_mirror(tmp_path):
         ("garbage", "not a readable CIFAR-10 pickle"),
         ("shape", "expected uint8"),
         ("labels", "labels out of range"),
-        ("missing", "missing"),
+        ("missing", "cifar-10-batches-py/ lacks data_batch_2; CIFAR-10's python layout has all of them"),
+        ("names", r"batches.meta names the classes \['plane', 'car',"),
     ],
 )
 def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match):
+    """One line naming the mirror and the file in it (not the temporary folder it was copied to)."""
     mirror = tmp_path / "m"
     shutil.copytree(small_batches, mirror)
-    f = mirror / "cifar-10-batches-py" / "data_batch_2"
+    f = mirror / "cifar-10-batches-py" / ("batches.meta" if damage == "names" else "data_batch_2")
     if damage == "garbage":
         f.write_bytes(f.read_bytes()[:1000])
     elif damage == "missing":
         f.unlink()
+    elif damage == "names":  # another naming of the same ten classes: the subset picks by CIFAR-10's names
+        d = pickle.loads(f.read_bytes(), encoding="latin1")
+        d["label_names"] = ["plane", "car", *d["label_names"][2:]]
+        f.write_bytes(pickle.dumps(d))
     else:
         d = pickle.loads(f.read_bytes(), encoding="latin1")
         if damage == "shape":
@@ -107,8 +113,25 @@ def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match)
     (out / "keep").write_text("an earlier good download")  # must survive a failed attempt
     with pytest.raises(DataError, match=match) as e:
         _install(out, "unused", "0" * 32, mirror=str(mirror))
-    assert "data_batch_2" in str(e.value)
+    assert str(e.value).startswith(f"CIFAR10_MIRROR={mirror}: cifar-10-batches-py")
+    assert f.name in str(e.value) and ".tmp-" not in str(e.value) and "\n" not in str(e.value)
     assert (out / "keep").read_text() == "an earlier good download"
+
+
+def test_a_read_only_mirror_gives_a_copy_that_can_be_moved_and_replaced(small_batches, tmp_path):
+    """A class's shared mirror is often read-only: the copy must not keep its modes (a read-only
+    folder cannot be renamed into place by an ordinary user, nor its files replaced on a rerun)."""
+    mirror = tmp_path / "m"
+    shutil.copytree(small_batches, mirror)
+    for p in [*mirror.rglob("*")][::-1]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        path, _ = _install(tmp_path / "raw", "unused", "0" * 32, mirror=str(mirror / "cifar-10-batches-py"))
+        assert path.stat().st_mode & 0o200 and all(f.stat().st_mode & 0o200 for f in path.iterdir())
+        _install(tmp_path / "raw", "unused", "0" * 32, mirror=str(mirror))  # a second run replaces the first
+    finally:
+        for p in mirror.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):

@@ -193,6 +193,49 @@ def test_no_model_and_a_foreign_checkpoint_say_so(repo, tmp_path):
     assert r.status_code == 409 and "trained on classes ['cat', 'dog']" in r.get_json()["error"]
 
 
+@pytest.mark.parametrize("damage", ["another split", "cut short", "not predictions"])
+def test_predictions_that_are_not_this_test_splits_are_a_409(repo, tmp_path, damage):
+    """plots/eval/predictions.csv from another run (more rows), cut short, or another file: one line
+    (409) on every page, not a 500 on some and wrong numbers on others."""
+    other = tmp_path / "other"
+    for rel in ("models/best.pt", "data/subset.pt", "plots/eval/predictions.csv"):
+        (other / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / rel, other / rel)
+    csv = other / "plots/eval/predictions.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text(
+        {
+            "another split": "".join(lines + lines[1:]),
+            "cut short": "".join(lines[:23]),
+            "not predictions": "a,b\n1,2\n",
+        }[damage]
+    )
+    c = create_app(root=other).test_client()
+    for r in (c.get("/api/info"), c.get("/api/images?page=1"), c.post("/api/analyse", json={"index": 0})):
+        error = r.get_json()["error"]
+        assert r.status_code == 409 and error.startswith(f"{csv}: not this test split's predictions; run")
+
+
+def test_unreadable_recorded_responses_are_computed_afresh(repo, tmp_path):
+    lab = compute.Lab.load(repo)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/test_responses.pt").write_bytes(b"not a torch file")
+    assert compute.recorded_responses(tmp_path, lab) is None
+
+
+def test_the_port_is_checked(monkeypatch):
+    from src.explorer import app
+
+    def no_server(root):
+        raise AssertionError("a server would start")
+
+    monkeypatch.setattr(app, "create_app", no_server)
+    for bad in ("99999", "-1", "0", "http"):
+        with pytest.raises(SystemExit) as e:
+            app.main(["--port", bad])
+        assert e.value.code == 2
+
+
 def test_the_filters_view_on_the_trained_model(repo):
     c = create_app(root=repo).test_client()
     layers = c.get("/api/filters").get_json()

@@ -51,6 +51,8 @@ def test_committed_params_are_valid():
         ),
         ("data.normalize", [[0.5, 0.5, 0.5], [0.2, 0, 0.2]], ["each std in (0, 1]"]),
         ("data.normalize", [[0.5, 0.5], [0.2, 0.2]], ["[[mean r,g,b], [std r,g,b]]"]),
+        ("download.url", "not-a-url", ["download.url='not-a-url'", "http://, https://, ftp:// or file://"]),
+        ("download.url", "http://[::1", ["download.url='http://[::1'", "a URL that urllib can fetch"]),
         ("train.epochs", 0, ["train.epochs=0", "greater than or equal to 1"]),
         ("train.epochs", -3, ["train.epochs=-3"]),
         ("train.batch_size", 0, ["train.batch_size=0"]),

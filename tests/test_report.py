@@ -145,6 +145,17 @@ def test_the_results_a_marker_looks_for_are_all_there(repo, page):
     assert [int(c.replace(",", "")) for c in counts[1][1:]] == vz["confusion"]["matrix"][0]
 
 
+def test_the_recipe_and_the_scoring_are_stated_as_they_ran(repo, page):
+    """The optimizer row gives Muon's own peak lr (the conv filters': nearly every weight), not only
+    the lr of the rest; the test line says TTA scored only the least sure share of the images."""
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    optimizer = {row[0]: row[1] for row in page.tables["recipe"]}["optimizer"]
+    assert p["train"]["optimizer"] == "muon" and optimizer.startswith(f"muon, lr {p['train']['lr']} with")
+    assert f"(the conv filters, which Muon updates, peak at {p['train']['muon_lr']} instead)" in optimizer
+    assert p["evaluate"]["tta_fraction"] < 1
+    assert ("metrics/eval.json", "tta_fraction") in {(n["src"], n["key"]) for n in page.nums}
+
+
 def test_every_figure_the_stages_drew_is_embedded_as_it_is(repo, page):
     # the committed run's figures (an experiment that ran since may have left other classes' PNGs)
     committed = sh(repo, "git", "ls-files", "plots").stdout.split()

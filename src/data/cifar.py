@@ -25,7 +25,7 @@ import torch
 
 from src.errors import DataError
 from src.io import atomic_torch_save
-from src.params import CIFAR10_MEAN, CIFAR10_STD, DataParams
+from src.params import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DataParams
 
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -137,19 +137,24 @@ def install_raw(
                     f"{BATCHES_DIR}/ or {ARCHIVE_NAME}, or unset it to download"
                 )
             if (src / BATCHES_DIR).is_dir():
-                shutil.copytree(src / BATCHES_DIR, tmp / BATCHES_DIR)
+                _copy_files(src / BATCHES_DIR, tmp / BATCHES_DIR)
             elif (src / ARCHIVE_NAME).is_file():
                 _safe_extract(src / ARCHIVE_NAME, tmp)
             elif src.name == BATCHES_DIR and src.is_dir():
-                shutil.copytree(src, tmp / BATCHES_DIR)
+                _copy_files(src, tmp / BATCHES_DIR)
             else:
-                raise DataError(f"CIFAR10_MIRROR={mirror}: holds neither {BATCHES_DIR}/ nor {ARCHIVE_NAME}")
+                raise DataError(
+                    f"CIFAR10_MIRROR={mirror}: holds neither {BATCHES_DIR}/ nor {ARCHIVE_NAME}; allowed: a folder "
+                    f"holding either, or {BATCHES_DIR}/ itself"
+                )
             log(f"download: using the local mirror {src}")
+            origin = f"CIFAR10_MIRROR={mirror}"
         else:
             archive = download_archive(url, md5, tmp / ARCHIVE_NAME, retries, backoff_s, timeout_s, progress, log)
             _safe_extract(archive, tmp)
             archive.unlink()
-        verify_batches(tmp / BATCHES_DIR, expect_rows)
+            origin = url
+        _verify_fetched(tmp / BATCHES_DIR, origin, expect_rows)
         if md5sum(tmp / BATCHES_DIR / "data_batch_1") != OFFICIAL_MD5["data_batch_1"]:
             log(
                 "download: note: these files are NOT the official CIFAR-10 release (md5 differs); "
@@ -162,6 +167,34 @@ def install_raw(
             shutil.rmtree(out_dir)
         final.rename(out_dir)
     return out_dir / BATCHES_DIR
+
+
+def _copy_files(src: Path, dst: Path) -> None:
+    """The files of `src` into a new folder `dst`, without their modes: a read-only mirror (a shared
+    class folder) must not make the copy read-only, which could then not be moved into place."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, dst / f.name)
+
+
+def _verify_fetched(batches: Path, origin: str, expect_rows: int | None) -> None:
+    """`verify_batches` on what a mirror or a download gave, its errors naming `origin` instead of
+    the temporary folder; the class names must be CIFAR-10's, in order (the subset picks by name)."""
+    missing = [n for n in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (batches / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{origin}: {BATCHES_DIR}/ lacks {', '.join(missing)}; CIFAR-10's python layout has all of them"
+        )
+    try:
+        names = verify_batches(batches, expect_rows)
+    except DataError as exc:
+        raise DataError(f"{origin}: {str(exc).replace(str(batches), BATCHES_DIR)}") from None
+    if names != list(CIFAR10_CLASSES):
+        raise DataError(
+            f"{origin}: {BATCHES_DIR}/{META_FILE} names the classes {names}; expected CIFAR-10's "
+            f"{list(CIFAR10_CLASSES)}"
+        )
 
 
 # ----------------------------------------------------------------------------- load and verify
@@ -244,7 +277,14 @@ class Subset:
             d = torch.load(path, weights_only=True)
         except FileNotFoundError:
             raise DataError(f"{path}: missing; run the stats stage (dvc repro stats)") from None
-        return cls(**d)
+        except Exception as exc:  # a truncated or foreign file raises many types
+            raise DataError(
+                f"{path}: not a readable subset ({type(exc).__name__}); run the stats stage again (dvc repro -f stats)"
+            ) from None
+        try:
+            return cls(**d)
+        except TypeError:
+            raise DataError(f"{path}: not a subset the stats stage wrote; run it again (dvc repro -f stats)") from None
 
 
 def select_subset(

@@ -170,10 +170,17 @@ def filters():
     return state["filters"]
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: 1-65535 (the server would pick another for 0, or fail on the rest)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed 1-65535")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.explorer", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--port", type=_port, default=8000, help="1-65535")
     ap.add_argument("--root", type=Path, default=Path("."), help="the repository (models/, data/, plots/)")
     args = ap.parse_args(argv)
     print(f"explore: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)

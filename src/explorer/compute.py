@@ -20,7 +20,7 @@ from torch import nn
 
 from src import paths
 from src.data.cifar import Subset, normalize
-from src.errors import CheckpointError, DataError
+from src.errors import CheckpointError
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 
@@ -54,10 +54,7 @@ class Lab:
             raise CheckpointError(f"no trained model yet: run `dvc repro` first (it writes {paths.BEST})")
         sub = Subset.load(subset)
         model, ck = load_trained(best, sub.classes)
-        preds = root / paths.PREDICTIONS
-        if not preds.exists():
-            raise DataError(f"{preds}: missing; run `dvc repro evaluate`")
-        true, pred, conf = read_predictions(preds, sub.classes)
+        true, pred, conf = read_predictions(root / paths.PREDICTIONS, sub.classes, sub.test_y.numpy())
         return cls(
             model.eval(),
             sub.classes,
@@ -312,14 +309,16 @@ def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
 
 def recorded_responses(root: Path, lab: Lab) -> dict | None:
     """The evaluate stage's models/test_responses.pt under `root` when it was recorded for this
-    lab's model and test split (its fingerprint matches); None when missing or stale."""
+    lab's model and test split (its fingerprint matches); None when missing, unreadable or stale."""
     from src.teach.probe import fingerprint
 
     path = root / paths.TEST_RESPONSES
-    if not path.exists():
+    try:
+        responses = torch.load(path, weights_only=True)
+        recorded = responses.get("fingerprint")
+    except Exception:  # missing, cut short or another file: computed afresh, as when stale
         return None
-    responses = torch.load(path, weights_only=True)
-    return responses if responses.get("fingerprint") == fingerprint(lab.model, lab.test_x) else None
+    return responses if recorded == fingerprint(lab.model, lab.test_x) else None
 
 
 def filters(lab: Lab, k: int = 6, channels: int = 6, responses: dict | None = None) -> list[dict]:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.cifar import normalize
+from src.errors import DataError
 from src.training.runtime import autocast_for
 
 
@@ -209,13 +210,23 @@ def per_class_csv(per_class_acc: dict[str, float]) -> str:
     return "class,accuracy\n" + "".join(f"{c},{a:.4f}\n" for c, a in per_class_acc.items())
 
 
-def read_predictions(path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(true, predicted, confidence) arrays back from a `predictions_csv` file."""
+def read_predictions(path, classes: list[str], test_y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true, predicted, confidence) arrays back from a `predictions_csv` file, one row per test
+    image of the split whose labels are `test_y`; a DataError when the file is not that split's."""
     import csv
 
     index = {c: i for i, c in enumerate(classes)}
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    true = np.array([index[r["actual"]] for r in rows], dtype=np.int64)
-    pred = np.array([index[r["predicted"]] for r in rows], dtype=np.int64)
-    return true, pred, np.array([float(r["confidence"]) for r in rows])
+    stale = f"{path}: not this test split's predictions; run `dvc repro evaluate`"
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        true = np.array([index[r["actual"]] for r in rows], dtype=np.int64)
+        pred = np.array([index[r["predicted"]] for r in rows], dtype=np.int64)
+        conf = np.array([float(r["confidence"]) for r in rows])
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run `dvc repro evaluate`") from None
+    except (KeyError, ValueError, TypeError, csv.Error) as exc:  # another file, or one cut short
+        raise DataError(f"{stale} ({type(exc).__name__}: {exc})") from None
+    if not np.array_equal(true, np.asarray(test_y)):
+        raise DataError(stale)
+    return true, pred, conf
