@@ -44,7 +44,7 @@ def test_archive_from_url_good_md5(archive, small_batches, tmp_path):
 
 
 def test_bad_md5_fails_and_leaves_nothing(archive, tmp_path):
-    with pytest.raises(DataError, match="md5 mismatch"):
+    with pytest.raises(DataError, match=r"md5 mismatch: .*\)\. The file arrived whole each time: check download.url"):
         _install(tmp_path / "raw", archive.as_uri(), "0" * 32, retries=1)
     assert not (tmp_path / "raw").exists()
     assert list(tmp_path.iterdir()) == []  # no temp folder left behind
@@ -71,6 +71,11 @@ def test_mirror_folder_and_archive(small_batches, archive, tmp_path):
     shutil.copy(archive, mirror2 / "cifar-10-python.tar.gz")
     path2, _ = _install(tmp_path / "b", "unused", "0" * 32, mirror=str(mirror2))
     assert _md5(path2 / "data_batch_1") == _md5(small_batches / "cifar-10-batches-py" / "data_batch_1")
+    path3, _ = _install(tmp_path / "c", "unused", "0" * 32, mirror=str(mirror2 / "cifar-10-python.tar.gz"))
+    assert _md5(path3 / "data_batch_1") == _md5(path2 / "data_batch_1")  # the archive itself as the mirror
+    (mirror2 / "cifar-10-python.tar.gz").write_bytes(archive.read_bytes()[:5000])
+    with pytest.raises(DataError, match="corrupted archive .*; replace the mirror's copy, or unset CIFAR10_MIRROR"):
+        _install(tmp_path / "d", "unused", "0" * 32, mirror=str(mirror2))
 
 
 def test_missing_mirror(tmp_path):

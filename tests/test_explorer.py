@@ -107,6 +107,18 @@ def test_uploads_good_and_bad(client):
     assert c.post("/api/conv", json={"index": 0, "channel": 9999, "i": 0, "j": 0}).status_code == 400
 
 
+def test_a_16_bit_grey_upload_keeps_its_tones_and_a_huge_one_says_so(monkeypatch):
+    grey = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 … 65,472
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="PNG")
+    got = compute.decode_upload(buf.getvalue()).numpy()
+    want = np.round(grey / 257)
+    assert got.shape == (3, 32, 32) and all(np.abs(got[c] - want).max() <= 2 for c in range(3))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 32×32 upload is then a "decompression bomb"
+    with pytest.raises(compute.InputError, match="^the image has too many pixels; at most 100$"):
+        compute.decode_upload(buf.getvalue())
+
+
 def test_a_test_image_has_its_true_class_and_an_upload_none(client):
     c, lab = client
     for index in (0, 7, 59):

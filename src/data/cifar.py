@@ -93,18 +93,48 @@ def download_archive(
                 wait = backoff_s * 2**attempt
                 log(f"download: attempt {attempt + 1}/{retries + 1} failed ({last}); retrying in {wait:.0f} s")
                 time.sleep(wait)
+    check = (
+        "The file arrived whole each time: check download.url and download.md5"
+        if last.startswith("md5 mismatch")
+        else "Check the network"
+    )
     raise DataError(
-        f"could not download {url} after {retries + 1} attempts ({last}). Check the network, "
+        f"could not download {url} after {retries + 1} attempts ({last}). {check}, "
         f"or set CIFAR10_MIRROR to a folder holding {BATCHES_DIR}/ or {ARCHIVE_NAME}"
     )
 
 
-def _safe_extract(archive: Path, into: Path) -> None:
+def _safe_extract(archive: Path, into: Path, fix: str = "delete it and download again") -> None:
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(into, filter="data")
     except (tarfile.TarError, EOFError, OSError, Exception) as exc:  # zlib.error is not an OSError
-        raise DataError(f"{archive}: truncated or corrupted archive ({exc}); delete it and download again") from None
+        raise DataError(f"{archive}: truncated or corrupted archive ({exc}); {fix}") from None
+
+
+def _from_mirror(mirror: str, tmp: Path) -> None:
+    """`cifar-10-batches-py/` into `tmp` from a local mirror: a folder holding it or the archive,
+    the folder itself, or the archive itself."""
+    src = Path(mirror).expanduser()
+    if not src.exists():
+        raise DataError(
+            f"CIFAR10_MIRROR={mirror}: no such folder; point it at a folder holding "
+            f"{BATCHES_DIR}/ or {ARCHIVE_NAME}, or unset it to download"
+        )
+    damaged = "replace the mirror's copy, or unset CIFAR10_MIRROR to download"
+    if (src / BATCHES_DIR).is_dir():
+        _copy_files(src / BATCHES_DIR, tmp / BATCHES_DIR)
+    elif (src / ARCHIVE_NAME).is_file():
+        _safe_extract(src / ARCHIVE_NAME, tmp, damaged)
+    elif src.is_file() and src.name.endswith(".tar.gz"):  # the archive itself
+        _safe_extract(src, tmp, damaged)
+    elif src.name == BATCHES_DIR and src.is_dir():
+        _copy_files(src, tmp / BATCHES_DIR)
+    else:
+        raise DataError(
+            f"CIFAR10_MIRROR={mirror}: holds neither {BATCHES_DIR}/ nor {ARCHIVE_NAME}; allowed: a folder "
+            f"holding either, {BATCHES_DIR}/ itself, or the archive"
+        )
 
 
 def install_raw(
@@ -130,24 +160,8 @@ def install_raw(
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-") as tmp_s:
         tmp = Path(tmp_s)
         if mirror:
-            src = Path(mirror).expanduser()
-            if not src.exists():
-                raise DataError(
-                    f"CIFAR10_MIRROR={mirror}: no such folder; point it at a folder holding "
-                    f"{BATCHES_DIR}/ or {ARCHIVE_NAME}, or unset it to download"
-                )
-            if (src / BATCHES_DIR).is_dir():
-                _copy_files(src / BATCHES_DIR, tmp / BATCHES_DIR)
-            elif (src / ARCHIVE_NAME).is_file():
-                _safe_extract(src / ARCHIVE_NAME, tmp)
-            elif src.name == BATCHES_DIR and src.is_dir():
-                _copy_files(src, tmp / BATCHES_DIR)
-            else:
-                raise DataError(
-                    f"CIFAR10_MIRROR={mirror}: holds neither {BATCHES_DIR}/ nor {ARCHIVE_NAME}; allowed: a folder "
-                    f"holding either, or {BATCHES_DIR}/ itself"
-                )
-            log(f"download: using the local mirror {src}")
+            _from_mirror(mirror, tmp)
+            log(f"download: using the local mirror {Path(mirror).expanduser()}")
             origin = f"CIFAR10_MIRROR={mirror}"
         else:
             archive = download_archive(url, md5, tmp / ARCHIVE_NAME, retries, backoff_s, timeout_s, progress, log)

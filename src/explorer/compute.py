@@ -98,8 +98,12 @@ def decode_upload(data: bytes) -> torch.Tensor:
         im = Image.open(io.BytesIO(data))
         if im.format not in ("PNG", "JPEG"):
             raise InputError(f"a {im.format} file: upload a PNG or JPEG image")
+        if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: convert("RGB") would clip it at 255
+            im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
         im = im.convert("RGB").resize((32, 32), Image.Resampling.LANCZOS)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise InputError(f"the image has too many pixels; at most {Image.MAX_IMAGE_PIXELS:,}") from None
+    except (UnidentifiedImageError, OSError):
         raise InputError("not a PNG or JPEG image (the file could not be read as a picture)") from None
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
