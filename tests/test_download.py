@@ -89,6 +89,9 @@ def test_missing_mirror(tmp_path):
         ("garbage", "not a readable CIFAR-10 pickle"),
         ("shape", "expected uint8"),
         ("labels", "labels out of range"),
+        ("str_labels", r"labels are <U\d+ \(\d+,\), expected a list of integers 0-9"),
+        ("column_labels", r"labels are int64 \(\d+, 1\), expected a list of integers 0-9"),
+        ("float_labels", r"labels are float64 \(\d+,\), expected a list of integers 0-9"),
         ("missing", "cifar-10-batches-py/ lacks data_batch_2; CIFAR-10's python layout has all of them"),
         ("names", r"batches.meta names the classes \['plane', 'car',"),
     ],
@@ -110,6 +113,12 @@ def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match)
         d = pickle.loads(f.read_bytes(), encoding="latin1")
         if damage == "shape":
             d["data"] = d["data"][:, :100]
+        elif damage == "str_labels":  # hand-made files: labels as names, as a column, as floats
+            d["labels"] = [str(y) for y in d["labels"]]
+        elif damage == "column_labels":
+            d["labels"] = np.asarray(d["labels"], dtype=np.int64)[:, None]
+        elif damage == "float_labels":
+            d["labels"] = [float(y) for y in d["labels"]]
         else:
             d["labels"][0] = 12
         f.write_bytes(pickle.dumps(d))

@@ -191,6 +191,18 @@ def test_other_bad_input_gets_its_own_message(client):
     assert (r.status_code, r.get_json()["error"]) == (400, "page must be a whole number, not 'two'")
 
 
+def test_unknown_addresses_and_methods_answer_one_json_line(client):
+    """Not Flask's HTML page: the page and scripts read `error` from every answer."""
+    c, _ = client
+    r = c.get("/api/nope")
+    assert r.status_code == 404 and r.is_json
+    msg = r.get_json()["error"]
+    assert msg.startswith("/api/nope: no such address; the explorer answers / and /api/analyse, ")
+    assert "/api/info" in msg and "\n" not in msg
+    r = c.get("/api/analyse")  # a POST-only address
+    assert (r.status_code, r.get_json()["error"]) == (405, "/api/analyse: GET is not allowed here; use POST")
+
+
 def test_no_model_and_a_foreign_checkpoint_say_so(repo, tmp_path):
     r = create_app(root=tmp_path).test_client().get("/api/info")
     assert r.status_code == 409 and "run `dvc repro` first" in r.get_json()["error"]

@@ -36,7 +36,24 @@ def create_app(root: Path = Path("."), lab: compute.Lab | None = None) -> Flask:
     app.register_error_handler(
         413, lambda _: (jsonify(error=f"the upload is too large: at most {compute.MAX_UPLOAD_BYTES // 2**20} MB"), 413)
     )
+    app.register_error_handler(404, _not_found)
+    app.register_error_handler(405, _wrong_method)
     return app
+
+
+def _api_routes() -> str:
+    rules = sorted({r.rule for r in current_app.url_map.iter_rules() if r.rule.startswith("/api/")})
+    return ", ".join(rules)
+
+
+def _not_found(_exc: Exception):
+    # JSON like every other answer, so the page and scripts read one line instead of Flask's HTML
+    return jsonify(error=f"{request.path}: no such address; the explorer answers / and {_api_routes()}"), 404
+
+
+def _wrong_method(exc: Exception):
+    allowed = ", ".join(sorted(set(getattr(exc, "valid_methods", None) or ["GET"]) - {"HEAD", "OPTIONS"}))
+    return jsonify(error=f"{request.path}: {request.method} is not allowed here; use {allowed}"), 405
 
 
 def get_lab() -> compute.Lab:
