@@ -1,11 +1,12 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it; and the
-readers of JSON and of DVCLive's per-epoch logs."""
+"""Atomic file writes: write to a temporary file (or folder) beside the target, then rename over it;
+and the readers of JSON and of DVCLive's per-epoch logs."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,27 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` and
+    everything in it (a stage that fails halfway leaves the last run's files whole)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -32,6 +32,8 @@ __all__ = [
     "deep_merge",
 ]
 
+SEED_MAX = 2**32 - 1  # what every generator takes (torch's manual_seed overflows past 2**64 - 1)
+
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane",
     "automobile",
@@ -82,7 +84,7 @@ class DataParams(Section):
     train_per_class: int | None = Field(ge=1)
     val_per_class: int = Field(ge=1)
     test_per_class: int | None = Field(ge=1, le=TEST_PER_CLASS_MAX)
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=SEED_MAX)
     normalize: Literal["computed", "cifar10"] | list[list[float]]
 
     @field_validator("classes")
@@ -196,7 +198,7 @@ class TrainParams(Section):
     lookahead_steps: int = Field(ge=0)  # 0 = off
     lookahead_decay: float = Field(gt=0, lt=1)
     freeze_at: list[float] = Field(max_length=16)  # stage i stops training after this fraction of the steps
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda", "mps"]
     threads: int | None = Field(ge=1)
     reuse_memory: bool
@@ -253,11 +255,11 @@ class VisualizeParams(Section):
     patch_channels: int = Field(ge=1, le=64)
     patch_top: int = Field(ge=1, le=32)  # the evaluate stage keeps 32 (src.teach.probe.KEPT)
     dpi: int = Field(ge=50, le=400)
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=SEED_MAX)
 
 
 class TheoryParams(Section):
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=SEED_MAX)
     image_index: int = Field(ge=0)  # test image used for the real-filter figure
     dpi: int = Field(ge=50, le=400)
 
@@ -267,7 +269,7 @@ class ReportParams(Section):
     image_index: int = Field(ge=0)  # test image of the neuron written out in section IV
     bn_images: int = Field(ge=1, le=2000)  # test images through the trained BatchNorm (section XI)
     mixup_alpha: float = Field(gt=0)  # the MixUp example's Beta(α, α)
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=SEED_MAX)
     dpi: int = Field(ge=50, le=400)
 
 

@@ -11,7 +11,7 @@ from src import paths
 from src.data.cifar import Subset
 from src.errors import CheckpointError, DataError
 from src.figures import run_steps
-from src.io import atomic_path, read_json, save_figure, write_json, write_text
+from src.io import atomic_dir, atomic_path, read_json, save_figure, write_json, write_text
 from src.lab_report import build, render
 from src.lab_report.gather import Source
 from src.params import Params, check_index
@@ -22,20 +22,19 @@ from stages._parallel import use_cpu
 
 def additions(p: Params) -> Source:
     """The theory additions (needs the subset and the trained model; named on the page if absent)."""
-    for old in paths.REPORT_FIGURES.glob("*.png"):
-        old.unlink()
     try:
         sub = Subset.load(paths.SUBSET)
         model, ck = load_trained(paths.BEST, sub.classes)
     except (DataError, CheckpointError) as exc:
         print(f"report: without the theory additions: {exc}")
+        with atomic_dir(paths.REPORT_FIGURES):
+            pass  # no figures of another run on the page
         return Source(str(paths.REPORT_NUMBERS), None, f"made by the report stage from {paths.SUBSET} and {paths.BEST}")
     r = p.report
     index = check_index("report.image_index", r.image_index, len(sub.test_x), "test images")
     step = build.theory_additions(model.eval(), sub, ck["mean"], ck["std"], index, r.bn_images, r.mixup_alpha, r.seed)
-    write_json(
-        paths.REPORT_NUMBERS, run_steps([step], lambda fig, name: save_figure(fig, paths.REPORT_FIGURES / name, r.dpi))
-    )
+    with atomic_dir(paths.REPORT_FIGURES) as figures:
+        write_json(paths.REPORT_NUMBERS, run_steps([step], lambda fig, name: save_figure(fig, figures / name, r.dpi)))
     return Source(str(paths.REPORT_NUMBERS), read_json(paths.REPORT_NUMBERS))
 
 

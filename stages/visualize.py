@@ -10,13 +10,12 @@ import torch
 
 from src import paths
 from src.data.cifar import Subset
-from src.errors import DataError
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
-from src.io import read_dvclive_history, read_json, save_figure, write_json
+from src.io import atomic_dir, read_dvclive_history, read_json, save_figure, write_json
 from src.models import conv_layers
 from src.params import Params, check_index
-from src.teach.probe import fingerprint
+from src.teach.probe import read_responses
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 from stages._common import run_stage
@@ -30,11 +29,7 @@ def load_inputs(p: Params) -> steps.Inputs:
     model, ck = load_trained(paths.BEST, sub.classes)
     check_index("visualize.deep_filter_layer", p.visualize.deep_filter_layer, len(conv_layers(model)), "conv layers")
     _, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes, sub.test_y.numpy())
-    responses = torch.load(paths.TEST_RESPONSES, weights_only=True)
-    if responses.get("fingerprint") != fingerprint(model, sub.test_x):
-        raise DataError(
-            f"{paths.TEST_RESPONSES}: not this model's responses on this test split; run dvc repro evaluate"
-        )
+    responses = read_responses(paths.TEST_RESPONSES, model, sub.test_x)
     return steps.Inputs(
         p.visualize,
         model.eval(),
@@ -54,11 +49,10 @@ def load_inputs(p: Params) -> steps.Inputs:
 def main(p: Params) -> None:
     use_cpu(p)
     a = load_inputs(p)
-    for old in OUT.glob("*.png"):
-        old.unlink()  # feature-map files depend on the classes: drop the last run's
     summary: dict = {"model": a.ck["model_name"], "classes": a.classes}
-    summary.update(run_steps(steps.drawn(a), lambda fig, name: save_figure(fig, OUT / name, a.v.dpi)))
-    write_json(paths.VISUALIZE_SUMMARY, summary)
+    with atomic_dir(OUT) as out:  # the last run's files go (feature maps are named by class) only on success
+        summary.update(run_steps(steps.drawn(a), lambda fig, name: save_figure(fig, out / name, a.v.dpi)))
+        write_json(paths.VISUALIZE_SUMMARY, summary)
     print(
         f"visualize: {len(list(OUT.glob('*.png')))} figures in {OUT}; test acc {summary['confusion']['accuracy']:.4f}"
     )

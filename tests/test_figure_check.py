@@ -98,6 +98,16 @@ def test_results_figures_read_well_for_any_class_count(k):
         plt.close(fig)
 
 
+@pytest.mark.parametrize("low", [0.0, 0.02, 0.05, 0.1])
+def test_per_class_bars_read_well_when_a_class_collapses(low):
+    """A far-too-high lr leaves a class near 0 %: its label must not sit on the class name."""
+    fig = results.per_class_bars({"airplane": low, "automobile": 0.9, "bird": low / 2, "cat": 0.6}, 0.5)
+    assert problems(fig) == []
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    assert f"{low:.1%}" in labels and "90.0%" in labels
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- every figure the stages write
 
 

@@ -119,6 +119,11 @@ def test_feature_maps_have_the_layers_real_shapes(model):
             assert titles[5 * r + k] == f"ch {c}"
     labels = [t.get_text() for t in fig.axes[0].texts if "×" in t.get_text()]
     assert [lab.split("\n")[0] for lab in labels] == [n.removeprefix("features.") for n in layers]
+    for r, n in enumerate(layers):  # each map on its own scale, and the figure says so (dark is not 0)
+        for k, c in enumerate(shown[n]["channels"]):
+            m = acts[n][0, c]
+            assert fig.axes[0].images[6 * r + 1 + k].get_clim() == (float(m.min()), float(m.max()))
+    assert "each map coloured from its own lowest value" in fig._suptitle.get_text()
     assert problems(fig) == []
 
 
@@ -232,6 +237,8 @@ def test_the_augmentation_figure_shows_colour_jitter_as_the_model_sees_it():
 
     p = params_with({"augment": {"brightness": 0.14, "contrast": 0.13}}).augment
     assert describe_augmentation(p).endswith("brightness ±0.14 sd, contrast ×(1 ± 0.13)")
+    alternate = params_with({"augment": {"hflip": "alternate"}}).augment  # the GPU recipe's flips: not random
+    assert describe_augmentation(alternate).startswith("each image mirrored every other epoch, random crop")
     x = torch.randint(40, 216, (8, 3, 32, 32), dtype=torch.uint8)
     mean, std = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
     shown = color_jitter_pixels(x, 0.14, 0.13, mean, std, torch.Generator().manual_seed(1))

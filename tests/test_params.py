@@ -53,6 +53,8 @@ def test_committed_params_are_valid():
         ("data.normalize", [[0.5, 0.5], [0.2, 0.2]], ["[[mean r,g,b], [std r,g,b]]"]),
         ("download.url", "not-a-url", ["download.url='not-a-url'", "http://, https://, ftp:// or file://"]),
         ("download.url", "http://[::1", ["download.url='http://[::1'", "a URL that urllib can fetch"]),
+        ("visualize.seed", 2**64, [f"visualize.seed={2**64}", "less than or equal to 4294967295"]),
+        ("train.seed", -1, ["train.seed=-1", "greater than or equal to 0"]),
         ("train.epochs", 0, ["train.epochs=0", "greater than or equal to 1"]),
         ("train.epochs", -3, ["train.epochs=-3"]),
         ("train.batch_size", 0, ["train.batch_size=0"]),

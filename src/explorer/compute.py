@@ -20,7 +20,7 @@ from torch import nn
 
 from src import paths
 from src.data.cifar import Subset, normalize
-from src.errors import CheckpointError
+from src.errors import CheckpointError, DataError
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 
@@ -314,15 +314,12 @@ def class_view(lab: Lab, cls: str, mistakes: int = 12) -> dict:
 def recorded_responses(root: Path, lab: Lab) -> dict | None:
     """The evaluate stage's models/test_responses.pt under `root` when it was recorded for this
     lab's model and test split (its fingerprint matches); None when missing, unreadable or stale."""
-    from src.teach.probe import fingerprint
+    from src.teach.probe import read_responses
 
-    path = root / paths.TEST_RESPONSES
     try:
-        responses = torch.load(path, weights_only=True)
-        recorded = responses.get("fingerprint")
-    except Exception:  # missing, cut short or another file: computed afresh, as when stale
+        return read_responses(root / paths.TEST_RESPONSES, lab.model, lab.test_x)
+    except DataError:  # missing, cut short, another file or stale: computed afresh
         return None
-    return responses if recorded == fingerprint(lab.model, lab.test_x) else None
 
 
 def filters(lab: Lab, k: int = 6, channels: int = 6, responses: dict | None = None) -> list[dict]:

@@ -111,7 +111,8 @@ def activations(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[st
 
 
 def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n_channels: int, title: str):
-    """One row per layer: the input, then the `n_channels` strongest maps (by mean activation)."""
+    """One row per layer: the input, then the `n_channels` strongest maps (by mean activation), each
+    on its own colour scale (the figure says so: dark is a map's lowest value, not zero)."""
     panels, titles, labels = [], [], []
     shown: dict[str, dict] = {}
     for name, a in acts.items():
@@ -129,7 +130,8 @@ def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n
         panels,
         titles,
         labels,
-        title + "\nrows: deeper layers; columns: the channels with the largest mean activation",
+        title + "\nrows: deeper layers; columns: the channels with the largest mean activation"
+        "\neach map coloured from its own lowest value (dark) to its highest (yellow): compare shapes, not colours",
         cell=0.95,
         gap=0.17,
         label_width=1.0,

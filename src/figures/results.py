@@ -80,14 +80,15 @@ def per_class_bars(per_class: dict[str, float], overall: float):
     lo = max(0.0, min(vals) - 0.1)
     bars = ax.barh(names, vals, color=colours, left=0)
     for bar, v, c in zip(bars, vals, colours):
+        inside = v - lo >= 0.12 * (1.0 - lo)  # room for "100.0%" in the bar; else (a collapsed class) beside it
         ax.text(
-            v - 0.005,
+            v - 0.005 if inside else max(v, lo) + 0.005,
             bar.get_y() + bar.get_height() / 2,
             f"{v:.1%}",
-            ha="right",
+            ha="right" if inside else "left",
             va="center",
             fontsize=8,
-            color=text_colour_on(c),
+            color=text_colour_on(c) if inside else "black",
         )
     ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {overall:.1%}")
     ax.set_xlim(lo, 1.0)

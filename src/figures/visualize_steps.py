@@ -148,7 +148,7 @@ def describe_augmentation(aug_p) -> str:
         ", ".join(
             s
             for s in (
-                "random flip" if aug_p.hflip else "",
+                {"alternate": "each image mirrored every other epoch", True: "random flip"}.get(aug_p.hflip, ""),
                 f"random crop (pad {aug_p.crop_padding}, {aug_p.crop_pad_mode})" if aug_p.crop_padding else "",
                 "AutoAugment (CIFAR10)" if aug_p.autoaugment else "",
                 f"cutout {aug_p.cutout}" if aug_p.cutout else "",

@@ -14,11 +14,13 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from src.errors import DataError
 from src.models import conv_layers
 
 
@@ -190,6 +192,21 @@ def fingerprint(model: nn.Module, x: torch.Tensor) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())  # NCHW bytes, whatever the layout
     h.update(x.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def read_responses(path: Path, model: nn.Module, x: torch.Tensor) -> dict:
+    """The evaluate stage's recorded responses at `path` when they were recorded for `model` on the
+    images `x`; a DataError naming the file and the stage to rerun when missing, unreadable or stale."""
+    try:
+        responses = torch.load(path, weights_only=True)
+        recorded = responses.get("fingerprint")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run dvc repro evaluate") from None
+    except Exception as exc:  # cut short, or another kind of file: torch and pickle raise many types
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}); run dvc repro evaluate") from None
+    if recorded != fingerprint(model, x):
+        raise DataError(f"{path}: not this model's responses on this test split; run dvc repro evaluate")
+    return responses
 
 
 def crop(image_u8: torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -1,0 +1,47 @@
+"""A stage that fails halfway leaves the last run's files whole: folders of figures are drawn into a
+temporary folder that replaces the old one only on success, and a missing or damaged input of the
+visualize stage is one line naming the stage to rerun."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.errors import DataError
+from src.io import atomic_dir
+from src.models import build_model
+from src.teach.probe import fingerprint, read_responses
+from tests.conftest import params_with
+
+
+def test_a_folder_is_replaced_whole_only_on_success(tmp_path):
+    out = tmp_path / "plots" / "visualize"
+    with atomic_dir(out) as d:
+        (d / "a.png").write_bytes(b"first")
+        (d / "feature_maps_cat_1.png").write_bytes(b"first")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "feature_maps_cat_1.png"]
+    with pytest.raises(RuntimeError), atomic_dir(out) as d:
+        (d / "a.png").write_bytes(b"half")
+        raise RuntimeError("a figure failed")
+    assert (out / "a.png").read_bytes() == b"first" and len(list(out.iterdir())) == 2
+    with atomic_dir(out) as d:  # a run for other classes: the old class's files go
+        (d / "a.png").write_bytes(b"second")
+    assert [p.name for p in out.iterdir()] == ["a.png"] and (out / "a.png").read_bytes() == b"second"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["visualize"]  # no temporary folders left
+    assert out.stat().st_mode & 0o755 == 0o755  # the usual modes, not mkdtemp's 0700
+
+
+def test_the_recorded_responses_are_read_or_refused_in_one_line(tmp_path):
+    model = build_model(params_with({}).model, 3).eval()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    path = tmp_path / "test_responses.pt"
+    with pytest.raises(DataError, match=r"test_responses.pt: missing; run dvc repro evaluate$"):
+        read_responses(path, model, x)
+    torch.save({"fingerprint": fingerprint(model, x), "top": 1}, path)
+    assert read_responses(path, model, x)["top"] == 1
+    path.write_bytes(path.read_bytes()[:100])  # cut short
+    with pytest.raises(DataError, match=r"test_responses.pt: unreadable \(\w+\); run dvc repro evaluate$"):
+        read_responses(path, model, x)
+    torch.save({"fingerprint": fingerprint(model, x[:2]), "top": 1}, path)
+    with pytest.raises(DataError, match="not this model's responses on this test split; run dvc repro evaluate"):
+        read_responses(path, model, x)
