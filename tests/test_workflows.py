@@ -73,12 +73,37 @@ def test_the_test_workflow_and_ci_run_the_same_checks():
 
 def test_the_review_workflow_follows_the_cml_convention():
     wf = yaml.safe_load((WORKFLOWS / "review.yml").read_text())
-    assert list(wf[True]) == ["pull_request"] and wf["permissions"]["pull-requests"] == "write"
+    assert wf[True] == {"pull_request": None, "push": {"branches": ["main"]}}
+    assert wf["permissions"]["pull-requests"] == "write"
     steps = _steps("review.yml")
-    assert "iterative/setup-cml" in steps and "actions/cache" in steps
+    assert "iterative/setup-cml" in steps
     assert "dvc pull" in steps and "dvc repro" in steps
     assert 'python -m src.review "origin/${{ github.base_ref }}" workspace --out review' in steps
     assert "cml comment update --publish" in steps and "review/review.md" in steps  # one comment, updated
+    review = wf["jobs"]["review"]
+    assert review["if"] == "github.event_name == 'pull_request'" and review["needs"] == "cifar10"
+    post = next(s for s in review["steps"] if "cml comment" in s.get("run", ""))
+    # a fork's PR gets a read-only token: its review goes to the job summary, and the comment is skipped
+    assert post["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
+    assert '>> "$GITHUB_STEP_SUMMARY"' in steps
+
+
+def test_cifar10_is_cached_for_every_pull_request_by_the_archives_md5():
+    """A PR restores only its own caches and main's: the cache is filled on pushes to main, keyed by
+    params.yaml's md5 (not by source files), and handed to the download stage as CIFAR10_MIRROR."""
+    wf = yaml.safe_load((WORKFLOWS / "review.yml").read_text())
+    job = wf["jobs"]["cifar10"]
+    assert "if" not in job  # runs on pushes to main as well as on PRs
+    key = next(s for s in job["steps"] if s.get("id") == "key")["run"]
+    assert '["download"]["md5"]' in key and "hashFiles" not in yaml.safe_dump(wf)
+    cache = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"] == {"path": "~/cifar10", "key": "${{ steps.key.outputs.key }}"}
+    fetch = next(s for s in job["steps"] if "curl" in s.get("run", ""))
+    assert fetch["if"] == "steps.cache.outputs.cache-hit != 'true'" and "md5sum -c" in fetch["run"]
+    restore = next(s for s in wf["jobs"]["review"]["steps"] if s.get("uses", "").startswith("actions/cache/restore"))
+    assert restore["with"] == {"path": "~/cifar10", "key": "${{ needs.cifar10.outputs.key }}"}
+    repro = next(s for s in wf["jobs"]["review"]["steps"] if "dvc repro" in s.get("run", ""))["run"]
+    assert 'export CIFAR10_MIRROR="$archive"' in repro and "cifar-10-python.tar.gz" in repro
 
 
 def test_pre_commit_runs_ruff_actionlint_and_the_notebook_stripper():
