@@ -119,3 +119,20 @@ def test_a_damaged_subset_file_is_one_line(tmp_path):
         with pytest.raises(DataError) as e:
             Subset.load(path)
         assert str(e.value).startswith(f"{path}: not a ") and str(e.value).endswith("(dvc repro -f stats)")
+
+
+def test_the_normalisation_statistics_come_from_the_training_images_alone():
+    """Validation and test images must not leak into the mean and std the model is normalised with."""
+    from src.data.cifar import Subset, subset_stats
+    from tests.conftest import params_with
+
+    def images(lo: int, hi: int, n: int) -> torch.Tensor:
+        return torch.randint(lo, hi, (n, 3, 32, 32), dtype=torch.uint8)
+
+    y = torch.arange(6) % 2
+    sub = Subset(["cat", "dog"], images(0, 100, 6), y, images(150, 256, 6), y, images(200, 256, 6), y)
+    stats = subset_stats(sub, params_with({}).data)
+    want_mean, want_std = channel_stats(sub.train_x)
+    assert (stats["mean"], stats["std"]) == (want_mean, want_std) and max(want_mean) < 100 / 255
+    assert (stats["normalize_mean"], stats["normalize_std"]) == (want_mean, want_std)  # data.normalize: computed
+    assert (stats["train_images"], stats["val_images"], stats["test_images"]) == (6, 6, 6)

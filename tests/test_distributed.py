@@ -58,6 +58,62 @@ def test_two_processes_train_write_once_and_match_one_process(ddp_repo):
     assert abs(two["best_val_acc"] - one["best_val_acc"]) <= 0.1, (one["best_val_acc"], two["best_val_acc"])
 
 
+_STEPS = """
+import sys, torch
+from src.training.distributed import init_from_env
+dist, device = init_from_env(torch.device("cpu"))
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+net, opt = dist.wrap(model, device), torch.optim.SGD(model.parameters(), lr=0.1)
+g = torch.Generator().manual_seed(1)
+for _ in range(3):  # every process draws the same global batch and trains on its slice of it
+    x, y = torch.randn(64, 8, generator=g), torch.randn(64, 1, generator=g)
+    loss = (net(dist.shard(x)) - dist.shard(y)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+torch.save(model.state_dict(), f"{sys.argv[1]}/rank{dist.rank}.pt")
+dist.close()
+"""
+
+
+def test_two_processes_average_their_gradients_into_the_one_process_step(tmp_path):
+    """Dist.wrap and Dist.shard as the loop uses them: two processes, each on half of every global
+    batch, end with the same weights as each other and as one process on the whole batch."""
+    script = tmp_path / "steps.py"
+    script.write_text(_STEPS)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    for n, out in ((2, tmp_path / "two"), (1, tmp_path / "one")):
+        out.mkdir()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={n}",
+                str(script),
+                str(out),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=180,
+        )
+    import torch
+
+    rank0, rank1, one = (
+        torch.load(p, weights_only=True)
+        for p in (tmp_path / "two/rank0.pt", tmp_path / "two/rank1.pt", tmp_path / "one/rank0.pt")
+    )
+    for name, w in one.items():
+        assert torch.equal(rank0[name], rank1[name]), name  # the processes stay one model
+        torch.testing.assert_close(rank0[name], w, rtol=1e-5, atol=1e-6)  # averaged halves = the whole batch
+    torch.manual_seed(0)
+    init = torch.nn.Linear(8, 16).weight
+    assert (one["0.weight"] - init).abs().max() > 1e-3  # the steps moved the weights
+
+
 def test_torchrun_with_one_process_is_exactly_plain_python(ddp_repo):
     repo = ddp_repo
     _set(repo, {"train": {"nproc": 1}})

@@ -258,6 +258,8 @@ def test_the_port_is_checked(monkeypatch):
         with pytest.raises(SystemExit) as e:
             app.main(["--port", bad])
         assert e.value.code == 2
+    for good in ("1", "8000", "65535"):  # every port a user may pick is taken as it is
+        assert app._port(good) == int(good)
 
 
 def test_the_filters_view_on_the_trained_model(repo):

@@ -3,6 +3,7 @@ stage's parent processes)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,15 +34,17 @@ def test_the_dvc_command_above_the_stage_is_found(tmp_path, args, expect):
     assert out.stdout.strip() == expect
 
 
-def test_a_stage_run_by_hand_names_its_module():
-    out = subprocess.run(
-        [sys.executable, "-c", f"import runpy, sys; sys.argv=['x']; {PRINT}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip().startswith("python")
+def test_a_stage_run_by_hand_names_its_module(tmp_path):
+    """`python -m <module> args` as the user typed it (a stage's own messages repeat it); a script
+    run without -m as `python <argv>`."""
+    (tmp_path / "probe_stage.py").write_text(PRINT + "\n")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    for args, expect in (
+        (["-m", "probe_stage", "--seed", "3"], "python -m probe_stage --seed 3"),
+        (["-c", f"import sys; sys.argv=['x']; {PRINT}"], "python x"),
+    ):
+        out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expect
 
 
 def test_a_bad_value_from_exp_run_set_says_how_to_undo_it():

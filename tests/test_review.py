@@ -207,3 +207,32 @@ def test_timings_of_a_commit_from_before_timing_json_are_shown():
     new = Side("workspace", None, {paths.TIMING.as_posix(): {"seconds": 125.8, "images_per_s": 658.0}})
     rows = {row[0]: row[1:3] for row in metric_rows(old, new)}
     assert rows["train stage seconds"] == ("150.0", "125.8") and rows["images/s"] == ("540", "658")
+
+
+def test_the_marks_and_the_class_lists_follow_which_way_is_better():
+    """Two hand-made revisions that differ: higher accuracy and lower loss or seconds are ✅, the
+    opposite 🔻, values that are neither better nor worse unmarked; classes up and down, largest first."""
+    from src import paths
+    from src.review import Side, better_worse, markdown, metric_rows
+
+    ev, tr, tm = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
+    base = Side("main", "abc1234", {
+        ev: {"test_acc": 0.90, "test_loss": 0.30, "per_class_acc": {"cat": 0.80, "dog": 0.85, "ship": 0.95}},
+        tr: {"epochs": 6, "best_val_acc": 0.91},
+        tm: {"seconds": 120.0, "images_per_s": 600.0},
+    })  # fmt: skip
+    head = Side("workspace", None, {
+        ev: {"test_acc": 0.92, "test_loss": 0.35, "per_class_acc": {"cat": 0.86, "dog": 0.84, "ship": 0.95}},
+        tr: {"epochs": 8, "best_val_acc": 0.90},
+        tm: {"seconds": 100.0, "images_per_s": 550.0},
+    })  # fmt: skip
+    rows = {row[0]: row[1:] for row in metric_rows(base, head)}
+    assert rows["test accuracy"] == ("0.9000", "0.9200", "+0.0200 ✅")
+    assert rows["test loss"] == ("0.3000", "0.3500", "+0.0500 🔻")  # lower is better
+    assert rows["best validation accuracy"][2] == "−0.0100 🔻"
+    assert rows["train stage seconds"][2] == "−20.0 ✅" and rows["images/s"][2] == "−50 🔻"
+    assert rows["epochs"][2] == "+2"  # neither better nor worse
+    assert rows["accuracy: cat"][2] == "+0.0600 ✅" and rows["accuracy: ship"][2] == "="
+    assert better_worse(base, head) == (["cat +0.060 (0.800 → 0.860)"], ["dog −0.010 (0.850 → 0.840)"])
+    md = markdown(base, head, [])
+    assert "cat +0.060 (0.800 → 0.860)" in md and "dog −0.010 (0.850 → 0.840)" in md

@@ -93,6 +93,27 @@ def test_a_few_epochs_learn(tmp_path):
     assert res.steps == 4 * (240 // 32)
 
 
+def test_best_pt_holds_the_epoch_with_the_best_validation_accuracy(tmp_path, monkeypatch):
+    """Not the last epoch: validation accuracy that falls after epoch 1 leaves epoch 1's weights."""
+    import src.training.loop as loop
+
+    scripted, seen = iter([0.9, 0.5, 0.7]), []
+
+    def evaluate(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {**out, "acc": next(scripted)}
+
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    res, _ = run(tmp_path, params(epochs=3))
+    assert (res.best_epoch, res.best_val_acc) == (1, 0.9)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert (best["epoch"], best["val_acc"]) == (1, 0.9)
+    assert all(torch.equal(best["model"][k], seen[0][k]) for k in seen[0])
+    assert not all(torch.equal(best["model"][k], seen[-1][k]) for k in seen[-1])  # the last epoch's differ
+
+
 class _StopAfter(dict):
     """A stop flag that turns on after `n` checks (one check per training step)."""
 
