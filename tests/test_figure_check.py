@@ -105,6 +105,10 @@ def test_per_class_bars_read_well_when_a_class_collapses(low):
     assert problems(fig) == []
     labels = {t.get_text() for t in fig.axes[0].texts}
     assert f"{low:.1%}" in labels and "90.0%" in labels
+    assert fig.axes[0].get_xlabel() == "test accuracy (recall of each class)"  # from 0: no note
+    plt.close(fig)
+    fig = results.per_class_bars({"airplane": 0.94, "automobile": 0.981, "bird": 0.96}, 0.96)
+    assert fig.axes[0].get_xlabel().endswith("; the axis starts at 84%, not 0") and problems(fig) == []
     plt.close(fig)
 
 
