@@ -51,7 +51,10 @@ def _undo_hint(cmd: str | None) -> str:
     words = (cmd or "").split()
     if not (words[:3] == ["dvc", "exp", "run"] and any(w.startswith(("-S", "--set-param")) for w in words)):
         return ""
-    back = "`git checkout params.yaml && dvc checkout` restores the committed values"
+    # not `git checkout params.yaml`: after a failed run DVC leaves git's index holding the changed
+    # files' sizes and times with the committed contents, so git sees nothing to restore; read-tree
+    # drops that and the checkout then compares contents
+    back = "`git read-tree HEAD && git checkout -- . && dvc checkout` restores the committed values and results"
     exp = newest_experiment()
     if exp:
         back = f"`dvc exp apply {exp}` brings back the newest experiment (or name another from `dvc exp show`); {back}"

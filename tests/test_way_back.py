@@ -112,6 +112,24 @@ def test_out_of_a_failed_experiment(clone):
     assert clean(clone)
 
 
+def test_out_of_a_failed_experiment_that_keeps_the_files_size(repo, tmp_path):
+    """A value as wide as the committed one (epochs 2 → 0 keeps its size) after an
+    applied experiment: DVC leaves git's index saying params.yaml and dvc.lock are unchanged, so
+    `git checkout params.yaml` restored nothing; the README's command restores them."""
+    clone = tmp_path / "lab"  # a copy of the committed run with its cache (checkout needs the outputs)
+    shutil.copytree(repo, clone, symlinks=True)
+    sh(clone, "dvc", "exp", "run", "-S", "train.lr=0.06", "-n", "lr06")
+    r = sh(clone, "dvc", "exp", "run", "-S", "train.epochs=0", check=False)
+    assert r.returncode != 0 and "train.epochs=0" in r.stderr
+    back = "git read-tree HEAD && git checkout -- . && dvc checkout"
+    assert f"`{back}` restores the committed values and results" in r.stderr
+    for step in back.split(" && "):
+        sh(clone, *step.split())
+    for name in ("params.yaml", "dvc.lock"):
+        assert (clone / name).read_text() == sh(clone, "git", "show", f"HEAD:{name}").stdout, name
+    assert clean(clone) and sh(clone, "git", "status", "--porcelain").stdout == ""
+
+
 def test_with_a_dvc_remote_a_fresh_clone_gets_everything(clone, tmp_path):
     remote = tmp_path / "remote"
     sh(clone, "dvc", "remote", "add", "-d", "class", str(remote))
