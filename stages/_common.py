@@ -26,7 +26,8 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
     try:
         main(load_params("params.yaml"))
     except ParamsError as exc:
-        print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)
+        if speak:
+            print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)
         sys.exit(2)
     except (DataError, CheckpointError, NonFiniteLoss) as exc:
         if speak:

@@ -35,16 +35,17 @@ def use_cpu(p: Params) -> None:
 
 def run_under_torchrun(name: str, nproc: int) -> None:
     """Run this stage again as `torchrun --standalone --nproc_per_node=N -m stages.<name>` (PyTorch's
-    own launcher) and wait for it. SIGTERM is passed on (Ctrl-C reaches every process of the
-    terminal's group by itself). A process that dies makes torchrun stop the others: that is a
-    DistributedFailure here; after a signal, TrainingInterrupted (rank 0 saved a resume point)."""
+    own launcher, through stages/_torchrun.py) and wait for it. SIGTERM is passed on (Ctrl-C
+    reaches every process of the terminal's group by itself). A process that dies makes torchrun
+    stop the others: that is a DistributedFailure here; after a signal, TrainingInterrupted (rank 0
+    saved a resume point)."""
     import signal
     import subprocess
 
     cmd = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "stages._torchrun",  # torchrun with its own report in one line
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
@@ -76,6 +77,6 @@ def run_under_torchrun(name: str, nproc: int) -> None:
             f"{got['signal']}: the {nproc} training processes stopped at a step boundary; rank 0 saved {resume}"
         )
     raise DistributedFailure(
-        f"a training process failed (torchrun exited with {code}; its report is above); "
+        f"a training process failed (torchrun exited with {code}; the line above names it); "
         f"the last resume point is {resume} if an epoch had ended"
     )

@@ -12,7 +12,7 @@ from src.io import atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, checked_recipe
 from src.training.checkpoints import fingerprint, save_checkpoint
-from src.training.distributed import Dist, init_from_env, under_torchrun
+from src.training.distributed import Dist, check_world_size, init_from_env, under_torchrun
 from src.training.loop import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
 from src.training.runtime import resolve_device
 from stages._common import run_stage
@@ -105,6 +105,7 @@ def main(p: Params) -> None:
     if p.train.nproc > 1 and not under_torchrun():
         run_under_torchrun("train", p.train.nproc)  # the processes write everything; this one waits
         return
+    check_world_size(p.train.nproc)
     sub = Subset.load(paths.SUBSET)
     stats = read_json(paths.STATS)
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
@@ -132,20 +133,17 @@ def main(p: Params) -> None:
         if dist.is_main
         else nullcontext()
     )
-    try:
-        with live, stop_on_signals(escalate=not dist.active) as flag:
-            cfg = FitConfig(
-                train=p.train.model_copy(update={"threads": threads}),
-                augment=p.augment,
-                run_dir=paths.RUN_CACHE,
-                meta=meta,
-                fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
-                eval_batch_size=p.evaluate.batch_size,
-                on_epoch=lambda row: log_epoch(live, row),
-            )
-            res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
-    finally:
-        dist.close()
+    with dist.closing(), live, stop_on_signals(escalate=not dist.active) as flag:
+        cfg = FitConfig(
+            train=p.train.model_copy(update={"threads": threads}),
+            augment=p.augment,
+            run_dir=paths.RUN_CACHE,
+            meta=meta,
+            fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
+            eval_batch_size=p.evaluate.batch_size,
+            on_epoch=lambda row: log_epoch(live, row),
+        )
+        res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
     if dist.is_main:
         write_outputs(res, model, p, meta, recipe)
 

@@ -126,6 +126,30 @@ def test_torchrun_with_one_process_is_exactly_plain_python(ddp_repo):
         _set(repo, {"train": {"nproc": 2}})
 
 
+def test_torchrun_by_hand_with_another_count_than_train_nproc_is_one_line(ddp_repo):
+    """The checks of the batch and of frozen stages ran for train.nproc: a torchrun started by hand
+    with another count is refused in one line (rank 0's), before any training."""
+    before = (ddp_repo / "metrics/train.json").read_bytes()
+    r = _train(
+        ddp_repo, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3", "-m", "stages.train", check=False
+    )
+    assert r.returncode != 0
+    line = "train: error: params.yaml: train.nproc=2, but torchrun started 3 processes; set train.nproc=3"
+    assert r.stderr.count(line) == 1, r.stderr[-2000:]
+    assert (ddp_repo / "metrics/train.json").read_bytes() == before
+
+
+def test_torchruns_report_of_a_failed_process_is_one_line():
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from stages._torchrun import failure_line
+
+    failures = {1: ProcessFailure(1, 4321, -9, "<N/A>"), 0: ProcessFailure(0, 4320, 2, "<N/A>")}
+    assert failure_line(failures) == "rank 0 (pid 4320) exited with 2; rank 1 (pid 4321) was killed by SIGKILL"
+    failures[0] = ProcessFailure(0, 4320, -15, "<N/A>")  # stopped by torchrun after rank 1 died
+    assert failure_line(failures) == "rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)"
+
+
 def _workers(parent: int) -> dict[int, int]:
     """rank → pid of the training processes below `parent`."""
     found = {}
@@ -178,10 +202,13 @@ def test_a_killed_process_fails_the_stage_and_the_next_run_resumes(ddp_repo, uni
     repo = ddp_repo
     proc = _start(repo)
     _after_first_epoch(repo, proc)
-    os.kill(_workers(proc.pid)[1], signal.SIGKILL)
+    pid = _workers(proc.pid)[1]
+    os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2, err[-2000:]
     assert "train: error: a training process failed (torchrun exited with" in err
+    # torchrun's report is one line, not its ChildFailedError traceback and table
+    assert f"torchrun: rank 1 (pid {pid}) was killed by SIGKILL" in err and "Traceback" not in err, err[-3000:]
     assert "run the same command again to resume" in err
     again = _train(repo)
     assert "resuming from .cache/train/resume.pt" in again.stdout + again.stderr
@@ -196,6 +223,7 @@ def test_ctrl_c_to_every_process_saves_and_resumes(ddp_repo, uninterrupted):
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     assert "train: interrupted: SIGINT" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err and "SignalException" not in err, err  # not torchrun's own traceback
     assert (repo / ".cache/train/resume.pt").exists()
     again = _train(repo)
     assert "resuming from .cache/train/resume.pt" in again.stdout + again.stderr

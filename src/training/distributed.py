@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
+
+from src.errors import ParamsError
 
 T = TypeVar("T")
 
@@ -131,6 +134,23 @@ class Dist:
             return None
         return stop_flag.get("stop")
 
+    @contextmanager
+    def closing(self) -> Iterator[None]:
+        """Leave the process group after the block. A collective broken by a process that died
+        exits this one quietly (code 3), without the barrier a dead peer would break too: torchrun
+        names the dead process, and the stage that started torchrun says what to do."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if self.active and lost_peer(exc):
+                raise SystemExit(3) from None
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+
     def close(self) -> None:
         if self.active:
             import torch.distributed as td
@@ -143,6 +163,27 @@ class Dist:
 def under_torchrun() -> bool:
     """True in a process that torchrun started (it sets LOCAL_RANK and WORLD_SIZE)."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """A collective that failed because another training process died (gloo: "Connection
+    reset/closed by peer"; NCCL and others: DistBackendError): torchrun reports that process."""
+    import torch.distributed as td
+
+    return isinstance(exc, td.DistBackendError) or "by peer" in str(exc)
+
+
+def check_world_size(nproc: int) -> None:
+    """Under torchrun started by hand, its process count must be `train.nproc`: the checks of the
+    batch (it divides among the processes) and of frozen stages ran for that count, and the
+    results (BatchNorm statistics per process) depend on it."""
+    if under_torchrun() and int(os.environ["WORLD_SIZE"]) != nproc:
+        world = int(os.environ["WORLD_SIZE"])
+        raise ParamsError(
+            f"params.yaml: train.nproc={nproc}, but torchrun started {world} processes; "
+            f"set train.nproc={world} (then python -m stages.train starts torchrun itself), "
+            f"or start torchrun with --nproc_per_node={nproc}"
+        )
 
 
 def init_from_env(device: torch.device, timeout_s: float = 120.0) -> tuple[Dist, torch.device]:
