@@ -286,6 +286,27 @@ def exp_show(all_commits: bool = False) -> list[dict]:
     return json.loads(res.stdout)
 
 
+def _width(text: str) -> int:
+    """--width: a whole number of columns, at least 20 (the narrowest table that still shows a row)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of columns") from None
+    if n < 20:
+        raise argparse.ArgumentTypeError(f"{n}: the table needs at least 20 columns")
+    return n
+
+
+def _read_exp_show(path: Path) -> list[dict]:
+    """A saved `dvc exp show --json`; SystemExit with one line when unreadable or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise SystemExit(f"compare: error: --json {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"compare: error: --json {path}: not the JSON of `dvc exp show --json` ({exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="read this `dvc exp show --json` output instead of running it")
@@ -295,20 +316,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--terminal", action="store_true", help="only print the table; write no files")
     ap.add_argument(
         "--width",
-        type=int,
-        default=shutil.get_terminal_size((120, 24)).columns,
+        type=_width,
+        default=max(20, shutil.get_terminal_size((120, 24)).columns),
         help="columns of the printed table (default: the terminal's, else 120)",
     )
     args = ap.parse_args(argv)
-    data = json.loads(args.json.read_text()) if args.json else exp_show(args.all_commits)
-    rows = experiments(data, include_workspace=args.workspace)
+    data = _read_exp_show(args.json) if args.json else exp_show(args.all_commits)
+    try:
+        rows = experiments(data, include_workspace=args.workspace)
+    except (KeyError, TypeError, AttributeError):
+        raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`") from None
     if not rows:
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)
         return 1
     print(terminal_view(rows, args.width), end="")
     if args.terminal:
         return 0
-    files = write_report(rows, args.out)
+    try:
+        files = write_report(rows, args.out)
+    except OSError as exc:
+        raise SystemExit(f"compare: error: --out {args.out}: cannot write there ({exc.strerror or exc})") from None
     print(
         f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → {args.out}/ "
         f"({', '.join(p.name for p in files)})"

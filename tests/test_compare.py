@@ -222,3 +222,31 @@ def test_the_comparison_folder_is_ignored_by_git():
     paths = ["compare/compare.md", "compare/per_class.png"]
     res = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True)
     assert res.stdout.split() == paths, "add /compare/ to .gitignore: `python -m src.compare` writes it"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--json", "{missing}"], "compare: error: --json {missing}: No such file or directory"),
+        (["--json", "{cut}"], "compare: error: --json {cut}: not the JSON of `dvc exp show --json` (Expecting"),
+        (["--json", "{other}"], "compare: error: --json {other}: not the output of `dvc exp show --json`"),
+        (["--json", "{saved}", "--out", "{blocked}/x"], "compare: error: --out {blocked}/x: cannot write there ("),
+    ],
+)
+def test_bad_files_are_one_line(saved, tmp_path, args, message):
+    names = {"missing": tmp_path / "nope.json", "cut": tmp_path / "cut.json", "other": tmp_path / "other.json"}
+    names["cut"].write_text("{")
+    names["other"].write_text('{"a": 1}')
+    names["blocked"] = tmp_path / "a_file"  # a file where --out needs a folder
+    names["blocked"].write_text("")
+    names["saved"] = saved
+    with pytest.raises(SystemExit) as e:
+        main([a.format(**names) for a in args])
+    assert str(e.value).startswith(message.format(**names)) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("width,message", [("0", "at least 20 columns"), ("-5", "at least 20"), ("x", "'x' is not")])
+def test_a_bad_width_is_refused(saved, capsys, width, message):
+    with pytest.raises(SystemExit) as e:
+        main(["--json", str(saved), "--terminal", "--width", width])
+    assert e.value.code == 2 and message in capsys.readouterr().err
