@@ -69,6 +69,10 @@ def test_the_test_workflow_and_ci_run_the_same_checks():
     assert "download.pytorch.org/whl/cpu" in tests and "pip install -r requirements.txt" in tests
     wf = yaml.safe_load((WORKFLOWS / "tests.yml").read_text())
     assert set(wf[True]) == {"push", "pull_request"}  # YAML 1.1 reads `on` as True
+    # every Python the README promises (3.10-3.12) and pyproject.toml allows
+    assert wf["jobs"]["tests"]["strategy"]["matrix"]["python-version"] == ["3.10", "3.11", "3.12"]
+    assert "Python 3.10–3.12" in (REPO / "README.md").read_text()
+    assert 'requires-python = ">=3.10"' in (REPO / "pyproject.toml").read_text()
 
 
 def test_the_review_workflow_follows_the_cml_convention():
