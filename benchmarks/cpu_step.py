@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.record import machine_record, run_cli
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
 from src.errors import ParamsError
 from src.models import build_model
@@ -86,6 +88,22 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def not_timed(p: Params) -> list[str]:
+    """Settings of `p` this step does not apply (it times a plain fp32-weights step on a synthetic
+    batch), which a variant's label would then claim."""
+    t, a = p.train, p.augment
+    return [
+        key
+        for key, on in (
+            (f"train.half={t.half}", t.half != "off"),
+            (f"train.ema_decay={t.ema_decay}", t.ema_decay is not None),
+            (f"train.lookahead_steps={t.lookahead_steps}", t.lookahead_steps > 0),
+            (f"augment.mixup_alpha={a.mixup_alpha}", a.mixup_alpha > 0),
+        )
+        if on
+    ]
+
+
 def _prepare(p: Params, classes: int) -> _Prepared:
     rt = setup_runtime(p.train, torch.device("cpu"))
     torch.manual_seed(0)
@@ -112,6 +130,9 @@ def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, pr
     """Training images/s of each of `ps`' steps on a synthetic batch (median of `repeats`), the
     variants timed in turn within each repeat (A B A B: a VM's speed drifts over a minute), and
     optionally the profiler's table of the busiest operators of the first."""
+    for p in ps:
+        if not_timed(p):
+            raise ParamsError(f"{', '.join(not_timed(p))}: the step benchmark does not apply it; time it in a real run")
     if len({p.train.reuse_memory for p in ps}) > 1:
         raise ParamsError(
             "train.reuse_memory differs between the variants: time them in processes of their own "
@@ -154,6 +175,16 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
     return step_speeds([p], steps, repeats, classes, profile_rows)[0]
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -163,15 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="'NAME=KEY=VALUE ...'",
         help="a variant: name, then overrides (repeat the option for several)",
     )
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=_positive, default=8)
+    ap.add_argument("--repeats", type=_positive, default=3)
     ap.add_argument("--profile-rows", type=int, default=15)
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     base = load_params("params.yaml")
     specs = [spec.partition("=")[::2] for spec in args.variant or DEFAULT_VARIANTS]
+    names = [name for name, _ in specs]
+    if len(set(names)) < len(names) or not all(names):
+        raise ParamsError(f"--variant names {names}: each variant needs a name of its own (NAME=KEY=VALUE ...)")
     speeds = step_speeds(
-        [apply_sets(base, sets.split()) for _, sets in specs], args.steps, args.repeats, profile_rows=args.profile_rows
+        [apply_sets(base, shlex.split(sets)) for _, sets in specs],
+        args.steps,
+        args.repeats,
+        profile_rows=args.profile_rows,
     )
     results = {}
     for (name, sets), r in zip(specs, speeds, strict=True):
@@ -192,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(
         json.dumps(
             {
-                "command": " ".join(["python -m benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]),
-                "torch": torch.__version__,
+                "command": shlex.join(
+                    ["python", "-m", "benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]
+                ),
+                **machine_record(),
                 "variants": results,
             },
             indent=2,
@@ -205,4 +244,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("cpu_step", main))

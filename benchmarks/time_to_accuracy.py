@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
+from benchmarks.record import machine_record, run_cli
 from src.data.cifar import (
     BATCHES_DIR,
     Subset,
@@ -35,11 +39,11 @@ from src.data.cifar import (
     select_subset,
 )
 from src.models import build_model, count_params
-from src.params import Params, load_params, parse_params
+from src.params import SEED_MAX, Params, ParamsError, checked_recipe, load_params, parse_params
 from src.params import deep_merge as merge
 from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, fit, init_from_data
-from src.training.runtime import cpu_has_native_bf16, resolve_device
+from src.training.runtime import resolve_device
 
 # The notebook's recipe, as -S overrides of params.yaml would set it (see README).
 SEED_RECIPE = {
@@ -106,6 +110,7 @@ def run_recipe(
     p = parse_params(merge(p.model_dump(), {"train": {"time_budget_s": budget, "seed": seed}}))
     sub, mean, std = subset_and_normalization(p, raw, names)
     device = resolve_device(p.train.device)
+    p, recipe = checked_recipe(p, device.type, sub.train_y.numel())  # as the train stage: the GPU recipe on CUDA
     torch.manual_seed(seed)
     model = build_model(p.model, len(sub.classes))
     flops = train_flops_per_image(build_model(p.model, len(sub.classes)))
@@ -121,8 +126,10 @@ def run_recipe(
         log=lambda s: None,
     )
     res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg)
-    best = torch.load(work / "best.pt", weights_only=False)["model"]
-    model.load_state_dict(best)
+    # scored as the evaluate stage scores: a fresh fp32 model with best.pt's weights (not the trained
+    # one, whose weights may be bf16 under train.half)
+    model = build_model(p.model, len(sub.classes)).to(device)
+    model.load_state_dict(torch.load(work / "best.pt", weights_only=False)["model"])
     mean, std = mean.to(device), std.to(device)
 
     def test_acc(**over) -> float:  # scored as the evaluate stage scores, but for `over`
@@ -130,6 +137,7 @@ def run_recipe(
         return evaluate(model, sub.test_x, sub.test_y, mean, std, **kw)["acc"]
 
     return {
+        "recipe": recipe,
         "test_acc": test_acc(),
         **{f"test_acc_tta_{f:g}": test_acc(tta_fraction=f) for f in tta_fractions},
         "images_per_s": res.images_per_s,
@@ -142,10 +150,19 @@ def run_recipe(
     }
 
 
-def apply_sets(p: Params, sets: list[str]) -> Params:
-    """`p` with KEY=VALUE overrides (YAML values, dotted keys), as `dvc exp run -S` takes them."""
+# set by the harness's own options (--budget, --epochs, --seeds), never by --set
+OWNED = {"train.time_budget_s": "--budget", "train.epochs": "--epochs", "train.seed": "--seeds"}
+
+
+def apply_sets(p: Params, sets: list[str], owned: dict[str, str] | None = None) -> Params:
+    """`p` with KEY=VALUE overrides (YAML values, dotted keys), as `dvc exp run -S` takes them;
+    `owned` keys (→ the option that sets them) are refused."""
     for item in sets:  # e.g. model.fast_cnn.widths=[48,96,192]
-        key, value = item.split("=", 1)
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.02")
+        if key in (owned or {}):
+            raise ParamsError(f"--set {key}: set by the benchmark itself; use {owned[key]}")
         over: dict = {}
         node = over
         *parents, last = key.split(".")
@@ -161,6 +178,35 @@ def load_raw() -> tuple[dict, list[str]]:
     mirror = mirror_from_env()
     batches = Path(mirror) / BATCHES_DIR if mirror else Path("data/raw") / BATCHES_DIR
     return load_cifar10(batches), read_class_names(batches)
+
+
+def check_args(args: argparse.Namespace, seeds: list[int]) -> None:
+    """One line for a value the run could not use (before the data is loaded)."""
+    problems = [
+        (args.runs < 1, f"--runs {args.runs}: at least 1"),
+        (args.budget <= 0, f"--budget {args.budget:g}: seconds above 0"),
+        (args.epochs is not None and args.epochs < 1, f"--epochs {args.epochs}: at least 1"),
+        (len(set(seeds)) < len(seeds), f"--seeds {' '.join(map(str, seeds))}: each seed once (the median counts runs)"),
+        (any(not 0 <= s <= SEED_MAX for s in seeds), f"--seeds: each in 0..{SEED_MAX}"),
+        (any(not 0 <= f <= 1 for f in args.tta_fractions), "--tta-fractions: each in [0, 1] (0 = no TTA, 1 = all)"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ParamsError(message)
+
+
+def build_recipes(args: argparse.Namespace) -> dict[str, Params]:
+    """The default and the notebook recipe for these classes and epochs; --set changes the default
+    one, and data.* keys both (they then train and test on the same images)."""
+    classes = args.classes if args.classes != ["all"] else "all"
+    base = load_params("params.yaml")
+    over = {"data": {"classes": classes}, "train": {"device": "auto"}}
+    if args.epochs:
+        over["train"]["epochs"] = args.epochs
+    base = parse_params(merge(base.model_dump(), over))
+    default = apply_sets(base, args.set, OWNED)
+    seed = apply_sets(base, [s for s in args.set if s.startswith("data.")])
+    return {"default": default, "seed": parse_params(merge(seed.model_dump(), SEED_RECIPE))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,35 +243,39 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="params overrides for the default recipe, as `dvc exp run -S` takes them (YAML values)",
+        help="params overrides for the default recipe (data.* keys for both, so they compare on the same "
+        "images), as `dvc exp run -S` takes them (YAML values)",
     )
     args = ap.parse_args(argv)
-
-    base = load_params("params.yaml")
-    classes = args.classes if args.classes != ["all"] else "all"
-    base = parse_params(merge(base.model_dump(), {"data": {"classes": classes}, "train": {"device": "auto"}}))
-    base = apply_sets(base, args.set)
-    budget = None if args.epochs else args.budget
-    if args.epochs:
-        base = parse_params(merge(base.model_dump(), {"train": {"epochs": args.epochs}}))
-    length = f"{args.epochs} epochs" if args.epochs else f"budget {args.budget:.0f} s"
-    raw, names = load_raw()
-    recipes = {"default": base, "seed": parse_params(merge(base.model_dump(), SEED_RECIPE))}
-    work = Path(".cache/bench")
-    table: dict[str, list[dict]] = {r: [] for r in args.recipes}
     seeds = args.seeds if args.seeds is not None else list(range(args.runs))
-    for run, seed in enumerate(seeds):
-        for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
-            out = run_recipe(recipes[r], raw, names, budget, seed, work / r, tuple(args.tta_fractions))
-            table[r].append({"seed": seed, **out})
-            tta = "".join(f"  {k.removeprefix('test_acc_')} {v:.4f}" for k, v in out.items() if "_tta_" in k)
-            print(
-                f"run {run + 1}/{len(seeds)} (seed {seed}) {r:8s} test acc {out['test_acc']:.4f}  "
-                f"{out['images_per_s']:7.1f} img/s  "
-                f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs{tta}",
-                flush=True,
-            )
-    med = {r: {k: statistics.median(o[k] for o in rows) for k in rows[0] if k != "seed"} for r, rows in table.items()}
+    check_args(args, seeds)
+    recipes = build_recipes(args)
+    budget = None if args.epochs else args.budget
+    length = f"{args.epochs} epochs" if args.epochs else f"budget {args.budget:.0f} s"
+    classes = args.classes if args.classes != ["all"] else "all"
+    raw, names = load_raw()
+    # a folder of this process's own: two benchmarks in one checkout must not share best.pt
+    Path(".cache").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=".cache"))
+    table: dict[str, list[dict]] = {r: [] for r in args.recipes}
+    try:
+        for run, seed in enumerate(seeds):
+            for r in args.recipes:  # interleaved, so drifts in machine load hit both recipes alike
+                out = run_recipe(recipes[r], raw, names, budget, seed, work / r, tuple(args.tta_fractions))
+                table[r].append({"seed": seed, **out})
+                tta = "".join(f"  {k.removeprefix('test_acc_')} {v:.4f}" for k, v in out.items() if "_tta_" in k)
+                print(
+                    f"run {run + 1}/{len(seeds)} (seed {seed}) {r:8s} test acc {out['test_acc']:.4f}  "
+                    f"{out['images_per_s']:7.1f} img/s  "
+                    f"{out['seconds']:6.1f} s  {out['epochs']:.2f} epochs{tta}",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = {  # the recipe's name as it is, every number its median
+        r: {k: statistics.median(o[k] for o in rows) if k != "recipe" else rows[0][k] for k in rows[0] if k != "seed"}
+        for r, rows in table.items()
+    }
     print(
         f"\n{'recipe':10s} {'test acc':>9s} {'img/s':>8s} {'epochs':>7s} {'GFLOP/img':>10s} {'GFLOP/s':>8s} "
         f"{'of peak' if args.peak_gflops else ''}  (median of {len(seeds)}, {length}, "
@@ -250,12 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     out_path.write_text(
         json.dumps(
             {
-                "command": " ".join(["python -m benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
-                "device": str(resolve_device("auto")),
-                "threads": torch.get_num_threads(),
-                # an AVX2 run on a bigger CPU (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) reads AVX2 here
-                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                "native_bf16": cpu_has_native_bf16(),
+                "command": shlex.join(["python", "-m", "benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
+                **machine_record(),
                 "runs": table,
                 "median": med,
             },
@@ -268,4 +314,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("time_to_accuracy", main))

@@ -167,3 +167,120 @@ def test_seeds_runs_the_seeds_asked_and_records_each(tmp_path, monkeypatch):
     trained.clear()
     bench.main(["--classes", "cat", "dog", "--epochs", "1", "--recipes", "default", "--runs", "2", "--name", "r"])
     assert trained == [0, 1]
+
+
+def test_a_run_trains_the_recipe_the_train_stage_would(small_batches, tmp_path):
+    """run_recipe checks the recipe as the train stage does (checked_recipe): a batch larger than the
+    training split is refused, not trained as a partial batch counted as a whole one."""
+    import benchmarks.time_to_accuracy as bench
+    from src.data.cifar import BATCHES_DIR, load_cifar10, read_class_names
+    from src.params import ParamsError
+
+    batches = small_batches / BATCHES_DIR
+    raw, names = load_cifar10(batches), read_class_names(batches)
+    p = params_with({"data": {"classes": ["cat", "dog"], "val_per_class": 10}, "train": {"batch_size": 4096}})
+    with pytest.raises(ParamsError, match="train.batch_size=4096: larger than the training split"):
+        bench.run_recipe(p, raw, names, None, 0, tmp_path, ())
+
+
+def _fake_main(tmp_path, monkeypatch, *args):
+    import benchmarks.time_to_accuracy as bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.setattr(bench, "load_raw", lambda: ({}, []))
+    seen = []
+
+    def fake_run(p, raw, names, budget, seed, work, tta):
+        seen.append((p, work, work.parent.is_dir()))
+        keys = ("images_per_s", "seconds", "epochs", "steps", "params", "train_gflop_per_image", "achieved_gflop_s")
+        return {"recipe": "default", "test_acc": 0.5, **dict.fromkeys(keys, 1.0)}
+
+    monkeypatch.setattr(bench, "run_recipe", fake_run)
+    code = bench.run_cli("time_to_accuracy", bench.main, ["--classes", "cat", "dog", "--epochs", "1", *args])
+    return code, seen
+
+
+def test_each_run_has_a_work_folder_of_its_own_and_records_the_machine(tmp_path, monkeypatch):
+    """Two benchmarks in one checkout shared .cache/bench/<recipe> and deleted each other's best.pt."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    code, seen = _fake_main(tmp_path, monkeypatch, "--recipes", "default", "seed", "--name", "w")
+    assert code == 0 and len(seen) == 2
+    folders = {work.parent for _, work, _ in seen}
+    assert len(folders) == 1 and next(iter(folders)).name.startswith("bench-") and all(d for *_, d in seen)
+    assert not next(iter(folders)).exists()  # removed after the runs
+    out = json.loads((tmp_path / "benchmarks/results/w.json").read_text())
+    assert out["env"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": None} and out["torch"]
+    assert out["median"]["default"]["recipe"] == "default"
+
+
+def test_the_half_set_emulation_is_warned_about(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    _fake_main(tmp_path, monkeypatch, "--recipes", "default", "--name", "h")
+    assert "ATEN_CPU_CAPABILITY is set but ONEDNN_MAX_CPU_ISA is not" in capsys.readouterr().err
+
+
+def test_set_reaches_the_default_recipe_and_data_keys_both(tmp_path, monkeypatch):
+    code, seen = _fake_main(
+        tmp_path, monkeypatch, "--set", "data.val_per_class=100", "train.label_smoothing=0.1", "--name", "s"
+    )
+    (default, *_), (seed, *_) = seen
+    assert code == 0 and default.train.label_smoothing == 0.1 and seed.train.label_smoothing == 0.04
+    assert default.data.val_per_class == seed.data.val_per_class == 100
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seeds", "0", "0"], "--seeds 0 0: each seed once"),
+        (["--runs", "0"], "--runs 0: at least 1"),
+        (["--budget", "-5"], "--budget -5: seconds above 0"),
+        (["--tta-fractions", "-0.5"], "--tta-fractions: each in [0, 1]"),
+        (["--set", "train.seed=3"], "--set train.seed: set by the benchmark itself; use --seeds"),
+        (["--set", "foo"], "--set 'foo': expected KEY=VALUE"),
+        (["--set", "train.lr=-1"], "train.lr=-1"),
+    ],
+)
+def test_bad_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    code, seen = _fake_main(tmp_path, monkeypatch, *args)
+    err = capsys.readouterr().err
+    assert code == 2 and not seen and err.startswith("time_to_accuracy: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "variant,message",
+    [
+        ("h=train.half=bf16", "train.half=bf16: the step benchmark does not apply it"),
+        ("e=train.ema_decay=0.99", "train.ema_decay=0.99: the step benchmark does not apply it"),
+        ("m=augment.mixup_alpha=0.4", "augment.mixup_alpha=0.4: the step benchmark does not apply it"),
+    ],
+)
+def test_the_step_benchmark_refuses_what_it_would_not_time(tmp_path, monkeypatch, capsys, variant, message):
+    """A bf16 label on an fp32 step, or EMA/MixUp that never ran: refused, not mislabelled."""
+    from benchmarks.cpu_step import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    assert run_cli("cpu_step", cpu_step_main, ["--variant", variant, "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cpu_step: error: ") and message in err and not (tmp_path / "benchmarks").exists()
+
+
+def test_the_step_benchmarks_variants_need_names_of_their_own_and_keep_quoted_values(tmp_path, monkeypatch, capsys):
+    from benchmarks.cpu_step import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    args = ["--steps", "1", "--variant", "a=train.threads=1", "--variant", "a=train.threads=2"]
+    assert run_cli("cpu_step", cpu_step_main, args) == 2
+    assert "each variant needs a name of its own" in capsys.readouterr().err
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit):
+            cpu_step_main(["--steps", bad])
+    small = "model.fast_cnn.widths=[8,16,16] train.batch_size=16 'train.threads=1'"
+    cpu_step_main(["--steps", "1", "--repeats", "1", "--profile-rows", "0", "--name", "q", "--variant", f"s={small}"])
+    out = json.loads((tmp_path / "benchmarks/results/q.json").read_text())
+    assert out["variants"]["s"]["threads"] == 1 and "'s=model.fast_cnn.widths=[8,16,16]" in out["command"]

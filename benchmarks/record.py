@@ -1,0 +1,67 @@
+"""What every benchmark's results file records about the machine and the code, and how its command
+line answers bad input: one line, as the pipeline's stages do.
+
+An "emulated AVX2" number needs both of PyTorch's and oneDNN's switches: with only
+`ATEN_CPU_CAPABILITY=avx2`, torch reports AVX2 while oneDNN's convolutions still run AVX-512
+kernels (1.12x faster on a 2-core EPYC), so the file records both variables and the run warns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+EMULATION_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def half_emulation_warning() -> str | None:
+    """A warning when only one of the two AVX2-emulation variables is set."""
+    set_ = [k for k in EMULATION_VARS if os.environ.get(k)]
+    if len(set_) == 1:
+        missing = next(k for k in EMULATION_VARS if k not in set_)
+        return (
+            f"warning: {set_[0]} is set but {missing} is not: torch's kernels are limited, oneDNN's "
+            f"convolutions are not, so this is not an AVX2 CPU's speed (set both)"
+        )
+    return None
+
+
+def machine_record() -> dict:
+    """The machine and code a result comes from: torch, device, threads, kernel level, native bf16,
+    the emulation variables and the commit."""
+    import torch
+
+    from src.training.runtime import cpu_has_native_bf16, resolve_device
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "torch": torch.__version__,
+        "commit": commit or None,
+        "device": str(resolve_device("auto")),
+        "threads": torch.get_num_threads(),
+        # an AVX2 run on a bigger CPU (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) reads AVX2 here
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_native_bf16(),
+        "env": {k: os.environ.get(k) for k in EMULATION_VARS},
+    }
+
+
+def run_cli(name: str, main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """`main(argv)`, with bad params or data as one line (`<name>: error: …`, exit 2) and the
+    half-set emulation warned about first."""
+    from src.errors import DataError, ParamsError
+
+    warning = half_emulation_warning()
+    if warning:
+        print(f"{name}: {warning}", file=sys.stderr)
+    try:
+        return main(argv)
+    except (ParamsError, DataError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
