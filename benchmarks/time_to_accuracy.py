@@ -107,10 +107,12 @@ def run_recipe(
     """Train `p` for `budget` seconds (None: its `train.epochs`) with `seed`; test accuracy and speed.
     Each of `tta_fractions` adds the same model's test accuracy with TTA on that fraction of the
     test images (`test_acc_tta_<fraction>`), so TTA's share of a gain needs no second training."""
-    p = parse_params(merge(p.model_dump(), {"train": {"time_budget_s": budget, "seed": seed}}))
+    own = {"train": {"time_budget_s": budget, "seed": seed, "epochs": p.train.epochs}}  # the harness's options
+    p = parse_params(merge(p.model_dump(), own))
     sub, mean, std = subset_and_normalization(p, raw, names)
     device = resolve_device(p.train.device)
     p, recipe = checked_recipe(p, device.type, sub.train_y.numel())  # as the train stage: the GPU recipe on CUDA
+    p = parse_params(merge(p.model_dump(), own))  # --epochs, the budget and the seed stay the run's
     torch.manual_seed(seed)
     model = build_model(p.model, len(sub.classes))
     flops = train_flops_per_image(build_model(p.model, len(sub.classes)))
@@ -206,7 +208,8 @@ def build_recipes(args: argparse.Namespace) -> dict[str, Params]:
     base = parse_params(merge(base.model_dump(), over))
     default = apply_sets(base, args.set, OWNED)
     seed = apply_sets(base, [s for s in args.set if s.startswith("data.")])
-    return {"default": default, "seed": parse_params(merge(seed.model_dump(), SEED_RECIPE))}
+    notebook = merge(seed.model_dump(), {**SEED_RECIPE, "gpu": {"use": "never"}})  # never the GPU speed recipe
+    return {"default": default, "seed": parse_params(notebook)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ def _undo_hint(cmd: str | None) -> str:
     # not `git checkout params.yaml`: after a failed run DVC leaves git's index holding the changed
     # files' sizes and times with the committed contents, so git sees nothing to restore; read-tree
     # drops that and the checkout then compares contents
-    back = "`git read-tree HEAD && git checkout -- . && dvc checkout` restores the committed values and results"
+    back = "`git read-tree HEAD && git checkout -- params.yaml && dvc checkout` restores the committed params.yaml"
     exp = newest_experiment()
     if exp:
         back = f"`dvc exp apply {exp}` brings back the newest experiment (or name another from `dvc exp show`); {back}"

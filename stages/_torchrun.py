@@ -14,10 +14,15 @@ import sys
 
 
 def failure_line(failures: dict) -> str:
-    """`rank 1 (pid 4321) was killed by SIGKILL; torchrun stopped the others` from
-    ChildFailedError.failures (rank → ProcessFailure): the processes torchrun itself stopped with
-    SIGTERM after the first failure are not what went wrong."""
-    own = {r: f for r, f in failures.items() if f.signal_name() != "SIGTERM"} or failures
+    """`rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)` from
+    ChildFailedError.failures (rank → ProcessFailure): the processes torchrun stopped with SIGTERM
+    after the first failure, and those that left because a peer died, are not what went wrong."""
+    from src.training.distributed import LOST_PEER_EXIT
+
+    def follower(f) -> bool:
+        return f.signal_name() == "SIGTERM" or f.exitcode == LOST_PEER_EXIT
+
+    own = {r: f for r, f in failures.items() if not follower(f)} or failures
     parts = []
     for rank, f in sorted(own.items()):
         how = f"was killed by {f.signal_name()}" if f.exitcode < 0 else f"exited with {f.exitcode}"

@@ -284,3 +284,37 @@ def test_the_step_benchmarks_variants_need_names_of_their_own_and_keep_quoted_va
     cpu_step_main(["--steps", "1", "--repeats", "1", "--profile-rows", "0", "--name", "q", "--variant", f"s={small}"])
     out = json.loads((tmp_path / "benchmarks/results/q.json").read_text())
     assert out["variants"]["s"]["threads"] == 1 and "'s=model.fast_cnn.widths=[8,16,16]" in out["command"]
+
+
+def test_the_gpu_recipe_keeps_the_benchmarks_epochs_and_the_notebook_recipe_stays_itself(
+    small_batches, tmp_path, monkeypatch
+):
+    """Where the train stage would train the `gpu` recipe (here forced with gpu.use=always), the
+    benchmark trains it too, for its own --epochs and seed; the notebook recipe is never swapped."""
+    import argparse
+
+    import benchmarks.time_to_accuracy as bench
+    from src.data.cifar import BATCHES_DIR, load_cifar10, read_class_names
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    args = argparse.Namespace(
+        classes=["cat", "dog"], epochs=3, set=["gpu.use=always", "gpu.train.batch_size=16", "data.val_per_class=10"]
+    )
+    recipes = bench.build_recipes(args)
+    assert recipes["seed"].gpu.use == "never" and recipes["default"].gpu.use == "always"
+
+    class Trained(Exception):
+        pass
+
+    def fake_fit(model, train, val, mean, std, device, cfg, *rest):
+        raise Trained(cfg.train)
+
+    monkeypatch.setattr(bench, "fit", fake_fit)
+    batches = small_batches / BATCHES_DIR
+    raw, names = load_cifar10(batches), read_class_names(batches)
+    gpu = recipes["default"].recipe_for("cuda")[0].train
+    with pytest.raises(Trained) as e:
+        bench.run_recipe(recipes["default"], raw, names, None, 7, tmp_path / "w", ())
+    t = e.value.args[0]
+    assert (t.epochs, t.seed, t.batch_size, t.optimizer) == (3, 7, gpu.batch_size, gpu.optimizer) and gpu.epochs != 3

@@ -148,6 +148,18 @@ def test_torchruns_report_of_a_failed_process_is_one_line():
     assert failure_line(failures) == "rank 0 (pid 4320) exited with 2; rank 1 (pid 4321) was killed by SIGKILL"
     failures[0] = ProcessFailure(0, 4320, -15, "<N/A>")  # stopped by torchrun after rank 1 died
     assert failure_line(failures) == "rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)"
+    failures[0] = ProcessFailure(0, 4320, 3, "<N/A>")  # left because its peer died (Dist.closing)
+    assert failure_line(failures) == "rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)"
+
+
+def test_only_a_lost_peer_is_quiet():
+    """A collective broken by a dead peer exits quietly; NCCL's setup and usage errors keep their message."""
+    from src.training.distributed import lost_peer
+
+    gloo = "[../gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:3744: Connection reset by peer."
+    assert lost_peer(RuntimeError(gloo))
+    assert not lost_peer(RuntimeError("NCCL error: unhandled system error (run with NCCL_DEBUG=INFO for details)"))
+    assert not lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
 
 def _workers(parent: int) -> dict[int, int]:

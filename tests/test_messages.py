@@ -48,7 +48,7 @@ def test_a_stage_run_by_hand_names_its_module(tmp_path):
 
 
 def test_a_bad_value_from_exp_run_set_says_how_to_undo_it():
-    back = "`git read-tree HEAD && git checkout -- . && dvc checkout` restores the committed values"
+    back = "`git read-tree HEAD && git checkout -- params.yaml && dvc checkout` restores the committed params.yaml"
     assert back in _undo_hint("dvc exp run -S 'data.classes=[cat,dgo]'")
     assert back in _undo_hint("dvc exp run --set-param train.lr=-1")
     assert _undo_hint("dvc repro") == "" and _undo_hint(None) == ""

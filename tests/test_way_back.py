@@ -70,6 +70,7 @@ def test_back_to_the_committed_results(clone):
     committed = (clone / "metrics/train.json").read_bytes()
     sh(clone, "dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three")
     assert json.loads((clone / "metrics/train.json").read_text())["epochs"] == 3
+    sh(clone, "git", "read-tree", "HEAD")
     sh(clone, "git", "checkout", "--", ".")
     r = sh(clone, "dvc", "checkout", check=False)
     # this clone remade every output byte for byte but the report, which prints its own seconds:
@@ -113,17 +114,28 @@ def test_out_of_a_failed_experiment(clone):
 
 
 def test_out_of_a_failed_experiment_that_keeps_the_files_size(repo, tmp_path):
-    """A value as wide as the committed one (epochs 2 → 0 keeps its size) after an
-    applied experiment: DVC leaves git's index saying params.yaml and dvc.lock are unchanged, so
-    `git checkout params.yaml` restored nothing; the README's command restores them."""
+    """A value as wide as the committed one (epochs 2 → 0 keeps its size): DVC leaves git's index
+    saying params.yaml is unchanged, so `git checkout params.yaml` restored nothing. The hint's
+    command restores params.yaml alone (an edit elsewhere stays); after an applied experiment, the
+    README's first way back restores the committed results too."""
     clone = tmp_path / "lab"  # a copy of the committed run with its cache (checkout needs the outputs)
     shutil.copytree(repo, clone, symlinks=True)
-    sh(clone, "dvc", "exp", "run", "-S", "train.lr=0.06", "-n", "lr06")
+    (clone / "notes.txt").write_text("mine")
+    sh(clone, "git", "add", "notes.txt")
+    sh(clone, *GIT, "commit", "-qm", "notes")
+    (clone / "notes.txt").write_text("my uncommitted edit")
     r = sh(clone, "dvc", "exp", "run", "-S", "train.epochs=0", check=False)
     assert r.returncode != 0 and "train.epochs=0" in r.stderr
-    back = "git read-tree HEAD && git checkout -- . && dvc checkout"
-    assert f"`{back}` restores the committed values and results" in r.stderr
+    back = "git read-tree HEAD && git checkout -- params.yaml && dvc checkout"
+    assert f"`{back}` restores the committed params.yaml" in r.stderr
     for step in back.split(" && "):
+        sh(clone, *step.split())
+    assert (clone / "params.yaml").read_text() == sh(clone, "git", "show", "HEAD:params.yaml").stdout
+    assert clean(clone) and (clone / "notes.txt").read_text() == "my uncommitted edit"
+
+    sh(clone, "dvc", "exp", "run", "-S", "train.lr=0.06", "-n", "lr06")  # applied, then a failed one
+    assert sh(clone, "dvc", "exp", "run", "-S", "train.epochs=0", check=False).returncode != 0
+    for step in ["git read-tree HEAD", "git checkout -- .", "dvc checkout"]:
         sh(clone, *step.split())
     for name in ("params.yaml", "dvc.lock"):
         assert (clone / name).read_text() == sh(clone, "git", "show", f"HEAD:{name}").stdout, name

@@ -137,13 +137,13 @@ class Dist:
     @contextmanager
     def closing(self) -> Iterator[None]:
         """Leave the process group after the block. A collective broken by a process that died
-        exits this one quietly (code 3), without the barrier a dead peer would break too: torchrun
+        exits this one quietly (LOST_PEER_EXIT), without the barrier a dead peer would break too: torchrun
         names the dead process, and the stage that started torchrun says what to do."""
         try:
             yield
         except RuntimeError as exc:
             if self.active and lost_peer(exc):
-                raise SystemExit(3) from None
+                raise SystemExit(LOST_PEER_EXIT) from None
             self.close()
             raise
         except BaseException:
@@ -165,12 +165,16 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def lost_peer(exc: BaseException) -> bool:
-    """A collective that failed because another training process died (gloo: "Connection
-    reset/closed by peer"; NCCL and others: DistBackendError): torchrun reports that process."""
-    import torch.distributed as td
+LOST_PEER_EXIT = 3  # a process whose collective broke because another died: not itself the failure
 
-    return isinstance(exc, td.DistBackendError) or "by peer" in str(exc)
+# what gloo and NCCL say when the other end of a collective went away (not a setup or usage error,
+# whose message the user must see)
+_PEER_GONE = ("by peer", "connection reset", "connection closed", "remote process exited")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """A collective that failed because another training process died: torchrun reports that one."""
+    return any(s in str(exc).lower() for s in _PEER_GONE)
 
 
 def check_world_size(nproc: int) -> None:
