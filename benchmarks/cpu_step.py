@@ -99,6 +99,7 @@ def not_timed(p: Params) -> list[str]:
             (f"train.ema_decay={t.ema_decay}", t.ema_decay is not None),
             (f"train.lookahead_steps={t.lookahead_steps}", t.lookahead_steps > 0),
             (f"augment.mixup_alpha={a.mixup_alpha}", a.mixup_alpha > 0),
+            (f"gpu.use={p.gpu.use}", p.gpu.use == "always"),  # the step runs the params as given
         )
         if on
     ]

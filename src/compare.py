@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = experiments(data, include_workspace=args.workspace)
     except (KeyError, TypeError, AttributeError):
+        if not args.json:
+            raise  # DVC's own output: a bug here, not the user's file
         raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`") from None
     if not rows:
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)

@@ -38,10 +38,11 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` and
-    everything in it (a stage that fails halfway leaves the last run's files whole)."""
-    path = Path(path)
+    everything in it (a stage run by hand that fails halfway leaves the last run's files whole;
+    `dvc repro` has removed them before the stage starts)."""
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked folder: replace its target
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders

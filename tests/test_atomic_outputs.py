@@ -31,6 +31,19 @@ def test_a_folder_is_replaced_whole_only_on_success(tmp_path):
     assert out.stat().st_mode & 0o755 == 0o755  # the usual modes, not mkdtemp's 0700
 
 
+def test_a_linked_folder_keeps_its_link_and_gets_the_new_files(tmp_path):
+    real, link = tmp_path / "elsewhere" / "visualize", tmp_path / "plots" / "visualize"
+    real.mkdir(parents=True)
+    (real / "old.png").write_bytes(b"old")
+    link.parent.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    with atomic_dir(link) as d:
+        (d / "new.png").write_bytes(b"new")
+    assert link.is_symlink() and [p.name for p in link.iterdir()] == ["new.png"]
+    assert sorted(p.name for p in real.parent.iterdir()) == ["visualize"]  # nothing left beside it
+    assert [p.name for p in link.parent.iterdir()] == ["visualize"]
+
+
 def test_the_recorded_responses_are_read_or_refused_in_one_line(tmp_path):
     model = build_model(params_with({}).model, 3).eval()
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)

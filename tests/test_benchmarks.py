@@ -256,6 +256,7 @@ def test_bad_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, message
         ("h=train.half=bf16", "train.half=bf16: the step benchmark does not apply it"),
         ("e=train.ema_decay=0.99", "train.ema_decay=0.99: the step benchmark does not apply it"),
         ("m=augment.mixup_alpha=0.4", "augment.mixup_alpha=0.4: the step benchmark does not apply it"),
+        ("g=gpu.use=always", "gpu.use=always: the step benchmark does not apply it"),
     ],
 )
 def test_the_step_benchmark_refuses_what_it_would_not_time(tmp_path, monkeypatch, capsys, variant, message):

@@ -132,6 +132,14 @@ def test_corrupted_mirror_names_the_file(small_batches, tmp_path, damage, match)
     assert (out / "keep").read_text() == "an earlier good download"
 
 
+def test_an_empty_batch_reads_as_no_images(tmp_path):
+    """np.asarray([]) is float64: no labels is not a wrong label type."""
+    f = tmp_path / "data_batch_1"
+    f.write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}))
+    data, labels = read_batch(f)
+    assert data.shape == (0, 3, 32, 32) and labels.shape == (0,)
+
+
 def test_a_read_only_mirror_gives_a_copy_that_can_be_moved_and_replaced(small_batches, tmp_path):
     """A class's shared mirror is often read-only: the copy must not keep its modes (a read-only
     folder cannot be renamed into place by an ordinary user, nor its files replaced on a rerun)."""

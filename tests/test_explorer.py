@@ -197,7 +197,7 @@ def test_unknown_addresses_and_methods_answer_one_json_line(client):
     r = c.get("/api/nope")
     assert r.status_code == 404 and r.is_json
     msg = r.get_json()["error"]
-    assert msg.startswith("/api/nope: no such address; the explorer answers / and /api/analyse, ")
+    assert msg.startswith("/api/nope: no such address; the explorer answers /, /page/<file> and /api/analyse, ")
     assert "/api/info" in msg and "\n" not in msg
     r = c.get("/api/analyse")  # a POST-only address
     assert (r.status_code, r.get_json()["error"]) == (405, "/api/analyse: GET is not allowed here; use POST")

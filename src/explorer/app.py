@@ -48,7 +48,8 @@ def _api_routes() -> str:
 
 def _not_found(_exc: Exception):
     # JSON like every other answer, so the page and scripts read one line instead of Flask's HTML
-    return jsonify(error=f"{request.path}: no such address; the explorer answers / and {_api_routes()}"), 404
+    answers = f"/, /page/<file> and {_api_routes()}"
+    return jsonify(error=f"{request.path}: no such address; the explorer answers {answers}"), 404
 
 
 def _wrong_method(exc: Exception):

@@ -94,7 +94,7 @@ def per_class_bars(per_class: dict[str, float], overall: float):
     ax.set_xlim(lo, 1.0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel(  # the bars start at 0; the axis may not, which lengthens their differences
-        "test accuracy (recall of each class)" + (f"; the axis starts at {lo:.0%}, not 0" if lo > 0 else "")
+        "test accuracy (recall of each class)" + (f"; the axis starts at {lo:.0%}, not 0" if lo >= 0.005 else "")
     )
     ax.set_title("Per-class test accuracy")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.06), frameon=False, fontsize=8, borderaxespad=0)
