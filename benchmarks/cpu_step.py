@@ -31,6 +31,7 @@ import torch
 
 from benchmarks.record import machine_record, run_cli
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
+from src.cli import whole_number
 from src.errors import ParamsError
 from src.models import build_model
 from src.params import Params, load_params
@@ -176,16 +177,6 @@ def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_ro
     return step_speeds([p], steps, repeats, classes, profile_rows)[0]
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n}: at least 1")
-    return n
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -195,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="'NAME=KEY=VALUE ...'",
         help="a variant: name, then overrides (repeat the option for several)",
     )
-    ap.add_argument("--steps", type=_positive, default=8)
-    ap.add_argument("--repeats", type=_positive, default=3)
+    ap.add_argument("--steps", type=whole_number(1), default=8)
+    ap.add_argument("--repeats", type=whole_number(1), default=3)
     ap.add_argument("--profile-rows", type=int, default=15)
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from src import paths
+from src.cli import whole_number
 from src.params import flatten
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
@@ -286,17 +287,6 @@ def exp_show(all_commits: bool = False) -> list[dict]:
     return json.loads(res.stdout)
 
 
-def _width(text: str) -> int:
-    """--width: a whole number of columns, at least 20 (the narrowest table that still shows a row)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of columns") from None
-    if n < 20:
-        raise argparse.ArgumentTypeError(f"{n}: the table needs at least 20 columns")
-    return n
-
-
 def _read_exp_show(path: Path) -> list[dict]:
     """A saved `dvc exp show --json`; SystemExit with one line when unreadable or not JSON."""
     try:
@@ -316,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--terminal", action="store_true", help="only print the table; write no files")
     ap.add_argument(
         "--width",
-        type=_width,
+        type=whole_number(20, what=" columns (the narrowest table that still shows a row)"),
         default=max(20, shutil.get_terminal_size((120, 24)).columns),
         help="columns of the printed table (default: the terminal's, else 120)",
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from flask import Blueprint, Flask, current_app, jsonify, request, send_from_directory
 
+from src.cli import whole_number
 from src.errors import CheckpointError, DataError
 from src.explorer import compute
 
@@ -188,11 +189,8 @@ def filters():
     return state["filters"]
 
 
-def _port(text: str) -> int:
-    """A TCP port for argparse: 1-65535 (the server would pick another for 0, or fail on the rest)."""
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: allowed 1-65535")
-    return int(text)
+# a TCP port: 0 would make the server pick another, and the rest fail
+_port = whole_number(1, 65535)
 
 
 def main(argv: list[str] | None = None) -> int:
