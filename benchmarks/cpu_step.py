@@ -132,9 +132,9 @@ def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, pr
     """Training images/s of each of `ps`' steps on a synthetic batch (median of `repeats`), the
     variants timed in turn within each repeat (A B A B: a VM's speed drifts over a minute), and
     optionally the profiler's table of the busiest operators of the first."""
-    for p in ps:
-        if not_timed(p):
-            raise ParamsError(f"{', '.join(not_timed(p))}: the step benchmark does not apply it; time it in a real run")
+    for skipped in map(not_timed, ps):
+        if skipped:
+            raise ParamsError(f"{', '.join(skipped)}: the step benchmark does not apply it; time it in a real run")
     if len({p.train.reuse_memory for p in ps}) > 1:
         raise ParamsError(
             "train.reuse_memory differs between the variants: time them in processes of their own "

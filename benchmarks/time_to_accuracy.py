@@ -108,7 +108,6 @@ def run_recipe(
     Each of `tta_fractions` adds the same model's test accuracy with TTA on that fraction of the
     test images (`test_acc_tta_<fraction>`), so TTA's share of a gain needs no second training."""
     own = {"train": {"time_budget_s": budget, "seed": seed, "epochs": p.train.epochs}}  # the harness's options
-    p = parse_params(merge(p.model_dump(), own))
     sub, mean, std = subset_and_normalization(p, raw, names)
     device = resolve_device(p.train.device)
     p, recipe = checked_recipe(p, device.type, sub.train_y.numel())  # as the train stage: the GPU recipe on CUDA
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     recipes = build_recipes(args)
     budget = None if args.epochs else args.budget
     length = f"{args.epochs} epochs" if args.epochs else f"budget {args.budget:.0f} s"
-    classes = args.classes if args.classes != ["all"] else "all"
+    classes = recipes["default"].data.classes
     raw, names = load_raw()
     # a folder of this process's own: two benchmarks in one checkout must not share best.pt
     Path(".cache").mkdir(exist_ok=True)
