@@ -129,14 +129,37 @@ def test_torchrun_with_one_process_is_exactly_plain_python(ddp_repo):
 def test_torchrun_by_hand_with_another_count_than_train_nproc_is_one_line(ddp_repo):
     """The checks of the batch and of frozen stages ran for train.nproc: a torchrun started by hand
     with another count is refused in one line (rank 0's), before any training."""
-    before = (ddp_repo / "metrics/train.json").read_bytes()
+    out = ddp_repo / "metrics/train.json"
+    before = out.read_bytes() if out.exists() else None  # the module's earlier tests may have trained
     r = _train(
         ddp_repo, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3", "-m", "stages.train", check=False
     )
     assert r.returncode != 0
     line = "train: error: params.yaml: train.nproc=2, but torchrun started 3 processes; set train.nproc=3"
     assert r.stderr.count(line) == 1, r.stderr[-2000:]
-    assert (ddp_repo / "metrics/train.json").read_bytes() == before
+    assert (out.read_bytes() if out.exists() else None) == before
+
+
+def test_on_a_wrong_count_only_rank_0_exits_on_its_own(monkeypatch):
+    """A follower that exited first would make torchrun stop rank 0 before its line (CI saw it):
+    followers wait to be stopped, and fail only if nothing stops them."""
+    from src.errors import ParamsError
+    from src.training.distributed import check_world_size
+
+    waited = []
+    monkeypatch.setattr("time.sleep", waited.append)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ParamsError, match="train.nproc=2, but torchrun started 3"):
+        check_world_size(2)
+    assert waited == []
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(SystemExit) as out:
+        check_world_size(2, follower_wait_s=7.0)
+    assert out.value.code == 2 and waited == [7.0]
+    check_world_size(3)  # the right count: nothing happens
+    assert waited == [7.0]
 
 
 def test_torchruns_report_of_a_failed_process_is_one_line():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -177,17 +178,22 @@ def lost_peer(exc: BaseException) -> bool:
     return any(s in str(exc).lower() for s in _PEER_GONE)
 
 
-def check_world_size(nproc: int) -> None:
+def check_world_size(nproc: int, follower_wait_s: float = 60.0) -> None:
     """Under torchrun started by hand, its process count must be `train.nproc`: the checks of the
     batch (it divides among the processes) and of frozen stages ran for that count, and the
-    results (BatchNorm statistics per process) depend on it."""
-    if under_torchrun() and int(os.environ["WORLD_SIZE"]) != nproc:
-        world = int(os.environ["WORLD_SIZE"])
-        raise ParamsError(
-            f"params.yaml: train.nproc={nproc}, but torchrun started {world} processes; "
-            f"set train.nproc={world} (then python -m stages.train starts torchrun itself), "
-            f"or start torchrun with --nproc_per_node={nproc}"
-        )
+    results (BatchNorm statistics per process) depend on it. Rank 0 says so in one line; the
+    others wait for torchrun to stop them, because one that exits first makes torchrun stop rank 0
+    before it has spoken."""
+    if not under_torchrun() or (world := int(os.environ["WORLD_SIZE"])) == nproc:
+        return
+    if os.environ.get("RANK", "0") != "0":
+        time.sleep(follower_wait_s)
+        raise SystemExit(2)
+    raise ParamsError(
+        f"params.yaml: train.nproc={nproc}, but torchrun started {world} processes; "
+        f"set train.nproc={world} (then python -m stages.train starts torchrun itself), "
+        f"or start torchrun with --nproc_per_node={nproc}"
+    )
 
 
 def init_from_env(device: torch.device, timeout_s: float = 120.0) -> tuple[Dist, torch.device]:
