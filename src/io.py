@@ -49,12 +49,25 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            if path.exists():
+                os.replace(path, old)
+        except OSError:  # a mount point (a container's volume) cannot be moved: fill it in place
+            _refill(path, tmp)
+        else:
+            os.replace(tmp, path)
     finally:
         for leftover in (tmp, old):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _refill(path: Path, new: Path) -> None:
+    """Replace what is in the folder `path` with what is in `new`, keeping `path` itself: the one
+    step that is not atomic, for folders that cannot be renamed."""
+    for entry in path.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for entry in new.iterdir():
+        shutil.move(str(entry), path / entry.name)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -44,6 +44,31 @@ def test_a_linked_folder_keeps_its_link_and_gets_the_new_files(tmp_path):
     assert [p.name for p in link.parent.iterdir()] == ["visualize"]
 
 
+def test_a_folder_that_cannot_be_moved_is_filled_in_place(tmp_path, monkeypatch):
+    """A mount point (a container's volume on plots/) cannot be renamed (EBUSY): its contents are
+    replaced instead, and nothing is left beside it."""
+    import errno
+    import os
+
+    out = tmp_path / "plots" / "visualize"
+    (out / "old_sub").mkdir(parents=True)
+    (out / "old.png").write_bytes(b"old")
+    rename = os.replace
+
+    def no_moving_out(src, dst):
+        if os.fspath(src) == os.fspath(out):
+            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(src))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_moving_out)
+    with atomic_dir(out) as d:
+        (d / "new.png").write_bytes(b"new")
+        (d / "sub").mkdir()
+        (d / "sub" / "x.png").write_bytes(b"x")
+    assert sorted(p.name for p in out.iterdir()) == ["new.png", "sub"] and (out / "sub" / "x.png").exists()
+    assert [p.name for p in out.parent.iterdir()] == ["visualize"]
+
+
 def test_the_recorded_responses_are_read_or_refused_in_one_line(tmp_path):
     model = build_model(params_with({}).model, 3).eval()
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)

@@ -245,7 +245,9 @@ def test_time_budget_is_honoured(tmp_path, budget):
     t0 = time.perf_counter()
     res, _ = run(tmp_path, p, model=model, data=data)
     wall = time.perf_counter() - t0
-    assert res.seconds <= budget * 1.1 + 0.05, res.seconds
+    # the step that crosses the budget, one validation pass and the checkpoint come after it: a
+    # loaded CI machine's pause there must not fail the test, a loop that ignores the budget must
+    assert res.seconds <= budget * 1.1 + 0.3, res.seconds
     assert res.seconds >= budget * 0.7
     assert res.history and math.isfinite(res.history[-1]["val_loss"])
     assert wall < budget + 3
