@@ -181,6 +181,8 @@ def test_only_a_lost_peer_is_quiet():
 
     gloo = "[../gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:3744: Connection reset by peer."
     assert lost_peer(RuntimeError(gloo))
+    # a write to the dead peer, rather than a read, fails this way
+    assert lost_peer(RuntimeError("[../gloo/transport/tcp/pair.cc:598] Write error [127.0.0.1]:3744: Broken pipe"))
     assert not lost_peer(RuntimeError("NCCL error: unhandled system error (run with NCCL_DEBUG=INFO for details)"))
     assert not lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 

@@ -168,9 +168,9 @@ def under_torchrun() -> bool:
 
 LOST_PEER_EXIT = 3  # a process whose collective broke because another died: not itself the failure
 
-# what gloo and NCCL say when the other end of a collective went away (not a setup or usage error,
-# whose message the user must see)
-_PEER_GONE = ("by peer", "connection reset", "connection closed", "remote process exited")
+# what gloo and NCCL say when the other end of a collective went away, reading from it or writing to
+# it (not a setup or usage error, whose message the user must see)
+_PEER_GONE = ("by peer", "connection reset", "connection closed", "broken pipe", "remote process exited")
 
 
 def lost_peer(exc: BaseException) -> bool:
