@@ -4,6 +4,7 @@ and the readers of JSON and of DVCLive's per-epoch logs."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -39,7 +40,8 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` and
     everything in it (a stage run by hand that fails halfway leaves the last run's files whole;
-    `dvc repro` has removed them before the stage starts)."""
+    `dvc repro` has removed them before the stage starts). A folder that cannot be renamed (a mount
+    point) is emptied and filled instead, which is not atomic."""
     path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked folder: replace its target
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -52,10 +54,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         try:
             if path.exists():
                 os.replace(path, old)
-        except OSError:  # a mount point (a container's volume) cannot be moved: fill it in place
-            _refill(path, tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.EXDEV):
+                raise
+            _refill(path, tmp)  # a mount point (a container's volume) cannot be moved: fill it in place
         else:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old.exists():
+                    os.replace(old, path)  # the last run's files back where they were
+                raise
     finally:
         for leftover in (tmp, old):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -69,6 +69,33 @@ def test_a_folder_that_cannot_be_moved_is_filled_in_place(tmp_path, monkeypatch)
     assert [p.name for p in out.parent.iterdir()] == ["visualize"]
 
 
+@pytest.mark.parametrize("fails", ["old folder out", "new folder in"])
+def test_a_rename_that_fails_otherwise_keeps_the_last_runs_files(tmp_path, monkeypatch, fails):
+    """Only a folder that cannot be moved (EBUSY) is filled in place; any other failure of either
+    rename is raised with the last run's files where they were, nothing left beside them."""
+    import errno
+    import os
+
+    out = tmp_path / "plots" / "visualize"
+    out.mkdir(parents=True)
+    (out / "old.png").write_bytes(b"old")
+    rename = os.replace
+
+    def refused(src, dst):
+        src, dst = os.fspath(src), os.fspath(dst)
+        moving_out = src == os.fspath(out)
+        moving_in = dst == os.fspath(out) and src.endswith(".tmp")  # not the .old folder moving back
+        if moving_out if fails == "old folder out" else moving_in:
+            raise OSError(errno.EACCES, "Permission denied", src)
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(PermissionError), atomic_dir(out) as d:
+        (d / "new.png").write_bytes(b"new")
+    assert [p.name for p in out.iterdir()] == ["old.png"] and (out / "old.png").read_bytes() == b"old"
+    assert [p.name for p in out.parent.iterdir()] == ["visualize"]
+
+
 def test_the_recorded_responses_are_read_or_refused_in_one_line(tmp_path):
     model = build_model(params_with({}).model, 3).eval()
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)

@@ -193,9 +193,9 @@ def test_the_lab_order_and_the_students_own_space(repo):
         "3. Code and Result",
         "The network",
         "Training",
+        "Predictions and mistakes",  # the notebook's order: sample predictions, per-class, confusion
         "Test results",
         "Confusion matrix",
-        "Predictions and mistakes",
         "Inside the network",
         "Summary",
     ]

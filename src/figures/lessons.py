@@ -195,11 +195,11 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     fig.text(
         0.02,
         0.0855,
-        f"stride S = {stride}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + 0)/{stride} + 1 = "
+        f"stride S = {stride}:  N' = ⌊(N − F + 2P)/S⌋ + 1 = ⌊({n} − {f} + 0)/{stride}⌋ + 1 = "
         f"{ops.output_size(n, f, 0, stride)}.\n"
         f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
         f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2; "
-        f"a 2×2 output needs a 5×5 input.",
+        f"a 2×2 output needs N ≥ 5.",
         fontsize=9.5,
         va="top",
     )
