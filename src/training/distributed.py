@@ -142,12 +142,9 @@ class Dist:
         names the dead process, and the stage that started torchrun says what to do."""
         try:
             yield
-        except RuntimeError as exc:
-            if self.active and lost_peer(exc):
+        except BaseException as exc:
+            if self.active and isinstance(exc, RuntimeError) and lost_peer(exc):
                 raise SystemExit(LOST_PEER_EXIT) from None
-            self.close()
-            raise
-        except BaseException:
             self.close()
             raise
         self.close()
