@@ -4,6 +4,9 @@ visualize stage is one line naming the stage to rerun."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 import torch
 
@@ -44,23 +47,26 @@ def test_a_linked_folder_keeps_its_link_and_gets_the_new_files(tmp_path):
     assert [p.name for p in link.parent.iterdir()] == ["visualize"]
 
 
+def _refuse_rename(monkeypatch, refuse, code: int) -> None:
+    """os.replace raising OSError(code) for the renames `refuse(src, dst)` picks (paths as str)."""
+    rename = os.replace
+
+    def replace(src, dst):
+        src, dst = os.fspath(src), os.fspath(dst)
+        if refuse(src, dst):
+            raise OSError(code, os.strerror(code), src)
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
 def test_a_folder_that_cannot_be_moved_is_filled_in_place(tmp_path, monkeypatch):
     """A mount point (a container's volume on plots/) cannot be renamed (EBUSY): its contents are
     replaced instead, and nothing is left beside it."""
-    import errno
-    import os
-
     out = tmp_path / "plots" / "visualize"
     (out / "old_sub").mkdir(parents=True)
     (out / "old.png").write_bytes(b"old")
-    rename = os.replace
-
-    def no_moving_out(src, dst):
-        if os.fspath(src) == os.fspath(out):
-            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(src))
-        rename(src, dst)
-
-    monkeypatch.setattr(os, "replace", no_moving_out)
+    _refuse_rename(monkeypatch, lambda src, dst: src == os.fspath(out), errno.EBUSY)
     with atomic_dir(out) as d:
         (d / "new.png").write_bytes(b"new")
         (d / "sub").mkdir()
@@ -73,23 +79,15 @@ def test_a_folder_that_cannot_be_moved_is_filled_in_place(tmp_path, monkeypatch)
 def test_a_rename_that_fails_otherwise_keeps_the_last_runs_files(tmp_path, monkeypatch, fails):
     """Only a folder that cannot be moved (EBUSY) is filled in place; any other failure of either
     rename is raised with the last run's files where they were, nothing left beside them."""
-    import errno
-    import os
-
     out = tmp_path / "plots" / "visualize"
     out.mkdir(parents=True)
     (out / "old.png").write_bytes(b"old")
-    rename = os.replace
-
-    def refused(src, dst):
-        src, dst = os.fspath(src), os.fspath(dst)
-        moving_out = src == os.fspath(out)
-        moving_in = dst == os.fspath(out) and src.endswith(".tmp")  # not the .old folder moving back
-        if moving_out if fails == "old folder out" else moving_in:
-            raise OSError(errno.EACCES, "Permission denied", src)
-        rename(src, dst)
-
-    monkeypatch.setattr(os, "replace", refused)
+    refuse = {
+        "old folder out": lambda src, dst: src == os.fspath(out),
+        # the new folder moving in, not the .old folder moving back
+        "new folder in": lambda src, dst: dst == os.fspath(out) and src.endswith(".tmp"),
+    }[fails]
+    _refuse_rename(monkeypatch, refuse, errno.EACCES)
     with pytest.raises(PermissionError), atomic_dir(out) as d:
         (d / "new.png").write_bytes(b"new")
     assert [p.name for p in out.iterdir()] == ["old.png"] and (out / "old.png").read_bytes() == b"old"
