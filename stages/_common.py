@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from src.errors import CheckpointError, DataError, DistributedFailure, NonFiniteLoss, ParamsError, TrainingInterrupted
 from src.params import Params, load_params
@@ -16,7 +17,28 @@ from stages._launcher import launching_command
 
 def run_stage(name: str, main: Callable[[Params], None]) -> None:
     """Call `main(params)`; a known failure prints `<name>: error: <one line>` and exits non-zero
-    (under torchrun, only rank 0 speaks)."""
+    (under torchrun, only rank 0 speaks). A process torchrun started leaves without the
+    interpreter's teardown (`leave_now`)."""
+    code = _outcome(name, main)
+    if "RANK" in os.environ:  # a process torchrun started
+        leave_now(code)
+    if code:
+        sys.exit(code)
+
+
+def leave_now(code: int) -> NoReturn:
+    """Exit with `code` once stdout and stderr are flushed, skipping Python's and libtorch's
+    teardown. Why: after `destroy_process_group` libtorch still holds gloo's process group, and its
+    teardown at exit now and then aborts a process whose work is done ("terminate called without an
+    active exception", SIGABRT: 1 run of 33 in one test loop, once in a full CI), which torchrun
+    reports as a failed run. Everything the stage writes is written (atomically) before this."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def _outcome(name: str, main: Callable[[Params], None]) -> int:
+    """Run the stage; its exit code (0, or 2 / 130 after the one line a known failure prints)."""
     speak = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0, or a single process
     relaunched = "RANK" in os.environ  # the process that started torchrun reports interruptions
     # What the stage imported (torch, matplotlib: about 240,000 objects the collector tracks) lives
@@ -28,22 +50,23 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
     except ParamsError as exc:
         if speak:
             print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except (DataError, CheckpointError, NonFiniteLoss) as exc:
         if speak:
             print(f"{name}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except DistributedFailure as exc:
         cmd = launching_command()
         again = f"; run the same command again to resume: {cmd}" if cmd else ""
         print(f"{name}: error: {exc}{again}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except TrainingInterrupted as exc:
         cmd = launching_command()
         again = f"run the same command again to resume: {cmd}" if cmd else "run the experiment again to resume"
         if not relaunched:
             print(f"{name}: interrupted: {exc}; {again}", file=sys.stderr)
-        sys.exit(130)
+        return 130
+    return 0
 
 
 def _undo_hint(cmd: str | None) -> str:
