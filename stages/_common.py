@@ -19,8 +19,9 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
     """Call `main(params)`; a known failure prints `<name>: error: <one line>` and exits non-zero
     (under torchrun, only rank 0 speaks). A process torchrun started leaves without the
     interpreter's teardown (`leave_now`)."""
-    code = _outcome(name, main)
-    if "RANK" in os.environ:  # a process torchrun started
+    by_torchrun = "RANK" in os.environ  # a process torchrun started (it sets RANK)
+    code = _outcome(name, main, by_torchrun)
+    if by_torchrun:
         leave_now(code)
     if code:
         sys.exit(code)
@@ -37,10 +38,9 @@ def leave_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _outcome(name: str, main: Callable[[Params], None]) -> int:
+def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> int:
     """Run the stage; its exit code (0, or 2 / 130 after the one line a known failure prints)."""
     speak = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0, or a single process
-    relaunched = "RANK" in os.environ  # the process that started torchrun reports interruptions
     # What the stage imported (torch, matplotlib: about 240,000 objects the collector tracks) lives
     # until exit: frozen, the collector stops walking it in every full collection and again at
     # exit, 0.4-0.6 s of a figure stage on a 2-core CPU.
@@ -63,7 +63,7 @@ def _outcome(name: str, main: Callable[[Params], None]) -> int:
     except TrainingInterrupted as exc:
         cmd = launching_command()
         again = f"run the same command again to resume: {cmd}" if cmd else "run the experiment again to resume"
-        if not relaunched:
+        if not by_torchrun:  # the process that started torchrun reports interruptions
             print(f"{name}: interrupted: {exc}; {again}", file=sys.stderr)
         return 130
     return 0
