@@ -41,7 +41,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` and
     everything in it (a stage run by hand that fails halfway leaves the last run's files whole;
     `dvc repro` has removed them before the stage starts). A folder that cannot be renamed (a mount
-    point) is emptied and filled instead, which is not atomic."""
+    point) has its contents swapped instead (`_refill`)."""
     path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked folder: replace its target
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -71,12 +71,38 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def _refill(path: Path, new: Path) -> None:
-    """Replace what is in the folder `path` with what is in `new`, keeping `path` itself: the one
-    step that is not atomic, for folders that cannot be renamed."""
-    for entry in path.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    for entry in new.iterdir():
-        shutil.move(str(entry), path / entry.name)
+    """Replace what is in the folder `path` with what is in `new`, keeping `path` itself (a mount
+    point cannot be renamed). `new` is first moved into a hidden folder inside `path`: across file
+    systems that is a copy, and a copy that fails (a full volume) leaves the last run's entries as
+    they were. Then the old entries move aside and the new ones in, renames inside `path` that need
+    no space; if one fails, the old entries move back. Not one atomic step: a process killed during
+    those renames can leave a mix, never a half-copied file."""
+    staged = Path(tempfile.mkdtemp(dir=path, prefix=".new.", suffix=".tmp"))
+    aside = Path(tempfile.mkdtemp(dir=path, prefix=".old.", suffix=".tmp"))
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for entry in list(new.iterdir()):
+            shutil.move(str(entry), staged / entry.name)
+        for entry in [e for e in path.iterdir() if e not in (staged, aside)]:
+            os.replace(entry, aside / entry.name)
+            moved_out.append(entry.name)
+        for entry in sorted(staged.iterdir()):  # in name order: a failure leaves a known set to undo
+            os.replace(entry, path / entry.name)
+            moved_in.append(entry.name)
+    except BaseException:
+        for name in moved_in:
+            _remove(path / name)
+        for name in moved_out:
+            os.replace(aside / name, path / name)
+        raise
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove(entry: Path) -> None:
+    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def write_text(path: str | Path, text: str) -> None:

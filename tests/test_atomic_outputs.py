@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 
 import pytest
 import torch
@@ -72,6 +73,36 @@ def test_a_folder_that_cannot_be_moved_is_filled_in_place(tmp_path, monkeypatch)
         (d / "sub").mkdir()
         (d / "sub" / "x.png").write_bytes(b"x")
     assert sorted(p.name for p in out.iterdir()) == ["new.png", "sub"] and (out / "sub" / "x.png").exists()
+    assert [p.name for p in out.parent.iterdir()] == ["visualize"]
+
+
+@pytest.mark.parametrize("fails", ["copy", "moving in"])
+def test_a_folder_that_cannot_be_moved_keeps_its_files_when_the_swap_fails(tmp_path, monkeypatch, fails):
+    """Filled in place, a mount point still keeps the last run's files whole when the new ones
+    cannot be written (a full volume halfway through the copy) or moved in: the error is raised,
+    the old entries are back, and no hidden folder or new file is left."""
+    out = tmp_path / "plots" / "visualize"
+    (out / "old_sub").mkdir(parents=True)
+    (out / "old_sub" / "y.png").write_bytes(b"y")
+    (out / "old.png").write_bytes(b"old")
+    if fails == "copy":
+        move, copied = shutil.move, []
+
+        def full_volume(src, dst):
+            if copied:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+            copied.append(move(src, dst))
+
+        monkeypatch.setattr(shutil, "move", full_volume)
+        refuse = lambda src, dst: src == os.fspath(out)  # noqa: E731
+    else:
+        refuse = lambda src, dst: src == os.fspath(out) or dst == os.fspath(out / "b.png")  # noqa: E731
+    _refuse_rename(monkeypatch, refuse, errno.EBUSY)
+    with pytest.raises(OSError), atomic_dir(out) as d:
+        for name in ("a.png", "b.png", "c.png"):
+            (d / name).write_bytes(b"new")
+    assert sorted(p.name for p in out.iterdir()) == ["old.png", "old_sub"]
+    assert (out / "old.png").read_bytes() == b"old" and (out / "old_sub" / "y.png").read_bytes() == b"y"
     assert [p.name for p in out.parent.iterdir()] == ["visualize"]
 
 
