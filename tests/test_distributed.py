@@ -162,6 +162,28 @@ def test_on_a_wrong_count_only_rank_0_exits_on_its_own(monkeypatch):
     assert waited == [7.0]
 
 
+def test_ctrl_c_while_a_follower_waits_leaves_quietly(monkeypatch, capsys):
+    """Ctrl-C reaches every process torchrun started; a follower waiting on a wrong count exits 130
+    without a KeyboardInterrupt traceback (rank 0 has said what is wrong)."""
+    from src.training.distributed import check_world_size
+
+    def ctrl_c(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("time.sleep", ctrl_c)
+    for name, value in {"LOCAL_RANK": "1", "WORLD_SIZE": "3", "RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        check_world_size(2)
+    except KeyboardInterrupt:  # caught here: uncaught, it would stop the whole test session
+        pytest.fail("the waiting follower let Ctrl-C through (a KeyboardInterrupt traceback)")
+    except SystemExit as out:
+        assert out.code == 130 and out.__suppress_context__  # no KeyboardInterrupt shown with it
+    else:
+        pytest.fail("the waiting follower went on after Ctrl-C")
+    assert capsys.readouterr() == ("", "")
+
+
 _LEAVE = """
 import atexit, sys
 from src.errors import ParamsError

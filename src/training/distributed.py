@@ -184,7 +184,10 @@ def check_world_size(nproc: int, follower_wait_s: float = 60.0) -> None:
     if not under_torchrun() or (world := int(os.environ["WORLD_SIZE"])) == nproc:
         return
     if os.environ.get("RANK", "0") != "0":
-        time.sleep(follower_wait_s)
+        try:
+            time.sleep(follower_wait_s)
+        except KeyboardInterrupt:  # Ctrl-C reaches every process: rank 0's line is the one to read
+            raise SystemExit(130) from None
         raise SystemExit(2)
     raise ParamsError(
         f"params.yaml: train.nproc={nproc}, but torchrun started {world} processes; "
