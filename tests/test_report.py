@@ -21,7 +21,7 @@ import yaml
 
 from src.lab_report import render
 from src.lab_report.gather import Source
-from src.params import load_params
+from src.params import CIFAR10_CLASSES, load_params
 from tests.conftest import REPO, sh
 
 CHROMIUM = render.find_chromium()
@@ -282,6 +282,36 @@ def test_an_experiment_lists_exactly_what_changed(repo):
     finally:
         sh(repo, "git", "checkout", "--", ".")
         sh(repo, "dvc", "checkout", "-q", check=False)
+
+
+def test_an_experiment_on_other_classes_says_it_compares_two_tasks(tmp_path):
+    """From 3 classes to all 10, test accuracy falls because the task is harder, not because the
+    run got worse: the section says so and marks no change better or worse."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    three = dict(zip(params["data"]["classes"], (0.95, 0.96, 0.94)))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "metrics/eval.json").write_text(json.dumps({"test_acc": 0.95, "per_class_acc": three}))
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "add", ".")
+    sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "three classes")
+    now = {**params, "data": {**params["data"], "classes": "all"}}
+    ten = dict.fromkeys(CIFAR10_CLASSES, 0.78)
+    (tmp_path / "metrics/eval.json").write_text(json.dumps({"test_acc": 0.78, "per_class_acc": ten}))
+    source = Source("report/numbers.json", None, "made by the report stage")
+    ctx = render.context(tmp_path, source, "report/figures", now)
+    ctx["recipe"] = load_params(REPO / "params.yaml").model_dump()
+    html = render.render(REPO / "templates/lab_report.html.j2", ctx)
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert (
+        "A different task: the committed run told 3 classes apart (airplane, automobile, bird), this run 10 "
+        "(airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck). Guessing alone scores 33 % there "
+        "and 10 % here" in text
+    )
+    rows = {r[0]: r[1:] for r in Page(html).tables["changed-metrics"][1:]}
+    assert rows["metrics/eval.json test_acc"] == ["95.00 %", "78.00 %", "-17.00 points"]
+    section = html[html.index('id="changed-metrics"') : html.index("</table>", html.index('id="changed-metrics"'))]
+    assert "r up" not in section and "r down" not in section  # neither better nor worse
 
 
 def page_from(root: Path) -> str:

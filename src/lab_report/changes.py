@@ -13,7 +13,7 @@ import yaml
 
 from src import paths
 from src.lab_report.gather import git_short, git_show, lookup, read_json_or_none
-from src.params import changed_params
+from src.params import CIFAR10_CLASSES, changed_params
 
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
 # the metrics a reader compares, in the order the report lists them: (file, key, format, which way
@@ -67,4 +67,18 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
     params = changed_params(yaml.safe_load(text) or {}, params_now)
     if not params:
         return None
-    return {"base": git_short(root, base) or base, "params": params, "metrics": metric_rows(root, base)}
+    metrics, task = metric_rows(root, base), other_task(params)
+    if task:  # two tasks, not a before and after: no change is better or worse
+        for row in metrics:
+            row["good"] = None
+    return {"base": git_short(root, base) or base, "params": params, "metrics": metrics, "task": task}
+
+
+def other_task(params: list[dict]) -> dict | None:
+    """When `data.classes` changed, the committed run and this one told different classes apart:
+    {"before": [names], "after": [names]} (`all` spelt out), else None."""
+    row = next((c for c in params if c["key"] == "data.classes"), None)
+    if row is None:
+        return None
+    names = {k: list(CIFAR10_CLASSES) if row[k] == "all" else list(row[k] or []) for k in ("before", "after")}
+    return names if names["before"] != names["after"] else None
