@@ -320,3 +320,38 @@ def test_dvc_exp_run_set_changes_only_the_lines_it_sets(tmp_path):
 def test_on_off_switches_survive_yaml_booleans(key, value, expect):
     # `dvc exp run -S train.amp=off` writes `amp: false`: YAML 1.1 reads on/off as booleans
     assert getattr(parse_params(with_change(f"train.{key}", value)).train, key) == expect
+
+
+def _list_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _list_keys(v, f"{prefix}{k}.")
+        elif isinstance(v, list):
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def test_dvc_can_set_every_list_param_to_an_empty_list(tmp_path):
+    """`dvc exp run -S 'data.classes=[]'` must reach the check stage's one line: DVC's own writer
+    corrupted params.yaml (a YAML scanner error, exit 255) when a block list's key carried its
+    comment on the same line, so each such comment stands on the line above its key (and never
+    between two lists, where the writer dropped it)."""
+    from dvc.utils.hydra import apply_overrides
+
+    text = (REPO / "params.yaml").read_text()
+    keys = _list_keys(yaml.safe_load(text))
+    assert {"data.classes", "model.fast_cnn.widths", "model.seed_cnn.kernels"} <= set(keys)
+
+    def comments(t: str) -> list[str]:
+        return [line.strip() for line in t.splitlines() if line.strip().startswith("#")]
+
+    for key in keys:
+        path = tmp_path / "params.yaml"
+        path.write_text(text)
+        apply_overrides(path, [f"{key}=[]"])
+        after = yaml.safe_load(path.read_text())
+        for part in key.split("."):
+            after = after[part]
+        assert after == [], key
+        assert comments(path.read_text()) == comments(text), key  # every comment kept
