@@ -14,7 +14,7 @@ import yaml
 
 from src.figures import results
 from src.figures.dataset import class_distribution, samples_per_class
-from src.figures.readability import contrast, problems
+from src.figures.readability import contrast, problems, too_small_in_print
 from src.params import CIFAR10_CLASSES, load_params
 from tools.dvc_deps import PACKAGES
 
@@ -93,9 +93,22 @@ def test_results_figures_read_well_for_any_class_count(k):
         ),
         "samples": samples_per_class(imgs.repeat(k, 1, 1, 1), np.arange(24 * k) % k, classes),
     }
+    # the handed-in report is printed on A4: ten classes' matrices stack rather than shrink to 3 pt
+    assert too_small_in_print(figs["confusion"]) == []
     for name, fig in figs.items():
         assert problems(fig) == [], name
         plt.close(fig)
+
+
+def test_text_too_small_in_print_is_found():
+    fig, ax = plt.subplots(figsize=(15, 5))  # shrunk to the A4 text width (7.24 in): × 0.48
+    ax.set_axis_off()
+    ax.set_title("wide", fontsize=14)
+    ax.text(0.5, 0.5, "0.05", fontsize=7)
+    assert too_small_in_print(fig) == ["'0.05' is 3.4 pt on the printed page, below 6 pt"]
+    fig.set_figwidth(7)  # as wide as the page's text or narrower: printed at its own size
+    assert too_small_in_print(fig) == []
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("low", [0.0, 0.02, 0.05, 0.1])

@@ -1,8 +1,10 @@
 """What a reader sees, checked: text that overlaps other text or an image it does not belong to,
 text that spills out of its table cell, text too faint against the cell it sits on, and an image
-that covers part of another axes' image (an inset over a picture hides what is under it).
+that covers part of another axes' image (an inset over a picture hides what is under it); and
+text too small once the figure is shrunk to the printed report's width.
 
     problems(fig) → ["'ch 3' overlaps the image of axes 'features.group1'", ...]   (empty: fine)
+    too_small_in_print(fig) → ["'0.05' is 3.3 pt on the printed page, below 6 pt", ...]
 
 Text written in an axes' data coordinates over that axes' own image (the numbers in a matrix's
 cells) belongs there; only its contrast is checked. Contrast is WCAG's ratio between the text
@@ -138,4 +140,24 @@ def problems(fig: Figure) -> list[str]:
             area = Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))
             if area is not None and box.overlaps(area):
                 out.append(f"{_label(t)} overlaps the image of axes {_axes_name(ax)}")
+    return out
+
+
+# the lab report's text width on paper: A4 less the 13 mm side margins of templates/lab_report.html.j2's @page
+PRINT_WIDTH_IN = (210 - 2 * 13) / 25.4
+MIN_PRINT_PT = 6.0  # smaller than this, a printed figure's labels and cell numbers are hard to read
+
+
+def too_small_in_print(
+    fig: Figure, dpi: float = 110, width_in: float = PRINT_WIDTH_IN, min_pt: float = MIN_PRINT_PT
+) -> list[str]:
+    """Texts of `fig`, saved at `dpi`, smaller than `min_pt` on the printed report: a browser shows
+    the PNG at 96 pixels an inch, shrunk to `width_in` when wider (the report's `max-width: 100%`)."""
+    fig.canvas.draw()
+    scale = min(dpi / 96, width_in / fig.get_figwidth())
+    out = []
+    for t in drawn_texts(fig, fig.canvas.get_renderer()):
+        printed = t.get_fontsize() * scale
+        if printed < min_pt:
+            out.append(f"{_label(t)} is {printed:.1f} pt on the printed page, below {min_pt:g} pt")
     return out

@@ -103,10 +103,14 @@ def per_class_bars(per_class: dict[str, float], overall: float):
 
 
 def confusion_figure(cm: np.ndarray, classes: list[str]):
-    """Counts and row-normalised confusion matrices side by side, class names on both axes."""
+    """Counts and row-normalised confusion matrices, class names on both axes: side by side for a
+    few classes, one above the other for more (side by side, ten classes' cell numbers would print
+    at about 3 pt on the report's A4 page)."""
     k = len(classes)
     size = max(4.2, 0.55 * k + 1.8)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), layout="constrained")
+    stacked = k > 6
+    shape, figsize = ((2, 1), (size + 1, 2 * size)) if stacked else ((1, 2), (2 * size + 1, size))
+    fig, axes = plt.subplots(*shape, figsize=figsize, layout="constrained")
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     for ax, m, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
         im = ax.imshow(m, cmap="Blues")
