@@ -218,6 +218,15 @@ def test_results_figures_draw_their_data():
     ys = [list(line.get_ydata()) for line in fig.axes[0].lines[:2]]
     assert ys == [hist["train_acc"], hist["val_acc"]]
 
+    one = {k: v[:1] for k, v in hist.items()}  # a one-epoch run: its points sit at the panels' edges
+    fig = results.training_curves(one, best_epoch=1, label_smoothing=0.2)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks == [1.0] and ax.get_legend() is None  # whole epochs; no legend over the points
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-1] == "best epoch (1, by val. accuracy)"
+    assert problems(fig) == []
+
 
 def test_augmentation_examples_differ_and_keep_shape():
     img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)

@@ -14,8 +14,10 @@ def training_curves(history: dict[str, list[float]], best_epoch: int, label_smoo
 
     The training numbers are measured on augmented batches with label smoothing while the weights
     change; validation is plain cross-entropy on clean images after the epoch, so training loss
-    sits above validation loss without any overfitting: the note under the loss panel says so."""
-    fig, (ax_a, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    sits above validation loss without any overfitting: the loss panel's title says so. The legend
+    stands under the panels, where no curve can run under it (a one-epoch run puts its points at
+    the panels' edges)."""
+    fig, (ax_a, ax_l) = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
     epochs = np.arange(1, len(history["val_acc"]) + 1)
     smooth = f", label smoothing {label_smoothing:g}" if label_smoothing else ""
     for ax, key, label in ((ax_a, "acc", "accuracy"), (ax_l, "loss", "cross-entropy loss")):
@@ -24,24 +26,14 @@ def training_curves(history: dict[str, list[float]], best_epoch: int, label_smoo
         ax.axvline(best_epoch, color="#555555", ls="--", lw=1, label=f"best epoch ({best_epoch}, by val. accuracy)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, len(epochs) + 0.5)  # whole epochs on the axis, a one-epoch run too
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    ax_a.legend(frameon=False, fontsize=8, loc="lower center")
-    ax_a.set_title("Accuracy")
-    ax_l.set_title("Loss")
-    ax_l.text(
-        0.98,
-        0.97,
-        "training loss includes augmentation"
-        + (" and label smoothing" if smooth else "")
-        + ",\nso it sits above the plain validation loss",
-        transform=ax_l.transAxes,
-        ha="right",
-        va="top",
-        fontsize=8,
-        color="#333333",
-    )
+    fig.legend(*ax_a.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False, fontsize=9)
+    ax_a.set_title("Accuracy", fontsize=10)
+    why = "\nand label smoothing, so it sits above" if smooth else ",\nso it sits above"
+    ax_l.set_title(f"Loss (training loss includes augmentation{why}\nthe plain validation loss)", fontsize=10)
     fig.suptitle("Training curves (the best epoch is chosen on validation, never on test)", fontsize=11)
     return fig
 
