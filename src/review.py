@@ -249,7 +249,10 @@ def review(root: Path, base_rev: str, head_rev: str, out: Path) -> tuple[Path, i
     """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it:
     (the Markdown's path, how many charts it links)."""
     base, head = load_side(root, base_rev), load_side(root, head_rev)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, or a place that cannot be written
+        raise ReviewError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     charts = render_charts(plot_specs(root, base, head), out)
     with atomic_path(out / "review.md") as tmp:
         tmp.write_text(markdown(base, head, charts))

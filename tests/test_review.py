@@ -236,3 +236,11 @@ def test_the_marks_and_the_class_lists_follow_which_way_is_better():
     assert better_worse(base, head) == (["cat +0.060 (0.800 → 0.860)"], ["dog −0.010 (0.850 → 0.840)"])
     md = markdown(base, head, [])
     assert "cat +0.060 (0.800 → 0.860)" in md and "dog −0.010 (0.850 → 0.840)" in md
+
+
+def test_an_out_folder_that_cannot_be_written_is_one_line(lab, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for out, why in ((tmp_path / "taken", "File exists"), (tmp_path / "taken" / "sub", "Not a directory")):
+        r = run_review(lab, "HEAD~1", "HEAD", "--out", str(out), check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines() == [f"review: error: --out {out}: cannot write there ({why})"]
