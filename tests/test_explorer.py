@@ -262,6 +262,19 @@ def test_the_port_is_checked(monkeypatch):
         assert app._port(good) == int(good)
 
 
+def test_a_root_that_is_not_the_project_is_one_line(monkeypatch, tmp_path, capsys):
+    """A mistyped --root used to start the server, whose pages then said to train first."""
+    from src.explorer import app
+
+    served = []
+    monkeypatch.setattr(app, "create_app", lambda root: served.append(root) or pytest.fail("a server would start"))
+    for root in (tmp_path / "no-such-folder", tmp_path):
+        assert app.main(["--root", str(root)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"explore: error: --root {root}: not this project's repository (no dvc.yaml there)"]
+    assert served == []
+
+
 def test_the_filters_view_on_the_trained_model(repo):
     c = create_app(root=repo).test_client()
     layers = c.get("/api/filters").get_json()

@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=_port, default=8000, help="1-65535")
     ap.add_argument("--root", type=Path, default=Path("."), help="the repository (models/, data/, plots/)")
     args = ap.parse_args(argv)
+    if not (args.root / "dvc.yaml").is_file():  # a mistyped --root would serve "run dvc repro first"
+        print(f"explore: error: --root {args.root}: not this project's repository (no dvc.yaml there)", file=sys.stderr)
+        return 2
     print(f"explore: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     create_app(args.root).run(host=args.host, port=args.port, debug=False, threaded=False)
     return 0
