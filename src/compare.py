@@ -77,10 +77,15 @@ def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
 
 
 def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[dict]:
-    """Rows from `dvc exp show --json`: each commit, then its experiments."""
+    """Rows from `dvc exp show --json`: each commit, then its experiments. Of the commits after the
+    first (HEAD), only those with experiments: with --all-commits DVC lists the whole history."""
     rows = []
+    head = next((c for c in exp_show if c.get("rev") != "workspace"), None)
     for commit in exp_show:
-        if commit.get("rev") == "workspace" and not include_workspace:
+        workspace = commit.get("rev") == "workspace"
+        if (workspace and not include_workspace) or (
+            not workspace and commit is not head and not commit.get("experiments")
+        ):
             continue
         rows.append(
             _row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), bool(commit.get("error")))
