@@ -46,7 +46,9 @@ METRICS = (
     ("test loss", paths.EVAL_METRICS, "test_loss", "{:.4f}", -1),
     ("best validation accuracy", paths.TRAIN_METRICS, "best_val_acc", "{:.4f}", 1),
     ("epochs", paths.TRAIN_METRICS, "epochs", "{}", 0),
-    ("train stage seconds", paths.TIMING, "seconds", "{:.1f}", -1),
+    ("steps", paths.TRAIN_METRICS, "steps", "{}", 0),  # a time-budgeted run's epochs can hold any number
+    ("time budget, s", paths.TRAIN_METRICS, "time_budget_s", "{:g}", 0),
+    ("training seconds (validation included)", paths.TIMING, "seconds", "{:.1f}", -1),
     ("images/s", paths.TIMING, "images_per_s", "{:.0f}", 1),
     ("precision", paths.TRAIN_METRICS, "precision", "{}", 0),
     ("device", paths.TRAIN_METRICS, "device", "{}", 0),

@@ -325,6 +325,24 @@ def page_from(root: Path) -> str:
     return render.render(REPO / "templates/lab_report.html.j2", ctx)
 
 
+def test_a_time_budgeted_run_says_so_in_the_training_table(tmp_path):
+    """With train.time_budget_s the epochs param is ignored: the table gives the budget and the
+    epochs' worth of steps the run fitted in it."""
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "metrics").mkdir()
+    train = {"epochs": 1, "steps": 5, "batch_size": 256, "epochs_equivalent": 0.0962, "time_budget_s": 20.0}
+    (tmp_path / "metrics/train.json").write_text(json.dumps(train))
+    (tmp_path / "metrics/timing.json").write_text(json.dumps({"seconds": 12.15, "train_seconds": 11.09}))
+    rows = {r[0]: r[1] for r in Page(page_from(tmp_path)).tables["recipe"]}
+    assert rows["epochs"] == (
+        "1 (5 steps of 256 images: 0.10 epochs' worth, in a time budget of 20 s, the schedule sized to fit it)"
+    )
+    assert rows["time"].startswith("11.1 s of training steps") and "12.2 s with each epoch's validation" in rows["time"]
+    train["time_budget_s"] = None
+    (tmp_path / "metrics/train.json").write_text(json.dumps(train))
+    assert Page(page_from(tmp_path)).tables["recipe"][1][1] == "1 (5 steps of 256 images)"
+
+
 def test_a_missing_input_is_named_on_the_page_not_a_crash(tmp_path):
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     html = page_from(tmp_path)  # nothing run at all

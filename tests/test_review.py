@@ -65,10 +65,11 @@ def test_the_review_holds_each_revisions_own_numbers(lab, tmp_path):
         ev, tr, tm = (git_json(lab, rev, f"metrics/{n}.json") for n in ("eval", "train", "timing"))
         assert table["test accuracy"][col] == f"{ev['test_acc']:.4f}"
         assert table["macro-F1"][col] == f"{ev['macro_f1']:.4f}"
-        assert table["epochs"][col] == str(tr["epochs"])
+        assert table["epochs"][col] == str(tr["epochs"]) and table["steps"][col] == str(tr["steps"])
+        assert table["time budget, s"][col] == "—"  # epochs, not a budget, in both
         assert table["precision"][col] == tr["precision"] and table["device"][col] == tr["device"]
         assert table["images/s"][col] == f"{tm['images_per_s']:.0f}"
-        assert table["train stage seconds"][col] == f"{tm['seconds']:.1f}"
+        assert table["training seconds (validation included)"][col] == f"{tm['seconds']:.1f}"
         for cls, acc in ev["per_class_acc"].items():
             assert table[f"accuracy: {cls}"][col] == f"{acc:.4f}"
     before, after = (git_json(lab, rev, "metrics/eval.json")["test_acc"] for rev in ("HEAD~1", "HEAD"))
@@ -206,7 +207,7 @@ def test_timings_of_a_commit_from_before_timing_json_are_shown():
     old = Side("main", "abc1234", {paths.TRAIN_METRICS.as_posix(): {"seconds": 150.0, "images_per_s": 540.0}})
     new = Side("workspace", None, {paths.TIMING.as_posix(): {"seconds": 125.8, "images_per_s": 658.0}})
     rows = {row[0]: row[1:3] for row in metric_rows(old, new)}
-    assert rows["train stage seconds"] == ("150.0", "125.8") and rows["images/s"] == ("540", "658")
+    assert rows["training seconds (validation included)"] == ("150.0", "125.8") and rows["images/s"] == ("540", "658")
 
 
 def test_the_marks_and_the_class_lists_follow_which_way_is_better():
@@ -230,7 +231,7 @@ def test_the_marks_and_the_class_lists_follow_which_way_is_better():
     assert rows["test accuracy"] == ("0.9000", "0.9200", "+0.0200 ✅")
     assert rows["test loss"] == ("0.3000", "0.3500", "+0.0500 🔻")  # lower is better
     assert rows["best validation accuracy"][2] == "−0.0100 🔻"
-    assert rows["train stage seconds"][2] == "−20.0 ✅" and rows["images/s"][2] == "−50 🔻"
+    assert rows["training seconds (validation included)"][2] == "−20.0 ✅" and rows["images/s"][2] == "−50 🔻"
     assert rows["epochs"][2] == "+2"  # neither better nor worse
     assert rows["accuracy: cat"][2] == "+0.0600 ✅" and rows["accuracy: ship"][2] == "="
     assert better_worse(base, head) == (["cat +0.060 (0.800 → 0.860)"], ["dog −0.010 (0.850 → 0.840)"])
