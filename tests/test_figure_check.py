@@ -131,6 +131,14 @@ def test_per_class_bars_read_well_when_a_class_collapses(low):
     assert f"{low:.1%}" in labels and "90.0%" in labels
     assert fig.axes[0].get_xlabel() == "test accuracy (recall of each class)"  # from 0: no note
     plt.close(fig)
+    # the overall line at a bar's end passes behind its number, not through it
+    fig = results.per_class_bars({"airplane": 0.789, "automobile": 0.912, "bird": 0.671}, 0.7772)
+    ax = fig.axes[0]
+    line = next(x for x in ax.lines if x.get_label().startswith("overall"))
+    for t in ax.texts:
+        assert t.get_bbox_patch() is not None and t.get_bbox_patch().get_facecolor()[3] == 1.0
+        assert t.get_zorder() > line.get_zorder()
+    plt.close(fig)
     fig = results.per_class_bars({"airplane": 0.94, "automobile": 0.981, "bird": 0.96}, 0.96)
     assert fig.axes[0].get_xlabel().endswith("; the axis starts at 84%, not 0") and problems(fig) == []
     plt.close(fig)

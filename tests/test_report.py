@@ -333,7 +333,10 @@ def test_a_time_budgeted_run_says_so_in_the_training_table(tmp_path):
     train = {"epochs": 1, "steps": 5, "batch_size": 256, "epochs_equivalent": 0.0962, "time_budget_s": 20.0}
     (tmp_path / "metrics/train.json").write_text(json.dumps(train))
     (tmp_path / "metrics/timing.json").write_text(json.dumps({"seconds": 12.15, "train_seconds": 11.09}))
-    rows = {r[0]: r[1] for r in Page(page_from(tmp_path)).tables["recipe"]}
+    html = page_from(tmp_path)
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert "1 epoch on" in text and "1 epochs" not in text  # one epoch, said as such
+    rows = {r[0]: r[1] for r in Page(html).tables["recipe"]}
     assert rows["epochs"] == (
         "1 (5 steps of 256 images: 0.10 epochs' worth, in a time budget of 20 s, the schedule sized to fit it)"
     )

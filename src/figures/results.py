@@ -81,8 +81,11 @@ def per_class_bars(per_class: dict[str, float], overall: float):
             va="center",
             fontsize=8,
             color=text_colour_on(c) if inside else "black",
+            # on its own background, so the overall line does not strike through the number
+            bbox={"boxstyle": "square,pad=0.15", "fc": c if inside else "white", "ec": "none"},
+            zorder=3,
         )
-    ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {overall:.1%}")
+    ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {overall:.1%}", zorder=2)
     ax.set_xlim(lo, 1.0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel(  # the bars start at 0; the axis may not, which lengthens their differences
