@@ -170,6 +170,13 @@ def test_gradcam_figure_says_the_maps_real_size_and_has_a_colour_bar(model):
     assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()][:2] == ["a → a\n(90%)", "b → a\n(50%)"]
     assert problems(fig) == []
+    cams[1] = 0  # ReLU can leave nothing: that map must not pass for a picture of where it looked
+    fig = inside.gradcam_figure(
+        imgs, cams, ["a", "b", "a", "a"], ["a", "a", "a", "b"], [0.9, 0.5, 0.7, 0.6], name, size
+    )
+    said = [ax for ax in fig.axes if ax.get_title() == "all 0: no part raised\nthis class's score"]
+    assert len(said) == 1 and said[0].images[-1].get_array().max() == 0
+    assert problems(fig) == []
 
 
 def test_top_patch_numbers_are_labelled(model):

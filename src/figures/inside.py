@@ -209,6 +209,8 @@ def gradcam_figure(
         axes[r, c].set_title(f"{true[k]} → {pred[k]}\n({conf[k]:.0%})", fontsize=8, color=GREEN if ok else RED)
         axes[r + 1, c].imshow(img, interpolation="nearest")
         axes[r + 1, c].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+        if cams[k].max() <= 0:  # ReLU left nothing: no part raised the class's score (not "looked nowhere")
+            axes[r + 1, c].set_title("all 0: no part raised\nthis class's score", fontsize=7.5)
     bar = fig.colorbar(
         plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6, fraction=0.03, pad=0.02
     )
@@ -217,7 +219,8 @@ def gradcam_figure(
     fig.suptitle(
         f"Grad-CAM for the predicted class: where the network looked (green: right, red: wrong; "
         f"true → predicted)\nGrad-CAM of '{layer_name}' ({h}×{w}), upsampled (bilinear) to {H}×{W}\n"
-        f"(the heatmap holds only {h * w} numbers, smoothed between them; each map is scaled to 0–1 on its own)",
+        f"(the heatmap holds only {h * w} numbers, smoothed between them; each map is scaled to 0–1 on its own;\n"
+        f"all 0 where no part of the image raised the class's score: Grad-CAM keeps only the parts that do)",
         fontsize=10,
     )
     return fig
