@@ -115,8 +115,8 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     ax.set_xlabel("training seconds (the whole loop, validation included)")
     ax.set_ylabel("test accuracy")
     ax.set_title(
-        f"Test accuracy against training time, {len(done)} runs"
-        + (f" ({len(failed)} failed, not shown)" if failed else "")
+        f"Test accuracy against training time, {len(done)} run{'s' if len(done) != 1 else ''}"
+        + (f"; {len(failed)} failed run{'s' if len(failed) != 1 else ''} left out" if failed else "")
     )
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
