@@ -148,18 +148,16 @@ def problems(fig: Figure) -> list[str]:
     return out
 
 
-# the lab report's text width on paper: A4 less the 13 mm side margins of templates/lab_report.html.j2's @page
-PRINT_WIDTH_IN = (210 - 2 * 13) / 25.4
 MIN_PRINT_PT = 6.0  # smaller than this, a printed figure's labels and cell numbers are hard to read
 
 
-def too_small_in_print(
-    fig: Figure, dpi: float = 110, width_in: float = PRINT_WIDTH_IN, min_pt: float = MIN_PRINT_PT
-) -> list[str]:
-    """Texts of `fig`, saved at `dpi`, smaller than `min_pt` on the printed report: a browser shows
-    the PNG at 96 pixels an inch, shrunk to `width_in` when wider (the report's `max-width: 100%`)."""
+def too_small_in_print(fig: Figure, dpi: float = 110, min_pt: float = MIN_PRINT_PT) -> list[str]:
+    """Texts of `fig`, saved at `dpi`, smaller than `min_pt` on the printed report (its page
+    geometry: src/lab_report/gather.py's `printed_scale`)."""
+    from src.lab_report.gather import printed_scale
+
     fig.canvas.draw()
-    scale = min(dpi / 96, width_in / fig.get_figwidth())
+    scale = printed_scale(fig.get_figwidth(), fig.get_figheight(), dpi)
     out = []
     for t in drawn_texts(fig, fig.canvas.get_renderer()):
         printed = t.get_fontsize() * scale

@@ -99,12 +99,12 @@ def per_class_bars(per_class: dict[str, float], overall: float):
 
 def confusion_figure(cm: np.ndarray, classes: list[str]):
     """Counts and row-normalised confusion matrices, class names on both axes: side by side for a
-    few classes, one above the other for more (side by side, ten classes' cell numbers would print
-    at about 3 pt on the report's A4 page)."""
+    few classes, one above the other with smaller cells for five or more (side by side, ten classes'
+    cell numbers printed at about 3 pt on the report's A4 page; stacked, above 6)."""
     k = len(classes)
-    size = max(4.2, 0.55 * k + 1.8)
-    stacked = k > 6
-    shape, figsize = ((2, 1), (size + 1, 2 * size)) if stacked else ((1, 2), (2 * size + 1, size))
+    many = k > 4
+    size = max(4.2, (0.45 if many else 0.55) * k + 1.8)
+    shape, figsize = ((2, 1), (size + 1, 2 * size)) if many else ((1, 2), (2 * size + 1, size))
     fig, axes = plt.subplots(*shape, figsize=figsize, layout="constrained")
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     for ax, m, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
@@ -116,10 +116,12 @@ def confusion_figure(cm: np.ndarray, classes: list[str]):
                 format(v, fmt),
                 ha="center",
                 va="center",
-                fontsize=7 if k > 6 else 9,
+                fontsize=8 if many else 9,
                 color=text_colour_on(im.cmap(im.norm(v))),
             )
-        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+        # steeper for many classes: at 45° neighbouring names overlap over the narrower cells
+        tilt = {"rotation": 60, "rotation_mode": "anchor"} if many else {"rotation": 45}
+        ax.set_xticks(range(k), classes, ha="right", fontsize=8, **tilt)
         ax.set_yticks(range(k), classes, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")

@@ -91,6 +91,18 @@ class Source:
         )
 
 
+# The printed page (templates/lab_report.html.j2's @page and print rules): A4 with 13 mm side
+# margins, a picture at most 245 mm tall (room for its caption). A browser shows a PNG at 96 pixels
+# an inch and shrinks a wider or taller one to fit, so no picture is sliced across two pages.
+PAGE_IN = ((210 - 2 * 13) / 25.4, 245 / 25.4)  # (width, height) a picture may take
+
+
+def printed_scale(width_in: float, height_in: float, dpi: float) -> float:
+    """Printed size / drawn size of a matplotlib figure of `width_in` × `height_in` saved at `dpi`."""
+    shown_w, shown_h = width_in * dpi / 96, height_in * dpi / 96
+    return dpi / 96 * min(1.0, PAGE_IN[0] / shown_w, PAGE_IN[1] / shown_h)
+
+
 @dataclass
 class Figures:
     """The PNGs the page can show; `get`/`glob` embed them and remember which were shown, so the
