@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,30 +75,48 @@ def _refill(path: Path, new: Path) -> None:
     point cannot be renamed). `new` is first moved into a hidden folder inside `path`: across file
     systems that is a copy, and a copy that fails (a full volume) leaves the last run's entries as
     they were. Then the old entries move aside and the new ones in, renames inside `path` that need
-    no space; if one fails, the old entries move back. Not one atomic step: a process killed during
-    those renames can leave a mix, never a half-copied file."""
-    staged = Path(tempfile.mkdtemp(dir=path, prefix=".new.", suffix=".tmp"))
-    aside = Path(tempfile.mkdtemp(dir=path, prefix=".old.", suffix=".tmp"))
+    no space; if one fails, the old entries move back (any that cannot stay in the hidden folder,
+    which the error names). Not one atomic step: a process killed during those renames can leave a
+    mix, never a half-copied file."""
+    made: list[Path] = []  # the hidden folders, removed at the end unless they hold old entries
     moved_out: list[str] = []
     moved_in: list[str] = []
     try:
+        staged = Path(tempfile.mkdtemp(dir=path, prefix=".new.", suffix=".tmp"))
+        made.append(staged)
+        aside = Path(tempfile.mkdtemp(dir=path, prefix=".old.", suffix=".tmp"))
+        made.append(aside)
         for entry in list(new.iterdir()):
             shutil.move(str(entry), staged / entry.name)
-        for entry in [e for e in path.iterdir() if e not in (staged, aside)]:
+        for entry in [e for e in path.iterdir() if e not in made]:
             os.replace(entry, aside / entry.name)
             moved_out.append(entry.name)
         for entry in sorted(staged.iterdir()):  # in name order: a failure leaves a known set to undo
             os.replace(entry, path / entry.name)
             moved_in.append(entry.name)
-    except BaseException:
-        for name in moved_in:
-            _remove(path / name)
-        for name in moved_out:
-            os.replace(aside / name, path / name)
+    except BaseException as exc:
+        if _undo(path, made[-1], moved_in, moved_out):  # some old entries are still aside: keep them
+            made.remove(aside)
+            exc.add_note(f"the last run's files that could not be put back are in {aside}")
         raise
     finally:
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _undo(path: Path, aside: Path, moved_in: list[str], moved_out: list[str]) -> list[str]:
+    """Take the new entries out of `path` and put the old ones back, each on its own (one that
+    fails does not stop the rest); the names of the old entries left in `aside`."""
+    for name in moved_in:
+        with suppress(OSError):
+            _remove(path / name)
+    stuck = []
+    for name in moved_out:
+        try:
+            os.replace(aside / name, path / name)
+        except OSError:
+            stuck.append(name)
+    return stuck
 
 
 def _remove(entry: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 
 import pytest
 import torch
@@ -104,6 +105,45 @@ def test_a_folder_that_cannot_be_moved_keeps_its_files_when_the_swap_fails(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["old.png", "old_sub"]
     assert (out / "old.png").read_bytes() == b"old" and (out / "old_sub" / "y.png").read_bytes() == b"y"
     assert [p.name for p in out.parent.iterdir()] == ["visualize"]
+
+
+def test_a_failed_swap_whose_undo_fails_too_keeps_the_old_files_aside(tmp_path, monkeypatch):
+    """If moving an old entry back fails as well, it stays in the hidden folder, which the error
+    names, and the other old entries are put back: nothing of the last run is deleted."""
+    out = tmp_path / "plots" / "visualize"
+    out.mkdir(parents=True)
+    for name in ("old1.png", "old2.png"):
+        (out / name).write_bytes(name.encode())
+
+    def refuse(src, dst):
+        return src == os.fspath(out) or dst == os.fspath(out / "b.png") or dst == os.fspath(out / "old1.png")
+
+    _refuse_rename(monkeypatch, refuse, errno.EBUSY)
+    with pytest.raises(OSError) as err, atomic_dir(out) as d:
+        for name in ("a.png", "b.png"):
+            (d / name).write_bytes(b"new")
+    aside = [p for p in out.iterdir() if p.name.startswith(".old.")]
+    assert len(aside) == 1 and [p.name for p in aside[0].iterdir()] == ["old1.png"]
+    assert err.value.__notes__ == [f"the last run's files that could not be put back are in {aside[0]}"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["old2.png"]
+
+
+def test_a_full_volume_before_the_swap_leaves_no_hidden_folder(tmp_path, monkeypatch):
+    out = tmp_path / "plots" / "visualize"
+    out.mkdir(parents=True)
+    (out / "old.png").write_bytes(b"old")
+    _refuse_rename(monkeypatch, lambda src, dst: src == os.fspath(out), errno.EBUSY)
+    mkdtemp = tempfile.mkdtemp
+
+    def second_fails(**kw):
+        if kw.get("prefix") == ".old.":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return mkdtemp(**kw)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", second_fails)
+    with pytest.raises(OSError), atomic_dir(out) as d:
+        (d / "new.png").write_bytes(b"new")
+    assert [p.name for p in out.iterdir()] == ["old.png"]
 
 
 @pytest.mark.parametrize("fails", ["old folder out", "new folder in"])
