@@ -251,13 +251,14 @@ def review(root: Path, base_rev: str, head_rev: str, out: Path) -> tuple[Path, i
     """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it:
     (the Markdown's path, how many charts it links)."""
     base, head = load_side(root, base_rev), load_side(root, head_rev)
-    try:
+    specs = plot_specs(root, base, head)
+    try:  # --out a file, a path under one, or a place such as /proc that takes no new files
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file of that name, or a place that cannot be written
+        charts = render_charts(specs, out)
+        with atomic_path(out / "review.md") as tmp:
+            tmp.write_text(markdown(base, head, charts))
+    except OSError as exc:
         raise ReviewError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    charts = render_charts(plot_specs(root, base, head), out)
-    with atomic_path(out / "review.md") as tmp:
-        tmp.write_text(markdown(base, head, charts))
     return out / "review.md", len(charts)
 
 

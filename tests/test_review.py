@@ -241,7 +241,9 @@ def test_the_marks_and_the_class_lists_follow_which_way_is_better():
 
 def test_an_out_folder_that_cannot_be_written_is_one_line(lab, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
-    for out, why in ((tmp_path / "taken", "File exists"), (tmp_path / "taken" / "sub", "Not a directory")):
+    cases = [(tmp_path / "taken", "File exists"), (tmp_path / "taken" / "sub", "Not a directory")]
+    cases += [(Path("/proc"), "No such file or directory")]  # exists, takes no new files: fails at the first chart
+    for out, why in cases:
         r = run_review(lab, "HEAD~1", "HEAD", "--out", str(out), check=False)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip().splitlines() == [f"review: error: --out {out}: cannot write there ({why})"]
