@@ -60,7 +60,8 @@ def _loads(text: str | None) -> Any:
 
 def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | None:
     """None when the run has the committed params (or there is no commit to compare with);
-    otherwise the baseline's short hash, the changed params and the metric rows."""
+    otherwise the baseline's short hash, the changed params, the metric rows and `task` (the two
+    class lists when the run told other classes apart, else None)."""
     text = git_show(root, base, "params.yaml")
     if text is None:
         return None
@@ -81,4 +82,4 @@ def other_task(params: list[dict]) -> dict | None:
     if row is None:
         return None
     names = {k: list(CIFAR10_CLASSES) if row[k] == "all" else list(row[k] or []) for k in ("before", "after")}
-    return names if names["before"] != names["after"] else None
+    return names if set(names["before"]) != set(names["after"]) else None  # the same classes reordered: one task
