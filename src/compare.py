@@ -78,7 +78,8 @@ def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
 
 def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[dict]:
     """Rows from `dvc exp show --json`: each commit, then its experiments. Of the commits after the
-    first (HEAD), only those with experiments: with --all-commits DVC lists the whole history."""
+    first (HEAD), only those with experiments: with --all-commits (or `-n N`, `--rev` in a saved
+    file) DVC lists commits that have none, the whole history with --all-commits."""
     rows = []
     head = next((c for c in exp_show if c.get("rev") != "workspace"), None)
     for commit in exp_show:

@@ -81,15 +81,6 @@ def text_colour_on(background) -> str:
     return "black" if contrast("black", background) >= contrast("white", background) else "white"
 
 
-def _text_width_in(text: str, size: float) -> float:
-    """The widest line of `text` at `size` points, in inches (matplotlib's default font)."""
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextToPath
-
-    font, measure = FontProperties(size=size), TextToPath().get_text_width_height_descent
-    return max(measure(line, font, ismath=False)[0] for line in text.split("\n")) / 72
-
-
 def panel_grid(
     panels: list[list[np.ndarray]],
     titles: list[list[str]],
@@ -113,9 +104,7 @@ def panel_grid(
     title_h = title_size * 1.6 / 72  # the title's line and its pad above the picture
     top = (suptitle.count("\n") + 1) * suptitle_size * 1.35 / 72 + 0.15  # the suptitle's lines, in inches
     pitch_x, pitch_y = cell + gap, title_h + cell + gap
-    grid_w, height = label_width + cols * pitch_x, top + rows * pitch_y
-    width = max(grid_w, _text_width_in(suptitle, suptitle_size) + 0.2)  # a few columns: the title sets it
-    left = (width - grid_w) / 2  # the grid centred under a wider title
+    width, height = label_width + cols * pitch_x, top + rows * pitch_y
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
@@ -124,12 +113,12 @@ def panel_grid(
     for r, row in enumerate(panels):
         y = top + r * pitch_y + title_h
         for q, img in enumerate(row):
-            x = left + label_width + q * pitch_x
+            x = label_width + q * pitch_x
             ax.imshow(img, cmap=cmap, interpolation="nearest", extent=(x, x + cell, y + cell, y), aspect="auto")
             ax.add_patch(plt.Rectangle((x, y), cell, cell, fill=False, lw=0.8, ec="black"))
             ax.text(x + cell / 2, y - 0.03, titles[r][q], ha="center", va="bottom", fontsize=title_size)
         ax.text(
-            left + (label_width - 0.08 if label_rotation == 0 else label_width / 2),
+            label_width - 0.08 if label_rotation == 0 else label_width / 2,
             y + cell / 2,
             row_labels[r],
             ha="right" if label_rotation == 0 else "center",

@@ -210,7 +210,7 @@ def gradcam_figure(
         axes[r + 1, c].imshow(img, interpolation="nearest")
         axes[r + 1, c].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
         if cams[k].max() <= 0:  # ReLU left nothing: no part raised the class's score (not "looked nowhere")
-            axes[r + 1, c].set_title("all 0: no part raised\nthis class's score", fontsize=7.5)
+            axes[r + 1, c].set_title("all 0: no part raised\nthis class's score", fontsize=8)
     bar = fig.colorbar(
         plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6, fraction=0.03, pad=0.02
     )

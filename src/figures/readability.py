@@ -1,8 +1,7 @@
 """What a reader sees, checked: text that overlaps other text or an image it does not belong to,
-text that spills out of its table cell or off the figure's edge, text too faint against the cell
-it sits on, and an image
-that covers part of another axes' image (an inset over a picture hides what is under it); and
-text too small once the figure is shrunk to the printed report's width.
+text that spills out of its table cell, text too faint against the cell it sits on, an image that
+covers part of another axes' image (an inset over a picture hides what is under it), and text too
+small once the figure is shrunk to the printed report's page.
 
     problems(fig) → ["'ch 3' overlaps the image of axes 'features.group1'", ...]   (empty: fine)
     too_small_in_print(fig) → ["'0.05' is 3.3 pt on the printed page, below 6 pt", ...]
@@ -124,10 +123,6 @@ def problems(fig: Figure) -> list[str]:
     out, table_texts = _table_problems(fig, renderer)
     texts = [t for t in drawn_texts(fig, renderer) if id(t) not in table_texts]
     boxes = [_shrunk(t.get_window_extent(renderer)) for t in texts]
-    canvas = fig.bbox
-    for t, box in zip(texts, boxes):
-        if box.x0 < canvas.x0 or box.y0 < canvas.y0 or box.x1 > canvas.x1 or box.y1 > canvas.y1:
-            out.append(f"{_label(t)} runs off the figure's edge")
     for i in range(len(texts)):
         for j in range(i + 1, len(texts)):
             if boxes[i].overlaps(boxes[j]):
