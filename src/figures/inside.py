@@ -58,7 +58,7 @@ def first_layer_filters(model: nn.Module, cols: int = 12):
     zoom = max(1, 24 // max(w.shape[2:]))  # whole pixels per weight: a crisp enlargement
     for k, (ax, tile) in enumerate(zip(axes, tiles_)):
         ax.imshow(tile.repeat(zoom, 0).repeat(zoom, 1), interpolation="nearest")
-        ax.set_title(f"ch {k}", fontsize=7, pad=2)
+        ax.set_title(f"ch {k}", fontsize=7.5, pad=2)
     fig.suptitle(_first_layer_title(name, w, learned), fontsize=9)
     return fig, {"layer": name, "tiles": tiles_, "out_channels": conv.out_channels, "learned": learned}
 
@@ -194,7 +194,7 @@ def gradcam_figure(
     """Pairs of (image, image + heatmap), titled true → predicted (confidence), green or red; the
     subtitle says how small the layer's map really is, the colour bar what the colours mean."""
     n = len(images_u8)
-    cols = min(6, n)
+    cols = min(4, n)  # at six a row the report's A4 page printed the titles at 5 pt
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(
         2 * rows, cols, figsize=(cols * 1.8 + 1.0, rows * 3.7 + 0.9), squeeze=False, layout="constrained"

@@ -136,7 +136,7 @@ def draw_partial_map(ax, y: np.ndarray, done: int) -> None:
     if done < y.size:
         ax.set_xlabel(
             f"hatched: not computed yet — the kernel has visited\n{done} of {y.size} positions so far (row by row)",
-            fontsize=9,
+            fontsize=9.5,
             gid="pending",
         )
 
@@ -212,7 +212,9 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     y = ops.conv2d(x, w, padding=padding)
     n, f = x.shape[0], w.shape[0]
     uses = ops.uses_per_pixel(n, f, padding, 1)
-    fig, axes = plt.subplots(1, 4, figsize=(14, 4.5), gridspec_kw={"width_ratios": [5, 3, 3, 3]}, layout="constrained")
+    # two rows of two: in one row (14 in) the report's A4 page printed the cell numbers at 5 pt
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 8.4), gridspec_kw={"width_ratios": [5, 3]}, layout="constrained")
+    axes = axes.ravel()  # input, kernel / output, outputs fed
     mask = np.ones_like(xp, dtype=bool)
     mask[padding:-padding, padding:-padding] = False
     draw_matrix(axes[0], xp, f"input {n}×{n} padded with zeros (grey)\nto {xp.shape[0]}×{xp.shape[1]}", grey=mask)
@@ -223,15 +225,15 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
     draw_matrix(axes[3], uses, f"outputs each input pixel\nfeeds (of {y.size})", cmap="Greens", span=(0, y.size))
     fig.supxlabel(
         f"padding P = {padding}:  N' = (N − F + 2P)/S + 1 = ({n} − {f} + {2 * padding})/1 + 1 = "
-        f"{ops.output_size(n, f, padding, 1)}. The outlined receptive field of output [0, 0] covers "
-        f"{int(mask[:f, :f].sum())} zeros: "
+        f"{ops.output_size(n, f, padding, 1)}.\nThe outlined receptive field of output [0, 0] covers "
+        f"{int(mask[:f, :f].sum())} zeros:\n"
         f"a corner pixel feeds {uses[0, 0]:.0f} outputs, the centre {uses[n // 2, n // 2]:.0f}.",
         x=0.02,
         ha="left",
         fontsize=9.5,
     )
     fig.suptitle(
-        f"Padding keeps the size, but border pixels still feed fewer outputs "
+        f"Padding keeps the size, but border pixels still feed fewer outputs\n"
         f"(corner {uses[0, 0]:.0f}, centre {uses[n // 2, n // 2]:.0f} of {y.size})",
         fontsize=11,
     )
@@ -242,8 +244,10 @@ def padding_figure(x: np.ndarray, w: np.ndarray, padding: int = 1):
 
 
 def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray):
-    fig = plt.figure(figsize=(12, 7.2))
-    gs = fig.add_gridspec(2, 4, height_ratios=[1, 1])
+    # three rows on a page-wide canvas: in two rows 12 in wide the report's A4 page printed the
+    # cell numbers at 5 pt
+    fig = plt.figure(figsize=(7.6, 7.4))
+    gs = fig.add_gridspec(3, 3, height_ratios=[1, 0.3, 1.1])
     ax = [fig.add_subplot(gs[0, k]) for k in range(3)]
     span = (fmap.min(), fmap.max())
     draw_matrix(ax[0], fmap, "feature map 4×4", cmap="viridis", span=span)
@@ -253,39 +257,39 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
         ax[1], ops.max_pool2d(fmap, 2), "max_pool2d(k=2)\nthe largest of each window", cmap="viridis", span=span
     )
     draw_matrix(ax[2], ops.avg_pool2d(fmap, 2), "avg_pool2d(k=2)\nthe mean of each window", cmap="viridis", span=span)
-    note = fig.add_subplot(gs[0, 3])
+    note = fig.add_subplot(gs[1, :])
     note.axis("off")
     note.text(
         0,
         0.5,
-        "2×2 windows, stride 2:\neach colour is one window.\n\nMax pooling keeps the strongest\n"
-        "response (is the feature there?);\naverage pooling keeps the mean\n(how much of it?).\n\n"
-        "Output: (4 − 2)/2 + 1 = 2 per side.",
+        "2×2 windows, stride 2: each colour is one window. Output: (4 − 2)/2 + 1 = 2 per side.\n"
+        "Max pooling keeps the strongest response (is the feature there?);\n"
+        "average pooling keeps the mean (how much of it?).",
         fontsize=9.5,
         va="center",
     )
     for a_ in ax[1:3]:
         for k, (a, c) in enumerate(np.ndindex(2, 2)):
             outline(a_, a, c, 1, 1, COLOURS[k])
-    # global average pooling: C maps → C numbers
-    sub = gs[1, 0:2].subgridspec(1, stack.shape[0] + 1, wspace=0.3)
-    for c in range(stack.shape[0]):
-        a_ = fig.add_subplot(sub[0, c])
+    # global average pooling: C maps → C numbers; then flattening, on the same row after a gap
+    n_big, n_small = stack.shape[0], small_stack.shape[0]
+    row = gs[2, :].subgridspec(
+        1, n_big + n_small + 3, wspace=0.35, width_ratios=[1] * n_big + [0.6, 0.3] + [1] * n_small + [0.6]
+    )
+    for c in range(n_big):
+        a_ = fig.add_subplot(row[0, c])
         draw_matrix(a_, stack[c], f"map {c}", cmap="viridis", fontsize=8, span=(stack.min(), stack.max()))
     gap = ops.global_avg_pool(stack)
-    a_ = fig.add_subplot(sub[0, -1])
+    a_ = fig.add_subplot(row[0, n_big])
     draw_matrix(
         a_, gap[:, None], "global avg pool\n(one mean per map)", cmap="viridis", span=(stack.min(), stack.max())
     )
-    sub2 = gs[1, 2:4].subgridspec(
-        1, small_stack.shape[0] + 1, wspace=0.3, width_ratios=[1] * small_stack.shape[0] + [0.6]
-    )
-    for c in range(small_stack.shape[0]):
-        a_ = fig.add_subplot(sub2[0, c])
+    for c in range(n_small):
+        a_ = fig.add_subplot(row[0, n_big + 2 + c])
         draw_matrix(
             a_, small_stack[c], f"map {'ABCDEFGH'[c]}", cmap="viridis", span=(small_stack.min(), small_stack.max())
         )
-    a_ = fig.add_subplot(sub2[0, -1])
+    a_ = fig.add_subplot(row[0, -1])
     draw_matrix(
         a_,
         ops.flatten(small_stack)[:, None],
@@ -293,7 +297,7 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
         cmap="viridis",
         span=(small_stack.min(), small_stack.max()),
     )
-    fig.suptitle("Pooling shrinks maps; global average pooling and flattening turn maps into a vector", fontsize=11)
+    fig.suptitle("Pooling shrinks maps;\nglobal average pooling and flattening turn maps into a vector", fontsize=11)
     return fig
 
 
@@ -301,8 +305,16 @@ def pooling_figure(fmap: np.ndarray, stack: np.ndarray, small_stack: np.ndarray)
 
 
 def network_figure(tables: dict[str, list[dict]]):
-    n_rows = max(len(t) for t in tables.values())
-    fig, axes = plt.subplots(1, len(tables), figsize=(7.2 * len(tables), 0.205 * n_rows + 1.0))
+    # one above the other, each axes as tall as its table: side by side (14.4 in) the report's A4
+    # page printed the tables at 4 pt
+    heights = [len(t) + 2 for t in tables.values()]  # the rows, the header and the total
+    fig, axes = plt.subplots(
+        len(tables),
+        1,
+        figsize=(7.2, 0.2 * sum(heights) + 0.45 * len(tables) + 0.5),
+        gridspec_kw={"height_ratios": heights},
+        layout="constrained",
+    )
     axes = np.atleast_1d(axes)
     for ax, (name, rows) in zip(axes, tables.items()):
         ax.axis("off")
@@ -320,14 +332,13 @@ def network_figure(tables: dict[str, list[dict]]):
         t = ax.table(
             cellText=cells,
             colLabels=["layer", "type", "by formula", "PyTorch", "params"],
-            loc="upper center",
+            bbox=(0, 0, 1, 1),  # the table fills its axes, so no title runs into the table above
             cellLoc="left",
             colLoc="left",
             colWidths=[0.21, 0.24, 0.18, 0.18, 0.19],
         )
         t.auto_set_font_size(False)
         t.set_fontsize(8)
-        t.scale(1, 1.15)
         for (r, c), cell in t.get_celld().items():
             if r == 0 or r == len(cells):
                 cell.set_text_props(weight="bold")
@@ -335,7 +346,7 @@ def network_figure(tables: dict[str, list[dict]]):
                 cell.set_facecolor("#fdd")
         ax.set_title(name, fontsize=10)
     fig.suptitle(
-        "Each layer's output shape: the formula next to PyTorch, and its parameters "
+        "Each layer's output shape: the formula next to PyTorch, and its parameters\n"
         "(the head's size depends on the number of classes)",
         fontsize=11,
     )
@@ -349,13 +360,10 @@ def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[s
     """Hand-made kernels on a real image: convolution, ReLU, max pooling, step by step."""
     # the colour original gets its own, narrower panel: an inset would hide a corner of the grey
     # input, and with it whatever edge the kernels find there
-    fig, axes = plt.subplots(
-        len(kernels),
-        6,
-        figsize=(14.5, 2.9 * len(kernels)),
-        gridspec_kw={"width_ratios": [0.7, 1, 1, 1, 1, 1]},
-        squeeze=False,
-    )
+    # each kernel on two rows of three: in one row of six (14.5 in) the report's A4 page printed
+    # the titles at 4.5 pt
+    fig, grid_axes = plt.subplots(2 * len(kernels), 3, figsize=(7.6, 2 * 2.55 * len(kernels)), squeeze=False)
+    axes = grid_axes.reshape(len(kernels), 6)  # per kernel: original, grey, kernel / conv, ReLU, pool
     for r, (name, k) in enumerate(kernels.items()):
         conv = ops.conv2d(gray, k)  # no padding: zero borders would look like edges
         act = ops.relu(conv)
@@ -377,7 +385,7 @@ def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[s
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(
-        "Edge detectors on a CIFAR-10 image: convolution finds edges, ReLU keeps one sign, pooling halves the size",
+        "Edge detectors on a CIFAR-10 image:\nconvolution finds edges, ReLU keeps one sign, pooling halves the size",
         fontsize=11,
     )
     fig.tight_layout()

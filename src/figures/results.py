@@ -48,12 +48,13 @@ def prediction_grid(
 ):
     """Images titled 'true → predicted (confidence)', green when right, red when wrong."""
     n = len(images)
-    fig, axes = grid(n, cols=min(8, n), cell=1.55, title_space=0.7)
+    # six a row: at eight the figure was so wide that the report's A4 page printed its titles at 4 pt
+    fig, axes = grid(n, cols=min(6, n), cell=1.55, title_space=0.7)
     for k, ax in enumerate(axes):
         ok = true[k] == pred[k]
         ax.imshow(to_hwc(images[k]), interpolation="nearest")
         ax.set_title(
-            f"{classes[true[k]]} → {classes[pred[k]]}\n({conf[k]:.0%})", fontsize=7.5, color=GREEN if ok else RED
+            f"{classes[true[k]]} → {classes[pred[k]]}\n({conf[k]:.0%})", fontsize=8, color=GREEN if ok else RED
         )
         for s in ax.spines.values():
             s.set_edgecolor(GREEN if ok else RED)
@@ -133,7 +134,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str]):
 def augmentation_figure(original, augmented, description: str):
     """One training image and augmented versions of it from the configured transform."""
     n = len(augmented) + 1
-    fig, axes = grid(n, cols=n, cell=1.5, title_space=0.8)
+    fig, axes = grid(n, cols=min(n, 5), cell=1.5, title_space=0.8)  # one row of nine printed at 4 pt
     axes[0].imshow(to_hwc(original), interpolation="nearest")
     axes[0].set_title("original", fontsize=8)
     for k, img in enumerate(augmented):
