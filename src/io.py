@@ -95,7 +95,7 @@ def _refill(path: Path, new: Path) -> None:
             os.replace(entry, path / entry.name)
             moved_in.append(entry.name)
     except BaseException as exc:
-        if _undo(path, made[-1], moved_in, moved_out):  # some old entries are still aside: keep them
+        if (moved_out or moved_in) and _undo(path, aside, moved_in, moved_out):  # old entries still aside: keep them
             made.remove(aside)
             exc.add_note(f"the last run's files that could not be put back are in {aside}")
         raise

@@ -128,20 +128,22 @@ def test_a_failed_swap_whose_undo_fails_too_keeps_the_old_files_aside(tmp_path, 
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["old2.png"]
 
 
-def test_a_full_volume_before_the_swap_leaves_no_hidden_folder(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fails", [".new.", ".old."])
+def test_a_full_volume_before_the_swap_leaves_no_hidden_folder(tmp_path, monkeypatch, fails):
+    """Either hidden folder failing to be made (a full volume) raises that error, not another."""
     out = tmp_path / "plots" / "visualize"
     out.mkdir(parents=True)
     (out / "old.png").write_bytes(b"old")
     _refuse_rename(monkeypatch, lambda src, dst: src == os.fspath(out), errno.EBUSY)
     mkdtemp = tempfile.mkdtemp
 
-    def second_fails(**kw):
-        if kw.get("prefix") == ".old.":
+    def full(**kw):
+        if kw.get("prefix") == fails:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return mkdtemp(**kw)
 
-    monkeypatch.setattr(tempfile, "mkdtemp", second_fails)
-    with pytest.raises(OSError), atomic_dir(out) as d:
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with pytest.raises(OSError, match="No space left"), atomic_dir(out) as d:
         (d / "new.png").write_bytes(b"new")
     assert [p.name for p in out.iterdir()] == ["old.png"]
 
