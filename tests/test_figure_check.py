@@ -161,23 +161,27 @@ def stage_workspace(repo, tmp_path, monkeypatch):
 def test_every_figure_the_stages_write_reads_well(stage_workspace, monkeypatch):
     """No overlaps or faint numbers in any figure, and nothing below 6 pt in the ones the report
     shows (by name, from its template) once printed on its A4 page."""
+    import fnmatch
     import re
 
-    from stages import stats, theory, visualize
+    from stages import report, stats, theory, visualize
 
     template = (REPO / "templates/lab_report.html.j2").read_text()
-    in_report = {Path(p).name for p in re.findall(r'fig\.get\("([^"]+)"', template)}
-    assert {"6_network.png", "gradcam.png", "sample_predictions.png"} <= in_report
+    in_report = {Path(p).name for p in re.findall(r'fig\.(?:get|glob)\("([^"]+)"', template)}
+    assert {"6_network.png", "gradcam.png", "feature_maps_*.png", "11_mixup.png"} <= in_report
     seen: dict[str, list[str]] = {}
 
     def check_then_save(fig, path, dpi=110):
         fig.set_dpi(dpi)
-        seen[str(path)] = problems(fig) + (too_small_in_print(fig, dpi) if Path(path).name in in_report else [])
+        shown = any(fnmatch.fnmatch(Path(path).name, name) for name in in_report)
+        seen[str(path)] = problems(fig) + (too_small_in_print(fig, dpi) if shown else [])
         plt.close(fig)
 
     p = load_params("params.yaml")
     for stage in (stats, visualize, theory):
         monkeypatch.setattr(stage, "save_figure", check_then_save)
         stage.main(p)
-    assert len(seen) >= 2 + 11 + 7  # stats, visualize (no mistakes figure when all are right), theory
+    monkeypatch.setattr(report, "save_figure", check_then_save)
+    report.additions(p)  # the report's own figures (its page and PDF are tested in tests/test_report.py)
+    assert len(seen) >= 2 + 11 + 7 + 4  # stats, visualize (no mistakes figure when all are right), theory, report
     assert {path: found for path, found in seen.items() if found} == {}

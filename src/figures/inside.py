@@ -132,8 +132,9 @@ def feature_maps_figure(image_u8: torch.Tensor, acts: dict[str, torch.Tensor], n
         labels,
         title + "\nrows: deeper layers; columns: the channels with the largest mean activation"
         "\neach map coloured from its own lowest value (dark) to its highest (yellow): compare shapes, not colours",
-        cell=0.95,
-        gap=0.17,
+        cell=0.7,  # the maps show as large on screen (the page caps the width) and print at 6 pt, not 4.6
+        gap=0.12,
+        title_size=7.5,
         label_width=1.0,
         label_rotation=0,
         suptitle_size=10,
