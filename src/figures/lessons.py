@@ -358,8 +358,8 @@ def network_figure(tables: dict[str, list[dict]]):
 
 def real_filters_figure(image_hwc: np.ndarray, gray: np.ndarray, kernels: dict[str, np.ndarray]):
     """Hand-made kernels on a real image: convolution, ReLU, max pooling, step by step."""
-    # the colour original gets its own, narrower panel: an inset would hide a corner of the grey
-    # input, and with it whatever edge the kernels find there
+    # the colour original gets its own panel: an inset would hide a corner of the grey input, and
+    # with it whatever edge the kernels find there
     # each kernel on two rows of three: in one row of six (14.5 in) the report's A4 page printed
     # the titles at 4.5 pt
     fig, grid_axes = plt.subplots(2 * len(kernels), 3, figsize=(7.6, 2 * 2.55 * len(kernels)), squeeze=False)
