@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from src.models import model_section
-from src.params import ParamsError, check_runtime, load_params, parse_params
+from src.params import ParamsError, check_runtime, flatten, load_params, parse_params
 from tests.conftest import REPO
 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -322,16 +322,6 @@ def test_on_off_switches_survive_yaml_booleans(key, value, expect):
     assert getattr(parse_params(with_change(f"train.{key}", value)).train, key) == expect
 
 
-def _list_keys(d: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _list_keys(v, f"{prefix}{k}.")
-        elif isinstance(v, list):
-            out.append(f"{prefix}{k}")
-    return out
-
-
 def test_dvc_can_set_every_list_param_to_an_empty_list(tmp_path):
     """`dvc exp run -S 'data.classes=[]'` must reach the check stage's one line: DVC's own writer
     corrupted params.yaml (a YAML scanner error, exit 255) when a block list's key carried its
@@ -340,7 +330,7 @@ def test_dvc_can_set_every_list_param_to_an_empty_list(tmp_path):
     from dvc.utils.hydra import apply_overrides
 
     text = (REPO / "params.yaml").read_text()
-    keys = _list_keys(yaml.safe_load(text))
+    keys = [k for k, v in flatten(yaml.safe_load(text)).items() if isinstance(v, list)]
     assert {"data.classes", "model.fast_cnn.widths", "model.seed_cnn.kernels"} <= set(keys)
 
     def comments(t: str) -> list[str]:

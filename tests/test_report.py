@@ -298,11 +298,8 @@ def test_an_experiment_on_other_classes_says_it_compares_two_tasks(tmp_path):
     now = {**params, "data": {**params["data"], "classes": "all"}}
     ten = dict.fromkeys(CIFAR10_CLASSES, 0.78)
     (tmp_path / "metrics/eval.json").write_text(json.dumps({"test_acc": 0.78, "per_class_acc": ten}))
-    source = Source("report/numbers.json", None, "made by the report stage")
-    ctx = render.context(tmp_path, source, "report/figures", now)
-    ctx["recipe"] = load_params(REPO / "params.yaml").model_dump()
-    html = render.render(REPO / "templates/lab_report.html.j2", ctx)
-    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    html = page_from(tmp_path, now)
+    text = visible_text(html)
     assert (
         "A different task: the committed run told 3 classes apart (airplane, automobile, bird), this run 10 "
         "(airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck). Guessing alone scores 33 % there "
@@ -318,15 +315,22 @@ def test_an_experiment_on_other_classes_says_it_compares_two_tasks(tmp_path):
     assert other_task(reordered) is None  # the same two classes in another order: the same task
 
 
-def page_from(root: Path) -> str:
+def page_from(root: Path, params: dict | None = None) -> str:
+    """The report page from the files under `root`, the workspace's params being `params` (default:
+    the committed params.yaml)."""
     ctx = render.context(
         root,
         Source("report/numbers.json", None, "made by the report stage"),
         "report/figures",
-        yaml.safe_load((REPO / "params.yaml").read_text()),
+        params if params is not None else yaml.safe_load((REPO / "params.yaml").read_text()),
     )
     ctx["recipe"] = load_params(REPO / "params.yaml").model_dump()
     return render.render(REPO / "templates/lab_report.html.j2", ctx)
+
+
+def visible_text(html: str) -> str:
+    """The page's text as a reader sees it: tags dropped, whitespace runs made one space."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
 def test_a_time_budgeted_run_says_so_in_the_training_table(tmp_path):
@@ -338,7 +342,7 @@ def test_a_time_budgeted_run_says_so_in_the_training_table(tmp_path):
     (tmp_path / "metrics/train.json").write_text(json.dumps(train))
     (tmp_path / "metrics/timing.json").write_text(json.dumps({"seconds": 12.15, "train_seconds": 11.09}))
     html = page_from(tmp_path)
-    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    text = visible_text(html)
     assert "1 epoch on" in text and "1 epochs" not in text  # one epoch, said as such
     rows = {r[0]: r[1] for r in Page(html).tables["recipe"]}
     assert rows["epochs"] == (
