@@ -23,6 +23,7 @@ import math
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,7 @@ def terminal_view(rows: list[dict], width: int = 120) -> str:
     out += [line([c["cells"][i] for c in shown]) for i in range(len(rows))]
     if dropped:
         note = f"(also changed, not shown: {', '.join(c['head'] for c in dropped)}; all columns in compare.md)"
-        out.append(shorten(note, width))
+        out += textwrap.wrap(note, width)  # a sentence, not a list: wrapped, not cut
     return "\n".join(out) + "\n"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -140,12 +141,14 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
     over = {k: {kk: vv for kk, vv in v.items() if kk in COMMITTED[k]} for k, v in over.items()}
     path = tmp_path / "show.json"
     path.write_text(json.dumps(exp_show([("wide-grid", over, 0.91, 50.0)])))
-    for width in (120, 80):
+    for width in (120, 80, 40, 20):
         lines = _printed(capsys, "--json", str(path), "--terminal", "--width", str(width))
         assert max(map(len, lines)) <= width, "\n".join(lines)
         assert "test_acc" in lines[0] and "0.9100" in lines[2 + 1]
-        assert "epochs" in lines[0] or "epochs" in lines[-1]  # shown, or named as left out
-    assert lines[-1].startswith("(also changed, not shown:")
+        note = " ".join(lines[4:])  # under the header, the rule and the two rows: wrapped, not cut
+        words = set(re.split(r"[\s,;:()]+", f"{lines[0]} {note}"))
+        assert {"epochs", "lr", "cutout", "weight_decay"} <= words, note  # each shown, or named as left out
+    assert note.startswith("(also changed, not shown:") and note.endswith("all columns in compare.md)")
 
 
 def test_the_report_prints_the_fitted_table_and_writes_its_files(saved, tmp_path, capsys):
