@@ -202,6 +202,21 @@ def test_time_budget_resizes_after_a_slow_first_measure(monkeypatch):
     assert 9.0 <= clock[0] <= 10.0, clock[0]  # sized once from the slow step, it would end at 3.0 s
 
 
+def test_a_short_budget_on_a_busy_machine_is_resized_before_its_eighth_step(monkeypatch):
+    """20 s at 2.4 s a step (a busy laptop): the run has fewer steps than the speed measure waits
+    for, so the re-sizing every tenth of the budget must not wait for them either. Sized once from
+    its slow first measured step, the run stopped at 13.6 s (5 steps)."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    budget, state = TimeBudget(20.0, steps_per_epoch=1000, val_cost_in_steps=0), RunState()
+    durations = iter([2.4, 2.4, 4.0] + [2.4] * 100)  # two warm-up steps, one slow step, then the real speed
+    while state.total_steps is None or state.step < state.total_steps:
+        clock[0] += next(durations)
+        state.step += 1
+        budget.after_step(state, clock[0])
+    assert 20.0 - 2.4 <= clock[0] <= 20.0 + 2.4, (clock[0], state.step)
+
+
 def test_time_budget_follows_the_faster_steps_after_a_freeze(monkeypatch):
     """train.freeze_at=[0.75, 0.9] makes the later steps 1.47x and 2.18x as fast (fast_cnn, AVX2): the
     budget re-sizes from the speed since each freeze, so the run ends at its 500 s. Sized at the epoch
