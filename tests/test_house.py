@@ -4,6 +4,7 @@ short, classes stay small, first-party modules have no import cycles, every stag
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def _direct_imports(path: Path) -> set[Path]:
                 for a in node.names
             ]
         for n in names:
-            f = module_file(REPO, n) if n.split(".")[0] in ("src", "stages") else None
+            f = module_file(REPO, n) if n.split(".")[0] in ("src", "stages", "benchmarks") else None
             if f is not None and f != path:
                 out.add(f)
     return out
@@ -148,6 +149,22 @@ def test_the_reading_guide_names_every_module():
         if p.stat().st_size and p.parent.name != "stages" and f"`{p.relative_to(REPO)}`" not in guide
     ]
     assert not missing, f"docs/code.md does not describe: {missing}"
+
+
+def test_the_reading_guide_lists_what_each_module_imports():
+    """The guide's imports column is how a reader finds a module's neighbours: it must name exactly
+    the project modules the file imports (anywhere in it, types-only imports included)."""
+    guide = (REPO / "docs/code.md").read_text()
+    rows = re.findall(r"^\| `((?:src|benchmarks)/[\w/]+\.py)`.*\| ([^|\n]*) \|$", guide, re.M)
+    assert len(rows) > 40, len(rows)
+    wrong = {}
+    for path, cell in rows:
+        named = set(re.findall(r"`([\w.]+)`", cell))
+        files = _direct_imports(REPO / path)
+        actual = {".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for f in files}
+        if named != actual:
+            wrong[path] = {"not named": sorted(actual - named), "not imported": sorted(named - actual)}
+    assert not wrong, wrong
 
 
 def test_no_two_modules_share_a_name():
