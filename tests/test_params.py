@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -339,9 +340,44 @@ def test_dvc_can_set_every_list_param_to_an_empty_list(tmp_path):
     for key in keys:
         path = tmp_path / "params.yaml"
         path.write_text(text)
-        apply_overrides(path, [f"{key}=[]"])
-        after = yaml.safe_load(path.read_text())
-        for part in key.split("."):
-            after = after[part]
-        assert after == [], key
-        assert comments(path.read_text()) == comments(text), key  # every comment kept
+        # and back from a list an experiment set: an empty list starts as `[]`, and its comment
+        # on the key's line broke the file only on the way back
+        for value in ("[]", "[1,2]", "[]"):
+            apply_overrides(path, [f"{key}={value}"])
+            after = yaml.safe_load(path.read_text())
+            for part in key.split("."):
+                after = after[part]
+            assert after == yaml.safe_load(value), (key, value)
+            assert comments(path.read_text()) == comments(text), (key, value)  # every comment kept
+
+
+def _commented_keys(text: str) -> set[str]:
+    """Dotted keys of params.yaml with a comment on their line, or named in a comment above them
+    in their section (`# widths, kernels: ...` covers both)."""
+    found, stack, named = set(), [], {}
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            names = line.strip()[1:].split(":")[0]
+            depth = (len(line) - len(line.lstrip())) // 2
+            named.setdefault(depth, set()).update(n.strip() for n in names.split(","))
+            continue
+        m = re.match(r"^( *)(\w+):(.*)$", line)
+        if not m:
+            continue
+        depth = len(m.group(1)) // 2
+        stack = stack[:depth] + [m.group(2)]
+        named = {d: n for d, n in named.items() if d <= depth}  # a comment above belongs to its own section
+        if "#" in m.group(3) or m.group(2) in named.get(depth, ()):
+            found.add(".".join(stack))
+    return found
+
+
+def test_every_param_is_commented():
+    """A student changes what they understand: every value says what it does (a gpu override
+    shares the comment of the value it replaces)."""
+    text = (REPO / "params.yaml").read_text()
+    commented = _commented_keys(text)
+    missing = [
+        k for k in flatten(yaml.safe_load(text)) if k not in commented and k.removeprefix("gpu.") not in commented
+    ]
+    assert not missing, missing
