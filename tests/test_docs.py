@@ -5,6 +5,7 @@ rows have as many cells as their header, and links and images that lead to files
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,23 @@ def test_the_notebook_recipe_command_keeps_its_values_on_a_gpu():
     p, recipe = parse_params(raw).recipe_for("cuda")
     assert recipe == "default"
     assert (p.model.name, p.train.optimizer, p.train.epochs, p.train.batch_size) == ("seed_cnn", "adamw", 150, 128)
+
+
+# the docs' copies of a committed stage figure: shown as what `dvc repro` draws, so they must be it
+FIGURE_COPIES = {
+    "docs/confusion_matrix.png": "plots/visualize/confusion_matrix.png",
+    "docs/gradcam.png": "plots/visualize/gradcam.png",
+    "docs/training_curves.png": "plots/visualize/training_curves.png",
+    "docs/feature_maps.png": "plots/visualize/feature_maps_airplane_1.png",
+    "docs/convolution.png": "plots/theory/2_convolution.png",
+}
+
+
+@pytest.mark.parametrize("copy", sorted(FIGURE_COPIES))
+def test_the_docs_show_the_figures_the_pipeline_draws_now(copy):
+    """A figure redrawn by a code change must be copied to the docs too (`cp <plot> <copy>` after
+    `dvc repro`), or the docs describe one picture and show an older one. The committed plot counts
+    as well as the workspace's: an experiment's own figures do not fail the suite."""
+    plot = FIGURE_COPIES[copy]
+    committed = subprocess.run(["git", "show", f"HEAD:{plot}"], cwd=REPO, capture_output=True, check=True).stdout
+    assert (REPO / copy).read_bytes() in ((REPO / plot).read_bytes(), committed), f"cp {plot} {copy}"
