@@ -79,6 +79,22 @@ def test_the_committed_gpu_recipe_applies_on_cuda_only():
     assert g.data == p.data and g.evaluate == p.evaluate and g.train.label_smoothing == p.train.label_smoothing
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_the_gpu_recipe_trains_in_fp32_on_a_gpu_without_native_bf16(native, monkeypatch):
+    """Colab's free T4 (compute capability 7.5) only emulates bf16: eager bf16 crawls there and
+    torch.compile skips bf16 graphs, so the recipe's bf16 weights become fp32 (and autocast stays off)."""
+    import src.training.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cuda_has_native_bf16", lambda: native)
+    g, _ = params_with().recipe_for("cuda")
+    rt = runtime.setup_runtime(g.train, torch.device("cuda"))
+    assert (rt.half, rt.amp, rt.precision) == (
+        (torch.bfloat16, False, "bf16 weights") if native else (None, False, "fp32")
+    )
+    # the default recipe's autocast follows the same rule on CUDA
+    assert runtime.setup_runtime(params_with().train, torch.device("cuda")).amp is native
+
+
 def test_gpu_use_always_and_never():
     assert params_with({"gpu": {"use": "always"}}).recipe_for("cpu")[1] == "gpu"
     assert params_with({"gpu": {"use": "never"}}).recipe_for("cuda")[1] == "default"
@@ -250,14 +266,17 @@ def test_our_muon_in_bf16_is_torchs_muon_to_the_bit_and_in_fp32_within_bf16_roun
         torch.testing.assert_close(a, b, rtol=0, atol=5e-3)  # ... the same update up to bf16's rounding
 
 
-def test_the_orthogonalisation_runs_in_fp32_on_a_cpu_without_native_bf16(monkeypatch):
-    import src.training.optim as optim
+def test_the_orthogonalisation_runs_in_fp32_where_bf16_is_not_native(monkeypatch):
+    import src.training.runtime as runtime
 
-    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert muon_dtype(torch.device("cpu")) == torch.float32
-    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert muon_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(runtime, "cuda_has_native_bf16", lambda: True)  # an A100, an H100
     assert muon_dtype(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(runtime, "cuda_has_native_bf16", lambda: False)  # a T4, a V100
+    assert muon_dtype(torch.device("cuda")) == torch.float32
     g = torch.randn(96, 864)
     assert newton_schulz(g, torch.float32).dtype == torch.float32
     s = torch.linalg.svdvals(newton_schulz(g, torch.float32).double())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from src.training.runtime import cpu_has_native_bf16
+from src.training.runtime import has_native_bf16
 
 if TYPE_CHECKING:
     from src.params import TrainParams
@@ -122,7 +122,7 @@ def newton_schulz(g: torch.Tensor, dtype: torch.dtype, steps: int = 5, eps: floa
 
 class Muon(torch.optim.Optimizer):
     """torch.optim.Muon's update (Nesterov momentum, orthogonalised, lr × sqrt(max(1, rows/cols)))
-    with the orthogonalisation in bf16 where it is native (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
+    with the orthogonalisation in bf16 where it is native (Ampere or newer GPUs, AVX512-BF16/AMX CPUs), else fp32."""
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool, ns_dtype: torch.dtype):
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
@@ -144,8 +144,7 @@ class Muon(torch.optim.Optimizer):
 
 def muon_dtype(device: torch.device) -> torch.dtype:
     """bf16 for the orthogonalisation where the hardware runs it natively, fp32 elsewhere."""
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    return torch.bfloat16 if native else torch.float32
+    return torch.bfloat16 if has_native_bf16(device) else torch.float32
 
 
 class MuonSGD(torch.optim.Optimizer):

@@ -40,6 +40,9 @@ class Runtime:
         where = str(self.device)
         if self.device.type == "cpu":
             where += f" ({self.cpu_capability}{', native bf16' if cpu_has_native_bf16() else ', no native bf16'})"
+        elif self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+            where += f" ({name}{'' if cuda_has_native_bf16() else ', no native bf16'})"
         return (
             f"{where}, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
             f"{' autocast' if self.amp else ''}, {'channels_last' if self.channels_last else 'NCHW'}"
@@ -110,6 +113,19 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def cuda_has_native_bf16() -> bool:
+    """True on Ampere (compute capability 8.0) or newer. Older GPUs (Colab's free T4 is 7.5) only
+    emulate bf16: slow in eager mode, and torch.compile skips bf16 graphs there with a warning."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """bf16 runs in hardware on `device`: an Ampere-or-newer GPU, or a CPU PyTorch runs bf16 on natively."""
+    if device.type == "cuda":
+        return cuda_has_native_bf16()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
 def uses_channels_last(setting: str, device: torch.device) -> bool:
     """train.channels_last resolved for `device`: auto is on for the CPU and CUDA (faster there), off on MPS."""
     return setting == "on" or (setting == "auto" and device.type in ("cpu", "cuda"))
@@ -167,11 +183,12 @@ def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp = tc.amp == "bf16" or (
-        tc.amp == "auto" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
-    )
+    native_bf16 = has_native_bf16(device)
+    amp = tc.amp == "bf16" or (tc.amp == "auto" and native_bf16)
     channels_last = uses_channels_last(tc.channels_last, device)
     half = HALF[tc.half]
+    if half is torch.bfloat16 and device.type == "cuda" and not native_bf16:
+        half = None  # the GPU recipe on a pre-Ampere GPU (Colab's T4): fp32, compiled, not emulated bf16
     return Runtime(
         device=device,
         threads=torch.get_num_threads(),
