@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--steps", type=whole_number(1), default=8)
     ap.add_argument("--repeats", type=whole_number(1), default=3)
-    ap.add_argument("--profile-rows", type=int, default=15)
+    ap.add_argument("--profile-rows", type=whole_number(0), default=15, help="the profiler table's rows (0: none)")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     base = load_params("params.yaml")
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) < len(names) or not all(names):
         raise ParamsError(f"--variant names {names}: each variant needs a name of its own (NAME=KEY=VALUE ...)")
     speeds = step_speeds(
-        [apply_sets(base, shlex.split(sets)) for _, sets in specs],
+        [apply_sets(base, shlex.split(sets), flag=f"--variant {name}") for name, sets in specs],
         args.steps,
         args.repeats,
         profile_rows=args.profile_rows,

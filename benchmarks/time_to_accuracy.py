@@ -155,15 +155,15 @@ def run_recipe(
 OWNED = {"train.time_budget_s": "--budget", "train.epochs": "--epochs", "train.seed": "--seeds"}
 
 
-def apply_sets(p: Params, sets: list[str], owned: dict[str, str] | None = None) -> Params:
+def apply_sets(p: Params, sets: list[str], owned: dict[str, str] | None = None, flag: str = "--set") -> Params:
     """`p` with KEY=VALUE overrides (YAML values, dotted keys), as `dvc exp run -S` takes them;
-    `owned` keys (→ the option that sets them) are refused."""
+    `owned` keys (→ the option that sets them) are refused; errors name the option, `flag`."""
     for item in sets:  # e.g. model.fast_cnn.widths=[48,96,192]
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.02")
+            raise ParamsError(f"{flag} {item!r}: expected KEY=VALUE, e.g. train.lr=0.02")
         if key in (owned or {}):
-            raise ParamsError(f"--set {key}: set by the benchmark itself; use {owned[key]}")
+            raise ParamsError(f"{flag} {key}: set by the benchmark itself; use {owned[key]}")
         over: dict = {}
         node = over
         *parents, last = key.split(".")
@@ -186,6 +186,7 @@ def check_args(args: argparse.Namespace, seeds: list[int]) -> None:
     problems = [
         (args.runs < 1, f"--runs {args.runs}: at least 1"),
         (args.budget <= 0, f"--budget {args.budget:g}: seconds above 0"),
+        (args.peak_gflops is not None and not args.peak_gflops > 0, f"--peak-gflops {args.peak_gflops}: above 0"),
         (args.epochs is not None and args.epochs < 1, f"--epochs {args.epochs}: at least 1"),
         (len(set(seeds)) < len(seeds), f"--seeds {' '.join(map(str, seeds))}: each seed once (the median counts runs)"),
         (any(not 0 <= s <= SEED_MAX for s in seeds), f"--seeds: each in 0..{SEED_MAX}"),

@@ -42,6 +42,7 @@ FORMATS = {
     "threads": "{}",
 }  # the metric columns and how they print
 COLUMNS = tuple(FORMATS)
+NUMBERS = ("seconds", "images_per_s")  # of COLUMNS, besides test_acc: the others print as text
 # The terminal view's metrics after test_acc, most wanted first: (row key, header, format); each
 # is shown only if it still fits the width.
 KEY_METRICS = (
@@ -69,12 +70,20 @@ def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
         "rev": rev[:7],
         "status": "failed" if failed else "ok",
         "params": params,
-        "test_acc": ev.get("test_acc"),
-        "per_class": ev.get("per_class_acc") or {},
-        "macro_f1": ev.get("macro_f1"),
-        "best_val_acc": tr.get("best_val_acc"),
-        **{k: tr.get(k) for k in COLUMNS if k != "test_acc"},
+        "test_acc": _number(ev, "test_acc"),
+        "per_class": {c: _number(ev["per_class_acc"], c) for c in ev.get("per_class_acc") or {}},
+        "macro_f1": _number(ev, "macro_f1"),
+        "best_val_acc": _number(tr, "best_val_acc"),
+        **{k: _number(tr, k) if k in NUMBERS else tr.get(k) for k in COLUMNS if k != "test_acc"},
     }
+
+
+def _number(metrics: dict, key: str) -> float | None:
+    """A metric that must be a number (or missing); TypeError naming it otherwise."""
+    v = metrics.get(key)
+    if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+        return v
+    raise TypeError(f"{key}={v!r} is not a number")
 
 
 def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[dict]:
@@ -321,10 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     data = _read_exp_show(args.json) if args.json else exp_show(args.all_commits)
     try:
         rows = experiments(data, include_workspace=args.workspace)
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError) as exc:
         if not args.json:
             raise  # DVC's own output: a bug here, not the user's file
-        raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`") from None
+        why = f" ({exc})" if isinstance(exc, TypeError) and "is not a number" in str(exc) else ""
+        raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`{why}") from None
     if not rows:
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)
         return 1

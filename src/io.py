@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from src.errors import DataError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,9 +44,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` and
     everything in it (a stage run by hand that fails halfway leaves the last run's files whole;
     `dvc repro` has removed them before the stage starts). A folder that cannot be renamed (a mount
-    point) has its contents swapped instead (`_refill`)."""
+    point) has its contents swapped instead (`_refill`). A temporary folder that a killed run left
+    beside `path` goes first."""
     path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked folder: replace its target
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # of a run killed before its end
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     umask = os.umask(0)
     os.umask(umask)
@@ -134,8 +140,19 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, keys: tuple[str, ...] = ()) -> Any:
+    """A JSON file a stage wrote; missing, damaged or without one of `keys`, a DataError naming it."""
+    path, again = Path(path), "run `dvc repro` to make it again"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `dvc repro` to make it") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise DataError(f"{path}: not valid JSON ({exc}); {again}") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} in it; {again}")
+    return data
 
 
 def read_dvclive_history(

@@ -426,6 +426,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw)
@@ -466,10 +468,18 @@ def checked_recipe(p: Params, device_type: str, n_train: int | None) -> tuple[Pa
     try:
         check_runtime(run, n_train)
     except ParamsError as e:
-        if recipe != "gpu":
+        if recipe != "gpu" or _same_error(p, n_train, e):  # the value is train's own (train.device: cuda)
             raise
         raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
     return run, recipe
+
+
+def _same_error(p: Params, n_train: int | None, error: ParamsError) -> bool:
+    try:
+        check_runtime(p, n_train)
+    except ParamsError as e:
+        return str(e) == str(error)
+    return False
 
 
 def check_index(key: str, value: int, n: int, things: str) -> int:

@@ -10,4 +10,4 @@ class Section(BaseModel):
     """A params.yaml section: every key typed and required (params.yaml is the one source of
     values), unknown keys are errors, and values are frozen once read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf passed gt=0

@@ -8,7 +8,7 @@ import torch
 
 from src import paths
 from src.data.cifar import Subset
-from src.io import atomic_path, read_json, write_json, write_text
+from src.io import atomic_dir, atomic_path, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, checked_recipe
 from src.training.checkpoints import fingerprint, save_checkpoint
@@ -98,7 +98,7 @@ def _threads(p: Params, dist: Dist) -> int:
 
 
 def main(p: Params) -> None:
-    from contextlib import nullcontext
+    from contextlib import ExitStack, nullcontext
 
     from dvclive import Live
 
@@ -107,7 +107,7 @@ def main(p: Params) -> None:
         return
     check_world_size(p.train.nproc)
     sub = Subset.load(paths.SUBSET)
-    stats = read_json(paths.STATS)
+    stats = read_json(paths.STATS, keys=("normalize_mean", "normalize_std"))
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
     dist, device = init_from_env(resolve_device(p.train.device))
     p, recipe = _recipe(p, device, sub.train_y.numel(), dist.is_main)
@@ -128,24 +128,24 @@ def main(p: Params) -> None:
         "params": used,
     }
     threads = _threads(p, dist)
-    live = (
-        Live(dir=str(paths.DVCLIVE_TRAIN), dvcyaml=None, save_dvc_exp=False, report=None)
-        if dist.is_main
-        else nullcontext()
-    )
-    with dist.closing(), live, stop_on_signals(escalate=not dist.active) as flag:
-        cfg = FitConfig(
-            train=p.train.model_copy(update={"threads": threads}),
-            augment=p.augment,
-            run_dir=paths.RUN_CACHE,
-            meta=meta,
-            fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
-            eval_batch_size=p.evaluate.batch_size,
-            on_epoch=lambda row: log_epoch(live, row),
-        )
-        res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
-    if dist.is_main:
-        write_outputs(res, model, p, meta, recipe)
+    with ExitStack() as logs:
+        live = nullcontext()
+        if dist.is_main:  # the epochs' logs replace the last run's only when this one ends well
+            live_dir = logs.enter_context(atomic_dir(paths.DVCLIVE_TRAIN))
+            live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        with dist.closing(), live, stop_on_signals(escalate=not dist.active) as flag:
+            cfg = FitConfig(
+                train=p.train.model_copy(update={"threads": threads}),
+                augment=p.augment,
+                run_dir=paths.RUN_CACHE,
+                meta=meta,
+                fingerprint=fingerprint({**used, "data_stats": stats, "device": str(device)}),
+                eval_batch_size=p.evaluate.batch_size,
+                on_epoch=lambda row: log_epoch(live, row),
+            )
+            res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
+        if dist.is_main:
+            write_outputs(res, model, p, meta, recipe)
 
 
 def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str = "default") -> None:

@@ -41,7 +41,7 @@ def load_inputs(p: Params) -> steps.Inputs:
         conf,
         np.random.default_rng(p.visualize.seed),
         history=read_dvclive_history(paths.DVCLIVE_METRICS),
-        best_epoch=read_json(paths.TRAIN_METRICS)["best_epoch"],
+        best_epoch=read_json(paths.TRAIN_METRICS, keys=("best_epoch",))["best_epoch"],
         responses=responses,
     )
 

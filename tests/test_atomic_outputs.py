@@ -36,6 +36,19 @@ def test_a_folder_is_replaced_whole_only_on_success(tmp_path):
     assert out.stat().st_mode & 0o755 == 0o755  # the usual modes, not mkdtemp's 0700
 
 
+def test_the_temporary_folder_of_a_killed_run_goes_with_the_next_run(tmp_path):
+    """SIGKILL skips the cleanup: the next run removes what it left beside the folder (not the
+    `.old` of a swap cut in half, which may hold the last run's files, nor other folders' files)."""
+    out = tmp_path / "dvclive" / "train"
+    out.parent.mkdir()
+    for name in (".train.k1ll3d.tmp", ".train.x.tmp.old", ".trainer.a1.tmp", ".other.b2.tmp"):
+        (out.parent / name).mkdir()
+    with atomic_dir(out) as d:
+        (d / "metrics.json").write_text("{}")
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == [".other.b2.tmp", ".train.x.tmp.old", ".trainer.a1.tmp", "train"], names
+
+
 def test_a_linked_folder_keeps_its_link_and_gets_the_new_files(tmp_path):
     real, link = tmp_path / "elsewhere" / "visualize", tmp_path / "plots" / "visualize"
     real.mkdir(parents=True)

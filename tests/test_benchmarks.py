@@ -237,6 +237,7 @@ def test_set_reaches_the_default_recipe_and_data_keys_both(tmp_path, monkeypatch
         (["--seeds", "0", "0"], "--seeds 0 0: each seed once"),
         (["--runs", "0"], "--runs 0: at least 1"),
         (["--budget", "-5"], "--budget -5: seconds above 0"),
+        (["--peak-gflops", "-1"], "--peak-gflops -1.0: above 0"),
         (["--tta-fractions", "-0.5"], "--tta-fractions: each in [0, 1]"),
         (["--set", "train.seed=3"], "--set train.seed: set by the benchmark itself; use --seeds"),
         (["--set", "foo"], "--set 'foo': expected KEY=VALUE"),
@@ -278,6 +279,10 @@ def test_the_step_benchmarks_variants_need_names_of_their_own_and_keep_quoted_va
     args = ["--steps", "1", "--variant", "a=train.threads=1", "--variant", "a=train.threads=2"]
     assert run_cli("cpu_step", cpu_step_main, args) == 2
     assert "each variant needs a name of its own" in capsys.readouterr().err
+    assert run_cli("cpu_step", cpu_step_main, ["--steps", "1", "--variant", "a=b"]) == 2
+    assert "cpu_step: error: --variant a 'b': expected KEY=VALUE" in capsys.readouterr().err  # it said --set
+    with pytest.raises(SystemExit):
+        cpu_step_main(["--profile-rows", "-1"])
     for bad in ("0", "-1", "x"):
         with pytest.raises(SystemExit):
             cpu_step_main(["--steps", bad])

@@ -246,6 +246,10 @@ def test_the_comparison_folder_is_ignored_by_git():
         (["--json", "{missing}"], "compare: error: --json {missing}: No such file or directory"),
         (["--json", "{cut}"], "compare: error: --json {cut}: not the JSON of `dvc exp show --json` (Expecting"),
         (["--json", "{other}"], "compare: error: --json {other}: not the output of `dvc exp show --json`"),
+        (
+            ["--json", "{typed}", "--terminal"],
+            "compare: error: --json {typed}: not the output of `dvc exp show --json` (test_acc='high' is not a number)",
+        ),
         (["--json", "{saved}", "--out", "{blocked}/x"], "compare: error: --out {blocked}/x: cannot write there ("),
     ],
 )
@@ -253,6 +257,9 @@ def test_bad_files_are_one_line(saved, tmp_path, args, message):
     names = {"missing": tmp_path / "nope.json", "cut": tmp_path / "cut.json", "other": tmp_path / "other.json"}
     names["cut"].write_text("{")
     names["other"].write_text('{"a": 1}')
+    names["typed"] = tmp_path / "typed.json"  # printing it with "{:.4f}" was a traceback
+    typed = {"metrics": {"metrics/eval.json": {"data": {"test_acc": "high"}}}}
+    names["typed"].write_text(json.dumps([{"rev": "x", "data": typed}]))
     names["blocked"] = tmp_path / "a_file"  # a file where --out needs a folder
     names["blocked"].write_text("")
     names["saved"] = saved

@@ -121,6 +121,34 @@ def test_a_damaged_subset_file_is_one_line(tmp_path):
         assert str(e.value).startswith(f"{path}: not a ") and str(e.value).endswith("(dvc repro -f stats)")
 
 
+def test_a_missing_or_damaged_json_input_is_one_line(tmp_path):
+    """metrics/stats.json (train reads it) or metrics/train.json (visualize) missing, not JSON, or
+    without the keys the stage reads: one line naming the file, no traceback."""
+    import pytest
+
+    from src.errors import DataError
+    from src.io import read_json
+
+    path = tmp_path / "stats.json"
+    keys = ("normalize_mean", "normalize_std")
+    for text, says in [
+        (None, "not found; run `dvc repro` to make it"),
+        ("{bad", "not valid JSON (Expecting property name"),
+        ("[]", "no normalize_mean, normalize_std in it"),
+        ('{"normalize_mean": [0.5]}', "no normalize_std in it"),
+    ]:
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(DataError) as e:
+            read_json(path, keys=keys)
+        assert str(e.value).startswith(f"{path}: {says}") and "\n" not in str(e.value), str(e.value)
+    path.write_bytes(b'{"normalize_mean": "caf\xe9"}')
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_json(path)
+    path.write_text('{"normalize_mean": [0.5], "normalize_std": [0.2], "n": 3}')
+    assert read_json(path, keys=keys)["n"] == 3
+
+
 def test_the_normalisation_statistics_come_from_the_training_images_alone():
     """Validation and test images must not leak into the mean and std the model is normalised with."""
     from src.data.cifar import Subset, subset_stats

@@ -21,7 +21,7 @@ from src.explorer import compute
 from src.explorer.app import create_app
 from src.models import build_model
 from src.params import CIFAR10_CLASSES
-from tests.conftest import params_with
+from tests.conftest import REPO, params_with
 
 
 def synthetic_lab(name: str, k: int, n: int = 60) -> compute.Lab:
@@ -273,6 +273,19 @@ def test_a_root_that_is_not_the_project_is_one_line(monkeypatch, tmp_path, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"explore: error: --root {root}: not this project's repository (no dvc.yaml there)"]
     assert served == []
+
+
+def test_a_host_the_server_cannot_listen_on_is_one_line(monkeypatch, capsys):
+    """A mistyped --host printed only the OS's "Name or service not known" after Flask's banner."""
+    from src.explorer import app
+
+    monkeypatch.setattr(app, "create_app", lambda root: pytest.fail("a server would start"))
+    for host, why in (("999.1.1.1", ""), ("192.0.2.1", "Cannot assign requested address")):  # 192.0.2.1: TEST-NET
+        assert app.main(["--host", host, "--root", str(REPO)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"explore: error: --host {host}: {why}"), err
+        assert err[0].endswith("; allowed: an address of this machine")
+    assert app._unusable_host("127.0.0.1") is None
 
 
 def test_the_filters_view_on_the_trained_model(repo):

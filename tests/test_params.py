@@ -61,6 +61,10 @@ def test_committed_params_are_valid():
         ("train.batch_size", 0, ["train.batch_size=0"]),
         ("train.lr", 0, ["train.lr=0", "greater than 0"]),
         ("train.lr", -0.1, ["train.lr=-0.1"]),
+        # `.inf` in YAML passed every gt=0 and crashed the time budget's arithmetic 10 steps in
+        ("train.time_budget_s", float("inf"), ["train.time_budget_s=inf", "finite number"]),
+        ("train.lr", float("inf"), ["train.lr=inf", "finite number"]),
+        ("download.backoff_s", float("inf"), ["download.backoff_s=inf", "finite number"]),
         ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
         ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
         ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
@@ -194,6 +198,24 @@ def test_the_check_stage_checks_the_recipe_the_train_stage_will_run(where, tmp_p
     assert (tmp_path / "data/params.ok").is_file()
 
 
+def test_a_train_value_that_fails_under_the_gpu_recipe_too_is_not_blamed_on_it(tmp_path, monkeypatch):
+    """train.device: cuda on a machine without a GPU: the recipe for CUDA is the GPU one, but the
+    value is train's own, so the hint to change gpu.train (which would not fix it) stays out."""
+    import torch
+
+    import stages.check
+    from tests.conftest import params_with
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(stages.check, "resolve_device", lambda name: torch.device(name))
+    with pytest.raises(ParamsError) as e:
+        stages.check.main(params_with({"train": {"device": "cuda"}}))
+    assert str(e.value) == (
+        "params.yaml: train.device='cuda': no CUDA GPU is visible on this machine; use 'auto' or 'cpu'"
+    )
+
+
 @pytest.mark.parametrize(
     "over, message, fits",
     [
@@ -248,6 +270,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_params(tmp_path / "p.yaml")
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("train: {lr: 0.03}  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match=r"latin1.yaml: not UTF-8 text \(byte 24\); save it as UTF-8"):
+        load_params(tmp_path / "latin1.yaml")
 
 
 @pytest.mark.parametrize("path", ["train.epochs", "data.classes", "model.fast_cnn.widths", "evaluate"])

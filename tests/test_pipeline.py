@@ -266,3 +266,22 @@ def test_corrupted_and_mismatched_checkpoints_are_clear_errors(longer):
         assert r.returncode == 2 and "weights of model 'seed_cnn' do not fit this model" in r.stderr
     finally:
         best.write_bytes(good)
+
+
+def test_a_training_run_that_fails_keeps_the_last_runs_logs(longer):
+    """DVCLive logs into a folder that replaces dvclive/train only when the run ends well: a run by
+    hand whose loss became NaN left metrics.json empty and the per-epoch TSVs deleted."""
+    repo, first = longer
+    logs = sorted((repo / "dvclive/train").rglob("*"))
+    before = {p: p.read_bytes() for p in logs if p.is_file()}
+    params = repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(yaml.safe_dump(merge(yaml.safe_load(original), {"train": {"lr": 1e8}}), sort_keys=False))
+        r = _train(repo, check=False)
+        assert r.returncode == 2 and "the training loss became" in r.stderr, r.stderr[-500:]
+        assert {p: p.read_bytes() for p in logs if p.is_file()} == before
+        assert sorted(p.name for p in (repo / "dvclive").iterdir()) == ["train"]  # no temporary folder left
+    finally:
+        params.write_text(original)
+        shutil.rmtree(repo / ".cache", ignore_errors=True)

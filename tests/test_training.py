@@ -243,11 +243,14 @@ def test_time_budget_follows_the_faster_steps_after_a_freeze(monkeypatch):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     p = params(epochs=3)
     inner = build_model(p.model, 3)
-    with pytest.raises(NonFiniteLoss, match="became nan at step 10 .*Lower train.lr"):
+    with pytest.raises(NonFiniteLoss, match="became nan at step 10 .*the last good checkpoint is .*Lower train.lr"):
         run(tmp_path, p, model=_NaNAfter(inner, 9))
     ck = load_checkpoint(tmp_path / "run" / "resume.pt")
     assert ck["state"]["step"] == 7  # end of epoch 1, before the NaN
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    # inside the first epoch there is no checkpoint to point to
+    with pytest.raises(NonFiniteLoss, match=r"became nan at step 3 \(epoch 1\); before the first epoch's checkpoint\."):
+        run(tmp_path / "again", p, model=_NaNAfter(build_model(p.model, 3), 2))
 
 
 @pytest.mark.parametrize("budget", [4.0, 0.8])

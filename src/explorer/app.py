@@ -11,6 +11,7 @@ crash: no model yet, a checkpoint of another class list, a non-image or oversize
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -193,6 +194,17 @@ def filters():
 _port = whole_number(1, 65535)
 
 
+def _unusable_host(host: str) -> str | None:
+    """Why the server could not listen on `host` (not an address, or not one of this machine's), or None."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as s:
+            s.bind(address)  # port 0: tries the address, not the port
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m src.explorer", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -202,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.root / "dvc.yaml").is_file():  # a mistyped --root would serve "run dvc repro first"
         print(f"explore: error: --root {args.root}: not this project's repository (no dvc.yaml there)", file=sys.stderr)
         return 2
-    print(f"explore: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    if (why := _unusable_host(args.host)) is not None:  # else the server's start prints only the OS's words
+        print(f"explore: error: --host {args.host}: {why}; allowed: an address of this machine", file=sys.stderr)
+        return 2
+    shown = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address goes in brackets in a URL
+    print(f"explore: http://{shown}:{args.port}  (Ctrl-C to stop)", flush=True)
     create_app(args.root).run(host=args.host, port=args.port, debug=False, threaded=False)
     return 0
 

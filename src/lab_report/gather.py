@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from markupsafe import Markup
 
+from src.errors import DataError
 from src.io import read_json
 
 
@@ -199,5 +200,5 @@ def git_short(root: Path, rev: str) -> str | None:
 def read_json_or_none(path: Path) -> Any:
     try:
         return read_json(path)
-    except (OSError, ValueError):
+    except (OSError, DataError):
         return None

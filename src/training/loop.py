@@ -265,9 +265,9 @@ class TimeBudget:
 
 def nonfinite_loss(what: str, last_good: Path) -> NonFiniteLoss:
     """The one error for a loss that became NaN or infinite, `what` saying when."""
+    saved = f"the last good checkpoint is {last_good}" if last_good.exists() else "before the first epoch's checkpoint"
     return NonFiniteLoss(
-        f"the training loss became {what}; the last good checkpoint is {last_good}. "
-        f"Lower train.lr or set train.grad_clip, then run again"
+        f"the training loss became {what}; {saved}. Lower train.lr or set train.grad_clip, then run again"
     )
 
 
