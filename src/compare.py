@@ -42,7 +42,13 @@ FORMATS = {
     "threads": "{}",
 }  # the metric columns and how they print
 COLUMNS = tuple(FORMATS)
-NUMBERS = ("seconds", "images_per_s")  # of COLUMNS, besides test_acc: the others print as text
+NUMBERS = tuple(k for k, f in FORMATS.items() if f != "{}")  # the metric columns that must be numbers
+
+
+class NotANumber(TypeError):
+    """A metric in a saved `dvc exp show --json` that is not a number."""
+
+
 # The terminal view's metrics after test_acc, most wanted first: (row key, header, format); each
 # is shown only if it still fits the width.
 KEY_METRICS = (
@@ -79,11 +85,11 @@ def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
 
 
 def _number(metrics: dict, key: str) -> float | None:
-    """A metric that must be a number (or missing); TypeError naming it otherwise."""
+    """A metric that must be a number (or missing); NotANumber naming it otherwise."""
     v = metrics.get(key)
     if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)):
         return v
-    raise TypeError(f"{key}={v!r} is not a number")
+    raise NotANumber(f"{key}={v!r} is not a number")
 
 
 def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[dict]:
@@ -333,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, TypeError, AttributeError) as exc:
         if not args.json:
             raise  # DVC's own output: a bug here, not the user's file
-        why = f" ({exc})" if isinstance(exc, TypeError) and "is not a number" in str(exc) else ""
+        why = f" ({exc})" if isinstance(exc, NotANumber) else ""
         raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`{why}") from None
     if not rows:
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import csv
 import errno
-import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -44,13 +44,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` and
     everything in it (a stage run by hand that fails halfway leaves the last run's files whole;
     `dvc repro` has removed them before the stage starts). A folder that cannot be renamed (a mount
-    point) has its contents swapped instead (`_refill`). A temporary folder that a killed run left
-    beside `path` goes first."""
+    point) has its contents swapped instead (`_refill`). What a killed run left beside `path` is
+    cleared first (`_clear_killed_run`)."""
     path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked folder: replace its target
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # of a run killed before its end
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _clear_killed_run(path)
+    tmp = _hidden_dir(path)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
@@ -74,6 +73,50 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         for leftover in (tmp, old):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def kept_if_failed(path: str | Path) -> Iterator[Path]:
+    """Let the block write the folder `path` in place, so what watches it sees it grow (DVCLive's
+    live plots), and put the last run's folder back if the block fails (a run by hand; `dvc repro`
+    has removed it before the stage starts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_killed_run(path)
+    backup = _hidden_dir(path) / path.name if path.is_dir() else None
+    try:
+        if backup is not None:
+            os.replace(path, backup)
+    except OSError:  # a mount point: no way back, as before
+        shutil.rmtree(backup.parent, ignore_errors=True)
+        backup = None
+    try:
+        yield path
+    except BaseException:
+        if backup is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(backup, path)
+        raise
+    finally:
+        if backup is not None:
+            shutil.rmtree(backup.parent, ignore_errors=True)
+
+
+def _hidden_dir(path: Path) -> Path:
+    """A new hidden folder beside `path`, named as `_clear_killed_run` finds it."""
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+
+
+def _clear_killed_run(path: Path) -> None:
+    """What a process killed inside `atomic_dir` or `kept_if_failed` (SIGKILL skips their cleanup)
+    left beside `path`: its hidden folders go, except the last run's folder when `path` itself is
+    missing (killed between the two renames of a swap, or with its backup taken), which goes back."""
+    mine = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp(\.old)?")  # _hidden_dir's names only
+    for stale in sorted(p for p in path.parent.iterdir() if mine.fullmatch(p.name)):
+        last_run = stale if stale.name.endswith(".old") else stale / path.name
+        if not path.exists() and last_run.is_dir():
+            os.replace(last_run, path)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _refill(path: Path, new: Path) -> None:
@@ -144,7 +187,7 @@ def read_json(path: str | Path, keys: tuple[str, ...] = ()) -> Any:
     """A JSON file a stage wrote; missing, damaged or without one of `keys`, a DataError naming it."""
     path, again = Path(path), "run `dvc repro` to make it again"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: not found; run `dvc repro` to make it") from None
     except ValueError as exc:  # not JSON, or not UTF-8

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -421,7 +422,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
@@ -468,18 +469,16 @@ def checked_recipe(p: Params, device_type: str, n_train: int | None) -> tuple[Pa
     try:
         check_runtime(run, n_train)
     except ParamsError as e:
-        if recipe != "gpu" or _same_error(p, n_train, e):  # the value is train's own (train.device: cuda)
+        key = re.match(r"params\.yaml: ([\w.]+)=", str(e))
+        if recipe != "gpu" or (key is not None and key[1] not in _recipe_keys(p)):  # train.device: cuda is train's own
             raise
         raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
     return run, recipe
 
 
-def _same_error(p: Params, n_train: int | None, error: ParamsError) -> bool:
-    try:
-        check_runtime(p, n_train)
-    except ParamsError as e:
-        return str(e) == str(error)
-    return False
+def _recipe_keys(p: Params) -> set[str]:
+    """The keys the GPU recipe sets, as `train.batch_size`."""
+    return {f"{name}.{k}" for name in ("augment", "model", "train") for k in flatten(getattr(p.gpu, name))}
 
 
 def check_index(key: str, value: int, n: int, things: str) -> int:

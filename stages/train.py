@@ -8,7 +8,7 @@ import torch
 
 from src import paths
 from src.data.cifar import Subset
-from src.io import atomic_dir, atomic_path, read_json, write_json, write_text
+from src.io import atomic_path, kept_if_failed, read_json, write_json, write_text
 from src.models import build_model, count_params
 from src.params import Params, checked_recipe
 from src.training.checkpoints import fingerprint, save_checkpoint
@@ -130,9 +130,9 @@ def main(p: Params) -> None:
     threads = _threads(p, dist)
     with ExitStack() as logs:
         live = nullcontext()
-        if dist.is_main:  # the epochs' logs replace the last run's only when this one ends well
-            live_dir = logs.enter_context(atomic_dir(paths.DVCLIVE_TRAIN))
-            live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        if dist.is_main:  # logged as the epochs end (live plots watch the folder); the last run's back on a failure
+            logs.enter_context(kept_if_failed(paths.DVCLIVE_TRAIN))
+            live = Live(dir=str(paths.DVCLIVE_TRAIN), dvcyaml=None, save_dvc_exp=False, report=None)
         with dist.closing(), live, stop_on_signals(escalate=not dist.active) as flag:
             cfg = FitConfig(
                 train=p.train.model_copy(update={"threads": threads}),

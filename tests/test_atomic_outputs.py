@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from src.errors import DataError
-from src.io import atomic_dir
+from src.io import atomic_dir, kept_if_failed
 from src.models import build_model
 from src.teach.probe import fingerprint, read_responses
 from tests.conftest import params_with
@@ -36,17 +36,53 @@ def test_a_folder_is_replaced_whole_only_on_success(tmp_path):
     assert out.stat().st_mode & 0o755 == 0o755  # the usual modes, not mkdtemp's 0700
 
 
-def test_the_temporary_folder_of_a_killed_run_goes_with_the_next_run(tmp_path):
-    """SIGKILL skips the cleanup: the next run removes what it left beside the folder (not the
-    `.old` of a swap cut in half, which may hold the last run's files, nor other folders' files)."""
+def test_what_a_killed_run_left_is_cleared_by_the_next_run(tmp_path):
+    """SIGKILL skips the cleanup: the next run removes the hidden folders of its own folder only
+    (not those of `train.v2`, whose name starts the same), and puts the last run's folder back
+    where a swap was cut between its two renames."""
     out = tmp_path / "dvclive" / "train"
-    out.parent.mkdir()
-    for name in (".train.k1ll3d.tmp", ".train.x.tmp.old", ".trainer.a1.tmp", ".other.b2.tmp"):
+    out.mkdir(parents=True)
+    names = (".train.k1ll3d_x.tmp", ".train.v2.abcdefgh.tmp", ".other.b2c3d4e5.tmp", ".train.v2")
+    for name in names:
         (out.parent / name).mkdir()
     with atomic_dir(out) as d:
         (d / "metrics.json").write_text("{}")
-    names = sorted(p.name for p in out.parent.iterdir())
-    assert names == [".other.b2.tmp", ".train.x.tmp.old", ".trainer.a1.tmp", "train"], names
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert left == [".other.b2c3d4e5.tmp", ".train.v2", ".train.v2.abcdefgh.tmp", "train"], left
+    # killed between moving the last run's folder aside and moving the new one in
+    shutil.rmtree(out)
+    (out.parent / ".train.zz99yy88.tmp.old").mkdir()
+    (out.parent / ".train.zz99yy88.tmp.old" / "metrics.json").write_text("last run")
+    with pytest.raises(RuntimeError), atomic_dir(out):
+        raise RuntimeError("this run fails too")
+    assert (out / "metrics.json").read_text() == "last run"
+
+
+def test_a_folder_written_in_place_gets_the_last_runs_back_when_the_run_fails(tmp_path):
+    """DVCLive writes dvclive/train as the epochs end (so live plots can follow it); a run that
+    fails puts the last run's folder back, a run that ends well keeps its own."""
+    out = tmp_path / "dvclive" / "train"
+    with kept_if_failed(out) as d:
+        d.mkdir()
+        (d / "acc.tsv").write_text("first")
+    with pytest.raises(RuntimeError), kept_if_failed(out) as d:
+        d.mkdir()
+        (d / "acc.tsv").write_text("half")
+        assert not (tmp_path / "dvclive" / "train" / "metrics.json").exists()  # written in place, from empty
+        raise RuntimeError("the loss became nan")
+    assert (out / "acc.tsv").read_text() == "first"
+    with kept_if_failed(out) as d:
+        d.mkdir()
+        (d / "acc.tsv").write_text("second")
+    assert (out / "acc.tsv").read_text() == "second"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["train"]  # no hidden folder left
+    # a run killed with its backup taken: the next run finds the last run's folder and keeps it
+    backup = out.parent / ".train.k1ll3d00.tmp"
+    backup.mkdir()
+    os.replace(out, backup / "train")
+    with pytest.raises(RuntimeError), kept_if_failed(out):
+        raise RuntimeError("fails before writing")
+    assert (out / "acc.tsv").read_text() == "second" and sorted(p.name for p in out.parent.iterdir()) == ["train"]
 
 
 def test_a_linked_folder_keeps_its_link_and_gets_the_new_files(tmp_path):

@@ -139,6 +139,8 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
         },
     }
     over = {k: {kk: vv for kk, vv in v.items() if kk in COMMITTED[k]} for k, v in over.items()}
+    changed = {kk for k, v in over.items() for kk, vv in v.items() if COMMITTED[k][kk] != vv}
+    assert len(changed) >= 7, changed
     path = tmp_path / "show.json"
     path.write_text(json.dumps(exp_show([("wide-grid", over, 0.91, 50.0)])))
     for width in (120, 80, 40, 20):
@@ -147,7 +149,8 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
         assert "test_acc" in lines[0] and "0.9100" in lines[2 + 1]
         note = " ".join(lines[4:])  # under the header, the rule and the two rows: wrapped, not cut
         words = set(re.split(r"[\s,;:()]+", f"{lines[0]} {note}"))
-        assert {"epochs", "lr", "cutout", "weight_decay"} <= words, note  # each shown, or named as left out
+        shown = {k for k in changed for w in words if k == w or (w.endswith("…") and k.startswith(w[:-1]))}
+        assert shown == changed, (changed - shown, note)  # each shown (its header maybe cut), or named as left out
     assert note.startswith("(also changed, not shown:") and note.endswith("all columns in compare.md)")
 
 

@@ -196,8 +196,12 @@ _port = whole_number(1, 65535)
 
 def _unusable_host(host: str) -> str | None:
     """Why the server could not listen on `host` (not an address, or not one of this machine's), or None."""
+    from werkzeug.serving import select_address_family  # the family the server will listen with
+
     try:
-        family, kind, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, 0, family=select_address_family(host, 0), type=socket.SOCK_STREAM
+        )[0]
         with socket.socket(family, kind) as s:
             s.bind(address)  # port 0: tries the address, not the port
     except OSError as exc:

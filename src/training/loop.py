@@ -218,7 +218,7 @@ class TimeBudget:
             # re-size after enough steps or a long enough time: a short budget on a slow machine may hold
             # fewer steps than MEASURE_STEPS between two re-sizes
             enough = measured >= self.MEASURE_STEPS or now - self._from[0] > 0.05 * self.seconds
-            sizing = state.total_steps is None and (measured >= self.MEASURE_STEPS or elapsed > 0.05 * self.seconds)
+            sizing = state.total_steps is None and (enough or elapsed > 0.05 * self.seconds)
             checking = state.total_steps is not None and enough and elapsed >= self._next_resize
             if sizing or checking:
                 sec_per_step = (now - self._from[0]) / measured

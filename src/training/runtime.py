@@ -38,11 +38,11 @@ class Runtime:
     def describe(self) -> str:
         """One line for the log: where, how many threads, which precision and why."""
         where = str(self.device)
+        bf16 = ", native bf16" if has_native_bf16(self.device) else ", no native bf16"
         if self.device.type == "cpu":
-            where += f" ({self.cpu_capability}{', native bf16' if cpu_has_native_bf16() else ', no native bf16'})"
+            where += f" ({self.cpu_capability}{bf16})"
         elif self.device.type == "cuda":
-            name = torch.cuda.get_device_name(self.device)
-            where += f" ({name}{'' if cuda_has_native_bf16() else ', no native bf16'})"
+            where += f" ({torch.cuda.get_device_name(self.device)}{bf16})"
         return (
             f"{where}, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
             f"{' autocast' if self.amp else ''}, {'channels_last' if self.channels_last else 'NCHW'}"
@@ -188,7 +188,7 @@ def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
     channels_last = uses_channels_last(tc.channels_last, device)
     half = HALF[tc.half]
     if half is torch.bfloat16 and device.type == "cuda" and not native_bf16:
-        half = None  # the GPU recipe on a pre-Ampere GPU (Colab's T4): fp32, compiled, not emulated bf16
+        half = None  # bf16 weights (the GPU recipe's) on a pre-Ampere GPU, Colab's T4: fp32, compiled, not emulated
     return Runtime(
         device=device,
         threads=torch.get_num_threads(),
