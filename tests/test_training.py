@@ -188,33 +188,28 @@ class _NaNAfter(nn.Module):
         return out
 
 
-def test_time_budget_resizes_after_a_slow_first_measure(monkeypatch):
-    """A first speed measured on one slow step (a busy machine) must not set the whole run's length:
-    the schedule is re-sized from the speed since as the run goes, and ends near the budget."""
+@pytest.mark.parametrize(
+    "seconds,durations,ends",
+    [
+        # one slow step measured first (a busy machine): sized once from it, the run ended at 3.0 s
+        (10.0, [0.5, 0.5, 0.6] + [0.1] * 1000, (9.0, 10.0)),
+        # 20 s at 2.4 s a step (a busy laptop): fewer steps than the speed measure waits for, so the
+        # re-sizing every tenth of the budget must not wait for them either; it ended at 13.6 s
+        (20.0, [2.4, 2.4, 4.0] + [2.4] * 100, (20.0 - 2.4, 20.0 + 2.4)),
+    ],
+)
+def test_time_budget_resizes_after_a_slow_first_measure(monkeypatch, seconds, durations, ends):
+    """Two warm-up steps, one slow step, then the real speed: the schedule is re-sized from the speed
+    since as the run goes, and ends near the budget."""
     clock = [0.0]
     monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
-    budget, state = TimeBudget(10.0, steps_per_epoch=1000, val_cost_in_steps=0), RunState()
-    durations = iter([0.5, 0.5, 0.6] + [0.1] * 1000)  # two warm-up steps, one slow step, then the real speed
+    budget, state = TimeBudget(seconds, steps_per_epoch=1000, val_cost_in_steps=0), RunState()
+    steps = iter(durations)
     while state.total_steps is None or state.step < state.total_steps:
-        clock[0] += next(durations)
+        clock[0] += next(steps)
         state.step += 1
         budget.after_step(state, clock[0])
-    assert 9.0 <= clock[0] <= 10.0, clock[0]  # sized once from the slow step, it would end at 3.0 s
-
-
-def test_a_short_budget_on_a_busy_machine_is_resized_before_its_eighth_step(monkeypatch):
-    """20 s at 2.4 s a step (a busy laptop): the run has fewer steps than the speed measure waits
-    for, so the re-sizing every tenth of the budget must not wait for them either. Sized once from
-    its slow first measured step, the run stopped at 13.6 s (5 steps)."""
-    clock = [0.0]
-    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
-    budget, state = TimeBudget(20.0, steps_per_epoch=1000, val_cost_in_steps=0), RunState()
-    durations = iter([2.4, 2.4, 4.0] + [2.4] * 100)  # two warm-up steps, one slow step, then the real speed
-    while state.total_steps is None or state.step < state.total_steps:
-        clock[0] += next(durations)
-        state.step += 1
-        budget.after_step(state, clock[0])
-    assert 20.0 - 2.4 <= clock[0] <= 20.0 + 2.4, (clock[0], state.step)
+    assert ends[0] <= clock[0] <= ends[1], (clock[0], state.step)
 
 
 def test_time_budget_follows_the_faster_steps_after_a_freeze(monkeypatch):
