@@ -269,8 +269,9 @@ def test_corrupted_and_mismatched_checkpoints_are_clear_errors(longer):
 
 
 def test_a_training_run_that_fails_keeps_the_last_runs_logs(longer):
-    """DVCLive logs into a folder that replaces dvclive/train only when the run ends well: a run by
-    hand whose loss became NaN left metrics.json empty and the per-epoch TSVs deleted."""
+    """DVCLive writes dvclive/train in place and `kept_if_failed` puts the last run's folder back
+    when the run fails: a run by hand whose loss became NaN left metrics.json empty and the
+    per-epoch TSVs deleted."""
     repo, first = longer
     logs = sorted((repo / "dvclive/train").rglob("*"))
     before = {p: p.read_bytes() for p in logs if p.is_file()}
