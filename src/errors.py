@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class ParamsError(ValueError):
-    """A params.yaml value that is not allowed; the message is one line for the user."""
+    """A params.yaml value that is not allowed; the message is one line for the user. `key`, where
+    the raiser knows it, is the dotted key at fault (`train.batch_size`), for code that must tell
+    whose value it was without reading the message."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(RuntimeError):

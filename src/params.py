@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -469,8 +468,7 @@ def checked_recipe(p: Params, device_type: str, n_train: int | None) -> tuple[Pa
     try:
         check_runtime(run, n_train)
     except ParamsError as e:
-        key = re.match(r"params\.yaml: ([\w.]+)=", str(e))
-        if recipe != "gpu" or (key is not None and key[1] not in _recipe_keys(p)):  # train.device: cuda is train's own
+        if recipe != "gpu" or (e.key is not None and e.key not in _recipe_keys(p)):  # train.device: cuda is train's own
             raise
         raise ParamsError(f"{e} (a value of the GPU recipe: set it under gpu.train, or -S gpu.use=never)") from None
     return run, recipe
@@ -497,12 +495,14 @@ def check_runtime(p: Params, n_train: int | None = None) -> None:
     if n_train is not None and p.train.batch_size > n_train:
         raise ParamsError(
             f"params.yaml: train.batch_size={p.train.batch_size}: larger than the training "
-            f"split ({n_train} images); allowed: ≤ {n_train} (try {_try_batch(n_train, p.train.nproc)})"
+            f"split ({n_train} images); allowed: ≤ {n_train} (try {_try_batch(n_train, p.train.nproc)})",
+            key="train.batch_size",
         )
     if p.train.batch_size % p.train.nproc:
         raise ParamsError(
             f"params.yaml: train.batch_size={p.train.batch_size}: must divide evenly among "
-            f"train.nproc={p.train.nproc} processes"
+            f"train.nproc={p.train.nproc} processes",
+            key="train.batch_size",
         )
     if (
         p.train.nproc > 1
@@ -512,14 +512,18 @@ def check_runtime(p: Params, n_train: int | None = None) -> None:
     ):
         raise ParamsError(
             f"params.yaml: train.nproc={p.train.nproc}: more processes than the "
-            f"{torch.cuda.device_count()} GPU(s) here; use at most {torch.cuda.device_count()}"
+            f"{torch.cuda.device_count()} GPU(s) here; use at most {torch.cuda.device_count()}",
+            key="train.nproc",
         )
     if p.train.device == "cuda" and not torch.cuda.is_available():
         raise ParamsError(
-            "params.yaml: train.device='cuda': no CUDA GPU is visible on this machine; use 'auto' or 'cpu'"
+            "params.yaml: train.device='cuda': no CUDA GPU is visible on this machine; use 'auto' or 'cpu'",
+            key="train.device",
         )
     if p.train.device == "mps" and not torch.backends.mps.is_available():
-        raise ParamsError("params.yaml: train.device='mps': MPS is not available here; use 'auto' or 'cpu'")
+        raise ParamsError(
+            "params.yaml: train.device='mps': MPS is not available here; use 'auto' or 'cpu'", key="train.device"
+        )
     # last: a warning is worth printing only when no error stops the run
     warning = None if n_train is None else batch_remainder_warning(p.train.batch_size, n_train, p.train.nproc)
     if warning and os.environ.get("RANK", "0") == "0":  # under torchrun every process checks: rank 0 speaks

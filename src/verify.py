@@ -88,19 +88,20 @@ def rescore(root: Path) -> tuple[str | None, str]:
 
     from src.data.cifar import Subset
     from src.errors import CheckpointError, DataError
+    from src.io import read_json
     from src.params import load_params
     from src.training.checkpoints import load_trained
     from src.training.evaluation import score_test
     from src.training.runtime import uses_channels_last
 
     try:
-        recorded = json.loads((root / paths.EVAL_METRICS).read_text())["test_acc"]
-        run = json.loads((root / paths.TRAIN_METRICS).read_text())
+        recorded = read_json(root / paths.EVAL_METRICS, ("test_acc",))["test_acc"]
+        run = read_json(root / paths.TRAIN_METRICS)
         kernels, device = run.get("cpu_capability"), run.get("device", "cpu")
         p = load_params(root / "params.yaml")
         sub = Subset.load(root / paths.SUBSET)
         model, ck = load_trained(root / paths.BEST, sub.classes)
-    except (OSError, KeyError, ValueError, DataError, CheckpointError) as exc:
+    except (OSError, ValueError, DataError, CheckpointError) as exc:
         return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {exc}", ""
     x, y = sub.split("test")
     channels_last = uses_channels_last(p.train.channels_last, torch.device("cpu"))

@@ -65,6 +65,12 @@ def test_committed_params_are_valid():
         ("train.time_budget_s", float("inf"), ["train.time_budget_s=inf", "finite number"]),
         ("train.lr", float("inf"), ["train.lr=inf", "finite number"]),
         ("download.backoff_s", float("inf"), ["download.backoff_s=inf", "finite number"]),
+        # YAML's true/yes/on are booleans, and pydantic took True as 1: `epochs: true` trained one epoch
+        ("train.epochs", True, ["train.epochs=True", "must be a number, not a boolean"]),
+        ("train.time_budget_s", True, ["train.time_budget_s=True", "must be a number"]),
+        ("train.lr", False, ["train.lr=False", "must be a number"]),
+        ("data.train_per_class", True, ["data.train_per_class=True", "must be a number"]),
+        ("model.fast_cnn.whiten_width", True, ["model.fast_cnn.whiten_width=True", "must be a number"]),
         ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
         ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
         ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
@@ -95,6 +101,23 @@ def test_bad_values_give_one_clear_line(path, value, expect):
     assert "\n" not in msg
     for part in expect:
         assert part in msg, msg
+
+
+@pytest.mark.parametrize(
+    "path,value,read",
+    [
+        ("augment.hflip", False, False),
+        ("evaluate.tta_flip", False, False),
+        ("train.amp", False, "off"),  # `-S train.amp=off` arrives as False
+        ("train.channels_last", True, "on"),
+        ("gpu.use", False, "never"),
+    ],
+)
+def test_booleans_still_set_the_keys_that_take_them(path, value, read):
+    """The number keys refuse booleans; the switches, and the words YAML turns into booleans, do not."""
+    p = parse_params(with_change(path, value))
+    section, key = path.split(".")
+    assert getattr(getattr(p, section), key) == read
 
 
 def test_freeze_at_needs_one_process():

@@ -46,6 +46,23 @@ def test_a_metric_edited_by_hand_is_named(repo):
         restore(repo)
 
 
+def test_a_damaged_metric_file_is_one_line_naming_it(repo):
+    """eval.json without its test_acc: the same DataError line every other reader gives, not
+    Python's `'test_acc'` (a bare KeyError)."""
+    path = repo / "metrics/eval.json"
+    try:
+        m = json.loads(path.read_text())
+        del m["test_acc"]
+        path.write_text(json.dumps(m, indent=2) + "\n")
+        r = verify(repo)
+        assert r.returncode == 1
+        line = next(x for x in r.stdout.splitlines() if "cannot recompute" in x)
+        assert line.startswith("verify: metrics/eval.json: cannot recompute the test accuracy: "), line
+        assert line.endswith("metrics/eval.json: no test_acc in it; run `dvc repro` to make it again"), line
+    finally:
+        restore(repo)
+
+
 def test_a_swapped_model_is_named(repo):
     best = repo / "models/best.pt"
     try:
