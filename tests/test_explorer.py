@@ -80,7 +80,8 @@ def test_picking_and_the_class_view(client):
     idx = [it["index"] for it in r["items"]]
     assert all(lab.test_y[i] == 1 and lab.pred[i] != 1 for i in idx)
     assert [it["conf"] for it in r["items"]] == sorted((it["conf"] for it in r["items"]), reverse=True)
-    assert c.get("/api/images?page=99&per=10").get_json()["page"] == 5  # the last page
+    assert c.get("/api/images?page=5&per=10").get_json()["page"] == 5  # the last page
+    assert c.get("/api/images?page=99&per=10").status_code == 400  # past it: named, not moved
     v = c.get(f"/api/class/{lab.classes[1]}").get_json()
     assert sum(v["row"].values()) == v["images"] == int((lab.test_y == 1).sum())
     assert [m["index"] for m in v["mistakes"]] == sorted(idx, key=lambda i: -lab.conf[i])[:12]
@@ -114,9 +115,53 @@ def test_a_16_bit_grey_upload_keeps_its_tones_and_a_huge_one_says_so(monkeypatch
     got = compute.decode_upload(buf.getvalue()).numpy()
     want = np.round(grey / 257)
     assert got.shape == (3, 32, 32) and all(np.abs(got[c] - want).max() <= 2 for c in range(3))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 32×32 upload is then a "decompression bomb"
-    with pytest.raises(compute.InputError, match="^the image has too many pixels; at most 100$"):
+    monkeypatch.setattr(compute, "MAX_UPLOAD_PIXELS", 100)  # a 32×32 upload is then too large
+    with pytest.raises(compute.InputError, match="^the image has too many pixels \\(32×32\\); at most 100$"):
         compute.decode_upload(buf.getvalue())
+
+
+def test_a_small_file_of_too_many_pixels_is_refused_before_it_is_decoded():
+    """12000×12000 of one colour is a 140 KB PNG, under Pillow's own bomb limit (which is twice
+    its warning's 89 M), and decoded it took 640 MB: the explorer's limit holds before decoding."""
+    buf = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buf, format="PNG")  # 64 M pixels, a few tens of KB
+    assert len(buf.getvalue()) < compute.MAX_UPLOAD_BYTES
+    with pytest.raises(compute.InputError, match="^the image has too many pixels \\(8000×8000\\); at most 50,000,000$"):
+        compute.decode_upload(buf.getvalue())
+
+
+def _png_with_text_chunk(size: int) -> bytes:
+    """A 2×2 PNG whose zTXt chunk unpacks to `size` bytes (Pillow refuses text over 1 MB with a ValueError)."""
+    import struct
+    import zlib
+
+    good = png_bytes(np.zeros((2, 2, 3), np.uint8))
+    body = b"Comment\0\0" + zlib.compress(b"x" * size)
+    chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body))
+    return good[:33] + chunk + good[33:]  # after the 8-byte signature and the IHDR chunk
+
+
+def test_damaged_and_unusual_files_get_a_400_naming_what_is_wrong(client):
+    c, _ = client
+    cases = {
+        "text.png": (_png_with_text_chunk(2_000_000), "a damaged PNG file: it could not be read (Decompressed"),
+        "cut.png": (png_bytes(np.zeros((40, 40, 3), np.uint8))[:-30], "a damaged PNG file"),
+        "cut.jpg": (png_bytes(np.full((64, 64, 3), 90, np.uint8), "JPEG")[:300], "a damaged JPEG file"),
+    }
+    for name, (data, message) in cases.items():
+        r = c.post("/api/analyse", data={"file": (io.BytesIO(data), name)})
+        assert r.status_code == 400 and r.get_json()["error"].startswith(message), (name, r.get_json())
+    assert c.post("/api/analyse", data={"file": (io.BytesIO(_png_with_text_chunk(1000)), "ok.png")}).status_code == 200
+
+
+def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_taken():
+    """Cameras write JPEGs with extra frames (Pillow's format MPO): a JPEG all the same."""
+    buf = io.BytesIO()
+    frames = [Image.new("RGB", (48, 40), (200, 30, 30)), Image.new("RGB", (48, 40), (0, 0, 0))]
+    frames[0].save(buf, format="MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    got = compute.decode_upload(buf.getvalue())
+    assert got.shape == (3, 32, 32) and abs(int(got[0].float().mean()) - 200) <= 3
 
 
 def test_a_test_image_has_its_true_class_and_an_upload_none(client):
@@ -125,6 +170,7 @@ def test_a_test_image_has_its_true_class_and_an_upload_none(client):
         r = c.post("/api/analyse", json={"index": index}).get_json()
         true = lab.classes[int(lab.test_y[index])]
         assert (r["index"], r["true_class"], r["correct"]) == (index, true, r["pred"] == true)
+        assert r["stage_pred"] == lab.classes[int(lab.pred[index])]  # what the lists show, with TTA
     assert c.post("/api/analyse?index=7").get_json()["true_class"] == lab.classes[int(lab.test_y[7])]
     up = c.post("/api/analyse", data={"file": (io.BytesIO(png_bytes(np.zeros((32, 32, 3), np.uint8))), "b.png")})
     back = c.post("/api/analyse", json={"image": up.get_json()["image"]})  # the page's copy of an upload
@@ -133,7 +179,8 @@ def test_a_test_image_has_its_true_class_and_an_upload_none(client):
             r.get_json()["index"],
             r.get_json()["true_class"],
             r.get_json()["correct"],
-        ) == (None, None, None)
+            r.get_json()["stage_pred"],
+        ) == (None, None, None, None)
 
 
 BAD_INDEX = [  # (JSON body or query string, the message for a 60-image test split)
@@ -145,6 +192,8 @@ BAD_INDEX = [  # (JSON body or query string, the message for a 60-image test spl
     ({"index": True}, "the test index must be a whole number 0–59, not true"),
     ({"index": None}, "the test index must be a whole number 0–59, not null"),
     ({"index": [7]}, "the test index must be a whole number 0–59, not [7]"),
+    ({"index": 1e300}, "the test index must be a whole number 0–59, not 1e+300"),  # not 300 digits back
+    ({"index": 10**30}, "the test index must be a whole number 0–59, not 1000000000000000000000000000000"),
     ({}, "say which image: a test index (0–59), or upload a PNG/JPEG"),
     ({"cls": "cat"}, "say which image: a test index (0–59), or upload a PNG/JPEG"),
     ("index=60", "test image 60 does not exist (0–59)"),
@@ -189,6 +238,21 @@ def test_other_bad_input_gets_its_own_message(client):
     )
     r = c.get("/api/images?page=two")
     assert (r.status_code, r.get_json()["error"]) == (400, "page must be a whole number, not 'two'")
+    pages = c.get("/api/images").get_json()["pages"]
+    for query, message in (
+        (f"page={pages}", f"page={pages}: out of range; these {len(lab.test_y)} images fill pages 0–{pages - 1}"),
+        ("page=-5", f"page=-5: out of range; these {len(lab.test_y)} images fill pages 0–{pages - 1}"),
+        ("per=0", "per=0: at least 1 image a page"),
+        ("which=foo", "which='foo': allowed all, right or wrong"),
+        ("order=best", "order='best': allowed index, most or least"),
+    ):
+        r = c.get(f"/api/images?{query}")
+        assert (r.status_code, r.get_json()["error"]) == (400, message), query
+    assert c.get(f"/api/images?page={pages - 1}").status_code == 200
+    r = c.post("/api/analyse", json={"image": 123})
+    assert (r.status_code, r.get_json()["error"]) == (400, "the image sent back must be base64 PNG text, not 123")
+    r = c.post("/api/gradcam", json={"index": 5})
+    assert (r.status_code, r.get_json()["error"]) == (400, f"say which class: cls, one of {', '.join(lab.classes)}")
 
 
 def test_unknown_addresses_and_methods_answer_one_json_line(client):

@@ -102,6 +102,21 @@ def test_the_page_loads_with_the_network_cut_off(page):
     assert outside == []  # nothing asked for outside 127.0.0.1
 
 
+def test_the_pager_stops_at_both_ends(page):
+    """The API refuses a page past either end, so the buttons there are off, not a red error line."""
+    pg, _, _ = page
+    pg.select_option("#f-which", "wrong")  # a short list: its last page is near
+    pg.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
+    assert pg.is_disabled("#prev")
+    pages = int(pg.inner_text("#page-info").split(" of ")[1].split()[0])
+    for _ in range(pages - 1):
+        pg.click("#next")
+    pg.wait_for_function(f"document.querySelector('#page-info').textContent.startsWith('page {pages} of')")
+    assert pg.is_disabled("#next") and pg.is_hidden("#error")
+    pg.select_option("#f-which", "all")
+    pg.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
+
+
 def test_choosing_an_image_shows_the_models_probabilities_and_every_layer(page):
     pg, repo, outside = page
     first = pg.locator("#thumbs figure").nth(2)

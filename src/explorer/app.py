@@ -148,8 +148,8 @@ def images():
         a.get("which", "all"),
         a.get("order", "index"),
         int_arg("page", 0),
-        max(1, int_arg("per", 48)),
-    )  # per ≥ 1: it divides
+        int_arg("per", 48),
+    )
 
 
 @bp.post("/api/analyse")

@@ -25,6 +25,7 @@ from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 50_000_000  # a 48-megapixel phone photo; decoded as RGB, 150 MB
 
 
 class InputError(ValueError):
@@ -95,21 +96,31 @@ def decode_upload(data: bytes) -> torch.Tensor:
     if len(data) > MAX_UPLOAD_BYTES:
         raise InputError(f"the file is {len(data) / 2**20:.1f} MB; at most {MAX_UPLOAD_BYTES // 2**20} MB")
     try:
-        im = Image.open(io.BytesIO(data))
-        if im.format not in ("PNG", "JPEG"):
-            raise InputError(f"a {im.format} file: upload a PNG or JPEG image")
+        im = Image.open(io.BytesIO(data))  # reads the header (a PNG's chunks up to its pixels)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        kind = "PNG" if data.startswith(b"\x89PNG\r\n\x1a\n") else "JPEG" if data.startswith(b"\xff\xd8\xff") else None
+        if kind:  # its first bytes say what it is: damaged, not something else
+            raise InputError(f"a damaged {kind} file: it could not be read ({str(exc)[:80]})") from None
+        raise InputError("not a PNG or JPEG image (the file could not be read as a picture)") from None
+    kind = "JPEG" if im.format == "MPO" else im.format  # a camera's JPEG with its extra frames (Pillow: MPO)
+    if kind not in ("PNG", "JPEG"):
+        raise InputError(f"a {im.format} file: upload a PNG or JPEG image")
+    limit = min(MAX_UPLOAD_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_UPLOAD_PIXELS)
+    if im.width * im.height > limit:  # before decoding: a small file can unpack to gigabytes
+        raise InputError(f"the image has too many pixels ({im.width}×{im.height}); at most {limit:,}")
+    try:
         if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: convert("RGB") would clip it at 255
             im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
         im = im.convert("RGB").resize((32, 32), Image.Resampling.LANCZOS)
-    except Image.DecompressionBombError:
-        raise InputError(f"the image has too many pixels; at most {Image.MAX_IMAGE_PIXELS:,}") from None
-    except (UnidentifiedImageError, OSError):
-        raise InputError("not a PNG or JPEG image (the file could not be read as a picture)") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # cut short, a bad chunk, text that unpacks too large
+        raise InputError(f"a damaged {kind} file: it could not be read to the end ({str(exc)[:80]})") from None
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
 def decode_png32(text: str) -> torch.Tensor:
     """The 32×32 image the page holds (a PNG it received from us) back to a tensor."""
+    if not isinstance(text, str):
+        raise InputError(f"the image sent back must be base64 PNG text, not {json.dumps(text, default=str)[:40]}")
     try:
         data = base64.b64decode(text, validate=True)
     except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError; a non-string a TypeError
@@ -126,8 +137,12 @@ def list_images(
     """Test images of a class (or all), right or wrong ones, by index or by confidence, a page at a time."""
     if cls not in (None, "", *lab.classes):
         raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
-    if which not in ("all", "right", "wrong") or order not in ("index", "most", "least"):
-        raise InputError("which must be all, right or wrong; order index, most or least")
+    if which not in ("all", "right", "wrong"):
+        raise InputError(f"which={which[:40]!r}: allowed all, right or wrong")
+    if order not in ("index", "most", "least"):
+        raise InputError(f"order={order[:40]!r}: allowed index, most or least")
+    if per_page < 1:
+        raise InputError(f"per={per_page}: at least 1 image a page")
     keep = np.ones(len(lab.test_y), dtype=bool)
     if cls:
         keep &= lab.test_y == lab.classes.index(cls)
@@ -137,7 +152,8 @@ def list_images(
     if order != "index":
         idx = idx[np.argsort(-lab.conf[idx] if order == "most" else lab.conf[idx], kind="stable")]
     pages = max(1, math.ceil(len(idx) / per_page))
-    page = min(max(page, 0), pages - 1)
+    if not 0 <= page < pages:
+        raise InputError(f"page={page}: out of range; these {len(idx)} images fill pages 0–{pages - 1}")
     items = [
         {
             "index": int(i),
@@ -156,8 +172,8 @@ def whole_number(value: object) -> int | None:
     if isinstance(value, bool):  # bool is an int subclass: `true` is not test image 1
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
+        return value if abs(value) < 10**18 else None  # as the strings: JSON may send 1e300 or 300 digits
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
         return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
         return int(value)
@@ -205,8 +221,9 @@ def _mosaic(a: torch.Tensor, cmap: str = "viridis") -> tuple[str, int, int]:
 
 @torch.no_grad()
 def analyse(lab: Lab, img: torch.Tensor, index: int | None = None) -> dict:
-    """Class probabilities and every feature layer's maps (all channels) for one uint8 image; for test
-    image `index` also its true class and whether the prediction is right (None for an upload)."""
+    """Class probabilities and every feature layer's maps (all channels) for one uint8 image (one pass,
+    no test-time augmentation); for test image `index` also its true class, whether the prediction is
+    right, and the evaluate stage's prediction that the lists show (None for an upload)."""
     from src.figures.inside import activations
     from src.models import conv_layers
 
@@ -228,6 +245,8 @@ def analyse(lab: Lab, img: torch.Tensor, index: int | None = None) -> dict:
         "index": index,
         "true_class": true,
         "correct": None if true is None else pred == true,
+        # the lists' verdict: the evaluate stage's prediction, with its test-time augmentation
+        "stage_pred": None if index is None else lab.classes[int(lab.pred[index])],
         "layers": layers,
         "first_conv": {"name": first, "shape": list(conv_out.shape), "maps": conv_out.round(decimals=3).tolist()},
     }
@@ -239,6 +258,8 @@ def gradcam(lab: Lab, img: torch.Tensor, cls: str) -> dict:
 
     from src.figures.inside import gradcam_maps
 
+    if cls in ("", None):
+        raise InputError(f"say which class: cls, one of {', '.join(lab.classes)}")
     if cls not in lab.classes:
         raise InputError(f"unknown class {cls!r}; this model knows {', '.join(lab.classes)}")
     cam = gradcam_maps(lab.model, lab.normalised(img)[None], [lab.classes.index(cls)])[0]  # (H, W) in [0, 1]

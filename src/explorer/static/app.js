@@ -41,6 +41,8 @@ async function loadThumbs() {
   const q = new URLSearchParams({ cls: $("f-class").value, which: $("f-which").value, order: $("f-order").value, page: state.page });
   const r = await call(`/api/images?${q}`);
   state.page = r.page;
+  $("prev").disabled = r.page === 0;
+  $("next").disabled = r.page >= r.pages - 1;  // the API refuses a page past either end
   $("page-info").textContent = `page ${r.page + 1} of ${r.pages} (${r.total} images)`;
   $("thumbs").replaceChildren(...r.items.map((it) => thumb(it, `${it.pred} ${(100 * it.conf).toFixed(0)}%`)));
 }
@@ -99,6 +101,10 @@ function drawTruth(a) {  // in words: a test image's true class and the verdict;
   } else {
     t.className = a.correct ? "right" : "wrong";
     t.replaceChildren(`true class: ${a.true_class} — predicted ${a.pred} `, el("b", { class: "verdict" }, a.correct ? "(right)" : "(wrong)"));
+    if (a.stage_pred !== a.pred) {  // the lists go by the evaluate stage's prediction, which averages more views
+      t.append(` — the evaluate stage, with test-time augmentation, predicted ${a.stage_pred} ` +
+        `(${a.stage_pred === a.true_class ? "right" : "wrong"}): the lists go by that`);
+    }
   }
 }
 
@@ -155,7 +161,7 @@ async function explainPosition(channel, i, j) {
       (top < 0 || left < 0 || bottom > 32 || right > 32 ? " (partly padding: zeros)" : "")),
     el("div", {}, `Σ w·x + b = ${terms} + (${r.bias.toFixed(4)})`),
     el("div", { class: "eq", "data-sum": r.sum, "data-torch": r.torch },
-      `= ${r.sum} (the sum, from scratch: src/theory.conv2d)   PyTorch: ${r.torch}`));
+      `= ${r.sum} (the sum, from scratch: src.teach.ops.conv2d)   PyTorch: ${r.torch}`));
 }
 
 // ------------------------------------------------------------------ a class; what excites the channels
