@@ -32,11 +32,13 @@ from src import paths
 from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
-from src.params import changed_params
-from src.verify import resolve
+from src.params import changed_params, flatten
+from src.verify import failed_run_error, resolve
 
 WORKSPACE = "workspace"
 PARAMS = Path("params.yaml")
+LOCK = Path("dvc.lock")
+_ABSENT = object()
 # the charts of a review: the dvc.yaml plots drawn with these templates, in this order
 CHART_TEMPLATES = ("epochs", "confusion_counts", "bar_horizontal_values")
 # (label, metrics file, key, format, which way is better: +1 higher, -1 lower, 0 neither)
@@ -91,10 +93,14 @@ def read_at(root: Path, commit: str | None, path: Path) -> Any:
 
 
 def load_side(root: Path, rev: str) -> Side:
-    """The revision `rev` (a git revision, a `dvc exp` name or "workspace") with its params and metrics."""
+    """The revision `rev` (a git revision, a `dvc exp` name or "workspace") with its params and
+    metrics; a ReviewError where it has none, or its metrics are not of its params."""
     commit = None
     if rev != WORKSPACE:
         commit = resolve(root, rev)
+        failed = failed_run_error(root, rev, commit)
+        if failed:
+            raise ReviewError(failed)
         if commit is None:
             raise ReviewError(
                 f"{rev!r} is neither a git revision, a `dvc exp` name nor 'workspace' here "
@@ -103,7 +109,26 @@ def load_side(root: Path, rev: str) -> Side:
     side = Side(rev, commit)
     for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):
         side.files[path.as_posix()] = read_at(root, commit, path)
+    stale = params_not_run(side.files[PARAMS.as_posix()], read_at(root, commit, LOCK))
+    if stale:
+        fix = "run `dvc repro` first" if commit is None else "an unfinished run, or params committed without one"
+        raise ReviewError(
+            f"{rev}: its results are not of its params.yaml: {', '.join(stale[:3])}{' …' if len(stale) > 3 else ''} "
+            f"differ from what dvc.lock ran ({fix})"
+        )
     return side
+
+
+def params_not_run(params: Any, lock: Any) -> list[str]:
+    """The keys whose value in `params` (params.yaml) differs from the value dvc.lock (`lock`)
+    records a stage ran with: the metrics beside them are another run's."""
+    if not isinstance(params, dict) or not isinstance(lock, dict):
+        return []
+    ran: dict[str, Any] = {}
+    for stage in (lock.get("stages") or {}).values():
+        ran.update(flatten(((stage or {}).get("params") or {}).get(PARAMS.as_posix()) or {}))
+    now = flatten(params)
+    return sorted(k for k, v in ran.items() if now.get(k, _ABSENT) != v)
 
 
 def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
@@ -251,6 +276,9 @@ def review(root: Path, base_rev: str, head_rev: str, out: Path) -> tuple[Path, i
     """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it:
     (the Markdown's path, how many charts it links)."""
     base, head = load_side(root, base_rev), load_side(root, head_rev)
+    if base.commit == head.commit and (base.commit is not None or base_rev == head_rev):
+        same = "the workspace" if base.commit is None else f"commit {base.commit[:7]}"
+        raise ReviewError(f"{base_rev!r} and {head_rev!r} are both {same}: nothing to review; name two revisions")
     specs = plot_specs(root, base, head)
     try:  # --out a file, a path under one, or a place such as /proc that takes no new files
         out.mkdir(parents=True, exist_ok=True)

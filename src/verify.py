@@ -136,6 +136,31 @@ def resolve(root: Path, rev: str) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def failed_runs(root: Path) -> dict[str, str]:
+    """{name: commit} of the queued `dvc exp run`s that failed. DVC keeps them as entries of the
+    reflog of refs/exps/celery/failed ("dvc-exp:<rev>:<baseline>:<name>"), not as experiments, so
+    `resolve` does not find them by name, and their commit holds the baseline's results."""
+    r = _run(["git", "reflog", "show", "--format=%H %gs", "refs/exps/celery/failed", "--"], root)
+    runs = {}
+    for line in r.stdout.splitlines() if r.returncode == 0 else []:
+        commit, _, subject = line.partition(" ")
+        if "dvc-exp:" in subject:
+            runs.setdefault(subject.rsplit(":", 1)[-1], commit)
+    return runs
+
+
+def failed_run_error(root: Path, rev: str, commit: str | None) -> str | None:
+    """A line saying that `rev` is a queued experiment that failed (by its name or its commit), or None."""
+    runs = failed_runs(root)
+    name = rev if rev in runs else next((n for n, c in runs.items() if c == commit), None)
+    if name is None or (commit is not None and runs[name] != commit):
+        return None
+    return (
+        f"{rev!r} is a queued experiment that failed: it has no results of its own "
+        f"(`dvc queue logs {name}` says why; `dvc exp run -S …` again once fixed)"
+    )
+
+
 @contextmanager
 def checked_out(root: Path, commit: str) -> Iterator[Path]:
     """`commit` in a temporary git worktree, its DVC outputs checked out from this repo's cache."""
@@ -167,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path.cwd()
     if args.rev:
         commit = resolve(root, args.rev)
-        if commit is None:
+        failed = failed_run_error(root, args.rev, commit)
+        if commit is None or failed:
             print(
-                f"verify: error: {args.rev!r} is neither a git revision nor one `dvc exp` name here "
-                "(`dvc exp pull <remote> <name>` fetches an experiment)",
+                f"verify: error: {failed or f'{args.rev!r} is neither a git revision nor one `dvc exp` name here'}"
+                + ("" if failed else " (`dvc exp pull <remote> <name>` fetches an experiment)"),
                 file=sys.stderr,
             )
             return 2

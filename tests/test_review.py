@@ -144,6 +144,92 @@ def test_a_revision_that_does_not_exist_is_one_line(lab, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("revs", [("HEAD", "HEAD"), ("main", "HEAD"), ("workspace", "workspace")])
+def test_the_same_revision_twice_is_one_line(lab, tmp_path, revs):
+    r = run_review(lab, *revs, "--out", str(tmp_path / "x"), check=False)
+    same = "the workspace" if revs[0] == "workspace" else f"commit {sh(lab, 'git', 'rev-parse', 'HEAD').stdout[:7]}"
+    assert (r.returncode, r.stderr.strip().splitlines()) == (
+        2,
+        [f"review: error: {revs[0]!r} and {revs[1]!r} are both {same}: nothing to review; name two revisions"],
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def with_params(text: str, **sections: dict) -> str:
+    """params.yaml's text with some values of its sections changed."""
+    p = yaml.safe_load(text)
+    for name, values in sections.items():
+        p[name].update(values)
+    return yaml.safe_dump(p, sort_keys=False)
+
+
+@pytest.fixture
+def failed_run(lab):
+    """What a queued `dvc exp run -S train.epochs=5` that failed leaves: a commit of its params.yaml
+    beside the baseline's results, in the reflog of refs/exps/celery/failed under its name."""
+    params = lab / "params.yaml"
+    before = params.read_text()
+    params.write_text(with_params(before, train={"epochs": 5}))
+    try:
+        commit = sh(lab, "git", "-c", "user.name=t", "-c", "user.email=t@t", "stash", "create").stdout.strip()
+    finally:
+        params.write_text(before)
+    head = sh(lab, "git", "rev-parse", "HEAD").stdout.strip()
+    sh(
+        lab,
+        "git",
+        "update-ref",
+        "--create-reflog",
+        "-m",
+        f"commit: dvc-exp:{head}:{head}:five",
+        "refs/exps/celery/failed",
+        commit,
+    )
+    yield commit
+    sh(lab, "git", "update-ref", "-d", "refs/exps/celery/failed")
+
+
+def test_a_failed_experiment_is_refused_by_name_and_by_commit(lab, tmp_path, failed_run):
+    """Its commit holds the baseline's metrics: reviewed, it read as a run of its params that
+    changed nothing. The name is not an experiment ref, so it was "neither a git revision …"."""
+    want = "it has no results of its own (`dvc queue logs five` says why; `dvc exp run -S …` again once fixed)"
+    for rev in ("five", failed_run[:7], "refs/exps/celery/failed"):
+        r = run_review(lab, "HEAD", rev, "--out", str(tmp_path / "x"), check=False)
+        assert (r.returncode, r.stderr.strip()) == (
+            2,
+            f"review: error: {rev!r} is a queued experiment that failed: {want}",
+        )
+        v = sh(lab, sys.executable, "-m", "src.verify", rev, check=False)
+        assert (v.returncode, v.stderr.strip()) == (
+            2,
+            f"verify: error: {rev!r} is a queued experiment that failed: {want}",
+        )
+    sh(lab, "git", "update-ref", "-d", "refs/exps/celery/failed")  # `dvc queue remove --all`: the commit alone
+    r = run_review(lab, "HEAD", failed_run, "--out", str(tmp_path / "x"), check=False)
+    assert (r.returncode, r.stderr.strip()) == (
+        2,
+        f"review: error: {failed_run}: its results are not of its params.yaml: train.epochs differ from what "
+        "dvc.lock ran (an unfinished run, or params committed without one)",
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_params_edited_without_a_rerun_are_not_reviewed_as_results(lab, tmp_path):
+    params = lab / "params.yaml"
+    before = params.read_text()
+    try:
+        params.write_text(with_params(before, train={"epochs": 4, "lr": 0.05}))
+        r = run_review(lab, "HEAD", "--out", str(tmp_path / "x"), check=False)
+    finally:
+        params.write_text(before)
+    assert (r.returncode, r.stderr.strip()) == (
+        2,
+        "review: error: workspace: its results are not of its params.yaml: train.epochs, train.lr differ from "
+        "what dvc.lock ran (run `dvc repro` first)",
+    )
+    assert not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------ templates for DVC's tools
 
 
