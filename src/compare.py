@@ -7,8 +7,9 @@
 
 One row per commit and per experiment: its name, the params that differ between the rows, test
 accuracy, per-class accuracy, training seconds, images/s, device and precision. A failed experiment
-keeps its row, marked failed, with no metrics. Figures: test accuracy against training seconds (each
-point labelled with what differs, e.g. "lr=0.02, classes=cat,dog", and its name) and per-class
+keeps its row, marked failed, with no metrics; so do queued and running ones, marked so. Figures:
+test accuracy against training seconds (each point labelled with what differs, e.g. "lr=0.02,
+classes=cat,dog", and its name) and per-class
 accuracy as a heatmap (experiments × classes). Printed: the same rows cut to the terminal's width
 (`dvc exp show` at 120 columns shows "…" in every cell).
 """
@@ -60,21 +61,24 @@ KEY_METRICS = (
     ("precision", "precision", "{}"),
 )
 SEP = "  "  # between the terminal view's columns
+UNFINISHED = ("queued", "running")  # `dvc exp show`'s executor states of an experiment without results yet
 
 
-def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
+def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
+    """One row; `status` ok, failed, queued or running: only an ok row shows metrics (a queued or
+    running experiment's files are still its baseline's)."""
     data = data or {}
     params = {
         k: f"[{', '.join(map(str, v))}]" if isinstance(v, list) else v  # a list as one cell
         for k, v in flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).items()
     }
     metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
-    ev, tr, tm = ({} if failed else metrics.get(path, {}) for path in (EVAL, TRAIN, TIMING))
+    ev, tr, tm = ({} if status != "ok" else metrics.get(path, {}) for path in (EVAL, TRAIN, TIMING))
     tr = {**tr, **tm}  # seconds and images/s moved to timing.json; older commits have them in train.json
     return {
         "name": name,
         "rev": rev[:7],
-        "status": "failed" if failed else "ok",
+        "status": status,
         "params": params,
         "test_acc": _number(ev, "test_acc"),
         "per_class": {c: _number(ev["per_class_acc"], c) for c in ev.get("per_class_acc") or {}},
@@ -82,6 +86,12 @@ def _row(name: str, rev: str, data: dict | None, failed: bool) -> dict:
         "best_val_acc": _number(tr, "best_val_acc"),
         **{k: _number(tr, k) if k in NUMBERS else tr.get(k) for k in COLUMNS if k != "test_acc"},
     }
+
+
+def not_ok(rows: list[dict]) -> str:
+    """How many rows failed, and how many are still queued or running: "1 failed, 2 queued"."""
+    counts = [f"{sum(r['status'] == s for r in rows)} {s}" for s in ("failed", *UNFINISHED)]
+    return ", ".join(c for c in counts if not c.startswith("0 ") or c.endswith("failed"))
 
 
 def _number(metrics: dict, key: str) -> float | None:
@@ -104,14 +114,13 @@ def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[d
             not workspace and commit is not head and not commit.get("experiments")
         ):
             continue
-        rows.append(
-            _row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), bool(commit.get("error")))
-        )
+        status = "failed" if commit.get("error") else "ok"
+        rows.append(_row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), status))
         for exp in commit.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             for rev in exp.get("revs") or []:
-                failed = state == "failed" or bool(rev.get("error"))
-                rows.append(_row(rev.get("name") or rev["rev"][:7], rev["rev"], rev.get("data"), failed))
+                status = "failed" if state == "failed" or rev.get("error") else state if state in UNFINISHED else "ok"
+                rows.append(_row(rev.get("name") or rev["rev"][:7], rev["rev"], rev.get("data"), status))
     return rows
 
 
@@ -229,7 +238,7 @@ def _terminal_columns(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     needed.append(
         col(
             "test_acc",
-            ["failed" if r["status"] == "failed" else _fmt(r["test_acc"], "{:.4f}") for r in rows],
+            [r["status"] if r["status"] != "ok" else _fmt(r["test_acc"], "{:.4f}") for r in rows],
             8,
             8,
             right=True,
@@ -341,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             raise  # DVC's own output: a bug here, not the user's file
         why = f" ({exc})" if isinstance(exc, NotANumber) else ""
         raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`{why}") from None
-    if not rows:
+    if len(rows) < 2:  # HEAD alone: a table of one row compares nothing
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)
         return 1
     print(terminal_view(rows, args.width), end="")
@@ -351,10 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         files = write_report(rows, args.out)
     except OSError as exc:
         raise SystemExit(f"compare: error: --out {args.out}: cannot write there ({exc.strerror or exc})") from None
-    print(
-        f"compare: {len(rows)} rows ({sum(r['status'] == 'failed' for r in rows)} failed) → {args.out}/ "
-        f"({', '.join(p.name for p in files)})"
-    )
+    print(f"compare: {len(rows)} rows ({not_ok(rows)}) → {args.out}/ ({', '.join(p.name for p in files)})")
     return 0
 
 

@@ -154,6 +154,32 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
     assert note.startswith("(also changed, not shown:") and note.endswith("all columns in compare.md)")
 
 
+def test_queued_and_running_experiments_are_marked_and_show_no_metrics(tmp_path, capsys):
+    """A running experiment's files were its baseline's: its row showed main's 0.9540 as its own."""
+    show = exp_show([("done", {"train": {"lr": 0.02}}, 0.93, 40.0), ("busy", {"train": {"lr": 0.04}}, 0.954, 60.0)])
+    show[1]["experiments"][1]["executor"] = {"state": "running"}
+    show[1]["experiments"].append(
+        {"name": "later", "executor": {"state": "queued"}, "revs": [_rev("e", "later", {}, None)]}
+    )
+    rows = {r["name"]: r for r in experiments(show)}
+    assert [rows[n]["status"] for n in ("main", "done", "busy", "later")] == ["ok", "ok", "running", "queued"]
+    assert rows["busy"]["test_acc"] is None and rows["busy"]["seconds"] is None and rows["busy"]["per_class"] == {}
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(show))
+    lines = _printed(capsys, "--json", str(path), "--out", str(tmp_path / "out"))
+    cells = {line.split()[0]: line.split() for line in lines[2:-1]}
+    assert cells["busy"][2] == "running" and cells["later"][2] == "queued" and cells["done"][2] == "0.9300"
+    assert lines[-1].startswith("compare: 4 rows (0 failed, 1 queued, 1 running) → ")
+
+
+def test_head_alone_is_nothing_to_compare(tmp_path, capsys):
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(exp_show([])))
+    assert main(["--json", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == "compare: no experiments to compare (run some with `dvc exp run`)\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_report_prints_the_fitted_table_and_writes_its_files(saved, tmp_path, capsys):
     lines = _printed(capsys, "--json", str(saved), "--out", str(tmp_path / "out"), "--width", "100")
     assert max(map(len, lines[:-1])) <= 100 and lines[-1].startswith("compare: 5 rows (1 failed)")

@@ -78,9 +78,16 @@ def test_mirror_folder_and_archive(small_batches, archive, tmp_path):
         _install(tmp_path / "d", "unused", "0" * 32, mirror=str(mirror2))
 
 
-def test_missing_mirror(tmp_path):
-    with pytest.raises(DataError, match="no such folder"):
+def test_missing_mirror(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="no such folder; point it at"):
         _install(tmp_path / "raw", "unused", "0" * 32, mirror=str(tmp_path / "nope"))
+    monkeypatch.chdir(tmp_path)  # a relative path: a queued run starts elsewhere, so the line says where it looked
+    with pytest.raises(DataError) as e:
+        _install(tmp_path / "raw", "unused", "0" * 32, mirror="../shared/cifar10")
+    assert str(e.value).startswith(
+        f"CIFAR10_MIRROR=../shared/cifar10: no such folder (relative to {tmp_path}: give an absolute path for "
+        "`dvc queue`); point it at"
+    )
 
 
 @pytest.mark.parametrize(

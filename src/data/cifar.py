@@ -117,8 +117,9 @@ def _from_mirror(mirror: str, tmp: Path) -> None:
     the folder itself, or the archive itself."""
     src = Path(mirror).expanduser()
     if not src.exists():
+        where = "" if src.is_absolute() else f" (relative to {Path.cwd()}: give an absolute path for `dvc queue`)"
         raise DataError(
-            f"CIFAR10_MIRROR={mirror}: no such folder; point it at a folder holding "
+            f"CIFAR10_MIRROR={mirror}: no such folder{where}; point it at a folder holding "
             f"{BATCHES_DIR}/ or {ARCHIVE_NAME}, or unset it to download"
         )
     damaged = "replace the mirror's copy, or unset CIFAR10_MIRROR to download"

@@ -111,12 +111,13 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
     for r in done:
         ax.scatter(r["seconds"], r["test_acc"], s=36, color="#1f77b4" if r["status"] == "ok" else "#999999", zorder=3)
-    failed = [r["name"] for r in rows if r["status"] == "failed"]
+    left = [f"{sum(r['status'] == s for r in rows)} {s}" for s in ("failed", "queued", "running")]
+    left = [c for c in left if not c.startswith("0 ")]
     ax.set_xlabel("training seconds (the whole loop, validation included)")
     ax.set_ylabel("test accuracy")
     ax.set_title(
         f"Test accuracy against training time, {len(done)} run{'s' if len(done) != 1 else ''}"
-        + (f"; {len(failed)} failed run{'s' if len(failed) != 1 else ''} left out" if failed else "")
+        + (f"; {', '.join(left)} run{'s' if sum(int(c.split()[0]) for c in left) > 1 else ''} left out" * bool(left))
     )
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
