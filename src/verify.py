@@ -172,10 +172,26 @@ def checked_out(root: Path, commit: str) -> Iterator[Path]:
         try:
             cache = (root / ".dvc" / "cache").resolve()
             _run([sys.executable, "-m", "dvc", "config", "--local", "cache.dir", str(cache)], tree)
-            _run([sys.executable, "-m", "dvc", "checkout", "--quiet"], tree)
+            got = _run([sys.executable, "-m", "dvc", "checkout"], tree)
+            missing = _not_in_cache(got.stdout + got.stderr) if got.returncode else []
+            if missing:  # else each would be a line "deleted since the run", as if someone had removed it
+                raise RuntimeError(
+                    f"{commit[:12]}: {len(missing)} output(s) of its run are not in this repo's DVC cache "
+                    f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}): `dvc pull` (or `dvc exp "
+                    "pull <remote> <name>`) brings them, or `dvc repro` on that commit makes them again"
+                )
             yield tree
         finally:
             _run(["git", "worktree", "remove", "--force", str(tree)], root)
+
+
+def _not_in_cache(output: str) -> list[str]:
+    """The targets `dvc checkout` lists under "Checkout failed for following targets:"."""
+    after = output.split("Checkout failed for following targets:", 1)
+    if len(after) < 2:
+        return []
+    lines = after[1].split("Is your cache up to date?", 1)[0].splitlines()
+    return sorted(line.strip() for line in lines if line.strip())
 
 
 def verify(root: Path) -> tuple[list[str], str]:

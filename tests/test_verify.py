@@ -104,6 +104,29 @@ def test_a_commit_and_an_experiment_verify_by_name(repo):
         restore(repo)
 
 
+def test_a_commit_whose_outputs_are_not_in_the_cache_is_one_line(repo):
+    """A fresh clone before `dvc pull`: each missing output read as "deleted since the run", as if
+    someone had removed it, and the last line named a temporary folder that was gone."""
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (md5,) = [o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == "models/best.pt"]
+    cached = repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    aside = repo.parent / "best.pt.aside"
+    shutil.move(cached, aside)
+    try:
+        r = verify(repo, "HEAD")
+    finally:
+        shutil.move(aside, cached)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    commit = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    assert r.stderr.strip() == (
+        f"verify: error: {commit[:12]}: 1 output(s) of its run are not in this repo's DVC cache (models/best.pt): "
+        "`dvc pull` (or `dvc exp pull <remote> <name>`) brings them, or `dvc repro` on that commit makes them again"
+    )
+    assert verify(repo, "HEAD").returncode == 0
+
+
 def test_a_run_on_a_gpu_is_rescored_within_the_tolerance(repo):
     """A run that trained (and so was scored) on a GPU is re-scored on this CPU: other kernels, so
     within TOLERANCE instead of to the digit."""
