@@ -92,7 +92,9 @@ def shown(v, fmt: str) -> str:
         return f"{100 * v:.2f} %"
     if fmt == "int":
         return f"{v:,}"
-    return str(v) if fmt == "str" else format(v, fmt)
+    if fmt == "str":
+        return json.dumps(v) if isinstance(v, bool) else str(v)  # a boolean as YAML and JSON spell it
+    return format(v, fmt)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +156,16 @@ def test_the_recipe_and_the_scoring_are_stated_as_they_ran(repo, page):
     assert f"(the conv filters, which Muon updates, peak at {p['train']['muon_lr']} instead)" in optimizer
     assert p["evaluate"]["tta_fraction"] < 1
     assert ("metrics/eval.json", "tta_fraction") in {(n["src"], n["key"]) for n in page.nums}
+    tta_flip = [n for n in page.nums if (n["src"], n["key"]) == ("metrics/eval.json", "tta_flip")]
+    assert tta_flip and all(n["text"] in ("true", "false") for n in tta_flip)  # as params.yaml spells it, not True
+
+
+def test_what_excites_each_layer_comes_in_the_networks_order(repo):
+    """By file name the first layer ("whiten") came after group 3; the visualize stage records the layers in order."""
+    layers = list(json.loads((repo / "plots/visualize.json").read_text())["top_patches"])
+    html = (repo / "report/lab_report.html").read_text()
+    shown = list(dict.fromkeys(re.findall(r"plots/visualize/top_patches_(\w+)\.png", html)))
+    assert len(layers) >= 4 and shown == [name.replace(".", "_") for name in layers]
 
 
 def test_every_figure_the_stages_drew_is_embedded_as_it_is(repo, page):
@@ -279,6 +291,10 @@ def test_an_experiment_lists_exactly_what_changed(repo):
         now = json.loads((repo / "metrics/eval.json").read_text())
         assert rows["metrics/eval.json test_acc"][:2] == [shown(head["test_acc"], "%"), shown(now["test_acc"], "%")]
         assert rows["metrics/eval.json test_acc"][2] == f"{100 * (now['test_acc'] - head['test_acc']):+.2f} points"
+        # a change in the digits of its values (it was %+g of the value to 4 places: 116.2 / 9.0, -107.172)
+        t0 = json.loads(sh(repo, "git", "show", "HEAD:metrics/timing.json").stdout)["train_seconds"]
+        t1 = json.loads((repo / "metrics/timing.json").read_text())["train_seconds"]
+        assert rows["metrics/timing.json train_seconds"] == [f"{t0:.1f}", f"{t1:.1f}", f"{t1 - t0:+.1f}"]
     finally:
         sh(repo, "git", "checkout", "--", ".")
         sh(repo, "dvc", "checkout", "-q", check=False)

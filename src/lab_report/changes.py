@@ -31,6 +31,15 @@ COMPARED = [
 ]
 
 
+def signed(delta: float, fmt: str) -> str:
+    """A change in the digits its values are printed with: +0.42 points, −107.2, +1,024."""
+    if fmt == "%":
+        return f"{100 * delta:+.2f} points"
+    if fmt == "int":
+        return f"{int(delta):+,}"
+    return format(delta, "+" + fmt)
+
+
 def metric_rows(root: Path, base: str) -> list[dict]:
     """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace."""
     rows = []
@@ -47,7 +56,8 @@ def metric_rows(root: Path, base: str) -> list[dict]:
             continue
         delta = new - old if isinstance(old, (int, float)) and isinstance(new, (int, float)) else None
         good = None if not delta or not better else (delta * better > 0)
-        rows.append({"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta, "good": good})
+        row = {"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta, "good": good}
+        rows.append({**row, "delta_text": None if delta is None else signed(delta, fmt)})
     return rows
 
 

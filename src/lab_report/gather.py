@@ -60,12 +60,14 @@ class Missing:
 
 def fmt_value(v: Any, fmt: str) -> str:
     """A value as the page prints it: `%` a percentage with two decimals, `int` with thousands
-    separators, a format spec otherwise (`.4f`), `str` as it is."""
+    separators, a format spec otherwise (`.4f`), `str` as it is (a boolean as YAML writes it)."""
     if fmt == "%":
         return f"{100 * v:.2f} %"
     if fmt == "int":
         return f"{int(v):,}"
-    return str(v) if fmt == "str" else format(v, fmt)
+    if fmt == "str":
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)  # as params.yaml spells it
+    return format(v, fmt)
 
 
 @dataclass
