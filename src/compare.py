@@ -154,8 +154,11 @@ def show_value(v: Any) -> str:
         return str(v).lower()
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, list):  # as review reads params.yaml: [] stays visible, a nested list keeps its brackets
+        flat = v and not any(isinstance(x, (list, dict)) for x in v)
+        return ",".join(map(show_value, v)) if flat else json.dumps(v)
     s = str(v)
-    if s.startswith("[") and s.endswith("]") and "[" not in s[1:-1]:  # a flat list (_row wrote it)
+    if s.startswith("[") and s.endswith("]") and "[" not in s[1:-1] and s != "[]":  # a flat list (_row wrote it)
         return ",".join(item.strip() for item in s[1:-1].split(","))
     return s
 
@@ -329,7 +332,7 @@ def _read_exp_show(path: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="read this `dvc exp show --json` output instead of running it")
     ap.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     ap.add_argument("--workspace", action="store_true", help="include the workspace as a row")
@@ -353,13 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) < 2:  # HEAD alone: a table of one row compares nothing
         print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)
         return 1
-    print(terminal_view(rows, args.width), end="")
     if args.terminal:
+        print(terminal_view(rows, args.width), end="")
         return 0
-    try:
+    try:  # before the table is printed: an --out that can't be written is the one line shown
         files = write_report(rows, args.out)
     except OSError as exc:
         raise SystemExit(f"compare: error: --out {args.out}: cannot write there ({exc.strerror or exc})") from None
+    print(terminal_view(rows, args.width), end="")
     print(f"compare: {len(rows)} rows ({not_ok(rows)}) → {args.out}/ ({', '.join(p.name for p in files)})")
     return 0
 

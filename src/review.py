@@ -106,7 +106,7 @@ def load_side(root: Path, rev: str) -> Side:
                 f"{rev!r} is neither a git revision, a `dvc exp` name nor 'workspace' here "
                 "(`dvc exp pull <remote> <name>` fetches an experiment)"
             )
-    side = Side(rev, commit)
+    side = Side(rev[:12] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev, commit)  # a full hash: 40 digits a header
     for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):
         side.files[path.as_posix()] = read_at(root, commit, path)
     stale = params_not_run(side.files[PARAMS.as_posix()], read_at(root, commit, LOCK))

@@ -194,6 +194,12 @@ def test_the_report_prints_the_fitted_table_and_writes_its_files(saved, tmp_path
 def test_values_and_keys_are_shortened_sensibly():
     assert show_value("[cat, dog]") == "cat,dog" and show_value(0.0200) == "0.02" and show_value(True) == "true"
     assert show_value(None) == "null" and show_value("[[0.49, 0.48], [0.24, 0.24]]") == "[[0.49, 0.48], [0.24, 0.24]]"
+    # the lists src.review reads from params.yaml: they showed as 'cat','dog' and, empty, as nothing
+    assert show_value(["cat", "dog"]) == "cat,dog" and show_value([]) == "[]" and show_value("[]") == "[]"
+    assert (
+        show_value([[0.49, 0.48], [0.24, 0.24]]) == "[[0.49, 0.48], [0.24, 0.24]]"
+        and show_value([0.5, 0.8]) == "0.5,0.8"
+    )
     assert shorten("airplane,automobile,bird,cat,deer", 24) == "airplane,automobile,…+3"
     assert shorten("a-very-long-experiment-name", 10) == "a-very-lo…" and shorten("short", 10) == "short"
     assert short_keys(["train.lr", "model.fast_cnn.widths", "model.seed_cnn.widths"]) == {
@@ -282,7 +288,7 @@ def test_the_comparison_folder_is_ignored_by_git():
         (["--json", "{saved}", "--out", "{blocked}/x"], "compare: error: --out {blocked}/x: cannot write there ("),
     ],
 )
-def test_bad_files_are_one_line(saved, tmp_path, args, message):
+def test_bad_files_are_one_line(saved, tmp_path, capsys, args, message):
     names = {"missing": tmp_path / "nope.json", "cut": tmp_path / "cut.json", "other": tmp_path / "other.json"}
     names["cut"].write_text("{")
     names["other"].write_text('{"a": 1}')
@@ -295,6 +301,7 @@ def test_bad_files_are_one_line(saved, tmp_path, args, message):
     with pytest.raises(SystemExit) as e:
         main([a.format(**names) for a in args])
     assert str(e.value).startswith(message.format(**names)) and "\n" not in str(e.value)
+    assert capsys.readouterr().out == ""  # the one line alone: no table printed before it
 
 
 @pytest.mark.parametrize("width,message", [("0", "at least 20 columns"), ("-5", "at least 20"), ("x", "'x' is not")])

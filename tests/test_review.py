@@ -144,6 +144,13 @@ def test_a_revision_that_does_not_exist_is_one_line(lab, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_full_commit_hash_is_shortened_in_the_review(lab, tmp_path):
+    sha = sh(lab, "git", "rev-parse", "HEAD~1").stdout.strip()
+    run_review(lab, sha, "HEAD", "--out", str(tmp_path / "x"))
+    md = (tmp_path / "x" / "review.md").read_text()
+    assert f"`{sha[:12]}`" in md and sha not in md
+
+
 @pytest.mark.parametrize("revs", [("HEAD", "HEAD"), ("main", "HEAD"), ("workspace", "workspace")])
 def test_the_same_revision_twice_is_one_line(lab, tmp_path, revs):
     r = run_review(lab, *revs, "--out", str(tmp_path / "x"), check=False)
