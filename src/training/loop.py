@@ -606,7 +606,7 @@ class Trainer:
         for i in range(state.step % steps_per_epoch, steps_per_epoch):
             stop = self.stop or self.dist.signal_before_step(stop_flag)
             if stop:  # before a step: epoch ends stay whole
-                self.interrupt(stop, meter)
+                self.interrupt(stop, meter, epoch_started)
             for k in self.learner.freeze_due(state.step, self.schedule_length()):
                 self.progress.note(f"train.freeze_at: stage {k + 1} of the model frozen from step {state.step + 1}")
                 if self.budget is not None:
@@ -650,9 +650,11 @@ class Trainer:
         state.total_steps = agreed.total_steps
         self.progress.resize(state.total_steps or 0)  # a time budget re-sizes the schedule
 
-    def interrupt(self, signal_name: str, meter: _EpochMeter) -> None:
+    def interrupt(self, signal_name: str, meter: _EpochMeter, epoch_started: float) -> None:
         meter.reduce(self.dist)
         self.state.partial_epoch = meter.snapshot()
+        # the steps done in this epoch count their images, so their time too (images/s after a resume)
+        self.state.train_time += time.perf_counter() - epoch_started
         self.save_resume()
         self.progress.close()
         raise TrainingInterrupted(f"{signal_name} at step {self.state.step}: saved {self.files.resume}")
