@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+KNOWN_FAILURE_EXIT = 2  # a stage's exit code after the one line of a failure it knows (stages/_common.py)
+
 
 class ParamsError(ValueError):
     """A params.yaml value that is not allowed; the message is one line for the user. `key`, where
@@ -30,4 +32,12 @@ class TrainingInterrupted(RuntimeError):
 
 
 class DistributedFailure(RuntimeError):
-    """A process of a multi-process (torchrun) training run failed."""
+    """A process of a multi-process (torchrun) training run failed; `resumable`: a resume point is kept."""
+
+    def __init__(self, message: str, resumable: bool = True):
+        super().__init__(message)
+        self.resumable = resumable
+
+
+class ReportedFailure(RuntimeError):
+    """Training processes stopped on an error whose one line their rank 0 has printed already."""

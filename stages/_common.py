@@ -10,7 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from src.errors import CheckpointError, DataError, DistributedFailure, NonFiniteLoss, ParamsError, TrainingInterrupted
+from src.errors import (
+    KNOWN_FAILURE_EXIT,
+    CheckpointError,
+    DataError,
+    DistributedFailure,
+    NonFiniteLoss,
+    ParamsError,
+    ReportedFailure,
+    TrainingInterrupted,
+)
 from src.params import Params, load_params
 from stages._launcher import launching_command
 
@@ -50,16 +59,18 @@ def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> in
     except ParamsError as exc:
         if speak:
             print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)
-        return 2
+        return KNOWN_FAILURE_EXIT
     except (DataError, CheckpointError, NonFiniteLoss) as exc:
         if speak:
             print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
+        return KNOWN_FAILURE_EXIT
+    except ReportedFailure:
+        return KNOWN_FAILURE_EXIT
     except DistributedFailure as exc:
         cmd = launching_command()
-        again = f"; run the same command again to resume: {cmd}" if cmd else ""
+        again = f"; run the same command again{' to resume' if exc.resumable else ''}: {cmd}" if cmd else ""
         print(f"{name}: error: {exc}{again}", file=sys.stderr)
-        return 2
+        return KNOWN_FAILURE_EXIT
     except TrainingInterrupted as exc:
         cmd = launching_command()
         again = f"run the same command again to resume: {cmd}" if cmd else "run the experiment again to resume"

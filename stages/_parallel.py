@@ -7,7 +7,7 @@ import os
 import sys
 
 from src import paths
-from src.errors import DistributedFailure, TrainingInterrupted
+from src.errors import KNOWN_FAILURE_EXIT, DistributedFailure, ReportedFailure, TrainingInterrupted
 from src.params import Params
 from src.training.runtime import available_cores, reuse_freed_memory, set_threads
 from stages._launcher import launching_command, queue_workers
@@ -38,7 +38,7 @@ def run_under_torchrun(name: str, nproc: int) -> None:
     own launcher, through stages/_torchrun.py) and wait for it. SIGTERM is passed on (Ctrl-C
     reaches every process of the terminal's group by itself). A process that dies makes torchrun
     stop the others: that is a DistributedFailure here; after a signal, TrainingInterrupted (rank 0
-    saved a resume point)."""
+    saved a resume point); when all stopped on an error rank 0 has printed, ReportedFailure."""
     import signal
     import subprocess
 
@@ -76,7 +76,9 @@ def run_under_torchrun(name: str, nproc: int) -> None:
         raise TrainingInterrupted(
             f"{got['signal']}: the {nproc} training processes stopped at a step boundary; rank 0 saved {resume}"
         )
+    if code == KNOWN_FAILURE_EXIT:
+        raise ReportedFailure()  # the line above says what to change: resuming would fail again
+    kept = f"the last resume point is {resume}" if resume.exists() else "no epoch had ended: the next run starts afresh"
     raise DistributedFailure(
-        f"a training process failed (torchrun exited with {code}; the line above names it); "
-        f"the last resume point is {resume} if an epoch had ended"
+        f"a training process failed (torchrun exited with {code}: the line above); {kept}", resumable=resume.exists()
     )

@@ -5,12 +5,15 @@ torchrun itself answers a Ctrl-C with the traceback of its SignalException and a
 with a ChildFailedError traceback and table, 30-40 lines above the stage's own line. Here the
 agent's log is quiet, a signal ends it with exit 130 and nothing printed (the stage
 says where training stopped), and a failed process is one line: its rank, pid and exit code or
-signal. The workers' own output is theirs, untouched."""
+signal — or nothing, when every process stopped on an error the stage has already put in one line
+(exit 2). The workers' own output is theirs, untouched."""
 
 from __future__ import annotations
 
 import logging
 import sys
+
+from src.errors import KNOWN_FAILURE_EXIT
 
 
 def failure_line(failures: dict) -> str:
@@ -43,6 +46,8 @@ def main(argv: list[str]) -> int:
     except (SignalException, KeyboardInterrupt):
         return 130  # the processes got the signal too and stopped at a step boundary
     except ChildFailedError as exc:
+        if {f.exitcode for f in exc.failures.values()} == {KNOWN_FAILURE_EXIT}:
+            return KNOWN_FAILURE_EXIT  # each stopped on the error rank 0 has put in one line already
         print(f"torchrun: {failure_line(exc.failures)}", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,7 @@
 split. Writes models/best.pt, models/last.pt, metrics/train.json, metrics/timing.json and DVCLive logs
 (dvclive/train)."""
 
+import os
 import shutil
 
 import torch
@@ -88,11 +89,12 @@ def _recipe(p: Params, device: torch.device, n_train: int, say: bool) -> tuple[P
 def _threads(p: Params, dist: Dist) -> int:
     """CPU threads per process: train.threads, or the machine's cores shared among the processes."""
     threads, why = cpu_threads(p)
-    threads = max(1, threads // dist.world) if not p.train.threads else threads
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))  # this machine's processes share its cores
+    threads = max(1, threads // here) if not p.train.threads else threads
     if dist.is_main:
         print(
             f"train: {threads} thread{'s' if threads > 1 else ''} per process ({why}"
-            f"{f', {dist.world} processes' if dist.active else ''})"
+            f"{f', {here} processes on this machine' if dist.active else ''})"
         )
     return threads
 

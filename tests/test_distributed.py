@@ -236,6 +236,26 @@ def test_torchruns_report_of_a_failed_process_is_one_line():
     assert failure_line(failures) == "rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)"
 
 
+@pytest.mark.parametrize("local,want", [(None, 1), ("2", 1), ("1", 2)], ids=["standalone", "2-here", "1-per-machine"])
+def test_the_cores_are_shared_among_this_machines_processes(monkeypatch, capsys, local, want):
+    """Two machines with one process each: each process takes its machine's 2 cores (it took 1,
+    the cores divided by the processes of every machine)."""
+    import stages.train
+    from src.training.distributed import Dist
+    from tests.conftest import params_with
+
+    monkeypatch.setattr(stages.train, "cpu_threads", lambda p: (2, "the 2 cores this process may use"))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    if local is not None:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert stages.train._threads(params_with({}), Dist(rank=0, world=2)) == want
+    here = local or "2"
+    assert capsys.readouterr().out == (
+        f"train: {want} thread{'s' if want > 1 else ''} per process (the 2 cores this process may use, "
+        f"{here} processes on this machine)\n"
+    )
+
+
 def test_only_a_lost_peer_is_quiet():
     """A collective broken by a dead peer exits quietly; NCCL's setup and usage errors keep their message."""
     from src.training.distributed import lost_peer
@@ -326,3 +346,35 @@ def test_ctrl_c_to_every_process_saves_and_resumes(ddp_repo, uninterrupted):
     again = _train(repo)
     assert "resuming from .cache/train/resume.pt" in again.stdout + again.stderr
     assert _outputs(repo) == uninterrupted
+
+
+def test_an_error_every_process_stopped_on_is_its_one_line_alone(ddp_repo):
+    """A NaN loss stops both processes with rank 0's line. Under it came torchrun's "rank 0 exited
+    with 2; rank 1 exited with 2" and "run the same command again to resume", which fails again."""
+    import shutil
+
+    before = (ddp_repo / "params.yaml").read_text()
+    try:
+        _set(ddp_repo, {"train": {"lr": 1e8, "muon_lr": 1e8, "epochs": 2}})
+        r = _train(ddp_repo, check=False)
+    finally:
+        (ddp_repo / "params.yaml").write_text(before)
+        shutil.rmtree(ddp_repo / ".cache", ignore_errors=True)
+    errors = [line for line in r.stderr.splitlines() if "error" in line or line.startswith("torchrun:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-3000:]
+    assert errors[0].startswith("train: error: the training loss became ") and "train.lr" in errors[0], errors
+
+
+def test_a_failure_before_any_epoch_ended_says_there_is_no_resume_point(monkeypatch, tmp_path):
+    import stages._parallel
+    from src.errors import DistributedFailure, ReportedFailure
+
+    monkeypatch.chdir(tmp_path)  # no .cache/train/resume.pt here
+    for code, raised in ((1, DistributedFailure), (2, ReportedFailure)):
+        monkeypatch.setattr("subprocess.Popen", lambda *a, code=code, **k: type("P", (), {"wait": lambda self: code})())
+        with pytest.raises(raised) as e:
+            stages._parallel.run_under_torchrun("train", 2)
+    with pytest.raises(DistributedFailure) as e:
+        monkeypatch.setattr("subprocess.Popen", lambda *a, **k: type("P", (), {"wait": lambda self: 1})())
+        stages._parallel.run_under_torchrun("train", 2)
+    assert str(e.value).endswith("; no epoch had ended: the next run starts afresh") and not e.value.resumable

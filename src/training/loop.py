@@ -734,9 +734,13 @@ def fit(
     resume point and raises TrainingInterrupted.
     """
     trainer = build_trainer(model, train, val, mean, std, device, cfg, dist)
-    while not trainer.state.finished:
-        meter, lr = trainer.train_epoch(stop_flag)
-        trainer.end_epoch(meter, lr)
+    try:
+        while not trainer.state.finished:
+            meter, lr = trainer.train_epoch(stop_flag)
+            trainer.end_epoch(meter, lr)
+    except BaseException:
+        trainer.progress.close()  # ends the bar's line: the stage's error line starts a line of its own
+        raise
     return trainer.result()
 
 
