@@ -6,7 +6,7 @@ so this stage never makes another one rerun."""
 
 from src import paths
 from src.io import write_text
-from src.models import build_model, conv_layers, freeze_plan, model_section
+from src.models import build_model, check_model, conv_layers, freeze_plan, model_section
 from src.params import CIFAR10_CLASSES, TEST_PER_CLASS_MAX, TRAIN_PER_CLASS_MAX, Params, check_index, checked_recipe
 from src.training.runtime import resolve_device
 from stages._common import run_stage
@@ -24,6 +24,7 @@ def main(p: Params) -> None:
     # the recipe the train stage will run here: the GPU one where gpu.use says so (always, or auto on CUDA)
     run, _ = checked_recipe(p, resolve_device(p.train.device).type, n_train=per_class * n_classes)
     model = build_model(run.model, n_classes)
+    check_model(model, run.model.name)
     freeze_plan(model, run.train.freeze_at)
     check_index("visualize.deep_filter_layer", p.visualize.deep_filter_layer, len(conv_layers(model)), "conv layers")
     n_test = (p.data.test_per_class or TEST_PER_CLASS_MAX) * n_classes

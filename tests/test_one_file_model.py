@@ -62,3 +62,62 @@ def test_a_model_in_one_file_runs_through_every_stage(tmp_path, full_mirror, sec
     report = (repo / "report/lab_report.html").read_text()  # the report too, and it says what the model lacks
     assert "has no BatchNorm layer" in report and "features.group1.conv1" not in report
     assert "<code>conv1</code> (the first layer whose" in report  # its neuron, term by term
+
+
+def test_what_the_stages_need_of_a_model_is_checked_first():
+    """A plain nn.Module, a net without Conv2d and feature layers that do not exist passed the check
+    stage and failed later: a traceback in train, a KeyError in visualize, "allowed: 0 to -1"."""
+    import torch
+    from torch import nn
+
+    from src.errors import ParamsError
+    from src.models import LabModel, check_model
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+    class NoConv(LabModel):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 32 * 32, 3)
+
+    class WrongLayers(Plain, LabModel):
+        def feature_layers(self) -> list[str]:
+            return ["conv", "conv_2"]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean((2, 3))[:, :3]
+
+    where = "params.yaml: model.name='m': tests.test_one_file_model"
+    for model, message in (
+        (Plain(), "Plain is not a LabModel; subclass src.models.base.LabModel"),
+        (NoConv(), "NoConv has no Conv2d layer; the lab's filters, feature maps and Grad-CAM need one"),
+        (WrongLayers(), "WrongLayers.feature_layers() names 'conv_2', not a module of the model; its modules: conv"),
+    ):
+        with pytest.raises(ParamsError) as e:
+            check_model(model, "m")
+        assert str(e.value).startswith(where) and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_new_model_without_its_section_is_told_how_to_add_it(monkeypatch):
+    """The generic line ("every key must be set; the committed params.yaml has them all") was false
+    for a model the committed params.yaml has never heard of, and `-S model.x.width=8` needs DVC's +."""
+    from pydantic import Field
+
+    from src.errors import ParamsError
+    from src.models import REGISTRY, ModelSpec, model_section
+    from src.schema import Section
+    from tests.conftest import params_with
+
+    class NeedsWidth(Section):
+        width: int = Field(ge=1)
+
+    monkeypatch.setitem(REGISTRY, "two_conv", ModelSpec("two_conv", NeedsWidth, object, "a test's"))
+    with pytest.raises(ParamsError) as e:
+        model_section(params_with({"model": {"name": "two_conv"}}).model)
+    assert str(e.value) == (
+        "params.yaml: model.two_conv: missing; add the section with its keys (width) to params.yaml, or on the "
+        "command line -S +model.two_conv.width=… for each (DVC's + adds a key)"
+    )
