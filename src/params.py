@@ -382,6 +382,32 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _as_number(v: Any) -> Any:
+    """`v`, a string that reads as a number made one: PyYAML (YAML 1.1) reads 5e-4 as a string,
+    DVC writes dvc.lock as YAML 1.2 (0.0005), and pydantic takes either as the float."""
+    if isinstance(v, list):
+        return [_as_number(x) for x in v]
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def not_as_run(params: Any, lock: Any, stages: tuple[str, ...] | None = None) -> list[str]:
+    """The keys whose value in `params` (params.yaml) differs from the value `lock` (dvc.lock)
+    records its stages (those named, else all) ran with: results beside them are another run's."""
+    if not isinstance(params, dict) or not isinstance(lock, dict):
+        return []
+    ran: dict[str, Any] = {}
+    for name, stage in (lock.get("stages") or {}).items():
+        if stages is None or name in stages:
+            ran.update(flatten(((stage or {}).get("params") or {}).get("params.yaml") or {}))
+    now = flatten(params)
+    return sorted(k for k, v in ran.items() if k not in now or _as_number(now[k]) != _as_number(v))
+
+
 def changed_params(before: dict, after: dict) -> list[dict]:
     """Every dotted key whose value differs, was added or removed: [{key, before, after}], sorted."""
     a, b = flatten(before), flatten(after)

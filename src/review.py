@@ -32,13 +32,12 @@ from src import paths
 from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
-from src.params import changed_params, flatten
+from src.params import changed_params, not_as_run
 from src.verify import failed_run_error, resolve
 
 WORKSPACE = "workspace"
 PARAMS = Path("params.yaml")
 LOCK = Path("dvc.lock")
-_ABSENT = object()
 # the charts of a review: the dvc.yaml plots drawn with these templates, in this order
 CHART_TEMPLATES = ("epochs", "confusion_counts", "bar_horizontal_values")
 # (label, metrics file, key, format, which way is better: +1 higher, -1 lower, 0 neither)
@@ -109,7 +108,7 @@ def load_side(root: Path, rev: str) -> Side:
     side = Side(rev[:12] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev, commit)  # a full hash: 40 digits a header
     for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):
         side.files[path.as_posix()] = read_at(root, commit, path)
-    stale = params_not_run(side.files[PARAMS.as_posix()], read_at(root, commit, LOCK))
+    stale = not_as_run(side.files[PARAMS.as_posix()], read_at(root, commit, LOCK))
     if stale:
         fix = "run `dvc repro` first" if commit is None else "an unfinished run, or params committed without one"
         raise ReviewError(
@@ -117,18 +116,6 @@ def load_side(root: Path, rev: str) -> Side:
             f"differ from what dvc.lock ran ({fix})"
         )
     return side
-
-
-def params_not_run(params: Any, lock: Any) -> list[str]:
-    """The keys whose value in `params` (params.yaml) differs from the value dvc.lock (`lock`)
-    records a stage ran with: the metrics beside them are another run's."""
-    if not isinstance(params, dict) or not isinstance(lock, dict):
-        return []
-    ran: dict[str, Any] = {}
-    for stage in (lock.get("stages") or {}).values():
-        ran.update(flatten(((stage or {}).get("params") or {}).get(PARAMS.as_posix()) or {}))
-    now = flatten(params)
-    return sorted(k for k, v in ran.items() if now.get(k, _ABSENT) != v)
 
 
 def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:

@@ -41,15 +41,15 @@ def _changed_keys(root: Path, stage: str, section: str) -> list[str]:
     """The params.yaml keys under `section` whose value differs from what dvc.lock recorded for `stage`."""
     import yaml
 
-    from src.params import changed_params
+    from src.params import not_as_run
 
     try:
-        old = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]["params"]["params.yaml"]
+        lock = yaml.safe_load((root / "dvc.lock").read_text())
         new = yaml.safe_load((root / "params.yaml").read_text())
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError):
         return [section]
     # the lock holds only the stage's own sections (or dotted keys such as evaluate.batch_size)
-    keys = [c["key"] for c in changed_params(old, new) if c["key"] == section or c["key"].startswith(section + ".")]
+    keys = [k for k in not_as_run(new, lock, (stage,)) if k == section or k.startswith(section + ".")]
     return keys or [section]
 
 
@@ -102,7 +102,8 @@ def rescore(root: Path) -> tuple[str | None, str]:
         sub = Subset.load(root / paths.SUBSET)
         model, ck = load_trained(root / paths.BEST, sub.classes)
     except (OSError, ValueError, DataError, CheckpointError) as exc:
-        return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {exc}", ""
+        why = str(exc).replace(f"{root}/", "")  # under `verify REV`, root is a temporary worktree, gone after
+        return f"{paths.EVAL_METRICS}: cannot recompute the test accuracy: {why}", ""
     x, y = sub.split("test")
     channels_last = uses_channels_last(p.train.channels_last, torch.device("cpu"))
     mean, std = torch.tensor(ck["mean"]), torch.tensor(ck["std"])
@@ -138,14 +139,15 @@ def resolve(root: Path, rev: str) -> str | None:
 
 def failed_runs(root: Path) -> dict[str, str]:
     """{name: commit} of the queued `dvc exp run`s that failed. DVC keeps them as entries of the
-    reflog of refs/exps/celery/failed ("dvc-exp:<rev>:<baseline>:<name>"), not as experiments, so
+    reflog of refs/exps/celery/failed ("dvc-exp:<rev>:<baseline>:<name>[:<branch>]"), not as experiments, so
     `resolve` does not find them by name, and their commit holds the baseline's results."""
     r = _run(["git", "reflog", "show", "--format=%H %gs", "refs/exps/celery/failed", "--"], root)
     runs = {}
     for line in r.stdout.splitlines() if r.returncode == 0 else []:
         commit, _, subject = line.partition(" ")
-        if "dvc-exp:" in subject:
-            runs.setdefault(subject.rsplit(":", 1)[-1], commit)
+        fields = subject.split("dvc-exp:", 1)[1].split(":") if "dvc-exp:" in subject else []
+        if len(fields) >= 3 and fields[2]:  # rev, baseline, name[, branch]: DVC's ExpStash message
+            runs.setdefault(fields[2], commit)
     return runs
 
 

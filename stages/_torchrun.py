@@ -16,16 +16,29 @@ import sys
 from src.errors import KNOWN_FAILURE_EXIT
 
 
-def failure_line(failures: dict) -> str:
-    """`rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)` from
-    ChildFailedError.failures (rank → ProcessFailure): the processes torchrun stopped with SIGTERM
-    after the first failure, and those that left because a peer died, are not what went wrong."""
+def own_failures(failures: dict) -> dict:
+    """The processes that failed on their own: not those torchrun stopped with SIGTERM after the
+    first failure, nor those that left because a peer died (all of them if that leaves none)."""
     from src.training.distributed import LOST_PEER_EXIT
 
     def follower(f) -> bool:
         return f.signal_name() == "SIGTERM" or f.exitcode == LOST_PEER_EXIT
 
-    own = {r: f for r, f in failures.items() if not follower(f)} or failures
+    return {r: f for r, f in failures.items() if not follower(f)} or failures
+
+
+def reported_already(failures: dict) -> bool:
+    """Whether the run stopped on an error rank 0 has put in one line: rank 0 failed on its own,
+    and every process that did exited as a stage does after such a line (the others followed)."""
+    own = own_failures(failures)
+    return 0 in own and {f.exitcode for f in own.values()} == {KNOWN_FAILURE_EXIT}
+
+
+def failure_line(failures: dict) -> str:
+    """`rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)` from
+    ChildFailedError.failures (rank → ProcessFailure): the processes torchrun stopped with SIGTERM
+    after the first failure, and those that left because a peer died, are not what went wrong."""
+    own = own_failures(failures)
     parts = []
     for rank, f in sorted(own.items()):
         how = f"was killed by {f.signal_name()}" if f.exitcode < 0 else f"exited with {f.exitcode}"
@@ -46,8 +59,8 @@ def main(argv: list[str]) -> int:
     except (SignalException, KeyboardInterrupt):
         return 130  # the processes got the signal too and stopped at a step boundary
     except ChildFailedError as exc:
-        if {f.exitcode for f in exc.failures.values()} == {KNOWN_FAILURE_EXIT}:
-            return KNOWN_FAILURE_EXIT  # each stopped on the error rank 0 has put in one line already
+        if reported_already(exc.failures):
+            return KNOWN_FAILURE_EXIT
         print(f"torchrun: {failure_line(exc.failures)}", file=sys.stderr)
         return 1
     return 0

@@ -236,6 +236,23 @@ def test_torchruns_report_of_a_failed_process_is_one_line():
     assert failure_line(failures) == "rank 1 (pid 4321) was killed by SIGKILL (torchrun stopped the others)"
 
 
+def test_an_error_rank_0_reported_is_told_from_a_process_that_died():
+    """Rank 0 alone validates and saves, so an error there leaves the others as followers (lost
+    peer, or stopped by torchrun): the stage's line is enough. A process that died is not."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from src.training.distributed import LOST_PEER_EXIT
+    from stages._torchrun import reported_already
+
+    def failures(*codes: int) -> dict:
+        return {rank: ProcessFailure(rank, 4320 + rank, code, "<N/A>") for rank, code in enumerate(codes)}
+
+    assert reported_already(failures(2, 2)) and reported_already(failures(2, LOST_PEER_EXIT))
+    assert reported_already(failures(2, -15))  # torchrun stopped rank 1 after rank 0's exit
+    assert not reported_already(failures(-15, -9)) and not reported_already(failures(1, 2))
+    assert not reported_already(failures(LOST_PEER_EXIT, 2))  # rank 1's own error: rank 0 printed nothing
+
+
 @pytest.mark.parametrize("local,want", [(None, 1), ("2", 1), ("1", 2)], ids=["standalone", "2-here", "1-per-machine"])
 def test_the_cores_are_shared_among_this_machines_processes(monkeypatch, capsys, local, want):
     """Two machines with one process each: each process takes its machine's 2 cores (it took 1,

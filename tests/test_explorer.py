@@ -118,10 +118,13 @@ def test_a_16_bit_grey_upload_keeps_its_tones_and_a_huge_one_says_so(monkeypatch
     monkeypatch.setattr(compute, "MAX_UPLOAD_PIXELS", 100)  # a 32×32 upload is then too large
     with pytest.raises(compute.InputError, match="^the image has too many pixels \\(32×32\\); at most 100$"):
         compute.decode_upload(buf.getvalue())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own refusal (over 200 pixels), in Image.open
+    with pytest.raises(compute.InputError, match="^the image has too many pixels; at most 100$"):
+        compute.decode_upload(buf.getvalue())
 
 
 def test_a_small_file_of_too_many_pixels_is_refused_before_it_is_decoded():
-    """12000×12000 of one colour is a 140 KB PNG, under Pillow's own bomb limit (which is twice
+    """A reviewer's 12000×12000 PNG of one colour was 140 KB, under Pillow's own bomb limit (twice
     its warning's 89 M), and decoded it took 640 MB: the explorer's limit holds before decoding."""
     buf = io.BytesIO()
     Image.new("L", (8000, 8000)).save(buf, format="PNG")  # 64 M pixels, a few tens of KB

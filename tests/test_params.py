@@ -71,6 +71,8 @@ def test_committed_params_are_valid():
         ("train.lr", False, ["train.lr=False", "must be a number"]),
         ("data.train_per_class", True, ["data.train_per_class=True", "must be a number"]),
         ("model.fast_cnn.whiten_width", True, ["model.fast_cnn.whiten_width=True", "must be a number"]),
+        ("model.fast_cnn.widths", [64, True, 256], ["widths=[64, True, 256]", "must be numbers, not booleans"]),
+        ("data.normalize", [[0.5, 0.5, True], [0.2] * 3], ["data.normalize=", "must be numbers, not booleans"]),
         ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
         ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
         ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
@@ -118,6 +120,33 @@ def test_booleans_still_set_the_keys_that_take_them(path, value, read):
     p = parse_params(with_change(path, value))
     section, key = path.split(".")
     assert getattr(getattr(p, section), key) == read
+
+
+def test_a_number_key_of_any_annotation_refuses_a_boolean():
+    """PositiveInt | None is Annotated inside a Union: it counted as neither int nor float."""
+    from pydantic import PositiveInt, ValidationError
+
+    from src.schema import Section
+
+    class S(Section):
+        n: PositiveInt | None
+        sizes: list[PositiveInt] | None
+
+    for bad in ({"n": True, "sizes": None}, {"n": 1, "sizes": [2, False]}):
+        with pytest.raises(ValidationError, match="not a boolean|not booleans"):
+            S(**bad)
+    assert S(n=3, sizes=[1, 2]).sizes == [1, 2] and S(n=None, sizes=None).n is None
+
+
+def test_params_as_run_read_a_number_as_dvc_lock_records_it():
+    """PyYAML reads 5e-4 in params.yaml as a string, DVC records 0.0005 in dvc.lock: the same value."""
+    from src.params import not_as_run
+
+    lock = {"stages": {"train": {"params": {"params.yaml": {"train": {"weight_decay": 0.0005, "epochs": 6}}}}}}
+    assert not_as_run({"train": {"weight_decay": "5e-4", "epochs": 6}}, lock) == []
+    assert not_as_run({"train": {"weight_decay": "1e-3", "epochs": 6}}, lock) == ["train.weight_decay"]
+    assert not_as_run({"train": {"epochs": 6}}, lock) == ["train.weight_decay"]  # gone from params.yaml
+    assert not_as_run({"train": {"epochs": 7}}, lock, ("evaluate",)) == []  # only the stages named
 
 
 def test_freeze_at_needs_one_process():

@@ -166,6 +166,7 @@ def test_what_excites_each_layer_comes_in_the_networks_order(repo):
     html = (repo / "report/lab_report.html").read_text()
     shown = list(dict.fromkeys(re.findall(r"plots/visualize/top_patches_(\w+)\.png", html)))
     assert len(layers) >= 4 and shown == [name.replace(".", "_") for name in layers]
+    assert shown[0] == "whiten" and shown[1:] == sorted(shown[1:])  # the input side first: fast_cnn's groups 1, 2, 3
 
 
 def test_every_figure_the_stages_drew_is_embedded_as_it_is(repo, page):

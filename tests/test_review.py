@@ -170,8 +170,8 @@ def with_params(text: str, **sections: dict) -> str:
     return yaml.safe_dump(p, sort_keys=False)
 
 
-@pytest.fixture
-def failed_run(lab):
+@pytest.fixture(params=["", ":main"], ids=["no-branch", "branch"])
+def failed_run(lab, request):
     """What a queued `dvc exp run -S train.epochs=5` that failed leaves: a commit of its params.yaml
     beside the baseline's results, in the reflog of refs/exps/celery/failed under its name."""
     params = lab / "params.yaml"
@@ -188,7 +188,7 @@ def failed_run(lab):
         "update-ref",
         "--create-reflog",
         "-m",
-        f"commit: dvc-exp:{head}:{head}:five",
+        f"commit: dvc-exp:{head}:{head}:five{request.param}",
         "refs/exps/celery/failed",
         commit,
     )

@@ -151,7 +151,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, stop_at, augment):
     assert res.history == ref.history
 
 
-def test_a_resumed_run_keeps_the_interrupted_epochs_training_time(tmp_path, monkeypatch):
+def test_an_interrupted_epochs_training_time_is_saved_with_its_steps(tmp_path, monkeypatch):
     """The steps of an epoch cut short counted their images but not their time (added at epoch
     ends only): a resumed run reported 1,750 images/s where the same run whole gave 1,027. With a
     clock that ticks 1 s per reading, the saved train_time counts the cut epoch's span."""

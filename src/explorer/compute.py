@@ -95,8 +95,11 @@ def decode_upload(data: bytes) -> torch.Tensor:
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise InputError(f"the file is {len(data) / 2**20:.1f} MB; at most {MAX_UPLOAD_BYTES // 2**20} MB")
+    limit = min(MAX_UPLOAD_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_UPLOAD_PIXELS)
     try:
         im = Image.open(io.BytesIO(data))  # reads the header (a PNG's chunks up to its pixels)
+    except Image.DecompressionBombError:  # Pillow's own refusal, over twice its MAX_IMAGE_PIXELS
+        raise InputError(f"the image has too many pixels; at most {limit:,}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         kind = "PNG" if data.startswith(b"\x89PNG\r\n\x1a\n") else "JPEG" if data.startswith(b"\xff\xd8\xff") else None
         if kind:  # its first bytes say what it is: damaged, not something else
@@ -105,7 +108,6 @@ def decode_upload(data: bytes) -> torch.Tensor:
     kind = "JPEG" if im.format == "MPO" else im.format  # a camera's JPEG with its extra frames (Pillow: MPO)
     if kind not in ("PNG", "JPEG"):
         raise InputError(f"a {im.format} file: upload a PNG or JPEG image")
-    limit = min(MAX_UPLOAD_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_UPLOAD_PIXELS)
     if im.width * im.height > limit:  # before decoding: a small file can unpack to gigabytes
         raise InputError(f"the image has too many pixels ({im.width}×{im.height}); at most {limit:,}")
     try:

@@ -7,6 +7,7 @@ point, so two runs at one point get one label each, stacked with leader lines.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import matplotlib.pyplot as plt
@@ -111,13 +112,12 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
     for r in done:
         ax.scatter(r["seconds"], r["test_acc"], s=36, color="#1f77b4" if r["status"] == "ok" else "#999999", zorder=3)
-    left = [f"{sum(r['status'] == s for r in rows)} {s}" for s in ("failed", "queued", "running")]
-    left = [c for c in left if not c.startswith("0 ")]
+    left = Counter(r["status"] for r in rows if r["status"] != "ok")  # failed, queued, running
     ax.set_xlabel("training seconds (the whole loop, validation included)")
     ax.set_ylabel("test accuracy")
     ax.set_title(
         f"Test accuracy against training time, {len(done)} run{'s' if len(done) != 1 else ''}"
-        + (f"; {', '.join(left)} run{'s' if sum(int(c.split()[0]) for c in left) > 1 else ''} left out" * bool(left))
+        + (f"; {', '.join(f'{n} {s}' for s, n in left.items())} run{'s' * (left.total() > 1)} left out" * bool(left))
     )
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
