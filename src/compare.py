@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,8 @@ def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
 
 def not_ok(rows: list[dict]) -> str:
     """How many rows failed, and how many are still queued or running: "1 failed, 2 queued"."""
-    counts = [f"{sum(r['status'] == s for r in rows)} {s}" for s in ("failed", *UNFINISHED)]
-    return ", ".join(c for c in counts if not c.startswith("0 ") or c.endswith("failed"))
+    counts = Counter(r["status"] for r in rows)
+    return ", ".join(f"{counts[s]} {s}" for s in ("failed", *UNFINISHED) if counts[s] or s == "failed")
 
 
 def _number(metrics: dict, key: str) -> float | None:

@@ -113,11 +113,12 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     for r in done:
         ax.scatter(r["seconds"], r["test_acc"], s=36, color="#1f77b4" if r["status"] == "ok" else "#999999", zorder=3)
     left = Counter(r["status"] for r in rows if r["status"] != "ok")  # failed, queued, running
+    left_out = ", ".join(f"{n} {s}" for s, n in left.items()) + f" run{'s' if left.total() > 1 else ''} left out"
     ax.set_xlabel("training seconds (the whole loop, validation included)")
     ax.set_ylabel("test accuracy")
     ax.set_title(
         f"Test accuracy against training time, {len(done)} run{'s' if len(done) != 1 else ''}"
-        + (f"; {', '.join(f'{n} {s}' for s, n in left.items())} run{'s' * (left.total() > 1)} left out" * bool(left))
+        + (f"; {left_out}" if left else "")
     )
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
