@@ -238,6 +238,16 @@ def _rev_line(s: Side) -> str:
     return f"`{s.label}`" + (f" ({s.commit[:7]})" if s.commit and not s.commit.startswith(s.label) else "")
 
 
+def _no_metrics(s: Side) -> str:
+    """A line for a revision that holds no metrics at all (its column is dashes), else ''."""
+    if any(s.files.get(p.as_posix()) for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING)):
+        return ""
+    return (
+        f"{_rev_line(s)} has no metrics ({paths.EVAL_METRICS}, {paths.TRAIN_METRICS}): its column is empty (—); "
+        "a commit from before any run, or one without its results (`dvc repro`, then commit dvc.lock and metrics/)"
+    )
+
+
 def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
     """The review as Markdown, the charts linked by file name (they sit beside it)."""
     lines = [f"## Review: {_rev_line(head)} against {_rev_line(base)}", ""]
@@ -246,6 +256,7 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
     lines += _table(("param", base.label, head.label), changed) if changed else ["None: the same params.yaml."]
     lines += ["", "### Metrics", ""]
     lines += _table(("metric", base.label, head.label, "change"), metric_rows(base, head))
+    lines += [line for s in (base, head) for line in ("", _no_metrics(s)) if _no_metrics(s)]
     up, down = better_worse(base, head)
     lines += ["", "### Classes", ""]
     lines.append("- better: " + ("; ".join(up) if up else "none"))

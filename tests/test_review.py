@@ -332,6 +332,19 @@ def test_the_marks_and_the_class_lists_follow_which_way_is_better():
     assert "cat +0.060 (0.800 → 0.860)" in md and "dog −0.010 (0.850 → 0.840)" in md
 
 
+def test_a_revision_without_metrics_is_said_so_under_the_table():
+    """A base commit from before any run has no metrics: its column is dashes, and a line says why
+    (it was dashes alone); a revision with metrics gets no such line."""
+    from src import paths
+    from src.review import Side, markdown
+
+    base = Side("main", "abc1234", {"params.yaml": {"train": {"epochs": 6}}})
+    head = Side("workspace", None, {paths.EVAL_METRICS.as_posix(): {"test_acc": 0.9}})
+    md = markdown(base, head, [])
+    assert "`main` (abc1234) has no metrics (metrics/eval.json, metrics/train.json)" in md
+    assert "`workspace` has no metrics" not in md
+
+
 def test_an_out_folder_that_cannot_be_written_is_one_line(lab, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     cases = [(tmp_path / "taken", "File exists"), (tmp_path / "taken" / "sub", "Not a directory")]

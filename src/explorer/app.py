@@ -134,7 +134,7 @@ def info():
         "model": lab.model_name,
         "classes": lab.classes,
         "test_images": int(len(lab.test_y)),
-        "test_acc": round(float((lab.pred == lab.test_y).mean()), 4),
+        "test_acc": float((lab.pred == lab.test_y).mean()),  # rounded once, by the page (as the report does)
     }
 
 

@@ -191,7 +191,7 @@ async function start() {
   let info;
   try { info = await call("/api/info"); } catch { $("model-info").textContent = ""; return; }
   state.classes = info.classes;
-  $("model-info").textContent = `${info.model} on ${info.classes.length} classes, test accuracy ${(100 * info.test_acc).toFixed(1)} % (${info.test_images} test images)`;
+  $("model-info").textContent = `${info.model} on ${info.classes.length} classes, test accuracy ${(100 * info.test_acc).toFixed(2)} % (${info.test_images} test images)`;
   for (const c of info.classes) { $("f-class").append(el("option", { value: c }, c)); $("c-class").append(el("option", { value: c }, c)); }
   for (const id of ["f-class", "f-which", "f-order"]) $(id).onchange = () => { state.page = 0; loadThumbs(); };
   $("prev").onclick = () => { state.page -= 1; loadThumbs(); };
