@@ -221,6 +221,27 @@ def test_the_confusion_numbers_are_readable_on_every_shade(template):
         assert contrast(fg, lo + (hi - lo) * t) >= MIN_CONTRAST, (t, fg)
 
 
+def test_confusion_charts_of_runs_with_different_classes_show_each_runs_own(tmp_path):
+    """An instructor's `dvc plots diff` of two students' runs on different class sets: each panel is
+    that run's own k×k matrix (DVC's data mixes both runs' rows, and the imputed union of classes
+    showed NaN rows and 0 columns of the other run's classes)."""
+    import vl_convert as vlc
+
+    repo = _plots_repo(tmp_path / "lab")
+    preds = repo / "plots" / "eval" / "predictions.csv"
+    mine = sorted({row["actual"] for row in csv.DictReader(preds.open())})
+    preds.write_text(preds.read_text().replace(mine[-1], "cat"))  # the same run, its last class renamed
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "another class set")
+    out = json.loads(sh(repo, "dvc", "plots", "diff", "--json", "HEAD~1", "HEAD").stdout)["data"]
+    k = len(mine)
+    for name in (COUNTS, RECALL):
+        svg = vlc.vegalite_to_svg(out[name][0]["content"])
+        panels = re.findall(r'<g class="mark-text role-mark[^"]*"[^>]*>(.*?)</g>', svg, re.S)
+        assert [len(re.findall(r"<text", p)) for p in panels] == [k * k, k * k], name
+        texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+        assert "NaN" not in texts and texts.count("cat") == 2 and texts.count(mine[-1]) == 2, name  # own panel, x and y
+
+
 def test_the_page_template_is_what_its_build_script_writes():
     """templates/plots_offline.html is built, not hand-edited: its contents script and sections
     come from tools/build_plots_template.py (rebuild with --reuse, no network)."""
