@@ -218,7 +218,9 @@ def test_results_figures_draw_their_data():
     )
     titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
     assert titles[0] == ("a → a\n(90%)", "#1a9850") and titles[1] == ("b → c\n(80%)", "#d73027")
-    assert "true → predicted (confidence)" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text().endswith("true → predicted (confidence); green right, red wrong")
+    wrong = results.prediction_grid(imgs[:2], np.array([0, 1]), np.array([1, 0]), np.array([0.9, 0.8]), ["a", "b"])
+    assert wrong._suptitle.get_text().endswith("; all wrong (red)")  # the confident mistakes: no green to look for
 
     hist = {"train_acc": [0.5, 0.7], "val_acc": [0.6, 0.65], "train_loss": [1.0, 0.6], "val_loss": [0.9, 0.8]}
     fig = results.training_curves(hist, best_epoch=2)

@@ -160,6 +160,20 @@ def test_the_recipe_and_the_scoring_are_stated_as_they_ran(repo, page):
     assert tta_flip and all(n["text"] in ("true", "false") for n in tta_flip)  # as params.yaml spells it, not True
 
 
+def test_the_theory_names_this_runs_own_network_where_it_differs_from_the_labs(repo):
+    """Section IV says what feeds the neuron's layer (not pixels, past the first layer), IX which
+    global pooling this run's network ends with (the lab's teaches the average; fast_cnn takes the max)."""
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", (repo / "report/lab_report.html").read_text()))
+    numbers = json.loads((repo / "report/numbers.json").read_text())
+    layers = numbers["network"]["layers"]
+    at = [row["layer"] for row in layers].index(numbers["neuron"]["layer"])
+    before = ", ".join(f"{row['layer']} ({row['type']})" for row in layers[:at])
+    assert at > 0 and f"Its inputs x are not pixels but what the layers before it give: {before}." in text
+    pool = next(row for row in layers if row["type"].startswith("Adaptive"))
+    assert pool["type"] == "AdaptiveMaxPool2d"  # fast_cnn, the default
+    assert f"This run's network ends with global max pooling ({pool['layer']}: each map gives its largest value" in text
+
+
 def test_what_excites_each_layer_comes_in_the_networks_order(repo):
     """By file name the first layer ("whiten") came after group 3; the visualize stage records the layers in order."""
     layers = list(json.loads((repo / "plots/visualize.json").read_text())["top_patches"])

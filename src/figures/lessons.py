@@ -183,7 +183,7 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     y = ops.conv2d(x, w, stride=stride)
     n, f = x.shape[0], w.shape[0]
     fig, axes = plt.subplots(1, 3, figsize=(11, 5.1), gridspec_kw={"width_ratios": [5, 3, 2.4]})
-    fig.subplots_adjust(bottom=0.232, top=0.896)  # room on the canvas for the two-line caption below
+    fig.subplots_adjust(bottom=0.27, top=0.896)  # room on the canvas for the three-line caption below
     draw_matrix(axes[0], x, f"input {n}×{n}, receptive fields of each output")
     for k, (a, c) in enumerate(np.ndindex(*y.shape)):
         outline(axes[0], a * stride, c * stride, f, f, COLOURS[k % 4], lw=2.5, inset=0.06 + 0.09 * k)
@@ -194,12 +194,13 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     small = ops.output_size(caption_n, f, 0, stride)
     fig.text(
         0.02,
-        0.0855,
+        0.125,
         f"stride S = {stride}:  N' = ⌊(N − F + 2P)/S⌋ + 1 = ⌊({n} − {f} + 0)/{stride}⌋ + 1 = "
         f"{ops.output_size(n, f, 0, stride)}.\n"
         f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
-        f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2; "
-        f"a 2×2 output needs N ≥ 5.",
+        f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2;\n"
+        f"a 2×2 output needs N = 5 or 6 with P = 0, or P = 1 on the {caption_n}×{caption_n} "
+        f"(⌊({caption_n} − {f} + 2)/{stride}⌋ + 1 = {ops.output_size(caption_n, f, 1, stride)}).",
         fontsize=9.5,
         va="top",
     )

@@ -59,7 +59,9 @@ def prediction_grid(
         for s in ax.spines.values():
             s.set_edgecolor(GREEN if ok else RED)
             s.set_linewidth(2)
-    fig.suptitle(f"{title}: true → predicted (confidence); green right, red wrong", fontsize=10)
+    right = (true[:n] == pred[:n]).sum()
+    key = "green right, red wrong" if 0 < right < n else "all right (green)" if right else "all wrong (red)"
+    fig.suptitle(f"{title}: true → predicted (confidence); {key}", fontsize=10)
     return fig
 
 

@@ -63,6 +63,7 @@ def normalisation_figure(image_u8, pixel: dict, sample_u8):
             ax.axvline(pixel[key][c], color=colours[c], ls="--", lw=1)
         ax.set_title(title, fontsize=9)
         ax.set_yticks([])
+        ax.set_ylabel("share of values", fontsize=8.5)
         ax.spines[["top", "right", "left"]].set_visible(False)
     axes[1].legend(frameon=False, fontsize=8.5, loc="upper left")  # 8 printed at 5.8 pt on A4
     axes[2].set_xlabel("dashed: the red pixel's R, G, B", fontsize=8.5)
@@ -82,6 +83,8 @@ def batchnorm_figure(bn: dict):
         ax.axvline(bn[f"{key}_mean"], color="black", lw=1, ls="--")
         ax.set_title(f"{what}\nmean {bn[f'{key}_mean']:.3f}, std {bn[f'{key}_std']:.3f}", fontsize=9)
         ax.set_yticks([])
+        ax.set_ylabel("activations", fontsize=8.5)
+        ax.set_xlabel("value (dashed: the mean)", fontsize=8.5)
         ax.spines[["top", "right", "left"]].set_visible(False)
     fig.suptitle(
         f"'{bn['layer']}', channel {bn['channel']}: {bn['values']:,} activations of {bn['images']} test images",
