@@ -305,6 +305,6 @@ def test_dvc_charts_say_what_the_pngs_say(repo):
     for name in (COUNTS, RECALL):
         enc = specs[name]["spec"]["encoding"]
         assert (enc["x"]["field"], enc["y"]["field"]) == ("predicted", "actual"), name
-    norm = specs[RECALL]["spec"]["transform"]
+    norm = specs[RECALL]["transform"]  # before the facet: one pass over both revisions
     # per revision and true class (DVC's own template sums over every revision in `dvc plots diff`)
     assert {"joinaggregate": [{"op": "sum", "field": "xy_count", "as": "sum_y"}], "groupby": ["rev", "actual"]} in norm
