@@ -153,9 +153,10 @@ def test_alternating_flip_shows_every_image_both_ways_in_two_epochs(tmp_path):
 # --- Muon for conv filters -------------------------------------------------------------------
 
 
-def _model(channels_last: bool = False) -> nn.Module:
+def _model(channels_last: bool = False, over: dict | None = None) -> nn.Module:
     torch.manual_seed(0)
-    m = build_model(params_with({"model": {"fast_cnn": {"widths": [8, 16, 16]}}}).model, 3)
+    fast = {"widths": [8, 16, 16], **((over or {}).get("model") or {}).get("fast_cnn", {})}
+    m = build_model(params_with({"model": {"fast_cnn": fast}}).model, 3)
     init_from_data(m, tiny_data()[0], MEAN, STD)
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
@@ -201,6 +202,30 @@ def test_muon_orthogonalises_conv_filter_updates_and_sgd_steps_the_rest(channels
         if a.ndim != 4 and a.requires_grad:
             assert torch.allclose(a, b), name  # the rest: plain SGD
     assert not m.whiten.weight.requires_grad and torch.equal(m.whiten.weight, ref.whiten.weight)
+
+
+def test_muon_takes_only_filters_a_batchnorm_follows_and_sgd_a_trained_whitening_layer():
+    """Muon rescales each filter bank to norm sqrt(out channels) every step, which only a
+    normalisation after the conv makes harmless. fast_cnn's whitening layer feeds GELU directly:
+    trained (`whiten_trainable: true`), Muon shrank its data-derived filters ~19× on the first step."""
+    from src.models.base import normalised_convs
+
+    over = {"model": {"fast_cnn": {"whiten_trainable": True}}}
+    p = params_with(
+        {**over, "train": {"optimizer": "muon", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "lr": 1e-4}}
+    )
+    m = _model(False, over)
+    convs = [n for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
+    assert normalised_convs(m) == [n for n in convs if n != "whiten"] and len(convs) == 7
+    opt = make_optimizer(m, p.train)
+    assert {id(q) for q in opt.filters} == {id(m.get_submodule(n).weight) for n in convs[1:]}
+    before = m.whiten.weight.detach().clone()
+    for g in opt.param_groups:
+        g["lr"] = 1e-4 * g["lr_scale"]
+    _loss(m).backward()
+    opt.step()
+    assert torch.allclose(m.whiten.weight, before, rtol=0, atol=1e-3)  # an SGD step of lr 1e-4, no rescaling
+    assert m.whiten.weight.norm() / before.norm() > 0.99
 
 
 @pytest.mark.parametrize("cycle", [False, True])

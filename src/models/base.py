@@ -74,8 +74,34 @@ class LabModel(nn.Module):
 def forward_order(model: nn.Module, names: list[str]) -> list[str]:
     """`names` sorted by when each module's forward finishes on a dummy 32×32 input."""
     mods = dict(model.named_modules())
+    return list(dict.fromkeys(_forward_calls(model, {n: mods[n] for n in names})))
+
+
+# between a conv and a normalisation, these keep its output's scale out of the result (positively homogeneous)
+_SCALE_KEEPING = (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
+_NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)
+
+
+def normalised_convs(model: nn.Module) -> list[str]:
+    """The Conv2d layers whose output a normalisation layer takes next (pooling or dropout between
+    them is fine), in forward order: the scale of their weights does not change the net's output,
+    which Muon's per-step rescaling of each filter bank relies on. Traced with module hooks, so an
+    activation applied as a function between a conv and its BatchNorm is not seen."""
+    leaves = {n: m for n, m in model.named_modules() if not any(True for _ in m.children())}
+    calls = _forward_calls(model, leaves)
+    out = []
+    for k, name in enumerate(calls):
+        if isinstance(leaves[name], nn.Conv2d):
+            after = next((n for n in calls[k + 1 :] if not isinstance(leaves[n], _SCALE_KEEPING)), None)
+            if after is not None and isinstance(leaves[after], _NORMS):
+                out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def _forward_calls(model: nn.Module, mods: dict[str, nn.Module]) -> list[str]:
+    """The names of `mods` in the order their forwards finish on a dummy 32×32 input (repeats kept)."""
     done: list[str] = []
-    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append(n)) for n in names]
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: done.append(n)) for n, m in mods.items()]
     was_training = model.training
     try:
         model.eval()
@@ -86,7 +112,7 @@ def forward_order(model: nn.Module, names: list[str]) -> list[str]:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return list(dict.fromkeys(done))
+    return done
 
 
 @dataclass(frozen=True)

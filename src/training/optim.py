@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from src.models.base import normalised_convs
 from src.training.runtime import has_native_bf16
 
 if TYPE_CHECKING:
@@ -59,8 +60,12 @@ def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
     """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "muon":
-        filters = [p for p in params if p.ndim == 4]  # conv filter banks: Muon's; the rest: SGD's
-        rest = _sgd_groups(model, [p for p in params if p.ndim != 4], tc)
+        # Muon: the filter banks a normalisation follows (it rescales them every step); the rest, and
+        # a conv that feeds no BatchNorm (fast_cnn's trainable whitening layer), SGD
+        mods = dict(model.named_modules())
+        scale_free = {id(mods[n].weight) for n in normalised_convs(model)}
+        filters = [p for p in params if id(p) in scale_free]
+        rest = _sgd_groups(model, [p for p in params if id(p) not in scale_free], tc)
         return MuonSGD(
             filters, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov, tc.muon_momentum
         )
@@ -152,7 +157,8 @@ class MuonSGD(torch.optim.Optimizer):
     filters, Nesterov SGD for everything else, as one optimizer: the speed-run recipe (Keller
     Jordan's airbench94_muon). Muon sees each filter bank as
     a matrix that shares the filter's storage; each bank is rescaled to norm sqrt(out channels) before
-    its step (a BatchNorm follows every conv, so the scale is free and the effective lr stays put).
+    its step (a BatchNorm follows each of these convs, so the scale is free and the effective lr stays
+    put; `make_optimizer` gives Muon only such convs, `normalised_convs`).
     The schedule sets every group's lr as schedule × `lr_scale` (Muon's: muon_lr / sgd peak lr).
     `filters`: the conv filter banks; `sgd_groups`: the SGD part's parameter groups, each with its
     weight decay (`_sgd_groups`); `muon_momentum`: the filters' momentum (None: `momentum`)."""
