@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from src.data.cifar import channel_stats, load_cifar10, read_class_names, select_subset
@@ -98,6 +99,20 @@ def test_color_jitter_off_returns_the_batch_and_draws_nothing():
     gen = torch.Generator().manual_seed(0)
     assert color_jitter(x, 0.0, 0.0, gen) is x
     assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("size", [1, 4, 5, 8])
+def test_cutout_zeroes_a_square_of_the_side_asked_even_or_odd(size):
+    """`augment.cutout` is the square's side: an even 8 zeroed 9×9 (centre ± 4)."""
+    from src.data.augment import cutout
+
+    x = torch.ones(64, 3, 32, 32)
+    out = cutout(x, size, torch.Generator().manual_seed(0))
+    zeroed = (out[:, 0] == 0).flatten(1)
+    rows, cols = (out[:, 0] == 0).any(2), (out[:, 0] == 0).any(1)
+    inside = (rows.sum(1) == size) & (cols.sum(1) == size)  # the squares not cut by the border
+    assert inside.sum() > 20 and bool((zeroed.sum(1)[inside] == size * size).all())
+    assert bool((zeroed.sum(1) <= size * size).all()) and bool((out[:, 1:] == out[:, :1]).all())  # every channel
 
 
 def test_a_damaged_subset_file_is_one_line(tmp_path):

@@ -54,7 +54,8 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     cx = torch.randint(0, w, (b,), generator=gen, device=gen.device).to(x.device)
     ys = torch.arange(h, device=x.device)[None, :, None]
     xs = torch.arange(w, device=x.device)[None, None, :]
-    inside = ((ys - cy[:, None, None]).abs() <= size // 2) & ((xs - cx[:, None, None]).abs() <= size // 2)
+    y0, x0 = (c[:, None, None] - size // 2 for c in (cy, cx))  # the square's corner: `size` rows from it, even or odd
+    inside = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
     return x.masked_fill(inside[:, None], 0)
 
 
