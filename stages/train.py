@@ -49,8 +49,9 @@ def timing(res: FitResult) -> dict:
     }
 
 
-def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "default") -> dict:
-    """metrics/train.json, the keys a reviewer compares first (the timings are in metrics/timing.json)."""
+def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "default", trainable: int = 0) -> dict:
+    """metrics/train.json, the keys a reviewer compares first (the timings are in metrics/timing.json).
+    `trainable`: the parameters training starts with (after it, `train.freeze_at` has frozen some)."""
     rt = res.runtime
     return {
         "best_val_acc": res.best_val_acc,
@@ -66,7 +67,7 @@ def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "de
         "processes": p.train.nproc,
         "model": p.model.name,
         "params": count_params(model),
-        "trainable_params": count_params(model, trainable_only=True),
+        "trainable_params": trainable or count_params(model, trainable_only=True),
         "steps": res.steps,
         "epochs_equivalent": round(res.epochs_equivalent, 4),
         "time_budget_s": p.train.time_budget_s,
@@ -116,6 +117,7 @@ def main(p: Params) -> None:
     torch.manual_seed(p.train.seed)
     model = build_model(p.model, len(sub.classes))
     init_from_data(model, sub.train_x, mean, std)
+    trainable = count_params(model, trainable_only=True)  # before FreezeOut stops any of them
     used = {
         "data": p.data.model_dump(),
         "augment": p.augment.model_dump(),
@@ -147,10 +149,12 @@ def main(p: Params) -> None:
             )
             res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
         if dist.is_main:
-            write_outputs(res, model, p, meta, recipe)
+            write_outputs(res, model, p, meta, recipe, trainable)
 
 
-def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str = "default") -> None:
+def write_outputs(
+    res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str = "default", trainable: int = 0
+) -> None:
     """models/best.pt and last.pt, the learning-rate plot, metrics/train.json and timing.json; the
     run's cache goes."""
     with atomic_path(paths.BEST) as tmp:
@@ -159,7 +163,7 @@ def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict,
         paths.LAST, res.model_state, meta, epoch=res.epochs_run, step=res.steps, optimizer=res.optimizer_state
     )
     write_text(paths.LR, lr_csv(res.lrs, res.steps_per_epoch))
-    write_json(paths.TRAIN_METRICS, summary(res, model, p, recipe))
+    write_json(paths.TRAIN_METRICS, summary(res, model, p, recipe, trainable))
     write_json(paths.TIMING, timing(res))
     shutil.rmtree(paths.RUN_CACHE, ignore_errors=True)
     print(

@@ -98,6 +98,8 @@ def test_tta_on_the_least_confident_fraction_only():
     assert m.seen == 40 + 10 * 5  # one plain pass each, five more views for the ten: their plain view is reused
     flip_only = predict_logits(m, x, MEAN, STD, batch_size=16, tta_flip=True, tta_fraction=0.5)
     assert (flip_only != plain).any(dim=1).sum() == 20
+    tiny = predict_logits(m, x, MEAN, STD, batch_size=16, tta_flip=True, tta_fraction=0.01)  # 0.4 of an image
+    assert (tiny != plain).any(dim=1).sum() == 1  # rounded to none, TTA was off while eval.json said it was on
 
 
 def test_channels_last_lays_out_the_model_too_and_scores_as_the_plain_layout():

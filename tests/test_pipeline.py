@@ -161,6 +161,16 @@ def test_seed_recipe_model_counts_parameters(repo):
     sh(repo, "dvc", "checkout", "-q", check=False)
 
 
+def test_trainable_parameters_are_counted_before_freezeout_stops_any(repo):
+    """metrics/train.json's trainable_params is the model's, whatever `train.freeze_at` froze by the
+    end: counted after training, [0.5, 0.75] reported the unfrozen third group alone."""
+    unfrozen = read(repo, "metrics/train.json")["trainable_params"]
+    sh(repo, "dvc", "exp", "run", "train", "-S", "train.freeze_at=[0.5,0.75]", "-S", "train.epochs=2", "-n", "frozen")
+    assert read(repo, "metrics/train.json")["trainable_params"] == unfrozen
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout", "-q", check=False)
+
+
 # ----------------------------------------------------------------------------- interruptions, reproducibility
 
 LONGER = {"train": {"epochs": 20}, "model": {"fast_cnn": {"widths": [32, 64, 64]}}}

@@ -91,7 +91,8 @@ def predict_logits(
     if not tta or tta_fraction >= 1:
         return run(x, tta)
     logits = run(x, False)
-    unsure = logits.softmax(1).max(1).values.argsort(stable=True)[: round(tta_fraction * len(x))]
+    # at least one image: a fraction under 0.5 / N rounded to none while the metrics said TTA was on
+    unsure = logits.softmax(1).max(1).values.argsort(stable=True)[: max(1, round(tta_fraction * len(x)))]
     if len(unsure):
         logits[unsure] = run(x[unsure], True, logits[unsure])  # their plain views, not recomputed
     return logits
