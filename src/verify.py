@@ -172,8 +172,7 @@ def checked_out(root: Path, commit: str) -> Iterator[Path]:
         if made.returncode != 0:
             raise RuntimeError(f"git worktree add {commit[:12]} failed: {made.stderr.strip()}")
         try:
-            cache = (root / ".dvc" / "cache").resolve()
-            _run([sys.executable, "-m", "dvc", "config", "--local", "cache.dir", str(cache)], tree)
+            _run([sys.executable, "-m", "dvc", "config", "--local", "cache.dir", str(dvc_cache(root))], tree)
             got = _run([sys.executable, "-m", "dvc", "checkout"], tree)
             missing = _not_in_cache(got.stdout + got.stderr) if got.returncode else []
             if missing:  # else each would be a line "deleted since the run", as if someone had removed it
@@ -185,6 +184,14 @@ def checked_out(root: Path, commit: str) -> Iterator[Path]:
             yield tree
         finally:
             _run(["git", "worktree", "remove", "--force", str(tree)], root)
+
+
+def dvc_cache(root: Path) -> Path:
+    """The DVC cache the repo at `root` uses: `dvc cache dir` (a shared cache set with `dvc cache dir
+    <path>` or in config.local), else the default .dvc/cache."""
+    got = _run([sys.executable, "-m", "dvc", "cache", "dir"], root)
+    lines = got.stdout.strip().splitlines() if got.returncode == 0 else []
+    return Path(lines[-1]).resolve() if lines else (root / ".dvc" / "cache").resolve()
 
 
 def _not_in_cache(output: str) -> list[str]:

@@ -129,6 +129,20 @@ def test_a_commit_whose_outputs_are_not_in_the_cache_is_one_line(repo):
     assert verify(repo, "HEAD").returncode == 0
 
 
+def test_a_shared_cache_set_with_dvc_cache_dir_is_the_one_checked_out_from(repo):
+    """An instructor's many clones share one cache (`dvc cache dir --local <path>`): verify of a
+    revision took <repo>/.dvc/cache regardless and found none of its outputs."""
+    own, shared = repo / ".dvc/cache", repo.parent / "shared-cache"
+    shutil.move(own, shared)
+    try:
+        sh(repo, "dvc", "cache", "dir", "--local", str(shared))
+        r = verify(repo, "HEAD")
+    finally:
+        sh(repo, "dvc", "config", "--local", "--unset", "cache.dir")
+        shutil.move(shared, own)
+    assert r.returncode == 0 and "verify: ok" in r.stdout, r.stdout + r.stderr
+
+
 def test_a_run_on_a_gpu_is_rescored_within_the_tolerance(repo):
     """A run that trained (and so was scored) on a GPU is re-scored on this CPU: other kernels, so
     within TOLERANCE instead of to the digit."""
