@@ -45,6 +45,7 @@ METRICS = (
     ("test accuracy", paths.EVAL_METRICS, "test_acc", "{:.4f}", 1),
     ("macro-F1", paths.EVAL_METRICS, "macro_f1", "{:.4f}", 1),
     ("test loss", paths.EVAL_METRICS, "test_loss", "{:.4f}", -1),
+    ("test images", paths.EVAL_METRICS, "test_images", "{:,}", 0),
     ("best validation accuracy", paths.TRAIN_METRICS, "best_val_acc", "{:.4f}", 1),
     ("epochs", paths.TRAIN_METRICS, "epochs", "{}", 0),
     ("steps", paths.TRAIN_METRICS, "steps", "{}", 0),  # a time-budgeted run's epochs can hold any number
@@ -56,6 +57,12 @@ METRICS = (
     ("CPU kernels", paths.TRAIN_METRICS, "cpu_capability", "{}", 0),
     ("parameters", paths.TRAIN_METRICS, "params", "{:,}", 0),
 )
+
+
+# the rows whose ✅/🔻 assume the same test set, and the same machine and precision
+SCORED_ROWS = ("test accuracy", "macro-F1", "test loss", "best validation accuracy")
+TIMED_ROWS = ("training seconds (validation included)", "images/s")
+FEW_STEPS = 50  # fewer optimizer steps than this: the one-cycle schedule has barely begun to learn
 
 
 class ReviewError(Exception):
@@ -139,14 +146,46 @@ def _delta(before: Any, after: Any, fmt: str, better: int) -> str:
 
 
 def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
-    """(metric, before, after, delta) for the review's metrics, then one row per class."""
+    """(metric, before, after, delta) for the review's metrics, then one row per class; no ✅/🔻
+    where the two runs are not like for like (`caveats`)."""
+    _, unmarked = caveats(base, head)
     rows = []
     for label, path, key, fmt, better in METRICS:
         b, h = base.metric(path, key), head.metric(path, key)
-        rows.append((label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, better)))
+        rows.append((label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, 0 if label in unmarked else better)))
+    per_class = 0 if "accuracy: " in unmarked else 1
     for cls, b, h in class_pairs(base, head):
-        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", 1)))
+        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", per_class)))
     return rows
+
+
+def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
+    """Where the two runs are not like for like, one line each, and the metric rows that then get
+    no ✅/🔻: other classes or test images (the scores), another device, precision or kernels (the
+    speed), and a run of so few steps that its scores say little."""
+    lines: list[str] = []
+    unmarked: set[str] = set()
+    classes = [list(s.metric(paths.EVAL_METRICS, "per_class_acc") or {}) for s in (base, head)]
+    images = [s.metric(paths.EVAL_METRICS, "test_images") for s in (base, head)]
+    if all(classes) and sorted(classes[0]) != sorted(classes[1]):
+        a, b = (", ".join(c) for c in classes)
+        lines.append(f"other classes: {a} against {b} — two tasks, not one run better")
+    elif None not in images and images[0] != images[1]:
+        lines.append(f"other test sets: {images[0]:,} against {images[1]:,} test images")
+    if lines:
+        unmarked |= {*SCORED_ROWS, "accuracy: "}
+    machine = [
+        tuple(s.metric(paths.TRAIN_METRICS, k) for k in ("device", "precision", "cpu_capability")) for s in (base, head)
+    ]
+    if None not in machine[0] + machine[1] and machine[0] != machine[1]:
+        a, b = (" ".join(map(str, m)) for m in machine)
+        lines.append(f"another machine or precision: {a} against {b} — the times are not comparable")
+        unmarked |= set(TIMED_ROWS)
+    for s in (base, head):
+        steps = s.metric(paths.TRAIN_METRICS, "steps")
+        if isinstance(steps, int) and steps < FEW_STEPS:
+            lines.append(f"`{s.label}` trained {steps} step{'s' * (steps != 1)} only: its scores say little")
+    return lines, unmarked
 
 
 def _shown(v: Any, fmt: str) -> str:
@@ -257,6 +296,9 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
     lines += ["", "### Metrics", ""]
     lines += _table(("metric", base.label, head.label, "change"), metric_rows(base, head))
     lines += [line for s in (base, head) for line in ("", _no_metrics(s)) if _no_metrics(s)]
+    notes, _ = caveats(base, head)
+    if notes:
+        lines += ["", "**Not like for like** (no ✅/🔻 where it matters):", ""] + [f"- {n}" for n in notes]
     up, down = better_worse(base, head)
     lines += ["", "### Classes", ""]
     lines.append("- better: " + ("; ".join(up) if up else "none"))

@@ -345,6 +345,43 @@ def test_a_revision_without_metrics_is_said_so_under_the_table():
     assert "`workspace` has no metrics" not in md
 
 
+def test_runs_that_are_not_like_for_like_are_said_so_and_lose_their_marks():
+    """A tiny run on a bf16 CPU against the committed one: other test images, another machine, one
+    step. The review gave 'better: airplane ✅' from a model that predicts airplane for everything,
+    and ✅ to a speed measured on another CPU."""
+    from src import paths
+    from src.review import Side, caveats, markdown, metric_rows
+
+    ev, tr, tm = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
+    classes = {"airplane": 0.95, "automobile": 0.98, "bird": 0.94}
+    base = Side("main", "abc1234", {
+        ev: {"test_acc": 0.9563, "test_images": 3000, "per_class_acc": classes},
+        tr: {"steps": 312, "device": "cpu", "precision": "fp32", "cpu_capability": "AVX2"},
+        tm: {"seconds": 125.2, "images_per_s": 661.0},
+    })  # fmt: skip
+    head = Side("tiny", None, {
+        ev: {"test_acc": 0.3333, "test_images": 300, "per_class_acc": dict.fromkeys(classes, 0.0) | {"airplane": 1.0}},
+        tr: {"steps": 1, "device": "cpu", "precision": "bf16", "cpu_capability": "AVX512"},
+        tm: {"seconds": 2.0, "images_per_s": 1300.0},
+    })  # fmt: skip
+    notes, _ = caveats(base, head)
+    assert notes == [
+        "other test sets: 3,000 against 300 test images",
+        "another machine or precision: cpu fp32 AVX2 against cpu bf16 AVX512 — the times are not comparable",
+        "`tiny` trained 1 step only: its scores say little",
+    ]
+    rows = {row[0]: row[1:] for row in metric_rows(base, head)}
+    assert rows["test accuracy"][2] == "−0.6230" and rows["accuracy: airplane"][2] == "+0.0500"  # no ✅/🔻
+    assert rows["images/s"][2] == "+639" and rows["test images"] == ("3,000", "300", "−2,700")
+    md = markdown(base, head, [])
+    table = md.split("### Metrics")[1].split("**Not like for like** (no ✅/🔻 where it matters):")[0]
+    assert "| test accuracy |" in table and "✅" not in table and "🔻" not in table
+    other = Side("cats", None, {ev: {"test_acc": 0.8, "test_images": 3000, "per_class_acc": {"cat": 0.8, "dog": 0.8}}})
+    assert caveats(base, other)[0] == [
+        "other classes: airplane, automobile, bird against cat, dog — two tasks, not one run better"
+    ]
+
+
 def test_an_out_folder_that_cannot_be_written_is_one_line(lab, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     cases = [(tmp_path / "taken", "File exists"), (tmp_path / "taken" / "sub", "Not a directory")]
