@@ -382,6 +382,15 @@ def test_runs_that_are_not_like_for_like_are_said_so_and_lose_their_marks():
     ]
 
 
+def test_a_param_set_to_null_is_null_and_a_missing_one_absent():
+    """`data.test_per_class:` (empty: all test images) read as '(absent)', as if the key were gone."""
+    from src.review import Side, param_rows
+
+    base = Side("main", "abc1234", {"params.yaml": {"data": {"test_per_class": None, "seed": 0}}})
+    head = Side("tiny", None, {"params.yaml": {"data": {"test_per_class": 100}}})
+    assert param_rows(base, head) == [("data.seed", "0", "(absent)"), ("data.test_per_class", "null", "100")]
+
+
 def test_an_out_folder_that_cannot_be_written_is_one_line(lab, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     cases = [(tmp_path / "taken", "File exists"), (tmp_path / "taken" / "sub", "Not a directory")]
