@@ -68,6 +68,8 @@ PROBE = """() => {
           sections: [...document.querySelectorAll('#plots > section > h2')].map((h) => h.firstChild.textContent.trim()),
           plots: [...document.querySelectorAll('#plots > section > div[id]')].map((d) => d.id),
           loose: document.querySelectorAll('#plots > div').length,
+          wide: imgs.filter((i) => i.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+                    .map((i) => i.getAttribute('src')),
           contents_first: !!(nav && first && nav.compareDocumentPosition(first) & Node.DOCUMENT_POSITION_FOLLOWING),
           views: Object.fromEntries(Object.entries(window.__views).map(
             ([el, v]) => [el.slice(1), {cells: cells(v), x: x(v)}]))};
@@ -119,6 +121,7 @@ def _check_page(folder: Path, min_charts: int, min_images: int) -> dict:
     assert res["vega"] == "function"
     assert res["charts"] == calls and res["drawn"] == calls, res
     assert res["images"] >= min_images and res["loaded"] == res["images"], res
+    assert res["wide"] == [], res["wide"]  # every image within the 1400-pixel window (a diff's two side by side)
     # the contents: first on the page, one link per section and per plot, every plot in a section
     plots = re.findall(r'<div\s+id\s*=\s*"([^"]+)"', html[html.rfind('<main id="plots">') :])
     assert res["contents_first"], "no table of contents before the plots"
