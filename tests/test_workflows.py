@@ -93,6 +93,35 @@ def test_the_review_workflow_follows_the_cml_convention():
     assert '>> "$GITHUB_STEP_SUMMARY"' in steps
 
 
+@pytest.mark.parametrize("log", ["check", "none"])
+def test_a_failed_run_posts_its_error_lines_in_the_same_comment(tmp_path, log):
+    """A PR whose run fails (a misspelt class) got a red X and no comment. The failure steps write
+    the run's error lines (or, before dvc repro, where to look) as the review and post them with the
+    review's watermark; the script runs here under the runner's bash flags."""
+    review = yaml.safe_load((WORKFLOWS / "review.yml").read_text())["jobs"]["review"]["steps"]
+    write, post = (s for s in review if str(s.get("if", "")).startswith("failure()"))
+    assert write["if"] == "failure()" and "secrets.GITHUB_TOKEN" in post["env"]["REPO_TOKEN"]
+    assert post["run"] == 'cml comment update --watermark-title="cifar-cnn-lab review" review/review.md'
+    assert "dvc repro 2>&1 | tee run.log" in _steps("review.yml")
+    if log == "check":
+        (tmp_path / "run.log").write_text(
+            "Running stage 'check':\n> python -m stages.check\ncheck: error: params.yaml: data.classes: 'dgo' is "
+            "not a CIFAR-10 class (did you mean 'dog'?)\nERROR: failed to reproduce 'check': failed to run: "
+            "python -m stages.check, exited with 2\n"
+        )
+    summary = tmp_path / "summary.md"
+    env = {"PATH": "/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(summary)}
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", write["run"]], cwd=tmp_path, env=env)
+    assert r.returncode == 0
+    md = (tmp_path / "review/review.md").read_text()
+    assert md.startswith("## Review: the pipeline did not finish") and summary.read_text() == md
+    if log == "check":
+        assert "check: error: params.yaml: data.classes: 'dgo' is not a CIFAR-10 class" in md
+        assert "ERROR: failed to reproduce 'check'" in md and "Running stage" not in md
+    else:
+        assert "stopped before `dvc repro`" in md
+
+
 def test_cifar10_is_cached_for_every_pull_request_by_the_archives_md5():
     """A PR restores only its own caches and main's: the cache is filled on pushes to main, keyed by
     params.yaml's md5 (not by source files), and handed to the download stage as CIFAR10_MIRROR."""

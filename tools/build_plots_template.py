@@ -118,7 +118,7 @@ PAGE = """<!DOCTYPE html>
         body { font-family: system-ui, sans-serif; margin: 16px; }
         table { border-spacing: 15px; }
         img { max-width: 100%; }
-        /* dvc plots diff puts each revision's image in an inline-block side by side, nowrap: two halves, not a scroll */
+        /* dvc plots diff sets each revision's image side by side (nowrap): two halves, not a scroll */
         #plots div:has(> img):not(:only-of-type) { max-width: calc(50% - 14px); }
         #contents ol { columns: 2 24em; }
         #contents li { break-inside: avoid; }
