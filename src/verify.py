@@ -59,6 +59,7 @@ def lock_problems(root: Path) -> list[str]:
     if r.returncode != 0:
         return [f"dvc.lock: `dvc status` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"]
     files, params = [], []
+    roles: dict[tuple[str, str], dict[str, list[str]]] = {}  # (path, state) → {"output"/"input": stages}
     for stage, changes in sorted((json.loads(r.stdout or "{}")).items()):
         for change in changes:
             if not isinstance(change, dict):
@@ -73,11 +74,14 @@ def lock_problems(root: Path) -> list[str]:
                             for section, how in state.items()
                             for key in _changed_keys(root, stage, section)
                         ]
-                    elif not (params and path == "params.yaml"):
+                    else:
                         what = "output" if "out" in kind else "input"
-                        files.append(f"{path}: {state} since the run dvc.lock records ({what} of stage {stage})")
-    if params:  # the keys say more than "params.yaml: modified" (a file dep of check and report)
-        files = [f for f in files if not f.startswith("params.yaml: ")]
+                        roles.setdefault((path, state), {}).setdefault(what, []).append(stage)
+    for (path, state), by in roles.items():  # one line a file, however many stages read it
+        if params and path == "params.yaml":  # the keys say more than "params.yaml: modified"
+            continue
+        of = "; ".join(f"{what} of stage{'s' * (len(st) > 1)} {', '.join(st)}" for what, st in sorted(by.items())[::-1])
+        files.append(f"{path}: {state} since the run dvc.lock records ({of})")
     out = files + params
     return sorted(set(out), key=out.index)
 
