@@ -62,7 +62,7 @@ METRICS = (
 # the rows whose ✅/🔻 assume the same test set, and the same machine and precision
 SCORED_ROWS = ("test accuracy", "macro-F1", "test loss", "best validation accuracy")
 TIMED_ROWS = ("training seconds (validation included)", "images/s")
-FEW_STEPS = 50  # fewer optimizer steps than this: the one-cycle schedule has barely begun to learn
+FEW_STEPS = 20  # fewer optimizer steps than this: the one-cycle schedule has barely begun to learn (the train note)
 
 
 class ReviewError(Exception):

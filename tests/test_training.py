@@ -7,7 +7,9 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +53,7 @@ def model_from_data(p, train_x):
     return model
 
 
-def run(tmp_path, p, model=None, flag=None, data=None, on_epoch=None):
+def run(tmp_path, p, model=None, flag=None, data=None, on_epoch=None, log=None):
     tx, ty, vx, vy = data or tiny_data()
     mean, std = mean_std()
     torch.manual_seed(p.train.seed)
@@ -64,7 +66,7 @@ def run(tmp_path, p, model=None, flag=None, data=None, on_epoch=None):
         fingerprint="fp",
         meta={"model_name": p.model.name, "classes": ["a", "b", "c"]},
         progress=False,
-        log=lambda s: None,
+        log=log or (lambda s: None),
         on_epoch=on_epoch,
     )
     return fit(model, (tx, ty), (vx, vy), mean, std, torch.device("cpu"), cfg, flag), model
@@ -91,6 +93,22 @@ def test_a_few_epochs_learn(tmp_path):
     assert h[-1]["val_acc"] > 0.9  # the synthetic classes are easy
     assert res.best_val_acc == max(r["val_acc"] for r in h)
     assert res.steps == 4 * (240 // 32)
+
+
+def test_a_run_too_short_to_learn_says_so():
+    """A quick try (`-S train.epochs=1` on a small subset: a step or two) trained to chance with no word why."""
+    from src.review import FEW_STEPS as REVIEW_FEW_STEPS
+    from src.training.loop import FEW_STEPS
+
+    assert FEW_STEPS == REVIEW_FEW_STEPS  # the review calls such a run's scores weak at the same count
+    notes = {}
+    for epochs in (2, 3):  # 14 and 21 steps: the tiny data's epoch is 7
+        logs: list[str] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            run(Path(tmp), params(epochs=epochs), log=logs.append)
+        notes[epochs] = [line for line in logs if line.startswith("train: note: ")]
+    want = "train: note: 14 optimizer steps in all (2 epoch(s) of 7): the one-cycle schedule warms up and cools down"
+    assert len(notes[2]) == 1 and notes[2][0].startswith(want) and notes[3] == []
 
 
 def test_best_pt_holds_the_epoch_with_the_best_validation_accuracy(tmp_path, monkeypatch):

@@ -504,6 +504,9 @@ class Progress:
         self.bar.close()
 
 
+FEW_STEPS = 20  # fewer in a whole run: a note that the model will barely learn
+
+
 def build_trainer(
     model: nn.Module,
     train: Split,
@@ -536,6 +539,12 @@ def build_trainer(
     state = resume(files, learner, log, dist.on_main(cfg.epoch_done), steps_per_epoch) or RunState(
         total_steps=None if train_params.time_budget_s else train_params.epochs * steps_per_epoch
     )
+    if state.total_steps is not None and state.total_steps < FEW_STEPS:  # a quick try that cannot learn much
+        log(
+            f"train: note: {state.total_steps} optimizer step{'s' * (state.total_steps != 1)} in all "
+            f"({train_params.epochs} epoch(s) of {steps_per_epoch}): the one-cycle schedule warms up and cools "
+            "down within them, so the model can learn little; more epochs or images, or a smaller batch_size"
+        )
     started = time.perf_counter() - state.elapsed
     progress = Progress(state.total_steps or 0, state.step, show=cfg.progress and dist.is_main)
     # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
