@@ -39,7 +39,11 @@ class TinyCNN(LabModel):
 def test_a_model_in_one_file_runs_through_every_stage(tmp_path, full_mirror, section):
     over = {"model": {"name": "tiny_cnn", **({"tiny_cnn": section} if section else {})}}
     repo = make_repo(tmp_path / "lab", full_mirror, over=over, files={"src/models/tiny_cnn.py": TINY_MODEL})
-    sh(repo, "dvc", "repro", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+    out = sh(repo, "dvc", "repro", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+    # no BatchNorm after its convs: Muon (the default optimizer) has nothing to take, and says so
+    assert "train: note: no conv of this model feeds a BatchNorm (Muon's rescaling needs one): it trains with SGD" in (
+        out.stdout + out.stderr
+    )
     read = lambda path: json.loads((repo / path).read_text())  # noqa: E731
     w = (section or {}).get("width", 8)
     train, ev, vis, th = (

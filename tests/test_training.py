@@ -208,6 +208,29 @@ def test_changed_params_start_fresh(tmp_path):
     assert res.steps == 2 * (240 // 32)
 
 
+@pytest.mark.parametrize("change", ["model", "state"])
+def test_a_resume_point_this_code_cannot_continue_is_one_line(tmp_path, change):
+    """The same params, other code (the project pulled between Ctrl-C and the rerun): a weight the
+    model no longer has, or a run-state field it no longer knows, was a traceback."""
+    from src.errors import CheckpointError
+
+    p = params(epochs=2)
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, p, flag=_StopAfter(3))
+    path = tmp_path / "run" / "resume.pt"
+    ck = torch.load(path, weights_only=False)
+    if change == "model":
+        ck["model"]["a_layer_of_another_version.weight"] = torch.zeros(1)
+    else:
+        ck["state"]["a_field_of_another_version"] = 1
+    torch.save(ck, path)
+    with pytest.raises(CheckpointError) as err:
+        run(tmp_path, p)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: an interrupted run of these params that this version of the code cannot continue")
+    assert msg.endswith(f"delete {path.parent} to start the run afresh") and "\n" not in msg
+
+
 class _NaNAfter(nn.Module):
     def __init__(self, inner, n):
         super().__init__()

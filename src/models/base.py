@@ -38,7 +38,8 @@ class LabModel(nn.Module):
     - `freeze_stages()`: the parts `train.freeze_at` can stop training, input side first. The
       default: the blocks (a Sequential holding a Conv2d directly) in forward order.
     Filters and Grad-CAM use the model's Conv2d layers (`conv_layers`); a conv whose weight does not
-    require grad is drawn as "not learned".
+    require grad is drawn as "not learned". With `train.optimizer: muon`, Muon trains the convs a
+    BatchNorm follows (`normalised_convs`) and SGD the rest; a model with none trains with SGD alone.
     """
 
     def init_from_data(self, x: torch.Tensor) -> None:

@@ -143,13 +143,23 @@ class RunFiles:
         checkpoint = self.load_resume(log)
         if checkpoint is None:
             return None
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if ema is not None and checkpoint.get("ema") is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        if lookahead is not None and checkpoint.get("lookahead") is not None:
-            lookahead.load_state_dict(checkpoint["lookahead"])
-        return checkpoint["state"]
+        try:  # same params, other code (the project updated between the interruption and now)
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if ema is not None and checkpoint.get("ema") is not None:
+                ema.load_state_dict(checkpoint["ema"])
+            if lookahead is not None and checkpoint.get("lookahead") is not None:
+                lookahead.load_state_dict(checkpoint["lookahead"])
+            return dict(checkpoint["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise self.unfit_resume(type(exc).__name__) from None
+
+    def unfit_resume(self, why: str) -> CheckpointError:
+        """The resume point of these params that this code cannot continue: one line, and how to start afresh."""
+        return CheckpointError(
+            f"{self.resume}: an interrupted run of these params that this version of the code cannot continue "
+            f"({why}); delete {self.resume.parent} to start the run afresh"
+        )
 
     def save_resume(
         self, model: Stateful, optimizer: Stateful, ema: Stateful | None, lookahead: Stateful | None, state: dict

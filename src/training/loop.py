@@ -523,6 +523,8 @@ def build_trainer(
     runtime = setup_runtime(train_params, device)
     log(f"train: on {runtime.describe()}{dist.describe()}")
     learner = build_learner(model, train_params, runtime, dist)
+    if train_params.optimizer == "muon" and not getattr(learner.optimizer, "filters", None):
+        log("train: note: no conv of this model feeds a BatchNorm (Muon's rescaling needs one): it trains with SGD")
     batches = Batches(train, mean, std, train_params, cfg.augment, runtime, dist)
     steps_per_epoch = batches.steps_per_epoch
     files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta, writer=dist.is_main)
@@ -564,7 +566,10 @@ def resume(
     saved = files.resume_into(*learner.parts(), log)
     if saved is None:
         return None
-    state = RunState(**saved)
+    try:
+        state = RunState(**saved)
+    except TypeError:  # a run state with other fields: written by another version of the code
+        raise files.unfit_resume("its run state's fields differ") from None
     log(
         f"train: resuming from {files.resume} at step {state.step}/{state.total_steps} "
         f"(epoch {state.step // steps_per_epoch + 1})"

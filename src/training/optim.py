@@ -66,6 +66,8 @@ def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
         scale_free = {id(mods[n].weight) for n in normalised_convs(model)}
         filters = [p for p in params if id(p) in scale_free]
         rest = _sgd_groups(model, [p for p in params if id(p) not in scale_free], tc)
+        if not filters:  # no BatchNorm after any conv (a student's model): nothing for Muon, all SGD
+            return torch.optim.SGD(rest, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov)
         return MuonSGD(
             filters, rest, tc.lr, tc.muon_lr, tc.lr * tc.max_lr_factor, tc.momentum, tc.nesterov, tc.muon_momentum
         )
