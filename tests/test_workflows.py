@@ -98,12 +98,30 @@ def test_a_failed_run_posts_its_error_lines_in_the_same_comment(tmp_path, log):
     """A PR whose run fails (a misspelt class) got a red X and no comment. The failure steps write
     the run's error lines (or, before dvc repro, where to look) as the review and post them with the
     review's watermark; the script runs here under the runner's bash flags."""
-    review = yaml.safe_load((WORKFLOWS / "review.yml").read_text())["jobs"]["review"]["steps"]
+    job = yaml.safe_load((WORKFLOWS / "review.yml").read_text())["jobs"]["review"]
+    # `shell: bash` named: the runner then runs `bash --noprofile --norc -eo pipefail {0}`; unnamed it
+    # is `bash -e {0}`, and `dvc repro | tee run.log` passed with a failed dvc repro
+    assert job["defaults"]["run"]["shell"] == "bash"
+    review = job["steps"]
     write, post = (s for s in review if str(s.get("if", "")).startswith("failure()"))
-    assert write["if"] == "failure()" and "secrets.GITHUB_TOKEN" in post["env"]["REPO_TOKEN"]
+    assert write["if"] == "failure() && steps.post.outcome != 'failure'"  # a failed post keeps its review
+    assert post["if"].startswith(write["if"] + " && ") and "secrets.GITHUB_TOKEN" in post["env"]["REPO_TOKEN"]
+    (posting,) = (s for s in review if s.get("id"))
+    assert posting["id"] == "post" and "cml comment update --publish" in posting["run"]
     assert post["run"] == 'cml comment update --watermark-title="cifar-cnn-lab review" review/review.md'
     assert "dvc repro 2>&1 | tee run.log" in _steps("review.yml")
-    if log == "check":
+    if log == "check":  # the repro step itself, with a dvc whose repro fails: the step fails, its lines logged
+        repro = next(s for s in review if "dvc repro 2>&1" in s.get("run", ""))
+        (tmp_path / "bin").mkdir()
+        fake = tmp_path / "bin" / "dvc"
+        fake.write_text('#!/bin/sh\n[ "$1" = repro ] || exit 0\necho "check: error: params.yaml: bad"\nexit 2\n')
+        fake.chmod(0o755)
+        env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+        runner = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"]  # GitHub's for `shell: bash`
+        r = subprocess.run([*runner, repro["run"]], cwd=tmp_path, env=env)
+        assert r.returncode == 2 and (tmp_path / "run.log").read_text() == "check: error: params.yaml: bad\n"
+        r = subprocess.run(["bash", "-e", "-c", repro["run"]], cwd=tmp_path, env=env)  # the unnamed shell's flags
+        assert r.returncode == 0  # why the job names its shell
         (tmp_path / "run.log").write_text(
             "Running stage 'check':\n> python -m stages.check\ncheck: error: params.yaml: data.classes: 'dgo' is "
             "not a CIFAR-10 class (did you mean 'dog'?)\nERROR: failed to reproduce 'check': failed to run: "
