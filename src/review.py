@@ -178,17 +178,19 @@ def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
         lines.append(f"other test sets: {images[0]:,} against {images[1]:,} test images")
     if lines:
         unmarked |= {*SCORED_ROWS, "accuracy: "}
-    machine = [
-        tuple(s.metric(paths.TRAIN_METRICS, k) for k in ("device", "precision", "cpu_capability")) for s in (base, head)
-    ]
-    if None not in machine[0] + machine[1] and machine[0] != machine[1]:
-        a, b = (" ".join(map(str, m)) for m in machine)
+    # the keys both runs record (an older commit lacks cpu_capability): any that differ
+    keys = ("device", "precision", "cpu_capability", "threads")
+    machine = [{k: s.metric(paths.TRAIN_METRICS, k) for k in keys} for s in (base, head)]
+    shared = [k for k in keys if machine[0][k] is not None and machine[1][k] is not None]
+    if any(machine[0][k] != machine[1][k] for k in shared):
+        a, b = (" ".join(f"{m[k]}{' threads' * (k == 'threads')}" for k in shared) for m in machine)
         lines.append(f"another machine or precision: {a} against {b} — the times are not comparable")
         unmarked |= set(TIMED_ROWS)
     for s in (base, head):
         steps = s.metric(paths.TRAIN_METRICS, "steps")
         if isinstance(steps, int) and steps < FEW_STEPS:
             lines.append(f"`{s.label}` trained {steps} step{'s' * (steps != 1)} only: its scores say little")
+            unmarked |= {*SCORED_ROWS, "accuracy: "}
     return lines, unmarked
 
 
@@ -305,8 +307,11 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
         lines += ["", "**Not like for like** (no ✅/🔻 where it matters):", ""] + [f"- {n}" for n in notes]
     up, down = better_worse(base, head)
     lines += ["", "### Classes", ""]
-    lines.append("- better: " + ("; ".join(up) if up else "none"))
-    lines.append("- worse: " + ("; ".join(down) if down else "none"))
+    if "accuracy: " in caveats(base, head)[1]:  # the scores are not like for like: no better or worse
+        lines.append("- not compared: the runs are not like for like (above)")
+    else:
+        lines.append("- better: " + ("; ".join(up) if up else "none"))
+        lines.append("- worse: " + ("; ".join(down) if down else "none"))
     lines += ["", "### Charts", ""]
     for title, name in charts:
         lines += [f"**{title}**", "", f"![{title}]({name})", ""]

@@ -228,6 +228,46 @@ def test_muon_takes_only_filters_a_batchnorm_follows_and_sgd_a_trained_whitening
     assert m.whiten.weight.norm() / before.norm() > 0.99
 
 
+class _Branches(nn.Module):  # b feeds a BatchNorm; a, called after it, feeds GELU
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        b = self.b(x)
+        return torch.cat([nn.functional.gelu(self.a(x)), self.bn(b)], 1)
+
+
+class _Twice(nn.Module):  # one conv called twice: into a BatchNorm, then into GELU
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return nn.functional.gelu(self.c(self.bn(self.c(x))))
+
+
+class _Residual(nn.Module):  # c2's output is summed with the skip before the BatchNorm: its scale matters
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.pool, self.skip = nn.MaxPool2d(1), nn.Identity()
+        self.bn1, self.bn2 = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        h = self.bn1(self.pool(self.c1(x)))  # through a pool: still c1's scale alone
+        return self.bn2(self.c2(h) + self.skip(h))
+
+
+@pytest.mark.parametrize(("model", "want"), [(_Branches, ["b"]), (_Twice, []), (_Residual, ["c1"])])
+def test_the_convs_muon_takes_are_followed_tensor_by_tensor(model, want):
+    """By call order alone, the next module to finish after a conv was taken as its consumer: a
+    branch's conv, a conv also used unnormalised, or a residual branch went to Muon."""
+    from src.models.base import normalised_convs
+
+    assert normalised_convs(model()) == want
+
+
 @pytest.mark.parametrize("cycle", [False, True])
 def test_muon_momentum_is_the_filters_own_and_the_sgd_part_keeps_train_momentum(cycle):
     p = params_with({"train": {"optimizer": "muon", "momentum": 0.9, "muon_momentum": 0.6, "cycle_momentum": cycle}})

@@ -382,6 +382,36 @@ def test_runs_that_are_not_like_for_like_are_said_so_and_lose_their_marks():
     ]
 
 
+def test_a_few_step_run_or_an_older_record_of_the_machine_still_loses_the_marks():
+    """A 1-step run on the same test set kept its ✅ and 'better: airplane'; a base commit from before
+    cpu_capability was recorded (cuda bf16 against cpu fp32) gave no caveat at all."""
+    from src import paths
+    from src.review import Side, caveats, markdown, metric_rows
+
+    ev, tr = paths.EVAL_METRICS.as_posix(), paths.TRAIN_METRICS.as_posix()
+    per_class = {"airplane": 0.9, "bird": 0.9}
+    base = Side(
+        "main", "abc1234", {ev: {"test_acc": 0.9, "test_images": 200, "per_class_acc": per_class}, tr: {"steps": 312}}
+    )
+    tiny = Side("tiny", None, {
+        ev: {"test_acc": 0.5, "test_images": 200, "per_class_acc": {"airplane": 1.0, "bird": 0.0}},
+        tr: {"steps": 1},
+    })  # fmt: skip
+    assert caveats(base, tiny)[0] == ["`tiny` trained 1 step only: its scores say little"]
+    rows = {row[0]: row[3] for row in metric_rows(base, tiny)}
+    assert rows["test accuracy"] == "−0.4000" and rows["accuracy: airplane"] == "+0.1000"
+    md = markdown(base, tiny, [])
+    assert "- not compared: the runs are not like for like (above)" in md and "better: airplane" not in md
+    old = Side("main", "abc1234", {tr: {"steps": 312, "device": "cpu", "precision": "fp32", "threads": 2}})
+    gpu = Side(
+        "gpu",
+        None,
+        {tr: {"steps": 312, "device": "cuda", "precision": "bf16", "cpu_capability": "AVX512", "threads": 8}},
+    )
+    want = "another machine or precision: cpu fp32 2 threads against cuda bf16 8 threads — the times are not comparable"
+    assert caveats(old, gpu)[0] == [want]
+
+
 def test_a_param_set_to_null_is_null_and_a_missing_one_absent():
     """`data.test_per_class:` (empty: all test images) read as '(absent)', as if the key were gone."""
     from src.review import Side, param_rows

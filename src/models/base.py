@@ -74,8 +74,10 @@ class LabModel(nn.Module):
 
 def forward_order(model: nn.Module, names: list[str]) -> list[str]:
     """`names` sorted by when each module's forward finishes on a dummy 32×32 input."""
+    done: list[str] = []
     mods = dict(model.named_modules())
-    return list(dict.fromkeys(_forward_calls(model, {n: mods[n] for n in names})))
+    _dummy_forward(model, [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append(n)) for n in names])
+    return list(dict.fromkeys(done))
 
 
 # between a conv and a normalisation, these keep its output's scale out of the result (positively homogeneous)
@@ -84,25 +86,38 @@ _NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)
 
 
 def normalised_convs(model: nn.Module) -> list[str]:
-    """The Conv2d layers whose output a normalisation layer takes next (pooling or dropout between
-    them is fine), in forward order: the scale of their weights does not change the net's output,
-    which Muon's per-step rescaling of each filter bank relies on. Traced with module hooks, so an
-    activation applied as a function between a conv and its BatchNorm is not seen."""
-    leaves = {n: m for n, m in model.named_modules() if not any(True for _ in m.children())}
-    calls = _forward_calls(model, leaves)
-    out = []
-    for k, name in enumerate(calls):
-        if isinstance(leaves[name], nn.Conv2d):
-            after = next((n for n in calls[k + 1 :] if not isinstance(leaves[n], _SCALE_KEEPING)), None)
-            if after is not None and isinstance(leaves[after], _NORMS):
-                out.append(name)
-    return list(dict.fromkeys(out))
+    """The Conv2d layers whose every output a normalisation layer takes (through pooling or dropout
+    modules, which keep its scale), in forward order: the scale of their weights does not change
+    the net's output, which Muon's per-step rescaling of each filter bank relies on. Followed tensor
+    by tensor on a dummy input: a function between a conv and its BatchNorm (F.gelu) or a residual
+    sum makes a new tensor, so that conv is left out; an in-place function is not seen."""
+    names = {id(m): n for n, m in model.named_modules()}
+    source: dict[int, str] = {}  # id of a tensor → the conv whose output it is, scaled by its weights alone
+    kept: list[torch.Tensor] = []  # alive until the end, so no id is reused
+    calls: dict[str, int] = {}
+    fed: dict[str, int] = {}
+
+    def after(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        if isinstance(m, nn.Conv2d):
+            calls[names[id(m)]] = calls.get(names[id(m)], 0) + 1
+            source[id(out)] = names[id(m)]
+        elif inputs and id(inputs[0]) in source:  # a scale-keeping module passes its input's source on
+            source[id(out)] = source[id(inputs[0])]
+        kept.append(out)
+
+    def before(m: nn.Module, inputs: tuple) -> None:
+        if inputs and id(inputs[0]) in source:
+            fed[source[id(inputs[0])]] = fed.get(source[id(inputs[0])], 0) + 1
+
+    mods = list(model.modules())
+    hooks = [m.register_forward_hook(after) for m in mods if isinstance(m, (nn.Conv2d, *_SCALE_KEEPING))]
+    hooks += [m.register_forward_pre_hook(before) for m in mods if isinstance(m, _NORMS)]
+    _dummy_forward(model, hooks)
+    return [n for n, k in calls.items() if fed.get(n, 0) == k]
 
 
-def _forward_calls(model: nn.Module, mods: dict[str, nn.Module]) -> list[str]:
-    """The names of `mods` in the order their forwards finish on a dummy 32×32 input (repeats kept)."""
-    done: list[str] = []
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: done.append(n)) for n, m in mods.items()]
+def _dummy_forward(model: nn.Module, hooks: list) -> None:
+    """One forward pass of a zero 32×32 image in eval mode, without gradients, then the hooks removed."""
     was_training = model.training
     try:
         model.eval()
@@ -113,7 +128,6 @@ def _forward_calls(model: nn.Module, mods: dict[str, nn.Module]) -> list[str]:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return done
 
 
 @dataclass(frozen=True)

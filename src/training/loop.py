@@ -37,7 +37,7 @@ from src.data.augment import alternating_flips, augment_batch, color_jitter, mix
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
 from src.errors import NonFiniteLoss, TrainingInterrupted
-from src.models.base import freeze_plan
+from src.models.base import freeze_plan, normalised_convs
 from src.training.checkpoints import RunFiles
 from src.training.distributed import Dist
 from src.training.evaluation import evaluate
@@ -400,6 +400,8 @@ def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime,
     """The model on the device in the run's precision and memory layout, its optimizer, EMA,
     lookahead and the stages `train.freeze_at` freezes."""
     freezes = freeze_plan(model, train_params.freeze_at)
+    # traced on the host in fp32, before the model moves or turns bf16 (its BatchNorm stays fp32)
+    muon_convs = normalised_convs(model) if train_params.optimizer == "muon" else None
     model = model.to(runtime.device)
     if runtime.half is not None:  # weights and activations in half precision, BatchNorm in fp32
         to_half(model, runtime.half)
@@ -415,7 +417,7 @@ def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime,
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params.ema_decay), use_buffers=True
         )
-    optimizer = make_optimizer(model, train_params)
+    optimizer = make_optimizer(model, train_params, muon_convs)
     forward = dist.wrap(model, runtime.device)
     if train_params.compile:
         forward = torch.compile(forward)

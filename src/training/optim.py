@@ -56,14 +56,15 @@ def cycle_momentum(
     return _anneal(top, base, pct, anneal) if rising else _anneal(base, top, pct, anneal)
 
 
-def make_optimizer(model: nn.Module, tc: TrainParams) -> torch.optim.Optimizer:
-    """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest."""
+def make_optimizer(model: nn.Module, tc: TrainParams, muon_convs: list[str] | None = None) -> torch.optim.Optimizer:
+    """Nesterov SGD, AdamW, or Muon for conv filters with Nesterov SGD for the rest. `muon_convs`:
+    the convs Muon may take (default: `normalised_convs(model)`, traced here)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "muon":
         # Muon: the filter banks a normalisation follows (it rescales them every step); the rest, and
         # a conv that feeds no BatchNorm (fast_cnn's trainable whitening layer), SGD
         mods = dict(model.named_modules())
-        scale_free = {id(mods[n].weight) for n in normalised_convs(model)}
+        scale_free = {id(mods[n].weight) for n in (normalised_convs(model) if muon_convs is None else muon_convs)}
         filters = [p for p in params if id(p) in scale_free]
         rest = _sgd_groups(model, [p for p in params if id(p) not in scale_free], tc)
         if not filters:  # no BatchNorm after any conv (a student's model): nothing for Muon, all SGD
