@@ -227,17 +227,29 @@ def test_the_confusion_numbers_are_readable_on_every_shade(template):
 def test_confusion_charts_of_runs_with_different_classes_show_each_runs_own(tmp_path):
     """An instructor's `dvc plots diff` of two students' runs on different class sets and test sizes:
     each panel is that run's own k×k matrix (the imputed union of classes showed NaN rows and 0
-    columns of the other run's classes), and every count is readable on its cell (the text's
-    white/black followed each run's own largest count, the shared colour scale both runs')."""
+    columns of the other run's classes; a class no run predicted had no column), and every count is
+    readable on its cell (the text's white/black followed each run's own largest count, the shared
+    colour scale both runs')."""
     import vl_convert as vlc
 
     repo = _plots_repo(tmp_path / "lab")
     preds = repo / "plots" / "eval" / "predictions.csv"
     mine = sorted({row["actual"] for row in csv.DictReader(preds.open())})
-    lines = preds.read_text().splitlines()
-    smaller = "\n".join(lines[:1] + lines[1::10]) + "\n"  # a tenth of the test images
-    preds.write_text(smaller.replace(mine[-1], "cat"))  # and its last class renamed
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "another class set")
+    never = mine[0]  # a class neither run predicts (a tiny run's model predicts one class for all)
+
+    def rewrite(rows: list[dict]) -> None:
+        with preds.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows({**r, "predicted": mine[1] if r["predicted"] == never else r["predicted"]} for r in rows)
+
+    rows = list(csv.DictReader(preds.open()))
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam"]
+    rewrite(rows)
+    sh(repo, *commit, "the base run")
+    rewrite(rows[::10])  # a tenth of the test images
+    preds.write_text(preds.read_text().replace(mine[-1], "cat"))  # and its last class renamed
+    sh(repo, *commit, "another class set")
     out = json.loads(sh(repo, "dvc", "plots", "diff", "--json", "HEAD~1", "HEAD").stdout)["data"]
     k = len(mine)
     for name in (COUNTS, RECALL):

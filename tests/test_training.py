@@ -107,7 +107,7 @@ def test_a_run_too_short_to_learn_says_so():
         with tempfile.TemporaryDirectory() as tmp:
             run(Path(tmp), params(epochs=epochs), log=logs.append)
         notes[epochs] = [line for line in logs if line.startswith("train: note: ")]
-    want = "train: note: 14 optimizer steps in all (2 epoch(s) of 7): the one-cycle schedule warms up and cools down"
+    want = "train: note: 14 optimizer steps in all (2 epochs of 7 steps): the one-cycle schedule warms up and cools"
     assert len(notes[2]) == 1 and notes[2][0].startswith(want) and notes[3] == []
 
 

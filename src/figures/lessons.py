@@ -192,6 +192,8 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
     for k, (a, c) in enumerate(np.ndindex(*y.shape)):
         outline(axes[2], a, c, 1, 1, COLOURS[k % 4])
     small = ops.output_size(caption_n, f, 0, stride)
+    sizes = [m for m in range(f, f + 2 * stride) if ops.output_size(m, f, 0, stride) == 2]  # N giving 2×2
+    two_by_two = " or ".join(map(str, sizes)) if len(sizes) <= 2 else f"{sizes[0]}–{sizes[-1]}"
     fig.text(
         0.02,
         0.125,
@@ -199,7 +201,7 @@ def stride_figure(x: np.ndarray, w: np.ndarray, stride: int = 2, caption_n: int 
         f"{ops.output_size(n, f, 0, stride)}.\n"
         f"The lab's caption says a {caption_n}×{caption_n} input: ({caption_n} − {f} + 0)/{stride} + 1 = "
         f"{(caption_n - f) / stride + 1:g}, floored to {small} — PyTorch gives {small}×{small}, not 2×2;\n"
-        f"a 2×2 output needs N = 5 or 6 with P = 0, or P = 1 on the {caption_n}×{caption_n} "
+        f"a 2×2 output needs N = {two_by_two} with P = 0, or P = 1 on the {caption_n}×{caption_n} "
         f"(⌊({caption_n} − {f} + 2)/{stride}⌋ + 1 = {ops.output_size(caption_n, f, 1, stride)}).",
         fontsize=9.5,
         va="top",

@@ -546,8 +546,9 @@ def build_trainer(
     if state.total_steps is not None and state.total_steps < FEW_STEPS:  # a quick try that cannot learn much
         log(
             f"train: note: {state.total_steps} optimizer step{'s' * (state.total_steps != 1)} in all "
-            f"({train_params.epochs} epoch(s) of {steps_per_epoch}): the one-cycle schedule warms up and cools "
-            "down within them, so the model can learn little; more epochs or images, or a smaller batch_size"
+            f"({train_params.epochs} epoch{'s' * (train_params.epochs != 1)} of {steps_per_epoch} steps): the "
+            "one-cycle schedule warms up and cools down within them, so the model can learn little; more epochs "
+            "or images, or a smaller batch_size"
         )
     started = time.perf_counter() - state.elapsed
     progress = Progress(state.total_steps or 0, state.step, show=cfg.progress and dist.is_main)
