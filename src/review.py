@@ -33,7 +33,7 @@ from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
 from src.params import changed_params, flatten, not_as_run
-from src.verify import failed_run_error, resolve
+from src.verify import failed_run_error, resolve, unresolved
 
 WORKSPACE = "workspace"
 PARAMS = Path("params.yaml")
@@ -109,8 +109,12 @@ def load_side(root: Path, rev: str) -> Side:
             raise ReviewError(failed)
         if commit is None:
             raise ReviewError(
-                f"{rev!r} is neither a git revision, a `dvc exp` name nor 'workspace' here "
-                "(`dvc exp pull <remote> <name>` fetches an experiment)"
+                unresolved(
+                    root,
+                    rev,
+                    f"{rev!r} is neither a git revision, a `dvc exp` name nor 'workspace' here "
+                    "(`dvc exp pull <remote> <name>` fetches an experiment)",
+                )
             )
     side = Side(rev[:12] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev, commit)  # a full hash: 40 digits a header
     for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):

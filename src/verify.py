@@ -132,13 +132,38 @@ def rescore(root: Path) -> tuple[str | None, str]:
 
 
 def resolve(root: Path, rev: str) -> str | None:
-    """The commit of a git revision or of a `dvc exp` name (refs/exps/…/<name>)."""
+    """The commit of a git revision or of a `dvc exp` name. A name reused on several commits means,
+    as in DVC, the experiment of the commit checked out; None where that leaves no single one."""
     r = _run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], root)
     if r.returncode == 0:
         return r.stdout.strip()
-    refs = _run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], root).stdout.split("\n")
-    hits = [line.split()[1] for line in refs if line and line.split()[0].rsplit("/", 1)[-1] == rev]
-    return hits[0] if len(hits) == 1 else None
+    hits = _experiments(root, rev)
+    if len(hits) > 1:
+        head = _run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+        hits = [h for h in hits if h[0] == head]
+    return hits[0][1] if len(hits) == 1 else None
+
+
+def _experiments(root: Path, name: str) -> list[tuple[str, str]]:
+    """(baseline commit, experiment commit) of each `dvc exp` called `name`: refs/exps/ab/cdef…/<name>."""
+    refs = _run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], root).stdout.split()
+    found = []
+    for ref, commit in zip(refs[::2], refs[1::2]):
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[4] == name:
+            found.append((parts[2] + parts[3], commit))
+    return found
+
+
+def unresolved(root: Path, rev: str, not_found: str) -> str:
+    """Why `rev` names no single commit: a `dvc exp` name on several other commits, else `not_found`."""
+    hits = _experiments(root, rev)
+    if len(hits) < 2:
+        return not_found
+    return (
+        f"{rev!r} names {len(hits)} `dvc exp` runs, none on the commit checked out (their baselines "
+        f"{', '.join(b[:7] for b, _ in hits)}): name one by its commit, {' or '.join(c[:7] for _, c in hits)}"
+    )
 
 
 def failed_runs(root: Path) -> dict[str, str]:
@@ -223,11 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         commit = resolve(root, args.rev)
         failed = failed_run_error(root, args.rev, commit)
         if commit is None or failed:
-            print(
-                f"verify: error: {failed or f'{args.rev!r} is neither a git revision nor one `dvc exp` name here'}"
-                + ("" if failed else " (`dvc exp pull <remote> <name>` fetches an experiment)"),
-                file=sys.stderr,
-            )
+            missing = f"{args.rev!r} is neither a git revision nor one `dvc exp` name here"
+            missing += " (`dvc exp pull <remote> <name>` fetches an experiment)"
+            print(f"verify: error: {failed or unresolved(root, args.rev, missing)}", file=sys.stderr)
             return 2
         try:
             with checked_out(root, commit) as tree:

@@ -113,6 +113,33 @@ def test_a_commit_and_an_experiment_verify_by_name(repo):
         restore(repo)
 
 
+def test_an_experiment_name_reused_on_two_commits_means_the_one_of_the_commit_checked_out(tmp_path):
+    """`dvc exp run -n epochs-8` on one commit and again on a later one: both refs stay, and the name
+    was "neither a git revision nor one `dvc exp` name". DVC takes the one of HEAD; so do review and verify."""
+    from src.verify import resolve, unresolved
+
+    def git(*args: str) -> str:
+        return sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", *args).stdout.strip()
+
+    git("init", "-q")
+    base, runs = [], []
+    for k in range(3):
+        git("commit", "-q", "--allow-empty", "-m", f"commit {k}")
+        base.append(git("rev-parse", "HEAD"))
+        if k < 2:  # an experiment's commit, named epochs-8, on the first two commits
+            runs.append(git("commit-tree", "-p", base[k], "-m", "exp", f"{base[k]}^{{tree}}"))
+            git("update-ref", f"refs/exps/{base[k][:2]}/{base[k][2:]}/epochs-8", runs[k])
+    assert resolve(tmp_path, "epochs-8") is None  # HEAD (the third commit) ran none
+    (b0, r0), (b1, r1) = sorted(zip(base, runs))  # in the refs' order, by baseline
+    assert unresolved(tmp_path, "epochs-8", "not found") == (
+        f"'epochs-8' names 2 `dvc exp` runs, none on the commit checked out (their baselines {b0[:7]}, "
+        f"{b1[:7]}): name one by its commit, {r0[:7]} or {r1[:7]}"
+    )
+    git("checkout", "-q", base[1])
+    assert resolve(tmp_path, "epochs-8") == runs[1]
+    assert unresolved(tmp_path, "no-such-run", "not found") == "not found"
+
+
 def test_a_commit_whose_outputs_are_not_in_the_cache_is_one_line(repo):
     """A fresh clone before `dvc pull`: each missing output read as "deleted since the run", as if
     someone had removed it, and the last line named a temporary folder that was gone."""
