@@ -305,13 +305,13 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
     lines += _table(("param", base.label, head.label), changed) if changed else ["None: the same params.yaml."]
     lines += ["", "### Metrics", ""]
     lines += _table(("metric", base.label, head.label, "change"), metric_rows(base, head))
-    lines += [line for s in (base, head) for line in ("", _no_metrics(s)) if _no_metrics(s)]
-    notes, _ = caveats(base, head)
+    lines += [line for why in map(_no_metrics, (base, head)) if why for line in ("", why)]
+    notes, unmarked = caveats(base, head)
     if notes:
         lines += ["", "**Not like for like** (no ✅/🔻 where it matters):", ""] + [f"- {n}" for n in notes]
     up, down = better_worse(base, head)
     lines += ["", "### Classes", ""]
-    if "accuracy: " in caveats(base, head)[1]:  # the scores are not like for like: no better or worse
+    if "accuracy: " in unmarked:  # the scores are not like for like: no better or worse
         lines.append("- not compared: the runs are not like for like (above)")
     else:
         lines.append("- better: " + ("; ".join(up) if up else "none"))
