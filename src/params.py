@@ -327,14 +327,19 @@ def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 # after a missing key's name: where params.yaml is the file at fault, the committed one is complete
 MISSING_HINT = " (every key must be set; the committed params.yaml has them all)"
+ADD_KEY_HINT = "; add it to params.yaml, or -S +"  # a model section's missing key (src/models: a new model's)
 
 
 def _one_line(
-    err: ValidationError, raw: dict, schema: type[BaseModel] | None = None, prefix: tuple = (), index: int = 0
+    err: ValidationError, raw: dict, schema: type[BaseModel] | None = None, prefix: tuple = (), index: int | None = None
 ) -> str:
-    """Error `index` (the first by default) as `params.yaml: key=value: what is allowed`; `prefix`
-    is where `raw` sits."""
-    e = err.errors()[index]
+    """Error `index` as `params.yaml: key=value: what is allowed`; `prefix` is where `raw` sits. By
+    default the first unknown key (a misspelt key also leaves the right one missing: the typo is
+    what to name), else the first error."""
+    errors = err.errors()
+    if index is None:
+        index = next((i for i, e in enumerate(errors) if e["type"] == "extra_forbidden"), 0)
+    e = errors[index]
     # drop pydantic's union-member tags ("list[str]", "literal['all']") from the location
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     value: Any = raw
@@ -363,7 +368,7 @@ def _one_line(
 def not_from_params_yaml(line: str) -> str:
     """A params error line without what names params.yaml (its prefix, the missing key's hint):
     for params that come from elsewhere (a checkpoint's)."""
-    return line.removeprefix("params.yaml: ").removesuffix(MISSING_HINT)
+    return line.removeprefix("params.yaml: ").removesuffix(MISSING_HINT).split(ADD_KEY_HINT)[0]
 
 
 def every_error(err: ValidationError, raw: Any, schema: type[BaseModel], prefix: tuple = ()) -> str:
@@ -409,9 +414,15 @@ def not_as_run(params: Any, lock: Any, stages: tuple[str, ...] | None = None) ->
 
 
 def changed_params(before: dict, after: dict) -> list[dict]:
-    """Every dotted key whose value differs, was added or removed: [{key, before, after}], sorted."""
+    """Every dotted key whose value differs, was added or removed, sorted: [{key, before, after,
+    before_set, after_set}]; a key absent on one side is None there with `*_set` False (a key set
+    to null, empty in params.yaml, is None with `*_set` True)."""
     a, b = flatten(before), flatten(after)
-    return [{"key": k, "before": a.get(k), "after": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        {"key": k, "before": a.get(k), "after": b.get(k), "before_set": k in a, "after_set": k in b}
+        for k in sorted(set(a) | set(b))
+        if (k in a, a.get(k)) != (k in b, b.get(k))
+    ]
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -505,11 +516,13 @@ def _recipe_keys(p: Params) -> set[str]:
     return {f"{name}.{k}" for name in ("augment", "model", "train") for k in flatten(getattr(p.gpu, name))}
 
 
-def check_index(key: str, value: int, n: int, things: str) -> int:
-    """`value` when it picks one of `n` `things` (0-based), else a ParamsError naming `key` and the
-    range allowed."""
+def check_index(key: str, value: int, n: int, things: str, whose: str = "") -> int:
+    """`value` when it picks one of `n` `things` (0-based, a plural noun), else a ParamsError naming
+    `key`, how many there are (of `whose`, e.g. "model my_cnn") and the range allowed."""
     if not 0 <= value < n:
-        raise ParamsError(f"params.yaml: {key}={value}: out of range for {n:,} {things}; allowed: 0 to {n - 1:,}")
+        counted = f"{n:,} {things.removesuffix('s') if n == 1 else things}{' of ' + whose if whose else ''}"
+        allowed = f"0 to {n - 1:,}" if n > 1 else ("0" if n == 1 else "none")
+        raise ParamsError(f"params.yaml: {key}={value}: out of range: there are {counted}; allowed: {allowed}")
     return value
 
 

@@ -32,7 +32,7 @@ from src import paths
 from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
-from src.params import changed_params, flatten, not_as_run
+from src.params import changed_params, not_as_run
 from src.verify import failed_run_error, resolve, unresolved
 
 WORKSPACE = "workspace"
@@ -132,9 +132,8 @@ def load_side(root: Path, rev: str) -> Side:
 def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
     """(key, before, after) for every param that differs."""
     before, after = (s.files.get(PARAMS.as_posix()) or {} for s in (base, head))
-    keys = [flatten(before), flatten(after)]  # a key set to null (empty in params.yaml) is there, not absent
     return [
-        (c["key"], _value(c["before"], c["key"] in keys[0]), _value(c["after"], c["key"] in keys[1]))
+        (c["key"], _value(c["before"], c["before_set"]), _value(c["after"], c["after_set"]))
         for c in changed_params(before, after)
     ]
 

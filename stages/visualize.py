@@ -27,7 +27,13 @@ OUT = paths.PLOTS_VISUALIZE
 def load_inputs(p: Params) -> steps.Inputs:
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
-    check_index("visualize.deep_filter_layer", p.visualize.deep_filter_layer, len(conv_layers(model)), "conv layers")
+    check_index(
+        "visualize.deep_filter_layer",
+        p.visualize.deep_filter_layer,
+        len(conv_layers(model)),
+        "conv layers",
+        f"model {p.model.name}",
+    )
     _, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes, sub.test_y.numpy())
     responses = read_responses(paths.TEST_RESPONSES, model, sub.test_x)
     return steps.Inputs(

@@ -259,13 +259,47 @@ class _Residual(nn.Module):  # c2's output is summed with the skip before the Ba
         return self.bn2(self.c2(h) + self.skip(h))
 
 
-@pytest.mark.parametrize(("model", "want"), [(_Branches, ["b"]), (_Twice, []), (_Residual, ["c1"])])
+def _between(act: nn.Module) -> type[nn.Module]:  # conv → act → BatchNorm, as a student orders them
+    return lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), act, nn.BatchNorm2d(4))
+
+
+@pytest.mark.parametrize(
+    ("model", "want"),
+    [
+        (_Branches, ["b"]),
+        (_Twice, []),
+        (_Residual, ["c1"]),
+        # ReLU keeps the scale (relu(a·x) = a·relu(x), a > 0), in place or not; it was [] without
+        # in-place and ["0"] with, by accident; SiLU in place changes the scale and was ["0"] too
+        (_between(nn.ReLU()), ["0"]),
+        (_between(nn.ReLU(inplace=True)), ["0"]),
+        (_between(nn.SiLU(inplace=True)), []),
+        (_between(nn.SiLU()), []),
+    ],
+    ids=["branches", "twice", "residual", "relu", "relu-inplace", "silu-inplace", "silu"],
+)
 def test_the_convs_muon_takes_are_followed_tensor_by_tensor(model, want):
     """By call order alone, the next module to finish after a conv was taken as its consumer: a
     branch's conv, a conv also used unnormalised, or a residual branch went to Muon."""
     from src.models.base import normalised_convs
 
     assert normalised_convs(model()) == want
+
+
+def test_training_says_which_convs_muon_leaves_to_sgd():
+    """Only "no conv feeds a BatchNorm" was said: a net with some convs Muon can't take (a trained
+    whitening layer) trained them with SGD in silence."""
+    from src.training.loop import muon_note
+
+    over = {"model": {"fast_cnn": {"whiten_trainable": True}}}
+    m = _model(False, over)
+    convs = [n for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
+    assert muon_note(m, convs[1:]) == (
+        "train: note: Muon trains 6 of the 7 trained convs, those a BatchNorm takes the output of; "
+        "SGD trains the others (whiten)"
+    )
+    assert muon_note(_model(False), convs[1:]) is None  # the default: the whitening layer is not trained
+    assert "it trains with SGD" in muon_note(m, [])
 
 
 @pytest.mark.parametrize("cycle", [False, True])

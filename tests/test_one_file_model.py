@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,160 @@ def test_a_new_model_without_its_section_is_told_how_to_add_it(monkeypatch):
         "params.yaml: model.two_conv: missing; add the section with its keys (width) to params.yaml, or on the "
         "command line -S +model.two_conv.width=… for each (DVC's + adds a key)"
     )
+
+
+BLOCKS_MODEL = '''"""Two conv blocks, each ending in its pool: the pattern students write first."""
+import torch
+from torch import nn
+
+from src.models.base import LabModel, register
+from src.schema import Section
+
+
+class BlocksParams(Section):
+    pass
+
+
+@register("blocks_cnn", BlocksParams)
+class BlocksCNN(LabModel):
+    def __init__(self, p: BlocksParams, num_classes: int):
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 8 * 8, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block2(self.block1(x)))
+'''
+
+
+def _check_stage(tmp_path, files: dict[str, str], model: str = "fast_cnn"):
+    """`python -m stages.check` in a copy of the code with `files` added and `model.name: model`."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    for name in ("src", "stages"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, text in files.items():
+        (tmp_path / rel).write_text(text)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["name"] = model
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return subprocess.run([sys.executable, "-m", "stages.check"], cwd=tmp_path, capture_output=True, text=True)
+
+
+SEED_CNN = (Path(__file__).parents[1] / "src/models/seed_cnn.py").read_text()
+RAISES_IN_INIT = BLOCKS_MODEL.replace("        super().__init__()\n", "        super().__init__()\n        p.width\n")
+WRONG_SHAPE = BLOCKS_MODEL.replace("nn.Linear(8 * 8 * 8, num_classes)", "nn.Identity()")
+NO_FLATTEN = BLOCKS_MODEL.replace("nn.Flatten(), ", "")
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "model", "line"),
+    [
+        (
+            "broken_cnn.py",
+            "import torch\n\n\ndef forward(x:\n    return x\n",
+            "fast_cnn",  # a broken file stops every run: each file of the folder is imported
+            "src/models/broken_cnn.py:4: SyntaxError: '(' was never closed (every file of src/models/ is loaded as a "
+            "model: fix it, or move it out)",
+        ),
+        (
+            "student_cnn.py",  # seed_cnn.py copied and not renamed: it replaced the notebook's net in silence
+            SEED_CNN,
+            "seed_cnn",
+            "src/models/student_cnn.py:33: ValueError: model name 'seed_cnn' is registered twice "
+            "(src.models.seed_cnn.SeedCNN, src.models.student_cnn.SeedCNN): give each model file a name of its own",
+        ),
+        (
+            "blocks_cnn.py",
+            RAISES_IN_INIT,
+            "blocks_cnn",
+            "params.yaml: model.name='blocks_cnn': building it failed: src/models/blocks_cnn.py:17: AttributeError: "
+            "'BlocksParams' object has no attribute 'width'",
+        ),
+        (
+            "blocks_cnn.py",  # a head that never gives 3 logits: it trained, then evaluation crashed (IndexError)
+            WRONG_SHAPE,
+            "blocks_cnn",
+            "params.yaml: model.name='blocks_cnn': src.models.blocks_cnn.BlocksCNN: its forward pass gives (2, 512) "
+            "for a batch (2, 3, 32, 32); expected (2, 3): one logit per class for each image (3 classes)",
+        ),
+        (
+            "blocks_cnn.py",
+            NO_FLATTEN,
+            "blocks_cnn",
+            "params.yaml: model.name='blocks_cnn': src.models.blocks_cnn.BlocksCNN: its forward pass on a batch "
+            "(2, 3, 32, 32) failed: src/models/blocks_cnn.py:22: RuntimeError: mat1 and mat2 shapes cannot be "
+            "multiplied",
+        ),
+    ],
+    ids=["syntax-error", "name-clash", "init-raises", "wrong-shape", "no-flatten"],
+)
+def test_a_mistake_in_a_model_file_is_one_line_from_the_check_stage(tmp_path, file, text, model, line):
+    """Each was a traceback (or, for the clash and the shape, nothing until a later stage)."""
+    out = _check_stage(tmp_path, {f"src/models/{file}": text}, model)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"check: error: {line}"), out.stderr
+    assert not (tmp_path / "data/params.ok").exists()
+
+
+def test_the_model_name_list_describes_each_model(tmp_path):
+    out = _check_stage(tmp_path, {"src/models/blocks_cnn.py": BLOCKS_MODEL}, "block_cnn")
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "check: error: params.yaml: model.name='block_cnn': unknown model 'block_cnn' (did you mean 'blocks_cnn'?); "
+        "allowed: blocks_cnn, fast_cnn (small and fast, the CPU default), "
+        "seed_cnn (the notebook's 4.08 M-parameter net)"
+    )
+    assert _check_stage(tmp_path / "ok", {"src/models/blocks_cnn.py": BLOCKS_MODEL}, "blocks_cnn").returncode == 0
+
+
+def test_a_misspelt_key_is_named_not_the_key_it_leaves_missing(monkeypatch):
+    """`widht: 16` read "model.x.width: missing (… the committed params.yaml has them all)": the typo
+    unnamed, and the hint false for a model the committed params.yaml has never held."""
+    from pydantic import Field
+
+    from src.errors import ParamsError
+    from src.models import REGISTRY, ModelSpec, model_section
+    from src.schema import Section
+    from tests.conftest import params_with
+
+    class NeedsWidth(Section):
+        width: int = Field(ge=1)
+        depth: int = Field(2, ge=1)
+
+    monkeypatch.setitem(REGISTRY, "two_conv", ModelSpec("two_conv", NeedsWidth, object, ""))
+    for section, message in (
+        ({"widht": 16}, "params.yaml: unknown key 'model.two_conv.widht' (did you mean 'model.two_conv.width'?)"),
+        (
+            {"depth": 3},
+            "params.yaml: model.two_conv.width: missing; add it to params.yaml, or -S +model.two_conv.width=… "
+            "(DVC's + adds a key)",
+        ),
+    ):
+        with pytest.raises(ParamsError) as e:
+            model_section(params_with({"model": {"name": "two_conv", "two_conv": section}}).model)
+        assert str(e.value) == message
+
+
+def test_a_block_that_ends_in_its_pool_is_one_feature_layer(tmp_path):
+    """Conv-BN-ReLU-MaxPool blocks listed each block and its pool: the same maps drawn twice."""
+    import importlib.util
+
+    path = tmp_path / "blocks_cnn_copy.py"
+    path.write_text(BLOCKS_MODEL.replace('register("blocks_cnn"', 'register("blocks_cnn_copy"'))
+    spec = importlib.util.spec_from_file_location("blocks_cnn_copy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from src.models import REGISTRY
+
+    try:
+        model = module.BlocksCNN(module.BlocksParams(), 3)
+        assert model.feature_layers() == ["block1", "block2"]
+    finally:
+        REGISTRY.pop("blocks_cnn_copy", None)

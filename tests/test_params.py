@@ -75,7 +75,7 @@ def test_committed_params_are_valid():
         ("data.normalize", [[0.5, 0.5, True], [0.2] * 3], ["data.normalize=", "must be numbers, not booleans"]),
         ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
         ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
-        ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn, seed_cnn"]),
+        ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn (small and fast, the CPU default), seed_cnn ("]),
         ("model.name", "seed-cnn", ["did you mean 'seed_cnn'"]),
         ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd', 'adamw' or 'muon'"]),
         ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
@@ -279,22 +279,23 @@ def test_a_train_value_that_fails_under_the_gpu_recipe_too_is_not_blamed_on_it(t
         ),
         (
             {"visualize": {"deep_filter_layer": 7}},
-            "params.yaml: visualize.deep_filter_layer=7: out of range for 7 conv layers; allowed: 0 to 6",
+            "params.yaml: visualize.deep_filter_layer=7: out of range: there are 7 conv layers of model fast_cnn; "
+            "allowed: 0 to 6",
             {"visualize": {"deep_filter_layer": 6}},
         ),
         (
             {"theory": {"image_index": 3000}},
-            "params.yaml: theory.image_index=3000: out of range for 3,000 test images; allowed: 0 to 2,999",
+            "params.yaml: theory.image_index=3000: out of range: there are 3,000 test images; allowed: 0 to 2,999",
             {"theory": {"image_index": 2999}},
         ),
         (
             {"report": {"image_index": 10_000}, "data": {"classes": "all"}},
-            "params.yaml: report.image_index=10000: out of range for 10,000 test images; allowed: 0 to 9,999",
+            "params.yaml: report.image_index=10000: out of range: there are 10,000 test images; allowed: 0 to 9,999",
             {"report": {"image_index": 9_999}, "data": {"classes": "all"}},
         ),
         (
             {"theory": {"image_index": 100}, "data": {"test_per_class": 50, "classes": ["cat", "dog"]}},
-            "params.yaml: theory.image_index=100: out of range for 100 test images; allowed: 0 to 99",
+            "params.yaml: theory.image_index=100: out of range: there are 100 test images; allowed: 0 to 99",
             {"theory": {"image_index": 99}, "data": {"test_per_class": 50, "classes": ["cat", "dog"]}},
         ),
     ],

@@ -150,11 +150,20 @@ def test_the_report_figures_read_well():
 
 
 def test_changed_params_are_exactly_the_differing_keys():
-    before = {"train": {"epochs": 8, "lr": 0.03}, "data": {"classes": ["cat", "dog"]}, "gone": 1}
+    before = {"train": {"epochs": 8, "lr": 0.03}, "data": {"classes": ["cat", "dog"]}, "gone": 1, "empty": None}
     after = {"train": {"epochs": 12, "lr": 0.03}, "data": {"classes": ["cat", "ship"]}, "new": {"x": 2}}
+    both, gone, new = (
+        {"before_set": True, "after_set": True},
+        {"before_set": True, "after_set": False},
+        {
+            "before_set": False,
+            "after_set": True,
+        },
+    )
     assert changed_params(before, after) == [
-        {"key": "data.classes", "before": ["cat", "dog"], "after": ["cat", "ship"]},
-        {"key": "gone", "before": 1, "after": None},
-        {"key": "new.x", "before": None, "after": 2},
-        {"key": "train.epochs", "before": 8, "after": 12},
+        {"key": "data.classes", "before": ["cat", "dog"], "after": ["cat", "ship"], **both},
+        {"key": "empty", "before": None, "after": None, **gone},  # null, then absent: a change
+        {"key": "gone", "before": 1, "after": None, **gone},
+        {"key": "new.x", "before": None, "after": 2, **new},
+        {"key": "train.epochs", "before": 8, "after": 12, **both},
     ]

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import traceback
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from src.errors import ParamsError
 from src.models.base import REGISTRY, LabModel, ModelSpec, conv_layers, count_params, freeze_plan, register
-from src.params import ModelParams, did_you_mean, parse_section
+from src.params import ADD_KEY_HINT, MISSING_HINT, ModelParams, did_you_mean, parse_section
 from src.schema import Section
 
 __all__ = [
+    "BROKEN",
     "REGISTRY",
     "LabModel",
     "ModelSpec",
+    "build_checked",
     "build_model",
     "check_model",
     "conv_layers",
@@ -26,9 +31,37 @@ __all__ = [
     "register",
 ]
 
+HERE = Path(__file__).parent
+BROKEN: dict[str, str] = {}  # model files that failed to import: file → one line (the check stage says it)
+
+
+def origin(exc: BaseException) -> str:
+    """'src/models/x.py:12' — the last line of a model file (not this package's own code) that `exc`
+    came through, its own line for a SyntaxError; '' when it came through none."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        frames = [(exc.filename, exc.lineno)]
+    else:
+        frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(exc.__traceback__)]
+    for name, line in reversed(frames):
+        path = Path(name)
+        if path.parent == HERE and path.name not in ("__init__.py", "base.py"):
+            return f"src/models/{path.name}:{line}"
+    return ""
+
+
+def failure(exc: BaseException, file: str = "") -> str:
+    """`exc` in one line: where in a model file (else `file`), its type and its message's first line."""
+    msg = (exc.msg if isinstance(exc, SyntaxError) else str(exc)) or ""
+    where = origin(exc) or file
+    return f"{where + ': ' if where else ''}{type(exc).__name__}: {(msg.strip().splitlines() or [''])[0]}"
+
+
 for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base" and not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+        try:
+            importlib.import_module(f"{__name__}.{_info.name}")
+        except Exception as exc:  # a file with a mistake: one line when a model is built, not a traceback here
+            BROKEN[f"src/models/{_info.name}.py"] = failure(exc, f"src/models/{_info.name}.py")
 
 
 def model_section(p: ModelParams, name: str | None = None, at: str = "model") -> Section:
@@ -36,10 +69,13 @@ def model_section(p: ModelParams, name: str | None = None, at: str = "model") ->
     params class, after every other model section params.yaml holds; a wrong name, key or value is
     a one-line ParamsError naming the key under `at` (`gpu.model` for the GPU recipe's values)."""
     name = name or p.name
+    if BROKEN:  # every file of the folder is a model: a broken one stops every run, whichever model it names
+        first = next(iter(BROKEN.values()))
+        raise ParamsError(f"{first} (every file of src/models/ is loaded as a model: fix it, or move it out)")
     if name not in REGISTRY:
+        allowed = ", ".join(f"{n} ({s.summary})" if s.summary else n for n, s in REGISTRY.items())
         raise ParamsError(
-            f"params.yaml: {at}.name={name!r}: unknown model {name!r}{did_you_mean(name, REGISTRY)}; "
-            f"allowed: {', '.join(REGISTRY)}"
+            f"params.yaml: {at}.name={name!r}: unknown model {name!r}{did_you_mean(name, REGISTRY)}; allowed: {allowed}"
         )
     for key, raw in (p.model_extra or {}).items():
         if key not in REGISTRY:
@@ -48,19 +84,33 @@ def model_section(p: ModelParams, name: str | None = None, at: str = "model") ->
                 f"params.yaml: unknown key '{at}.{key}'{hint}; model sections are named after "
                 f"the models: {', '.join(REGISTRY)}"
             )
-        parse_section(REGISTRY[key].params, raw or {}, f"{at}.{key}")
+        _parse_model_section(key, raw or {}, at)
     needed = [k for k, f in REGISTRY[name].params.model_fields.items() if f.is_required()]
     if p.raw_section(name) is None and needed:  # a new model: its section is not in params.yaml yet
         raise ParamsError(
             f"params.yaml: {at}.{name}: missing; add the section with its keys ({', '.join(needed)}) to "
             f"params.yaml, or on the command line -S +{at}.{name}.{needed[0]}=… for each (DVC's + adds a key)"
         )
-    return parse_section(REGISTRY[name].params, p.raw_section(name) or {}, f"{at}.{name}")
+    return _parse_model_section(name, p.raw_section(name) or {}, at)
 
 
-def check_model(model: nn.Module, name: str) -> None:
+def _parse_model_section(name: str, raw: dict, at: str) -> Section:
+    """`model.<name>` checked against the model's params class; a key it lacks is named with how to
+    add it (a new model's keys are not in the committed params.yaml, which the usual hint cites)."""
+    try:
+        return parse_section(REGISTRY[name].params, raw, f"{at}.{name}")
+    except ParamsError as e:
+        line = str(e).removesuffix(MISSING_HINT)
+        if line == str(e):
+            raise
+        key = line.removeprefix("params.yaml: ").split(":")[0]
+        raise ParamsError(f"{line}{ADD_KEY_HINT}{key}=… (DVC's + adds a key)") from None
+
+
+def check_model(model: nn.Module, name: str, num_classes: int | None = None) -> None:
     """What the stages after training need of a model (the check stage asks, before any runs): a
-    LabModel, a Conv2d to draw, and feature layers that exist; else a one-line ParamsError."""
+    LabModel, a Conv2d to draw, a forward pass that gives one logit per class (when `num_classes` is
+    given) and feature layers that exist; else a one-line ParamsError."""
     where = f"params.yaml: model.name={name!r}: {type(model).__module__}.{type(model).__qualname__}"
     if not isinstance(model, LabModel):
         raise ParamsError(
@@ -69,6 +119,8 @@ def check_model(model: nn.Module, name: str) -> None:
         )
     if not conv_layers(model):
         raise ParamsError(f"{where} has no Conv2d layer; the lab's filters, feature maps and Grad-CAM need one")
+    if num_classes is not None:
+        _check_forward(model, where, num_classes)
     modules = dict(model.named_modules())
     missing = [n for n in model.feature_layers() if n not in modules]
     if missing:
@@ -78,7 +130,41 @@ def check_model(model: nn.Module, name: str) -> None:
         )
 
 
+def _check_forward(model: nn.Module, where: str, num_classes: int) -> None:
+    """A forward pass of two blank images in eval mode: an error in it, or an output that is not one
+    logit per class, is a ParamsError (training would stop on it, or evaluation after training)."""
+    shape = (2, 3, 32, 32)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(shape))
+    except Exception as exc:  # the student's forward: its line, not a traceback
+        raise ParamsError(f"{where}: its forward pass on a batch {shape} failed: {failure(exc)}") from None
+    finally:
+        model.train(was_training)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != (2, num_classes):
+        raise ParamsError(
+            f"{where}: its forward pass gives {got} for a batch {shape}; expected (2, {num_classes}): "
+            f"one logit per class for each image ({num_classes} classes)"
+        )
+
+
 def build_model(p: ModelParams, num_classes: int) -> LabModel:
     """The network named by `p.name`, built from its own section `model.<name>`."""
     section = model_section(p)
     return REGISTRY[p.name].cls(section, num_classes)
+
+
+def build_checked(p: ModelParams, num_classes: int) -> LabModel:
+    """`build_model` for the check stage: an error in the model's own code (its __init__, its forward)
+    or anything else `check_model` finds is one ParamsError line naming the model file's line."""
+    section = model_section(p)
+    try:
+        model = REGISTRY[p.name].cls(section, num_classes)
+    except ParamsError:
+        raise
+    except Exception as exc:
+        raise ParamsError(f"params.yaml: model.name={p.name!r}: building it failed: {failure(exc)}") from None
+    check_model(model, p.name, num_classes)
+    return model

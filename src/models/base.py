@@ -5,7 +5,7 @@ A model is one file in src/models/ that declares its params section and register
     class TinyParams(Section):                     # its section of params.yaml: model.tiny
         width: int = Field(ge=1)
 
-    @register("tiny", TinyParams, "one line for the model.name comment")
+    @register("tiny", TinyParams, "one line: what it is")   # listed where model.name is unknown
     class Tiny(LabModel):
         def __init__(self, p: TinyParams, num_classes: int): ...
         def forward(self, x): ...                  # (B, 3, 32, 32) normalised → (B, num_classes)
@@ -34,7 +34,8 @@ class LabModel(nn.Module):
       images (N, 3, 32, 32); nothing by default.
     - `feature_layers()`: names of the modules whose outputs the figures show as feature maps, in
       forward order. The default finds them: every pooling layer and every block (a Sequential
-      holding a Conv2d directly), or each Conv2d that sits in no such block.
+      holding a Conv2d directly), or each Conv2d that sits in no such block; a block that ends in
+      its pool is shown once, as the block.
     - `freeze_stages()`: the parts `train.freeze_at` can stop training, input side first. The
       default: the blocks (a Sequential holding a Conv2d directly) in forward order.
     Filters and Grad-CAM use the model's Conv2d layers (`conv_layers`); a conv whose weight does not
@@ -63,7 +64,7 @@ class LabModel(nn.Module):
             or name in blocks
             or (isinstance(m, nn.Conv2d) and not in_block(name))
         ]
-        return forward_order(self, wanted)
+        return forward_order(self, wanted, distinct=True)
 
     def freeze_stages(self) -> list[nn.Module]:
         """What `train.freeze_at` freezes, one stage per fraction, input side first. Freezing from the
@@ -72,25 +73,38 @@ class LabModel(nn.Module):
         return [mods[n] for n in forward_order(self, self._block_names())]
 
 
-def forward_order(model: nn.Module, names: list[str]) -> list[str]:
-    """`names` sorted by when each module's forward finishes on a dummy 32×32 input."""
-    done: list[str] = []
+def forward_order(model: nn.Module, names: list[str], distinct: bool = False) -> list[str]:
+    """`names` sorted by when each module's forward finishes on a dummy 32×32 input. `distinct`: of
+    modules that return the very same tensor (a block that ends in its pool, and that pool), only the
+    outermost, which finishes last."""
+    done: list[tuple[str, torch.Tensor]] = []  # the outputs kept alive, so their ids stay unique
     mods = dict(model.named_modules())
-    _dummy_forward(model, [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append(n)) for n in names])
-    return list(dict.fromkeys(done))
+    _dummy_forward(model, [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append((n, o))) for n in names])
+    last = {id(o): n for n, o in done}  # each output's last (outermost) module
+    return list(dict.fromkeys(n for n, o in done if not distinct or last[id(o)] == n))
 
 
 # between a conv and a normalisation, these keep its output's scale out of the result (positively homogeneous)
-_SCALE_KEEPING = (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
+_SCALE_KEEPING = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+)
 _NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)
 
 
 def normalised_convs(model: nn.Module) -> list[str]:
-    """The Conv2d layers whose every output a normalisation layer takes (through pooling or dropout
-    modules, which keep its scale), in forward order: the scale of their weights does not change
+    """The Conv2d layers whose every output a normalisation layer takes (through pooling, dropout or
+    ReLU modules, which keep its scale), in forward order: the scale of their weights does not change
     the net's output, which Muon's per-step rescaling of each filter bank relies on. Followed tensor
     by tensor on a dummy input: a function between a conv and its BatchNorm (F.gelu) or a residual
-    sum makes a new tensor, so that conv is left out; an in-place function is not seen."""
+    sum makes a new tensor, so that conv is left out, as it is after any other module that changes
+    its input in place (nn.SiLU(inplace=True)); an in-place function in `forward` (x.relu_()) is not seen."""
     names = {id(m): n for n, m in model.named_modules()}
     source: dict[int, str] = {}  # id of a tensor → the conv whose output it is, scaled by its weights alone
     kept: list[torch.Tensor] = []  # alive until the end, so no id is reused
@@ -101,6 +115,8 @@ def normalised_convs(model: nn.Module) -> list[str]:
         if isinstance(m, nn.Conv2d):
             calls[names[id(m)]] = calls.get(names[id(m)], 0) + 1
             source[id(out)] = names[id(m)]
+        elif not isinstance(m, _SCALE_KEEPING):  # a module that rewrote its input in place: no longer the conv's
+            source.pop(id(out), None)
         elif inputs and id(inputs[0]) in source:  # a scale-keeping module passes its input's source on
             source[id(out)] = source[id(inputs[0])]
         kept.append(out)
@@ -109,9 +125,9 @@ def normalised_convs(model: nn.Module) -> list[str]:
         if inputs and id(inputs[0]) in source:
             fed[source[id(inputs[0])]] = fed.get(source[id(inputs[0])], 0) + 1
 
-    mods = list(model.modules())
-    hooks = [m.register_forward_hook(after) for m in mods if isinstance(m, (nn.Conv2d, *_SCALE_KEEPING))]
-    hooks += [m.register_forward_pre_hook(before) for m in mods if isinstance(m, _NORMS)]
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(after) for m in leaves if not isinstance(m, _NORMS)]
+    hooks += [m.register_forward_pre_hook(before) for m in leaves if isinstance(m, _NORMS)]
     _dummy_forward(model, hooks)
     return [n for n, k in calls.items() if fed.get(n, 0) == k]
 
@@ -141,13 +157,18 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, params: type[Section], summary: str):
-    """Class decorator: make the model buildable as `model.name: <name>` with section `model.<name>`."""
+def register(name: str, params: type[Section], summary: str = ""):
+    """Class decorator: make the model buildable as `model.name: <name>` with section `model.<name>`;
+    `summary` describes it where an unknown `model.name` lists the models."""
 
     def add(cls):
         known = REGISTRY.get(name)
-        if known is not None and known.cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"model name {name!r} is registered twice ({known.cls.__module__}, {cls.__module__})")
+        # the same class registered again (a notebook cell run twice) replaces itself; another one is a clash
+        if known is not None and (known.cls.__module__, known.cls.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(
+                f"model name {name!r} is registered twice ({known.cls.__module__}.{known.cls.__qualname__}, "
+                f"{cls.__module__}.{cls.__qualname__}): give each model file a name of its own"
+            )
         REGISTRY[name] = ModelSpec(name, params, cls, summary)
         return cls
 

@@ -37,7 +37,7 @@ from src.data.augment import alternating_flips, augment_batch, color_jitter, mix
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
 from src.errors import NonFiniteLoss, TrainingInterrupted
-from src.models.base import freeze_plan, normalised_convs
+from src.models.base import conv_layers, freeze_plan, normalised_convs
 from src.training.checkpoints import RunFiles
 from src.training.distributed import Dist
 from src.training.evaluation import evaluate
@@ -366,6 +366,7 @@ class Learner:
     lookahead: Lookahead | None = None
     freezes: list[tuple[float, nn.Module]] = field(default_factory=list)  # (fraction of the steps, stage)
     frozen: int = 0  # how many of `freezes` have happened
+    muon_convs: list[str] | None = None  # optimizer muon: the convs it trains (`normalised_convs`)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -421,7 +422,7 @@ def build_learner(model: nn.Module, train_params: TrainParams, runtime: Runtime,
     forward = dist.wrap(model, runtime.device)
     if train_params.compile:
         forward = torch.compile(forward)
-    return Learner(model, forward, optimizer, ema, lookahead, freezes)
+    return Learner(model, forward, optimizer, ema, lookahead, freezes, muon_convs=muon_convs)
 
 
 class Batches:
@@ -509,6 +510,22 @@ class Progress:
 FEW_STEPS = 20  # fewer in a whole run: a note that the model will barely learn
 
 
+def muon_note(model: nn.Module, muon_convs: list[str]) -> str | None:
+    """A line when optimizer muon leaves trained convs to SGD (no BatchNorm takes their output, so
+    Muon's rescaling of their filters would change the net); None when it trains them all."""
+    trained = [n for n, m in conv_layers(model) if m.weight.requires_grad]
+    if not muon_convs:
+        return "train: note: no conv of this model feeds a BatchNorm (Muon's rescaling needs one): it trains with SGD"
+    others = [n for n in trained if n not in muon_convs]
+    if not others:
+        return None
+    shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+    return (
+        f"train: note: Muon trains {len(trained) - len(others)} of the {len(trained)} trained convs, those a "
+        f"BatchNorm takes the output of; SGD trains the others ({shown})"
+    )
+
+
 def build_trainer(
     model: nn.Module,
     train: Split,
@@ -525,8 +542,8 @@ def build_trainer(
     runtime = setup_runtime(train_params, device)
     log(f"train: on {runtime.describe()}{dist.describe()}")
     learner = build_learner(model, train_params, runtime, dist)
-    if train_params.optimizer == "muon" and not getattr(learner.optimizer, "filters", None):
-        log("train: note: no conv of this model feeds a BatchNorm (Muon's rescaling needs one): it trains with SGD")
+    if train_params.optimizer == "muon" and (note := muon_note(learner.model, learner.muon_convs or [])):
+        log(note)
     batches = Batches(train, mean, std, train_params, cfg.augment, runtime, dist)
     steps_per_epoch = batches.steps_per_epoch
     files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta, writer=dist.is_main)
