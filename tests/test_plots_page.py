@@ -323,3 +323,22 @@ def test_dvc_charts_say_what_the_pngs_say(repo):
     norm = specs[RECALL]["transform"]  # before the facet: one pass over both revisions
     # per revision and true class (DVC's own template sums over every revision in `dvc plots diff`)
     assert {"joinaggregate": [{"op": "sum", "field": "xy_count", "as": "sum_y"}], "groupby": ["rev", "actual"]} in norm
+
+
+@needs_chromium
+def test_a_diff_of_three_revisions_keeps_every_image_in_the_window(tmp_path):
+    """`dvc plots diff main a b`: the page set each revision's PNG at half the width on one line that
+    can't scroll (DVC's nowrap, overflow hidden), so the third revision's images lay outside it."""
+    from dvc_render import ImageRenderer
+    from PIL import Image
+
+    Image.new("RGB", (1200, 400), "white").save(tmp_path / "wide.png")
+    points = [{"rev": rev, "src": "wide.png"} for rev in ("main", "epochs-8", "cat-dog")]
+    div = ImageRenderer(points, "plots/visualize/gradcam.png").generate_html()
+    page = tmp_path / "index.html"
+    page.write_text(
+        (REPO / "templates/plots_offline.html").read_text().replace("{refresh_tag}", "").replace("{plot_divs}", div)
+    )
+    res = render(page, 0)
+    assert res["images"] == 3 and res["loaded"] == 3, res
+    assert res["wide"] == [], res["wide"]

@@ -118,7 +118,9 @@ PAGE = """<!DOCTYPE html>
         body { font-family: system-ui, sans-serif; margin: 16px; }
         table { border-spacing: 15px; }
         img { max-width: 100%; }
-        /* dvc plots diff sets each revision's image side by side (nowrap): two halves, not a scroll */
+        /* dvc plots diff sets each revision's image side by side on one line that can't scroll
+           (nowrap, overflow hidden): two halves a row, the third revision and on in the next rows */
+        #plots div:has(> div > img) { white-space: normal !important; }
         #plots div:has(> img):not(:only-of-type) { max-width: calc(50% - 14px); }
         #contents ol { columns: 2 24em; }
         #contents li { break-inside: avoid; }
