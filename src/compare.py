@@ -7,9 +7,11 @@
 
 One row per commit and per experiment: its name, the params that differ between the rows, test
 accuracy, per-class accuracy, training seconds, images/s, device and precision. A failed experiment
-keeps its row, marked failed, with no metrics; so do queued and running ones, marked so. Figures:
+keeps its row, marked failed, with no metrics; so do queued and running ones, marked so, and with
+--workspace a workspace whose params.yaml is not what dvc.lock ran (stale). Under the table, what
+is not like for like: other class sets (other tasks), devices, precisions or thread counts. Figures:
 test accuracy against training seconds (each point labelled with what differs, e.g. "lr=0.02,
-classes=cat,dog", and its name) and per-class
+classes=cat,dog", and its name; a colour per class set) and per-class
 accuracy as a heatmap (experiments × classes). Printed: the same rows cut to the terminal's width
 (`dvc exp show` at 120 columns shows "…" in every cell).
 """
@@ -29,9 +31,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from src import paths
 from src.cli import whole_number
-from src.params import flatten
+from src.params import flatten, not_as_run
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
@@ -63,6 +67,7 @@ KEY_METRICS = (
 )
 SEP = "  "  # between the terminal view's columns
 UNFINISHED = ("queued", "running")  # `dvc exp show`'s executor states of an experiment without results yet
+STALE = "stale"  # the workspace, its params.yaml not what dvc.lock ran: its results are another run's
 
 
 def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
@@ -92,7 +97,40 @@ def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
 def not_ok(rows: list[dict]) -> str:
     """How many rows failed, and how many are still queued or running: "1 failed, 2 queued"."""
     counts = Counter(r["status"] for r in rows)
-    return ", ".join(f"{counts[s]} {s}" for s in ("failed", *UNFINISHED) if counts[s] or s == "failed")
+    return ", ".join(f"{counts[s]} {s}" for s in ("failed", STALE, *UNFINISHED) if counts[s] or s == "failed")
+
+
+def not_like_for_like(rows: list[dict]) -> list[str]:
+    """What the rows with results differ in beside their params, as sentences: other class sets
+    (two tasks: guessing alone scores 1/classes), or devices, precisions, thread counts (the
+    seconds and images/s of such runs do not compare)."""
+    done = [r for r in rows if r["status"] == "ok"]
+    notes = []
+    sets = list(dict.fromkeys(tuple(r["per_class"]) for r in done if r["per_class"]))
+    if len(sets) > 1:
+        sizes = sorted({len(c) for c in sets})
+        notes.append(
+            f"{len(sets)} class sets ({', '.join(map(str, sizes))} classes): test accuracy compares only "
+            "between runs on the same classes (guessing alone scores 1/classes)"
+        )
+    machine = [
+        f"{what} ({', '.join(sorted(map(str, vals)))})"
+        for key, what in (("device", "devices"), ("precision", "precisions"), ("threads", "thread counts"))
+        if len(vals := {r[key] for r in done if r.get(key) is not None}) > 1
+    ]
+    if machine:
+        notes.append(f"other {' and '.join(machine)}: seconds and images/s compare only between runs alike in these")
+    return notes
+
+
+def workspace_stale(root: Path = Path(".")) -> list[str]:
+    """The keys of the workspace's params.yaml that dvc.lock did not run with: the results beside
+    them are another run's (after `dvc exp apply` of a failed run, or an edit without `dvc repro`)."""
+    try:
+        params, lock = (yaml.safe_load((root / name).read_text()) for name in ("params.yaml", "dvc.lock"))
+    except (OSError, yaml.YAMLError):
+        return []
+    return not_as_run(params, lock)
 
 
 def _number(metrics: dict, key: str) -> float | None:
@@ -103,10 +141,11 @@ def _number(metrics: dict, key: str) -> float | None:
     raise NotANumber(f"{key}={v!r} is not a number")
 
 
-def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[dict]:
+def experiments(exp_show: list[dict], include_workspace: bool = False, stale_workspace: bool = False) -> list[dict]:
     """Rows from `dvc exp show --json`: each commit, then its experiments. Of the commits after the
     first (HEAD), only those with experiments: with --all-commits (or `-n N`, `--rev` in a saved
-    file) DVC lists commits that have none, the whole history with --all-commits."""
+    file) DVC lists commits that have none, the whole history with --all-commits. `stale_workspace`:
+    the workspace's row is marked stale, with no results (`workspace_stale`)."""
     rows = []
     head = next((c for c in exp_show if c.get("rev") != "workspace"), None)
     for commit in exp_show:
@@ -115,7 +154,7 @@ def experiments(exp_show: list[dict], include_workspace: bool = False) -> list[d
             not workspace and commit is not head and not commit.get("experiments")
         ):
             continue
-        status = "failed" if commit.get("error") else "ok"
+        status = "failed" if commit.get("error") else STALE if workspace and stale_workspace else "ok"
         rows.append(_row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), status))
         for exp in commit.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
@@ -295,6 +334,8 @@ def terminal_view(rows: list[dict], width: int = 120) -> str:
     if dropped:
         note = f"(also changed, not shown: {', '.join(c['head'] for c in dropped)}; all columns in compare.md)"
         out += textwrap.wrap(note, width)  # a sentence, not a list: wrapped, not cut
+    for note in not_like_for_like(rows):
+        out += textwrap.wrap(f"Not like for like: {note}.", width)
     return "\n".join(out) + "\n"
 
 
@@ -305,7 +346,8 @@ def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
 
     header, cells = table(rows)
     files = [out / "compare.md", out / "compare.csv", out / "accuracy_vs_seconds.png", out / "per_class.png"]
-    write_text(files[0], to_markdown(header, cells))
+    notes = "".join(f"\n**Not like for like:** {n}.\n" for n in not_like_for_like(rows))
+    write_text(files[0], to_markdown(header, cells) + notes)
     write_text(files[1], to_csv(header, cells))
     # each figure labels the runs it draws with what differs among those runs
     save_figure(accuracy_vs_seconds(rows, describe), files[2], dpi)
@@ -347,8 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     data = _read_exp_show(args.json) if args.json else exp_show(args.all_commits)
+    stale = workspace_stale() if args.workspace and not args.json else []
+    if stale:
+        print(
+            f"compare: the workspace's params.yaml is not what dvc.lock ran ({', '.join(stale[:3])}"
+            f"{' …' if len(stale) > 3 else ''}): its row shows no results; `dvc repro` makes them",
+            file=sys.stderr,
+        )
     try:
-        rows = experiments(data, include_workspace=args.workspace)
+        rows = experiments(data, include_workspace=args.workspace, stale_workspace=bool(stale))
     except (KeyError, TypeError, AttributeError) as exc:
         if not args.json:
             raise  # DVC's own output: a bug here, not the user's file

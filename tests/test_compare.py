@@ -148,6 +148,9 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
         assert max(map(len, lines)) <= width, "\n".join(lines)
         assert "test_acc" in lines[0] and "0.9100" in lines[2 + 1]
         note = " ".join(lines[4:])  # under the header, the rule and the two rows: wrapped, not cut
+        note, _, unlike = note.partition("Not like for like: ")  # cat/dog against 10 classes: two tasks
+        note = note.strip()
+        assert unlike.startswith("2 class sets (2, 10 classes)"), unlike
         words = set(re.split(r"[\s,;:()]+", f"{lines[0]} {note}"))
         shown = {k for k in changed for w in words if k == w or (w.endswith("…") and k.startswith(w[:-1]))}
         assert shown == changed, (changed - shown, note)  # each shown (its header maybe cut), or named as left out
@@ -250,7 +253,47 @@ def test_points_are_labelled_with_what_differs_and_their_name():
         ]
     )  # the failed run is not drawn, and the title counts it apart
     assert fig.axes[0].get_title() == "Test accuracy against training time, 4 runs; 1 failed run left out"
+    # cat/dog and the 10 classes are two tasks: a colour each, named in a legend
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "10 classes: airplane, automobile, bird +7",
+        "2 classes: cat, dog",
+    ]
     plt.close(fig)
+
+
+def test_what_is_not_like_for_like_is_said_under_the_table(tmp_path, capsys):
+    """Runs on other classes, or with other thread counts, sat in one table as if comparable (the
+    review said so; compare did not)."""
+    show = exp_show(
+        [("cats", {"data": {"classes": ["cat", "dog"]}}, 0.9, 40.0), ("more", {"train": {"lr": 0.02}}, 0.95, 60.0)]
+    )
+    show[1]["experiments"][1]["revs"][0]["data"]["metrics"]["metrics/train.json"]["data"]["threads"] = 1
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(show))
+    text = " ".join(_printed(capsys, "--json", str(path), "--terminal", "--width", "200"))
+    assert (
+        "Not like for like: 2 class sets (2, 10 classes): test accuracy compares only between runs on the same " in text
+    )
+    assert f"Not like for like: other thread counts (1, {TRAIN['threads']}): seconds and images/s compare only" in text
+    _printed(capsys, "--json", str(path), "--out", str(tmp_path / "out"))
+    assert "**Not like for like:** other thread counts" in (tmp_path / "out/compare.md").read_text()
+
+
+def test_a_workspace_whose_params_dvc_lock_did_not_run_is_stale(tmp_path, monkeypatch, capsys):
+    """After `dvc exp apply` of a failed run (train.lr=-1), the workspace row showed lr -1 beside the
+    baseline's accuracy as if it were that run's."""
+    from src.compare import workspace_stale
+
+    monkeypatch.chdir(tmp_path)
+    lock = {"stages": {"train": {"params": {"params.yaml": {"train.lr": 0.03, "train.epochs": 6}}}}}
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))
+    (tmp_path / "params.yaml").write_text(json.dumps({"train": {"lr": 0.03, "epochs": 6}}))
+    assert workspace_stale() == []
+    (tmp_path / "params.yaml").write_text(json.dumps({"train": {"lr": -1, "epochs": 6}}))
+    assert workspace_stale() == ["train.lr"]
+    rows = experiments(exp_show(GRID[:1]), include_workspace=True, stale_workspace=True)
+    assert rows[0]["name"] == "workspace" and rows[0]["status"] == "stale" and rows[0]["test_acc"] is None
+    assert [r["status"] for r in rows[1:]] == ["ok", "ok"]
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,11 @@ def test_committed_params_are_valid():
         ("data.normalize", [[0.5, 0.5, True], [0.2] * 3], ["data.normalize=", "must be numbers, not booleans"]),
         ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
         ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
-        ("model.name", "resnet", ["model.name='resnet'", "unknown model", "fast_cnn (small and fast, the CPU default), seed_cnn ("]),
+        (
+            "model.name",
+            "resnet",
+            ["model.name='resnet'", "unknown model", "fast_cnn (small and fast, the CPU default), seed_cnn ("],
+        ),
         ("model.name", "seed-cnn", ["did you mean 'seed_cnn'"]),
         ("train.optimizer", "adam", ["train.optimizer='adam'", "'sgd', 'adamw' or 'muon'"]),
         ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),

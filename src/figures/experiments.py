@@ -110,8 +110,18 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     `label` says what differs among the drawn runs (src.compare.describe); else their names."""
     done = [r for r in rows if r["test_acc"] is not None and r["seconds"] is not None]
     fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
+    # runs on other classes are other tasks: one colour (and a legend entry) per class set
+    sets = list(dict.fromkeys(tuple(r["per_class"]) for r in done))
+    colours = dict(zip(sets, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"] * 4))
     for r in done:
-        ax.scatter(r["seconds"], r["test_acc"], s=36, color="#1f77b4" if r["status"] == "ok" else "#999999", zorder=3)
+        ax.scatter(r["seconds"], r["test_acc"], s=36, color=colours[tuple(r["per_class"])], zorder=3)
+    if len(sets) > 1:
+        for c in sets:
+            name = ", ".join(c) if len(c) <= 4 else f"{', '.join(c[:3])} +{len(c) - 3}"
+            ax.scatter([], [], s=36, color=colours[c], label=f"{len(c)} classes: {name}")
+        fig.legend(  # outside the axes, where the runs' labels can't be
+            loc="outside lower center", ncols=min(3, len(sets)), fontsize=8, title="other classes, other tasks"
+        )
     left = Counter(r["status"] for r in rows if r["status"] != "ok")  # failed, queued, running
     left_out = ", ".join(f"{n} {s}" for s, n in left.items()) + f" run{'s' if left.total() > 1 else ''} left out"
     ax.set_xlabel("training seconds (the whole loop, validation included)")
