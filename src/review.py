@@ -186,8 +186,10 @@ def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
     machine = [{k: s.metric(paths.TRAIN_METRICS, k) for k in keys} for s in (base, head)]
     shared = [k for k in keys if machine[0][k] is not None and machine[1][k] is not None]
     if any(machine[0][k] != machine[1][k] for k in shared):
-        a, b = (" ".join(f"{m[k]}{' threads' * (k == 'threads')}" for k in shared) for m in machine)
-        lines.append(f"another machine or precision: {a} against {b} — the times are not comparable")
+        a, b = (" ".join(_machine_word(k, m[k]) for k in shared) for m in machine)
+        alike = all(machine[0][k] == machine[1][k] for k in shared if k != "threads")
+        what = "another thread count" if alike else "another machine or precision"
+        lines.append(f"{what}: {a} against {b} — the times are not comparable")
         unmarked |= set(TIMED_ROWS)
     for s in (base, head):
         steps = s.metric(paths.TRAIN_METRICS, "steps")
@@ -195,6 +197,11 @@ def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
             lines.append(f"`{s.label}` trained {steps} step{'s' * (steps != 1)} only: its scores say little")
             unmarked |= {*SCORED_ROWS, "accuracy: "}
     return lines, unmarked
+
+
+def _machine_word(key: str, value: Any) -> str:
+    """One value of a run's machine as the caveat prints it: "fp32", "AVX2", "1 thread", "2 threads"."""
+    return f"{value} thread{'s' * (value != 1)}" if key == "threads" else str(value)
 
 
 def _shown(v: Any, fmt: str) -> str:

@@ -420,6 +420,10 @@ def test_a_few_step_run_or_an_older_record_of_the_machine_still_loses_the_marks(
     )
     want = "another machine or precision: cpu fp32 2 threads against cuda bf16 8 threads — the times are not comparable"
     assert caveats(old, gpu)[0] == [want]
+    # the same machine, one thread per queue worker: it read "another machine or precision … 1 threads"
+    queued = Side("q", None, {tr: {"steps": 312, "device": "cpu", "precision": "fp32", "threads": 1}})
+    want = "another thread count: cpu fp32 2 threads against cpu fp32 1 thread — the times are not comparable"
+    assert caveats(old, queued)[0] == [want]
 
 
 def test_a_param_set_to_null_is_null_and_a_missing_one_absent():
