@@ -68,6 +68,7 @@ KEY_METRICS = (
 SEP = "  "  # between the terminal view's columns
 UNFINISHED = ("queued", "running")  # `dvc exp show`'s executor states of an experiment without results yet
 STALE = "stale"  # the workspace, its params.yaml not what dvc.lock ran: its results are another run's
+RESULT_STAGES = ("check", "download", "stats", "train", "evaluate")  # what the table's numbers come from
 
 
 def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
@@ -106,7 +107,7 @@ def not_like_for_like(rows: list[dict]) -> list[str]:
     seconds and images/s of such runs do not compare)."""
     done = [r for r in rows if r["status"] == "ok"]
     notes = []
-    sets = list(dict.fromkeys(tuple(r["per_class"]) for r in done if r["per_class"]))
+    sets = list(dict.fromkeys(tuple(sorted(r["per_class"])) for r in done if r["per_class"]))  # order: one task
     if len(sets) > 1:
         sizes = sorted({len(c) for c in sets})
         notes.append(
@@ -124,13 +125,14 @@ def not_like_for_like(rows: list[dict]) -> list[str]:
 
 
 def workspace_stale(root: Path = Path(".")) -> list[str]:
-    """The keys of the workspace's params.yaml that dvc.lock did not run with: the results beside
-    them are another run's (after `dvc exp apply` of a failed run, or an edit without `dvc repro`)."""
+    """The keys of the workspace's params.yaml that dvc.lock's stages up to evaluate (whose results
+    the table shows) did not run with: those results are another run's (after `dvc exp apply` of a
+    failed run, or an edit without `dvc repro`); the figures' and the report's params don't count."""
     try:
         params, lock = (yaml.safe_load((root / name).read_text()) for name in ("params.yaml", "dvc.lock"))
     except (OSError, yaml.YAMLError):
         return []
-    return not_as_run(params, lock)
+    return not_as_run(params, lock, RESULT_STAGES)
 
 
 def _number(metrics: dict, key: str) -> float | None:

@@ -15,6 +15,10 @@ class ParamsError(ValueError):
         self.key = key
 
 
+class ModelCodeError(ParamsError):
+    """A mistake in a model file's code (src/models/): the fix is in that file, not in params.yaml."""
+
+
 class DataError(RuntimeError):
     """Data that can't be used; the message says which file and what to do."""
 

@@ -522,7 +522,8 @@ def check_index(key: str, value: int, n: int, things: str, whose: str = "") -> i
     if not 0 <= value < n:
         counted = f"{n:,} {things.removesuffix('s') if n == 1 else things}{' of ' + whose if whose else ''}"
         allowed = f"0 to {n - 1:,}" if n > 1 else ("0" if n == 1 else "none")
-        raise ParamsError(f"params.yaml: {key}={value}: out of range: there are {counted}; allowed: {allowed}")
+        there = "there is" if n == 1 else "there are"
+        raise ParamsError(f"params.yaml: {key}={value}: out of range: {there} {counted}; allowed: {allowed}")
     return value
 
 

@@ -15,6 +15,7 @@ from src.errors import (
     CheckpointError,
     DataError,
     DistributedFailure,
+    ModelCodeError,
     NonFiniteLoss,
     ParamsError,
     ReportedFailure,
@@ -56,6 +57,10 @@ def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> in
     gc.freeze()
     try:
         main(load_params("params.yaml"))
+    except ModelCodeError as exc:  # the fix is in the model's file: undoing a -S value would not help
+        if speak:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+        return KNOWN_FAILURE_EXIT
     except ParamsError as exc:
         if speak:
             print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)

@@ -32,7 +32,7 @@ def load_inputs(p: Params) -> steps.Inputs:
         p.visualize.deep_filter_layer,
         len(conv_layers(model)),
         "conv layers",
-        f"model {p.model.name}",
+        f"model {ck['model_params'].name}",  # the checkpoint's: the GPU recipe's where it trained
     )
     _, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes, sub.test_y.numpy())
     responses = read_responses(paths.TEST_RESPONSES, model, sub.test_x)

@@ -17,7 +17,16 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.offsetbox import AnnotationBbox, TextArea
 
-from src.compare import describe, experiments, main, short_keys, shorten, show_value, terminal_view
+from src.compare import (
+    describe,
+    experiments,
+    main,
+    not_like_for_like,
+    short_keys,
+    shorten,
+    show_value,
+    terminal_view,
+)
 from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap
 from src.figures.readability import problems
 from src.params import CIFAR10_CLASSES, deep_merge
@@ -277,6 +286,10 @@ def test_what_is_not_like_for_like_is_said_under_the_table(tmp_path, capsys):
     assert f"Not like for like: other thread counts (1, {TRAIN['threads']}): seconds and images/s compare only" in text
     _printed(capsys, "--json", str(path), "--out", str(tmp_path / "out"))
     assert "**Not like for like:** other thread counts" in (tmp_path / "out/compare.md").read_text()
+    # the same classes in another order are one task
+    rows = experiments(exp_show([("dogcat", {"data": {"classes": ["dog", "cat"]}}, 0.9, 40.0)]))
+    rows += experiments(exp_show([("catdog", {"data": {"classes": ["cat", "dog"]}}, 0.9, 40.0)]))[1:]
+    assert [n for n in not_like_for_like(rows[1:]) if "class sets" in n] == []
 
 
 def test_a_workspace_whose_params_dvc_lock_did_not_run_is_stale(tmp_path, monkeypatch, capsys):
@@ -291,6 +304,11 @@ def test_a_workspace_whose_params_dvc_lock_did_not_run_is_stale(tmp_path, monkey
     assert workspace_stale() == []
     (tmp_path / "params.yaml").write_text(json.dumps({"train": {"lr": -1, "epochs": 6}}))
     assert workspace_stale() == ["train.lr"]
+    # a figure's or the report's param changes no number of the table: not stale
+    lock["stages"]["report"] = {"params": {"params.yaml": {"report.dpi": 110}}}
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))
+    (tmp_path / "params.yaml").write_text(json.dumps({"train": {"lr": 0.03, "epochs": 6}, "report": {"dpi": 200}}))
+    assert workspace_stale() == []
     rows = experiments(exp_show(GRID[:1]), include_workspace=True, stale_workspace=True)
     assert rows[0]["name"] == "workspace" and rows[0]["status"] == "stale" and rows[0]["test_acc"] is None
     assert [r["status"] for r in rows[1:]] == ["ok", "ok"]

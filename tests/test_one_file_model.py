@@ -75,7 +75,7 @@ def test_what_the_stages_need_of_a_model_is_checked_first():
     import torch
     from torch import nn
 
-    from src.errors import ParamsError
+    from src.errors import ModelCodeError
     from src.models import LabModel, check_model
 
     class Plain(nn.Module):
@@ -95,13 +95,20 @@ def test_what_the_stages_need_of_a_model_is_checked_first():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x).mean((2, 3))[:, :3]
 
-    where = "params.yaml: model.name='m': tests.test_one_file_model"
+    where = "tests.test_one_file_model."
     for model, message in (
-        (Plain(), "Plain is not a LabModel; subclass src.models.base.LabModel"),
-        (NoConv(), "NoConv has no Conv2d layer; the lab's filters, feature maps and Grad-CAM need one"),
-        (WrongLayers(), "WrongLayers.feature_layers() names 'conv_2', not a module of the model; its modules: conv"),
+        (Plain(), "Plain (model.name='m') is not a LabModel; subclass src.models.base.LabModel"),
+        (
+            NoConv(),
+            "NoConv (model.name='m') has no Conv2d layer; the lab's filters, feature maps and Grad-CAM need one",
+        ),
+        (
+            WrongLayers(),
+            "WrongLayers (model.name='m'): its feature_layers() names 'conv_2', not a module of the model; "
+            "its modules: conv",
+        ),
     ):
-        with pytest.raises(ParamsError) as e:
+        with pytest.raises(ModelCodeError) as e:
             check_model(model, "m")
         assert str(e.value).startswith(where) and message in str(e.value) and "\n" not in str(e.value)
 
@@ -193,33 +200,41 @@ NO_FLATTEN = BLOCKS_MODEL.replace("nn.Flatten(), ", "")
             "student_cnn.py",  # seed_cnn.py copied and not renamed: it replaced the notebook's net in silence
             SEED_CNN,
             "seed_cnn",
-            "src/models/student_cnn.py:33: ValueError: model name 'seed_cnn' is registered twice "
-            "(src.models.seed_cnn.SeedCNN, src.models.student_cnn.SeedCNN): give each model file a name of its own",
+            "model name 'seed_cnn' is registered by two files, src/models/seed_cnn.py (SeedCNN) and "
+            "src/models/student_cnn.py (SeedCNN): rename one in its @register",
+        ),
+        (
+            "my_seed_cnn.py",  # imported before seed_cnn.py: the lab's own file came second, and was blamed
+            SEED_CNN,
+            "fast_cnn",
+            "model name 'seed_cnn' is registered by two files, src/models/my_seed_cnn.py (SeedCNN) and "
+            "src/models/seed_cnn.py (SeedCNN): rename one in its @register",
         ),
         (
             "blocks_cnn.py",
             RAISES_IN_INIT,
             "blocks_cnn",
-            "params.yaml: model.name='blocks_cnn': building it failed: src/models/blocks_cnn.py:17: AttributeError: "
+            "src.models.blocks_cnn.BlocksCNN (model.name='blocks_cnn'): building it failed: "
+            "src/models/blocks_cnn.py:17: AttributeError: "
             "'BlocksParams' object has no attribute 'width'",
         ),
         (
             "blocks_cnn.py",  # a head that never gives 3 logits: it trained, then evaluation crashed (IndexError)
             WRONG_SHAPE,
             "blocks_cnn",
-            "params.yaml: model.name='blocks_cnn': src.models.blocks_cnn.BlocksCNN: its forward pass gives (2, 512) "
+            "src.models.blocks_cnn.BlocksCNN (model.name='blocks_cnn'): its forward pass gives (2, 512) "
             "for a batch (2, 3, 32, 32); expected (2, 3): one logit per class for each image (3 classes)",
         ),
         (
             "blocks_cnn.py",
             NO_FLATTEN,
             "blocks_cnn",
-            "params.yaml: model.name='blocks_cnn': src.models.blocks_cnn.BlocksCNN: its forward pass on a batch "
+            "src.models.blocks_cnn.BlocksCNN (model.name='blocks_cnn'): its forward pass on a batch "
             "(2, 3, 32, 32) failed: src/models/blocks_cnn.py:22: RuntimeError: mat1 and mat2 shapes cannot be "
             "multiplied",
         ),
     ],
-    ids=["syntax-error", "name-clash", "init-raises", "wrong-shape", "no-flatten"],
+    ids=["syntax-error", "name-clash", "name-clash-first", "init-raises", "wrong-shape", "no-flatten"],
 )
 def test_a_mistake_in_a_model_file_is_one_line_from_the_check_stage(tmp_path, file, text, model, line):
     """Each was a traceback (or, for the clash and the shape, nothing until a later stage)."""
@@ -283,3 +298,41 @@ def test_a_block_that_ends_in_its_pool_is_one_feature_layer(tmp_path):
         assert model.feature_layers() == ["block1", "block2"]
     finally:
         REGISTRY.pop("blocks_cnn_copy", None)
+
+
+def test_a_mistake_in_a_model_file_gets_no_params_undo_hint(monkeypatch, capsys):
+    """Under `dvc exp run -S model.name=my_cnn`, a mistake in my_cnn.py's code ended with how to undo
+    the -S value in params.yaml: the fix is in the file. A params value keeps the hint."""
+    import stages._common as common
+    from src.errors import ModelCodeError, ParamsError
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(common, "launching_command", lambda: "dvc exp run -S model.name=my_cnn")
+    monkeypatch.setattr(common, "newest_experiment", lambda: None)
+    for error, hinted in ((ModelCodeError("src/models/my_cnn.py:3: SyntaxError: x"), False), (ParamsError("p"), True)):
+
+        def main(p, error=error):
+            raise error
+
+        assert common._outcome("check", main, by_torchrun=False) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"check: error: {error}") and ("left this value in params.yaml" in err) == hinted, err
+
+
+def test_a_broken_model_file_is_its_own_line_where_a_checkpoint_loads(tmp_path, monkeypatch):
+    """evaluate, visualize, the report and verify read "best.pt: its params do not fit this version of
+    the code (…SyntaxError…); retrain": a scratch file in src/models/ is no reason to retrain."""
+    from src.errors import ModelCodeError
+    from src.models import BROKEN, build_model
+    from src.training.checkpoints import load_trained, save_checkpoint
+    from tests.conftest import params_with
+
+    p = params_with({})
+    save_checkpoint(
+        tmp_path / "best.pt", build_model(p.model, 3).state_dict(), {"params": p.model_dump(), "classes": list("abc")}
+    )
+    monkeypatch.setitem(BROKEN, "src/models/zz.py", "src/models/zz.py:3: SyntaxError: invalid syntax")
+    with pytest.raises(ModelCodeError) as e:
+        load_trained(tmp_path / "best.pt", list("abc"))
+    assert str(e.value) == "src/models/zz.py:3: SyntaxError: invalid syntax"

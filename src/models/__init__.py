@@ -11,8 +11,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.errors import ParamsError
-from src.models.base import REGISTRY, LabModel, ModelSpec, conv_layers, count_params, freeze_plan, register
+from src.errors import ModelCodeError, ParamsError
+from src.models.base import (
+    REGISTRY,
+    LabModel,
+    ModelSpec,
+    NameClash,
+    conv_layers,
+    count_params,
+    freeze_plan,
+    register,
+)
 from src.params import ADD_KEY_HINT, MISSING_HINT, ModelParams, did_you_mean, parse_section
 from src.schema import Section
 
@@ -23,6 +32,7 @@ __all__ = [
     "ModelSpec",
     "build_checked",
     "build_model",
+    "check_model_files",
     "check_model",
     "conv_layers",
     "count_params",
@@ -33,6 +43,7 @@ __all__ = [
 
 HERE = Path(__file__).parent
 BROKEN: dict[str, str] = {}  # model files that failed to import: file → one line (the check stage says it)
+LOADED_ALL = "every file of src/models/ is loaded as a model: fix it, or move it out"
 
 
 def origin(exc: BaseException) -> str:
@@ -51,17 +62,29 @@ def origin(exc: BaseException) -> str:
 
 def failure(exc: BaseException, file: str = "") -> str:
     """`exc` in one line: where in a model file (else `file`), its type and its message's first line."""
-    msg = (exc.msg if isinstance(exc, SyntaxError) else str(exc)) or ""
+    msg = ((exc.msg if isinstance(exc, SyntaxError) else str(exc)) or "").strip()
     where = origin(exc) or file
-    return f"{where + ': ' if where else ''}{type(exc).__name__}: {(msg.strip().splitlines() or [''])[0]}"
+    return f"{where + ': ' if where else ''}{type(exc).__name__}{': ' + msg.splitlines()[0] if msg else ''}"
 
 
 for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base" and not _info.name.startswith("_"):
+        _path = f"src/models/{_info.name}.py"
         try:
             importlib.import_module(f"{__name__}.{_info.name}")
+        except NameClash as exc:  # names both files: the one imported second need not be the copy
+            BROKEN[_path] = str(exc)
         except Exception as exc:  # a file with a mistake: one line when a model is built, not a traceback here
-            BROKEN[f"src/models/{_info.name}.py"] = failure(exc, f"src/models/{_info.name}.py")
+            BROKEN[_path] = (
+                f"{failure(exc, _path)} (every file of src/models/ is loaded as a model: fix it, or move it out)"
+            )
+
+
+def check_model_files() -> None:
+    """A ModelCodeError with the first model file that failed to import, if any: every file of the
+    folder is a model, so a broken one stops every run, whichever model it names."""
+    if BROKEN:
+        raise ModelCodeError(next(iter(BROKEN.values())))
 
 
 def model_section(p: ModelParams, name: str | None = None, at: str = "model") -> Section:
@@ -69,9 +92,7 @@ def model_section(p: ModelParams, name: str | None = None, at: str = "model") ->
     params class, after every other model section params.yaml holds; a wrong name, key or value is
     a one-line ParamsError naming the key under `at` (`gpu.model` for the GPU recipe's values)."""
     name = name or p.name
-    if BROKEN:  # every file of the folder is a model: a broken one stops every run, whichever model it names
-        first = next(iter(BROKEN.values()))
-        raise ParamsError(f"{first} (every file of src/models/ is loaded as a model: fix it, or move it out)")
+    check_model_files()
     if name not in REGISTRY:
         allowed = ", ".join(f"{n} ({s.summary})" if s.summary else n for n, s in REGISTRY.items())
         raise ParamsError(
@@ -110,41 +131,42 @@ def _parse_model_section(name: str, raw: dict, at: str) -> Section:
 def check_model(model: nn.Module, name: str, num_classes: int | None = None) -> None:
     """What the stages after training need of a model (the check stage asks, before any runs): a
     LabModel, a Conv2d to draw, a forward pass that gives one logit per class (when `num_classes` is
-    given) and feature layers that exist; else a one-line ParamsError."""
-    where = f"params.yaml: model.name={name!r}: {type(model).__module__}.{type(model).__qualname__}"
+    given) and feature layers that exist; else a one-line ModelCodeError."""
+    where = f"{type(model).__module__}.{type(model).__qualname__} (model.name={name!r})"
     if not isinstance(model, LabModel):
-        raise ParamsError(
+        raise ModelCodeError(
             f"{where} is not a LabModel; subclass src.models.base.LabModel (init_from_data, feature_layers, "
             "freeze_stages: the recipe at the top of src/models/base.py)"
         )
     if not conv_layers(model):
-        raise ParamsError(f"{where} has no Conv2d layer; the lab's filters, feature maps and Grad-CAM need one")
+        raise ModelCodeError(f"{where} has no Conv2d layer; the lab's filters, feature maps and Grad-CAM need one")
     if num_classes is not None:
         _check_forward(model, where, num_classes)
     modules = dict(model.named_modules())
     missing = [n for n in model.feature_layers() if n not in modules]
     if missing:
-        raise ParamsError(
-            f"{where}.feature_layers() names {', '.join(map(repr, missing))}, not a module of the model; "
+        raise ModelCodeError(
+            f"{where}: its feature_layers() names {', '.join(map(repr, missing))}, not a module of the model; "
             f"its modules: {', '.join(n for n in modules if n)[:200]}"
         )
 
 
 def _check_forward(model: nn.Module, where: str, num_classes: int) -> None:
     """A forward pass of two blank images in eval mode: an error in it, or an output that is not one
-    logit per class, is a ParamsError (training would stop on it, or evaluation after training)."""
+    logit per class, is a ModelCodeError (training would stop on it, or evaluation after training)."""
     shape = (2, 3, 32, 32)
     was_training = model.training
+    p = next(model.parameters(), torch.zeros(()))  # on the model's device, in its dtype
     try:
         with torch.no_grad():
-            out = model.eval()(torch.zeros(shape))
+            out = model.eval()(torch.zeros(shape, device=p.device, dtype=p.dtype))
     except Exception as exc:  # the student's forward: its line, not a traceback
-        raise ParamsError(f"{where}: its forward pass on a batch {shape} failed: {failure(exc)}") from None
+        raise ModelCodeError(f"{where}: its forward pass on a batch {shape} failed: {failure(exc)}") from None
     finally:
         model.train(was_training)
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if got != (2, num_classes):
-        raise ParamsError(
+        raise ModelCodeError(
             f"{where}: its forward pass gives {got} for a batch {shape}; expected (2, {num_classes}): "
             f"one logit per class for each image ({num_classes} classes)"
         )
@@ -158,13 +180,15 @@ def build_model(p: ModelParams, num_classes: int) -> LabModel:
 
 def build_checked(p: ModelParams, num_classes: int) -> LabModel:
     """`build_model` for the check stage: an error in the model's own code (its __init__, its forward)
-    or anything else `check_model` finds is one ParamsError line naming the model file's line."""
+    or anything else `check_model` finds is one ModelCodeError line naming the model file's line."""
     section = model_section(p)
     try:
         model = REGISTRY[p.name].cls(section, num_classes)
     except ParamsError:
         raise
     except Exception as exc:
-        raise ParamsError(f"params.yaml: model.name={p.name!r}: building it failed: {failure(exc)}") from None
+        cls = REGISTRY[p.name].cls
+        where = f"{cls.__module__}.{cls.__qualname__} (model.name={p.name!r})"
+        raise ModelCodeError(f"{where}: building it failed: {failure(exc)}") from None
     check_model(model, p.name, num_classes)
     return model

@@ -157,6 +157,15 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {}
 
 
+class NameClash(ValueError):
+    """A second class registered under a model name another one has (a model file copied, not renamed)."""
+
+
+def _file(module: str) -> str:
+    """`src.models.x` → `src/models/x.py`; another module's name as it is."""
+    return module.replace(".", "/") + ".py" if module.startswith("src.models.") else module
+
+
 def register(name: str, params: type[Section], summary: str = ""):
     """Class decorator: make the model buildable as `model.name: <name>` with section `model.<name>`;
     `summary` describes it where an unknown `model.name` lists the models."""
@@ -165,10 +174,8 @@ def register(name: str, params: type[Section], summary: str = ""):
         known = REGISTRY.get(name)
         # the same class registered again (a notebook cell run twice) replaces itself; another one is a clash
         if known is not None and (known.cls.__module__, known.cls.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(
-                f"model name {name!r} is registered twice ({known.cls.__module__}.{known.cls.__qualname__}, "
-                f"{cls.__module__}.{cls.__qualname__}): give each model file a name of its own"
-            )
+            a, b = (f"{_file(c.__module__)} ({c.__qualname__})" for c in (known.cls, cls))
+            raise NameClash(f"model name {name!r} is registered by two files, {a} and {b}: rename one in its @register")
         REGISTRY[name] = ModelSpec(name, params, cls, summary)
         return cls
 

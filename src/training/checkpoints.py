@@ -67,7 +67,7 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
     checkpoint dict comes back with "model_params" and "augment_params" parsed."""
     from pydantic import ValidationError
 
-    from src.models import build_model
+    from src.models import build_model, check_model_files
     from src.params import AugmentParams, ModelParams, ParamsError, every_error, not_from_params_yaml
 
     def unfit(why: str) -> CheckpointError:  # the checkpoint's params are at fault here, not params.yaml
@@ -88,6 +88,7 @@ def load_trained(path: Path, classes: list[str]) -> tuple[nn.Module, dict]:
             raise unfit(every_error(exc, raw, schema, (name,))) from None
     if not isinstance(ck.get("classes"), list):
         raise unfit("no class list")
+    check_model_files()  # a broken file in src/models/ is that file's line, not a reason to retrain
     try:
         # the model's own section is checked when it is built: a key added since the run shows here
         model = build_model(parsed["model"], len(ck["classes"]))
