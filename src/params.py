@@ -471,6 +471,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 DROP_WARN_SHARE = 0.25  # a quarter of the images unseen each epoch is worth a line; less is drop_last's usual cost
+FEW_STEPS = 20  # optimizer steps in a whole run below which it can learn little: the train note, the review's caveat
 
 
 def _try_batch(n_train: int, nproc: int = 1) -> int:

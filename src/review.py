@@ -32,7 +32,7 @@ from src import paths
 from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
-from src.params import changed_params, not_as_run
+from src.params import FEW_STEPS, changed_params, not_as_run
 from src.verify import failed_run_error, resolve, unresolved
 
 WORKSPACE = "workspace"
@@ -62,7 +62,6 @@ METRICS = (
 # the rows whose ✅/🔻 assume the same test set, and the same machine and precision
 SCORED_ROWS = ("test accuracy", "macro-F1", "test loss", "best validation accuracy")
 TIMED_ROWS = ("training seconds (validation included)", "images/s")
-FEW_STEPS = 20  # fewer optimizer steps than this: the one-cycle schedule has barely begun to learn (the train note)
 
 
 class ReviewError(Exception):

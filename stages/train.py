@@ -49,7 +49,7 @@ def timing(res: FitResult) -> dict:
     }
 
 
-def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "default", trainable: int = 0) -> dict:
+def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str, trainable: int) -> dict:
     """metrics/train.json, the keys a reviewer compares first (the timings are in metrics/timing.json).
     `trainable`: the parameters training starts with (after it, `train.freeze_at` has frozen some)."""
     rt = res.runtime
@@ -67,7 +67,7 @@ def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str = "de
         "processes": p.train.nproc,
         "model": p.model.name,
         "params": count_params(model),
-        "trainable_params": trainable or count_params(model, trainable_only=True),
+        "trainable_params": trainable,
         "steps": res.steps,
         "epochs_equivalent": round(res.epochs_equivalent, 4),
         "time_budget_s": p.train.time_budget_s,
@@ -152,9 +152,7 @@ def main(p: Params) -> None:
             write_outputs(res, model, p, meta, recipe, trainable)
 
 
-def write_outputs(
-    res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str = "default", trainable: int = 0
-) -> None:
+def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str, trainable: int) -> None:
     """models/best.pt and last.pt, the learning-rate plot, metrics/train.json and timing.json; the
     run's cache goes."""
     with atomic_path(paths.BEST) as tmp:

@@ -75,9 +75,7 @@ for _info in pkgutil.iter_modules(__path__):
         except NameClash as exc:  # names both files: the one imported second need not be the copy
             BROKEN[_path] = str(exc)
         except Exception as exc:  # a file with a mistake: one line when a model is built, not a traceback here
-            BROKEN[_path] = (
-                f"{failure(exc, _path)} (every file of src/models/ is loaded as a model: fix it, or move it out)"
-            )
+            BROKEN[_path] = f"{failure(exc, _path)} ({LOADED_ALL})"
 
 
 def check_model_files() -> None:

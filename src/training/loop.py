@@ -38,6 +38,7 @@ from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
 from src.errors import NonFiniteLoss, TrainingInterrupted
 from src.models.base import conv_layers, freeze_plan, normalised_convs
+from src.params import FEW_STEPS
 from src.training.checkpoints import RunFiles
 from src.training.distributed import Dist
 from src.training.evaluation import evaluate
@@ -505,9 +506,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-FEW_STEPS = 20  # fewer in a whole run: a note that the model will barely learn
 
 
 def muon_note(model: nn.Module, muon_convs: list[str]) -> str | None:
