@@ -259,6 +259,12 @@ class _Residual(nn.Module):  # c2's output is summed with the skip before the Ba
         return self.bn2(self.c2(h) + self.skip(h))
 
 
+def _weight_normed() -> nn.Module:
+    net = _between(nn.ReLU())()
+    nn.utils.parametrizations.weight_norm(net[0])
+    return net
+
+
 def _between(act: nn.Module) -> type[nn.Module]:  # conv → act → BatchNorm, as a student orders them
     return lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), act, nn.BatchNorm2d(4))
 
@@ -275,8 +281,10 @@ def _between(act: nn.Module) -> type[nn.Module]:  # conv → act → BatchNorm, 
         (_between(nn.ReLU(inplace=True)), ["0"]),
         (_between(nn.SiLU(inplace=True)), []),
         (_between(nn.SiLU()), []),
+        # a conv with a parametrization holds modules of its own: hooked all the same
+        (_weight_normed, ["0"]),
     ],
-    ids=["branches", "twice", "residual", "relu", "relu-inplace", "silu-inplace", "silu"],
+    ids=["branches", "twice", "residual", "relu", "relu-inplace", "silu-inplace", "silu", "weight-norm"],
 )
 def test_the_convs_muon_takes_are_followed_tensor_by_tensor(model, want):
     """By call order alone, the next module to finish after a conv was taken as its consumer: a

@@ -125,9 +125,11 @@ def normalised_convs(model: nn.Module) -> list[str]:
         if inputs and id(inputs[0]) in source:
             fed[source[id(inputs[0])]] = fed.get(source[id(inputs[0])], 0) + 1
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    hooks = [m.register_forward_hook(after) for m in leaves if not isinstance(m, _NORMS)]
-    hooks += [m.register_forward_pre_hook(before) for m in leaves if isinstance(m, _NORMS)]
+    # every leaf module (to see one rewrite a conv's output in place), and every conv: one with a
+    # parametrization (weight_norm) holds modules of its own
+    hooked = [m for m in model.modules() if isinstance(m, nn.Conv2d) or not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(after) for m in hooked if not isinstance(m, _NORMS)]
+    hooks += [m.register_forward_pre_hook(before) for m in hooked if isinstance(m, _NORMS)]
     _dummy_forward(model, hooks)
     return [n for n, k in calls.items() if fed.get(n, 0) == k]
 
