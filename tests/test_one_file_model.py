@@ -67,6 +67,10 @@ def test_a_model_in_one_file_runs_through_every_stage(tmp_path, full_mirror, sec
     report = (repo / "report/lab_report.html").read_text()  # the report too, and it says what the model lacks
     assert "has no BatchNorm layer" in report and "features.group1.conv1" not in report
     assert "<code>conv1</code> (the first layer whose" in report  # its neuron, term by term
+    if section is None:  # its key added on the command line: the report's "What changed" said null → 7
+        sh(repo, "dvc", "exp", "run", "-S", "+model.tiny_cnn.width=7", env_extra={"CIFAR10_MIRROR": str(full_mirror)})
+        changed = (repo / "report/lab_report.html").read_text()
+        assert "<td><code>model.tiny_cnn.width</code></td><td><i>not set</i></td><td>7</td>" in changed
 
 
 def test_what_the_stages_need_of_a_model_is_checked_first():

@@ -107,6 +107,29 @@ def test_a_run_too_short_to_learn_says_so():
     assert len(notes[2]) == 1 and notes[2][0].startswith(want) and notes[3] == []
 
 
+def test_training_says_which_trained_convs_muon_leaves_to_sgd(tmp_path):
+    """It spoke only when Muon took no conv: a trained whitening layer (no BatchNorm after it) went
+    to SGD in silence. The default, whose whitening layer is frozen, says nothing."""
+    notes = {}
+    for trainable in (False, True):
+        logs: list[str] = []
+        p = params(epochs=3, optimizer="muon")
+        p = p.model_copy(
+            update={
+                "model": params_with(
+                    {"model": {"fast_cnn": {"widths": [8, 16, 16], "whiten_trainable": trainable}}}
+                ).model
+            }
+        )
+        run(tmp_path / str(trainable), p, log=logs.append)
+        notes[trainable] = [line for line in logs if "Muon" in line]
+    assert notes[False] == []
+    assert notes[True] == [
+        "train: note: Muon trains 6 of the 7 trained convs, those a BatchNorm takes the output of; SGD trains the "
+        "others (whiten)"
+    ]
+
+
 def test_best_pt_holds_the_epoch_with_the_best_validation_accuracy(tmp_path, monkeypatch):
     """Not the last epoch: validation accuracy that falls after epoch 1 leaves epoch 1's weights."""
     import src.training.loop as loop
