@@ -150,10 +150,13 @@ def experiments(exp_show: list[dict], include_workspace: bool = False, stale_wor
     the workspace's row is marked stale, with no results (`workspace_stale`)."""
     rows = []
     head = next((c for c in exp_show if c.get("rev") != "workspace"), None)
+    # a branch made from an experiment (`dvc exp branch`) is listed as a commit too: one run, one row
+    experiment_revs = {r.get("rev") for c in exp_show for e in c.get("experiments") or [] for r in e.get("revs") or []}
     for commit in exp_show:
         workspace = commit.get("rev") == "workspace"
         if (workspace and not include_workspace) or (
-            not workspace and commit is not head and not commit.get("experiments")
+            not workspace
+            and (commit.get("rev") in experiment_revs or (commit is not head and not commit.get("experiments")))
         ):
             continue
         status = "failed" if commit.get("error") else STALE if workspace and stale_workspace else "ok"

@@ -166,6 +166,15 @@ def test_many_changed_params_still_fit_and_the_ones_left_out_are_named(tmp_path,
     assert note.startswith("(also changed, not shown:") and note.endswith("all columns in compare.md)")
 
 
+def test_a_branch_made_from_an_experiment_is_one_row():
+    """After `dvc exp branch ep3 ep3-branch`, `dvc exp show --all-commits` lists the branch's commit
+    (first) and the experiment ep3 under main, the same commit: compare showed the run twice."""
+    show = exp_show([("ep3", {"train": {"epochs": 3}}, 0.93, 40.0), ("lr", {"train": {"lr": 0.02}}, 0.95, 60.0)])
+    branch = {**_rev("b", "ep3-branch", {"train": {"epochs": 3}}, 0.93, 40.0), "experiments": None}
+    rows = experiments([show[0], branch, *show[1:]])
+    assert [r["name"] for r in rows] == ["main", "ep3", "lr"]
+
+
 def test_queued_and_running_experiments_are_marked_and_show_no_metrics(tmp_path, capsys):
     """A running experiment's files were its baseline's: its row showed main's 0.9540 as its own."""
     show = exp_show([("done", {"train": {"lr": 0.02}}, 0.93, 40.0), ("busy", {"train": {"lr": 0.04}}, 0.954, 60.0)])
