@@ -46,6 +46,15 @@ def test_the_pre_commit_hook_keeps_it_so(tmp_path):
 
 def test_the_notebook_runs_top_to_bottom(repo, full_mirror, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # a student running the experiment cell again: it replaced its experiment, it used to add a second
+    again = next(c for c in nb.cells if c.cell_type == "code" and "!dvc exp run" in c.source)
+    listed = "\n".join(
+        [
+            "exps = subprocess.run(['dvc', 'exp', 'list', '--name-only'], capture_output=True, text=True)",
+            "print('experiments:', exps.stdout.split())",
+        ]
+    )
+    nb.cells += [nbformat.v4.new_code_cell(again.source), nbformat.v4.new_code_cell(listed)]
     (repo / "notebooks").mkdir(exist_ok=True)
     (tmp_path / "home").mkdir()
     env = {
@@ -71,6 +80,8 @@ def test_the_notebook_runs_top_to_bottom(repo, full_mirror, tmp_path):
         assert "computing hashes" not in text  # DVC's progress bars (140 KB a cell) stay out of the outputs
         assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4  # the experiment ran
         assert "train.epochs" in text  # dvc exp show / metrics diff
+        assert "of an earlier run of this cell removed" in text
+        assert "experiments: ['epochs-4']" in text, text[-2000:]
         shown = re.search(r"(\d+) figures in the report", text)
         assert shown and int(shown.group(1)) >= 30, text[-2000:]
         assert "What changed" in (repo / "report/lab_report.html").read_text()  # the report of the experiment
