@@ -89,6 +89,7 @@ def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
         "params": params,
         "test_acc": _number(ev, "test_acc"),
         "per_class": {c: _number(ev["per_class_acc"], c) for c in ev.get("per_class_acc") or {}},
+        "class_set": tuple(sorted(ev.get("per_class_acc") or {})),  # the same classes reordered: one task
         "macro_f1": _number(ev, "macro_f1"),
         "best_val_acc": _number(tr, "best_val_acc"),
         **{k: _number(tr, k) if k in NUMBERS else tr.get(k) for k in COLUMNS if k != "test_acc"},
@@ -107,7 +108,7 @@ def not_like_for_like(rows: list[dict]) -> list[str]:
     seconds and images/s of such runs do not compare)."""
     done = [r for r in rows if r["status"] == "ok"]
     notes = []
-    sets = list(dict.fromkeys(tuple(sorted(r["per_class"])) for r in done if r["per_class"]))  # order: one task
+    sets = list(dict.fromkeys(r["class_set"] for r in done if r["class_set"]))
     if len(sets) > 1:
         sizes = sorted({len(c) for c in sets})
         notes.append(

@@ -6,7 +6,7 @@ so this stage never makes another one rerun."""
 
 from src import paths
 from src.io import write_text
-from src.models import build_checked, conv_layers, freeze_plan, model_section
+from src.models import build_checked, check_filter_layer, freeze_plan, model_section
 from src.params import CIFAR10_CLASSES, TEST_PER_CLASS_MAX, TRAIN_PER_CLASS_MAX, Params, check_index, checked_recipe
 from src.training.runtime import resolve_device
 from stages._common import run_stage
@@ -25,13 +25,7 @@ def main(p: Params) -> None:
     run, _ = checked_recipe(p, resolve_device(p.train.device).type, n_train=per_class * n_classes)
     model = build_checked(run.model, n_classes)  # the model's own code runs here first: its mistakes in one line
     freeze_plan(model, run.train.freeze_at)
-    check_index(
-        "visualize.deep_filter_layer",
-        p.visualize.deep_filter_layer,
-        len(conv_layers(model)),
-        "conv layers",
-        f"model {run.model.name}",
-    )
+    check_filter_layer(model, p.visualize.deep_filter_layer, run.model.name)
     n_test = (p.data.test_per_class or TEST_PER_CLASS_MAX) * n_classes
     for key, index in (("theory.image_index", p.theory.image_index), ("report.image_index", p.report.image_index)):
         check_index(key, index, n_test, "test images")

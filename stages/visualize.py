@@ -13,8 +13,8 @@ from src.data.cifar import Subset
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
 from src.io import atomic_dir, read_dvclive_history, read_json, save_figure, write_json
-from src.models import conv_layers
-from src.params import Params, check_index
+from src.models import check_filter_layer
+from src.params import Params
 from src.teach.probe import read_responses
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
@@ -27,13 +27,8 @@ OUT = paths.PLOTS_VISUALIZE
 def load_inputs(p: Params) -> steps.Inputs:
     sub = Subset.load(paths.SUBSET)
     model, ck = load_trained(paths.BEST, sub.classes)
-    check_index(
-        "visualize.deep_filter_layer",
-        p.visualize.deep_filter_layer,
-        len(conv_layers(model)),
-        "conv layers",
-        f"model {ck['model_params'].name}",  # the checkpoint's: the GPU recipe's where it trained
-    )
+    # the checkpoint's model name: the GPU recipe's where it trained
+    check_filter_layer(model, p.visualize.deep_filter_layer, ck["model_params"].name)
     _, pred, conf = read_predictions(paths.PREDICTIONS, sub.classes, sub.test_y.numpy())
     responses = read_responses(paths.TEST_RESPONSES, model, sub.test_x)
     return steps.Inputs(

@@ -111,11 +111,11 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
     done = [r for r in rows if r["test_acc"] is not None and r["seconds"] is not None]
     fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
     # runs on other classes are other tasks: one colour (and a legend entry) per class set
-    sets = list(dict.fromkeys(tuple(sorted(r["per_class"])) for r in done))  # the same classes reordered: one task
+    sets = list(dict.fromkeys(r["class_set"] for r in done))
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     colours = {c: palette[i % len(palette)] for i, c in enumerate(sets)}
     for r in done:
-        ax.scatter(r["seconds"], r["test_acc"], s=36, color=colours[tuple(sorted(r["per_class"]))], zorder=3)
+        ax.scatter(r["seconds"], r["test_acc"], s=36, color=colours[r["class_set"]], zorder=3)
     if len(sets) > 1:
         for c in sets:
             name = ", ".join(c) if len(c) <= 4 else f"{', '.join(c[:3])} +{len(c) - 3}"

@@ -19,10 +19,11 @@ from src.models.base import (
     NameClash,
     conv_layers,
     count_params,
+    dummy_forward,
     freeze_plan,
     register,
 )
-from src.params import ADD_KEY_HINT, MISSING_HINT, ModelParams, did_you_mean, parse_section
+from src.params import ADD_KEY_HINT, MISSING_HINT, ModelParams, check_index, did_you_mean, parse_section
 from src.schema import Section
 
 __all__ = [
@@ -149,19 +150,20 @@ def check_model(model: nn.Module, name: str, num_classes: int | None = None) -> 
         )
 
 
+def check_filter_layer(model: nn.Module, index: int, name: str) -> int:
+    """`visualize.deep_filter_layer` when it picks one of the model's conv layers, else a ParamsError
+    naming how many convs model `name` has (the check stage asks before training, visualize after)."""
+    return check_index("visualize.deep_filter_layer", index, len(conv_layers(model)), "conv layers", f"model {name}")
+
+
 def _check_forward(model: nn.Module, where: str, num_classes: int) -> None:
     """A forward pass of two blank images in eval mode: an error in it, or an output that is not one
     logit per class, is a ModelCodeError (training would stop on it, or evaluation after training)."""
     shape = (2, 3, 32, 32)
-    was_training = model.training
-    p = next(model.parameters(), torch.zeros(()))  # on the model's device, in its dtype
     try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(shape, device=p.device, dtype=p.dtype))
+        out = dummy_forward(model, batch=shape[0])
     except Exception as exc:  # the student's forward: its line, not a traceback
         raise ModelCodeError(f"{where}: its forward pass on a batch {shape} failed: {failure(exc)}") from None
-    finally:
-        model.train(was_training)
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if got != (2, num_classes):
         raise ModelCodeError(

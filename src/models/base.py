@@ -79,7 +79,7 @@ def forward_order(model: nn.Module, names: list[str], distinct: bool = False) ->
     outermost, which finishes last."""
     done: list[tuple[str, torch.Tensor]] = []  # the outputs kept alive, so their ids stay unique
     mods = dict(model.named_modules())
-    _dummy_forward(model, [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append((n, o))) for n in names])
+    dummy_forward(model, [mods[n].register_forward_hook(lambda m, i, o, n=n: done.append((n, o))) for n in names])
     last = {id(o): n for n, o in done}  # each output's last (outermost) module
     return list(dict.fromkeys(n for n, o in done if not distinct or last[id(o)] == n))
 
@@ -130,18 +130,19 @@ def normalised_convs(model: nn.Module) -> list[str]:
     hooked = [m for m in model.modules() if isinstance(m, nn.Conv2d) or not any(True for _ in m.children())]
     hooks = [m.register_forward_hook(after) for m in hooked if not isinstance(m, _NORMS)]
     hooks += [m.register_forward_pre_hook(before) for m in hooked if isinstance(m, _NORMS)]
-    _dummy_forward(model, hooks)
+    dummy_forward(model, hooks)
     return [n for n, k in calls.items() if fed.get(n, 0) == k]
 
 
-def _dummy_forward(model: nn.Module, hooks: list) -> None:
-    """One forward pass of a zero 32×32 image in eval mode, without gradients, then the hooks removed."""
+def dummy_forward(model: nn.Module, hooks: list = (), batch: int = 1) -> object:
+    """The output of one forward pass of `batch` zero 32×32 images in eval mode, without gradients;
+    the model's train/eval mode restored and the hooks removed after it, even when it fails."""
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
             p = next(model.parameters(), torch.zeros(()))  # the dummy on the model's device, in its dtype
-            model(torch.zeros(1, 3, 32, 32, device=p.device, dtype=p.dtype))
+            return model(torch.zeros(batch, 3, 32, 32, device=p.device, dtype=p.dtype))
     finally:
         model.train(was_training)
         for h in hooks:
