@@ -80,6 +80,9 @@ def test_the_notebook_runs_top_to_bottom(repo, full_mirror, tmp_path):
         assert "computing hashes" not in text  # DVC's progress bars (140 KB a cell) stay out of the outputs
         assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 4  # the experiment ran
         assert "train.epochs" in text  # dvc exp show / metrics diff
+        # dvc metrics show's numbers, a line each: its table was 480 characters wide
+        shown = text[text.find("metrics/eval.json") :][:1500]
+        assert re.match(r"metrics/eval.json\n  test_acc +[\d.]+\n", shown), shown
         assert "of an earlier run of this cell removed" in text
         assert "experiments: ['epochs-4']" in text, text[-2000:]
         shown = re.search(r"(\d+) figures in the report", text)
