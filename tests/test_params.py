@@ -455,11 +455,9 @@ def _commented_keys(text: str) -> set[str]:
 
 
 def test_every_param_is_commented():
-    """A student changes what they understand: every value says what it does (a gpu override
-    shares the comment of the value it replaces)."""
+    """A student changes what they understand: every value says what it does, a gpu override too
+    (the GPU recipe's values are what a student on Colab changes; eleven of them had no comment)."""
     text = (REPO / "params.yaml").read_text()
     commented = _commented_keys(text)
-    missing = [
-        k for k in flatten(yaml.safe_load(text)) if k not in commented and k.removeprefix("gpu.") not in commented
-    ]
+    missing = [k for k in flatten(yaml.safe_load(text)) if k not in commented]
     assert not missing, missing
