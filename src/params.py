@@ -353,7 +353,9 @@ def _one_line(
     if e["type"] == "extra_forbidden":
         holder = _section_at(schema or Params, inner)
         parents = "".join(f"{p}." for p in loc[:-1])
-        more = did_you_mean(loc[-1], holder.model_fields if holder else [], prefix=parents)
+        known = list(holder.model_fields) if holder else []
+        # nothing close: name what the section holds (a typo's likely key is already suggested)
+        more = did_you_mean(loc[-1], known, prefix=parents) or (f"; allowed: {', '.join(known)}" if known else "")
         return f"params.yaml: unknown key {key!r}{more}"
     if e["type"] == "missing":
         return f"params.yaml: {key}: missing{MISSING_HINT}"
@@ -454,17 +456,47 @@ def parse_section(schema: type[Section], raw: dict, key: str) -> Section:
         raise ParamsError(_one_line(err, raw or {}, schema, tuple(key.split(".")))) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key twice in one mapping is an error: PyYAML keeps the
+    last silently, so a second `train:` section appended to the file would hide the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} a second time at one level (the first at line {seen[key] + 1}); each key once",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: where (line, column) and what it found, where its text says."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    tab = "; indent with spaces, not tabs" if "'\\t'" in what else ""
+    return f"{where}{what}{tab}"
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ParamsError(f"{path}: not valid YAML at {yaml_error(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:  # a folder of that name, no permission
+        raise ParamsError(f"{path}: cannot be read ({exc.strerror}); it must be the params file") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw)

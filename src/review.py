@@ -32,7 +32,7 @@ from src import paths
 from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
-from src.params import FEW_STEPS, changed_params, not_as_run
+from src.params import FEW_STEPS, changed_params, not_as_run, yaml_error
 from src.verify import failed_run_error, resolve, unresolved
 
 WORKSPACE = "workspace"
@@ -94,7 +94,7 @@ def read_at(root: Path, commit: str | None, path: Path) -> Any:
     try:
         return yaml.safe_load(text)  # JSON is YAML
     except yaml.YAMLError as exc:
-        raise ReviewError(f"{path} at {commit or WORKSPACE} is not readable ({type(exc).__name__})") from None
+        raise ReviewError(f"{path} at {commit or WORKSPACE}: not valid YAML at {yaml_error(exc)}") from None
 
 
 def load_side(root: Path, rev: str) -> Side:

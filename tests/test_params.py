@@ -85,6 +85,9 @@ def test_committed_params_are_valid():
         ("train.device", "gpu", ["train.device='gpu'", "'auto', 'cpu', 'cuda' or 'mps'"]),
         ("train.epoch", 3, ["unknown key 'train.epoch'", "did you mean 'train.epochs'"]),
         ("augment.mixup", 0.4, ["unknown key 'augment.mixup'", "did you mean 'augment.mixup_alpha'"]),
+        # nothing close to suggest: the section's keys (it said only "unknown key")
+        ("train.zzz", 1, ["unknown key 'train.zzz'; allowed: epochs, time_budget_s, batch_size,", ", deterministic"]),
+        ("zzz", {"a": 1}, ["unknown key 'zzz'; allowed: download, data, augment, model, train, ", ", gpu"]),
         ("augment.brightness", -0.1, ["augment.brightness=-0.1", "greater than or equal to 0"]),
         ("augment.contrast", 1.0, ["augment.contrast=1.0", "less than 1"]),
         ("model.fast_cnn.widths", [64, 0, 256], ["model.fast_cnn.widths.1=0", "greater than 0"]),
@@ -325,6 +328,33 @@ def test_bad_yaml_and_missing_file(tmp_path):
     (tmp_path / "p.yaml").write_text("data: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(tmp_path / "p.yaml")
+    # where, and what PyYAML found: the first line of its text ("while scanning for the next token") said neither
+    committed = (REPO / "params.yaml").read_text()
+    line = next(i for i, t in enumerate(committed.splitlines(), 1) if t.startswith("  epochs:"))
+    (tmp_path / "tab.yaml").write_text(committed.replace("  epochs:", "\tepochs:", 1))
+    with pytest.raises(ParamsError) as e:
+        load_params(tmp_path / "tab.yaml")
+    assert str(e.value) == (
+        f"{tmp_path / 'tab.yaml'}: not valid YAML at line {line}, column 1: found character '\\t' that cannot "
+        "start any token; indent with spaces, not tabs"
+    )
+    # a second train: section appended (PyYAML kept the last, and the error named a key it lacked), or a key twice
+    (tmp_path / "twice.yaml").write_text(committed + "train:\n  epochs: 3\n")
+    with pytest.raises(
+        ParamsError, match=r"line \d+, column 1: 'train' a second time at one level \(the first at line"
+    ):
+        load_params(tmp_path / "twice.yaml")
+    (tmp_path / "key.yaml").write_text(committed.replace("  epochs:", "  epochs: 1\n  epochs:", 1))
+    twice = (
+        f"line {line + 1}, column 3: 'epochs' a second time at one level \\(the first at line {line}\\); each key once"
+    )
+    with pytest.raises(ParamsError, match=twice):
+        load_params(tmp_path / "key.yaml")
+    (tmp_path / "folder.yaml").mkdir()  # a traceback (IsADirectoryError)
+    with pytest.raises(
+        ParamsError, match=r"folder.yaml: cannot be read \(Is a directory\); it must be the params file"
+    ):
+        load_params(tmp_path / "folder.yaml")
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "missing.yaml")
     (tmp_path / "latin1.yaml").write_bytes("train: {lr: 0.03}  # caf\xe9\n".encode("latin-1"))

@@ -443,3 +443,17 @@ def test_an_out_folder_that_cannot_be_written_is_one_line(lab, tmp_path):
         r = run_review(lab, "HEAD~1", "HEAD", "--out", str(out), check=False)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.strip().splitlines() == [f"review: error: --out {out}: cannot write there ({why})"]
+
+
+def test_a_file_that_is_not_yaml_is_named_with_its_line(tmp_path):
+    """A review of a params.yaml a student broke by hand says where: it said only "is not readable
+    (ScannerError)"."""
+    from src.review import ReviewError, read_at
+
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.03\n\tepochs: 6\n")
+    with pytest.raises(ReviewError) as e:
+        read_at(tmp_path, None, Path("params.yaml"))
+    assert str(e.value) == (
+        "params.yaml at workspace: not valid YAML at line 3, column 1: found character '\\t' that cannot "
+        "start any token; indent with spaces, not tabs"
+    )
