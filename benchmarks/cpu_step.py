@@ -25,11 +25,10 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from benchmarks.record import machine_record, run_cli
+from benchmarks.record import machine_record, results_path, run_cli
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
 from src.cli import whole_number
 from src.errors import ParamsError
@@ -196,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name, _ in specs]
     if len(set(names)) < len(names) or not all(names):
         raise ParamsError(f"--variant names {names}: each variant needs a name of its own (NAME=KEY=VALUE ...)")
+    if args.name is not None:
+        results_path(args.name)  # before the steps are timed
     speeds = step_speeds(
         [apply_sets(base, shlex.split(sets), flag=f"--variant {name}") for name, sets in specs],
         args.steps,
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
     cap = first["cpu_capability"].lower()
     name = args.name or f"cpu_step_{cap}_{first['precision'].replace(' ', '_')}"
-    out = Path("benchmarks/results") / f"{name}.json"
+    out = results_path(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -24,9 +25,20 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.record import results_path, run_cli
 from benchmarks.time_to_accuracy import apply_sets, load_raw, subset_and_normalization
+from src.cli import whole_number
+from src.errors import ParamsError
 from src.models import build_model
-from src.params import Params, deep_merge, load_params, parse_params
+from src.params import (
+    Params,
+    check_runtime,
+    deep_merge,
+    load_params,
+    not_from_params_yaml,
+    parse_params,
+    planned_train_images,
+)
 from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, build_trainer, init_from_data
 from src.training.runtime import resolve_device
@@ -121,10 +133,13 @@ def spread(values: list[float]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; a value no run could use is one line (a ParamsError) before any data is read."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=5, help="timed runs (seeds 1..N) after the untimed warm-up")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs first (seed 0): compile, autotune")
+    ap.add_argument("--runs", type=whole_number(1), default=5, help="timed runs (seeds 1..N) after the warm-up")
+    ap.add_argument(
+        "--warmup", type=whole_number(0), default=1, help="untimed warm-up runs first (seed 0): compile, autotune"
+    )
     ap.add_argument("--target", type=float, default=0.906, help="test accuracy for the time-to-target column")
     ap.add_argument("--budget", type=float, default=None, help="train.time_budget_s instead of the recipe's epochs")
     ap.add_argument("--classes", nargs="+", default=["all"])
@@ -142,8 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
+    if not 0 < args.target <= 1:
+        raise ParamsError(f"--target {args.target:g}: a test accuracy in (0, 1]")
+    if args.budget is not None and not 0 < args.budget < math.inf:
+        raise ParamsError(f"--budget {args.budget:g}: seconds above 0, finite")
+    if args.name is not None:
+        results_path(args.name)
+    return args
 
-    base = load_params("params.yaml")
+
+def recipe_params(args: argparse.Namespace) -> tuple[Params, str]:
+    """params.yaml with the options' data and device, the recipe, then --set; checked against the
+    machine (CUDA asked where there is none) and the split (a batch larger than it)."""
     over = {
         "data": {
             "classes": "all" if args.classes == ["all"] else args.classes,
@@ -152,17 +177,44 @@ def main(argv: list[str] | None = None) -> int:
             "test_per_class": None,
         },
         "train": {"device": args.device, "time_budget_s": args.budget},
+        "gpu": {"use": "always" if args.recipe == "gpu" else "never"},
     }
-    over["gpu"] = {"use": "always" if args.recipe == "gpu" else "never"}
-    p = parse_params(deep_merge(base.model_dump(), over))
+    try:
+        p = parse_params(deep_merge(load_params("params.yaml").model_dump(), over))
+    except ParamsError as e:  # the value came from an option (--classes, --device, …), not params.yaml
+        raise ParamsError(not_from_params_yaml(str(e))) from None
     p, recipe = p.recipe_for(resolve_device(args.device).type)
     p = apply_sets(p, args.set)
+    check_runtime(p, planned_train_images(p))
+    return p, recipe
+
+
+def summarise(rows: list[dict], target: float) -> dict:
+    """Median and spread of each number over the timed runs, and how many reached `target`; printed."""
+    hits = [r["time_to_target"] for r in rows if r["time_to_target"] is not None]
+    s = {k: spread([r[k] for r in rows]) for k in ("test_acc", "seconds", "images_per_s", "epochs")}
+    s["time_to_target"] = (
+        {**spread(hits), "reached": f"{len(hits)}/{len(rows)}"} if hits else {"reached": f"0/{len(rows)}"}
+    )
+    print(
+        f"\nmedian of {len(rows)} (min-max): test acc {s['test_acc']['median']:.4f} ({s['test_acc']['min']:.4f}-"
+        f"{s['test_acc']['max']:.4f}), {s['seconds']['median']:.2f} s "
+        f"({s['seconds']['min']:.2f}-{s['seconds']['max']:.2f}), "
+        f"{s['images_per_s']['median']:,.0f} img/s, time to {target}: "
+        + (f"{s['time_to_target']['median']:.2f} s ({s['time_to_target']['reached']} runs)" if hits else "not reached")
+    )
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    p, recipe = recipe_params(args)
     device = resolve_device(p.train.device)
     raw, names = load_raw()
     work = Path(".cache/gpu_bench")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(
-        f"{recipe} recipe on {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: "
-        f"batch {p.train.batch_size}, {p.train.optimizer}, "
+        f"{recipe} recipe on {where}: batch {p.train.batch_size}, {p.train.optimizer}, "
         f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; "
         f"{args.warmup} warm-up run(s), not timed...",
         flush=True,
@@ -179,45 +231,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['images_per_s']:,.0f} img/s  to {args.target}: {hit}",
             flush=True,
         )
-    hits = [r["time_to_target"] for r in rows if r["time_to_target"] is not None]
-    summary = {k: spread([r[k] for r in rows]) for k in ("test_acc", "seconds", "images_per_s", "epochs")}
-    summary["time_to_target"] = (
-        {**spread(hits), "reached": f"{len(hits)}/{len(rows)}"} if hits else {"reached": f"0/{len(rows)}"}
+    summary = summarise(rows, args.target)
+    out = results_path(
+        args.name or f"gpu_recipe_{device.type}_{f'budget{args.budget:g}s' if args.budget else 'epochs'}"
     )
-    s = summary
-    print(
-        f"\nmedian of {len(rows)} (min-max): test acc {s['test_acc']['median']:.4f} ({s['test_acc']['min']:.4f}-"
-        f"{s['test_acc']['max']:.4f}), {s['seconds']['median']:.2f} s "
-        f"({s['seconds']['min']:.2f}-{s['seconds']['max']:.2f}), "
-        f"{s['images_per_s']['median']:,.0f} img/s, time to {args.target}: "
-        + (f"{s['time_to_target']['median']:.2f} s ({s['time_to_target']['reached']} runs)" if hits else "not reached")
-    )
-    name = args.name or f"gpu_recipe_{device.type}_{f'budget{args.budget:g}s' if args.budget else 'epochs'}"
-    out = Path("benchmarks/results") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python -m benchmarks.gpu_recipe", *(sys.argv[1:] if argv is None else argv)]),
-                "device": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else f"cpu ({torch.get_num_threads()} threads)",
-                "torch": torch.__version__,
-                "recipe": recipe,
-                "target": args.target,
-                "summary": summary,
-                "runs": rows,
-                "train": p.train.model_dump(),
-                "augment": p.augment.model_dump(),
-                "model": p.model.model_dump(),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    record = {
+        "command": " ".join(["python -m benchmarks.gpu_recipe", *(sys.argv[1:] if argv is None else argv)]),
+        "device": where,
+        "torch": torch.__version__,
+        "recipe": recipe,
+        "target": args.target,
+        "summary": summary,
+        "runs": rows,
+        "train": p.train.model_dump(),
+        "augment": p.augment.model_dump(),
+        "model": p.model.model_dump(),
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("gpu_recipe", main))

@@ -8,11 +8,27 @@ kernels (1.12x faster on a 2-core EPYC), so the file records both variables and 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 EMULATION_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+RESULTS = Path("benchmarks/results")
+
+
+def results_path(name: str) -> Path:
+    """benchmarks/results/<name>.json for a plain file name, checked before a run spends its time
+    (a name with "../" wrote outside the folder; a 300-character one failed after training)."""
+    from src.errors import ParamsError
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", name):
+        raise ParamsError(
+            f"--name {name[:60]!r}: not a plain file name; allowed: letters, digits, '.', '_' and '-', up to 100 "
+            f"(the results go to {RESULTS}/<name>.json)"
+        )
+    return RESULTS / f"{name}.json"
 
 
 def half_emulation_warning() -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import statistics
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks.record import machine_record, run_cli
+from benchmarks.record import machine_record, results_path, run_cli
 from src.data.cifar import (
     BATCHES_DIR,
     Subset,
@@ -39,7 +40,16 @@ from src.data.cifar import (
     select_subset,
 )
 from src.models import build_model, count_params
-from src.params import SEED_MAX, Params, ParamsError, checked_recipe, load_params, parse_params
+from src.params import (
+    SEED_MAX,
+    Params,
+    ParamsError,
+    checked_recipe,
+    load_params,
+    not_from_params_yaml,
+    parse_params,
+    planned_train_images,
+)
 from src.params import deep_merge as merge
 from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, fit, init_from_data
@@ -170,7 +180,10 @@ def apply_sets(p: Params, sets: list[str], owned: dict[str, str] | None = None, 
         for k in parents:
             node = node.setdefault(k, {})
         node[last] = yaml.safe_load(value)
-        p = parse_params(merge(p.model_dump(), over))
+        try:
+            p = parse_params(merge(p.model_dump(), over))
+        except ParamsError as e:  # the value came from the option, not from params.yaml
+            raise ParamsError(f"{flag} {not_from_params_yaml(str(e))}") from None
     return p
 
 
@@ -185,7 +198,7 @@ def check_args(args: argparse.Namespace, seeds: list[int]) -> None:
     """One line for a value the run could not use (before the data is loaded)."""
     problems = [
         (args.runs < 1, f"--runs {args.runs}: at least 1"),
-        (args.budget <= 0, f"--budget {args.budget:g}: seconds above 0"),
+        (not 0 < args.budget < math.inf, f"--budget {args.budget:g}: seconds above 0, finite"),
         (args.peak_gflops is not None and not args.peak_gflops > 0, f"--peak-gflops {args.peak_gflops}: above 0"),
         (args.epochs is not None and args.epochs < 1, f"--epochs {args.epochs}: at least 1"),
         (len(set(seeds)) < len(seeds), f"--seeds {' '.join(map(str, seeds))}: each seed once (the median counts runs)"),
@@ -195,6 +208,8 @@ def check_args(args: argparse.Namespace, seeds: list[int]) -> None:
     for bad, message in problems:
         if bad:
             raise ParamsError(message)
+    if args.name is not None:
+        results_path(args.name)
 
 
 def build_recipes(args: argparse.Namespace) -> dict[str, Params]:
@@ -253,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else list(range(args.runs))
     check_args(args, seeds)
     recipes = build_recipes(args)
+    for r in args.recipes:  # each recipe's batch against the split, before any of them trains
+        try:
+            checked_recipe(recipes[r], resolve_device(recipes[r].train.device).type, planned_train_images(recipes[r]))
+        except ParamsError as e:
+            if r == "default":
+                raise
+            # the notebook recipe's own value, not params.yaml's
+            raise ParamsError(f"--recipes seed (the notebook's recipe): {not_from_params_yaml(str(e))}") from None
     budget = None if args.epochs else args.budget
     length = f"{args.epochs} epochs" if args.epochs else f"budget {args.budget:.0f} s"
     classes = recipes["default"].data.classes
@@ -298,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     suffix = f"{args.epochs}ep" if args.epochs else f"{args.budget:.0f}s"
     name = args.name or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{suffix}"
-    out_path = Path("benchmarks/results") / f"{name}.json"
+    out_path = results_path(name)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(
         json.dumps(

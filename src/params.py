@@ -530,6 +530,14 @@ def batch_remainder_warning(batch_size: int, n_train: int, nproc: int = 1) -> st
     )
 
 
+def planned_train_images(p: Params) -> int:
+    """How many training images the stats stage will select for `p.data`, before any data exists
+    (CIFAR-10 has 5,000 a class, `val_per_class` of them held out), so a batch larger than the split
+    stops before the data is read, or before a benchmark trains another recipe first."""
+    per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
+    return per_class * len(p.data.class_names)
+
+
 def checked_recipe(p: Params, device_type: str, n_train: int | None) -> tuple[Params, str]:
     """The params of the recipe that trains on a `device_type` and its name (`Params.recipe_for`),
     checked against the runtime and the data (`check_runtime`); an error in a value the GPU recipe

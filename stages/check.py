@@ -7,7 +7,7 @@ so this stage never makes another one rerun."""
 from src import paths
 from src.io import write_text
 from src.models import build_checked, check_filter_layer, freeze_plan, model_section
-from src.params import CIFAR10_CLASSES, TEST_PER_CLASS_MAX, TRAIN_PER_CLASS_MAX, Params, check_index, checked_recipe
+from src.params import TEST_PER_CLASS_MAX, Params, check_index, checked_recipe, planned_train_images
 from src.training.runtime import resolve_device
 from stages._common import run_stage
 
@@ -16,13 +16,11 @@ def main(p: Params) -> None:
     model_section(p.model)  # the chosen model's section, checked against its own params class
     # the GPU recipe's model values too, on any machine: a typo shows before a GPU run needs it
     model_section(p.with_gpu_recipe().model, at="gpu.model")
-    # the data may not exist yet: count what the stats stage will select from CIFAR-10's 5,000 training
-    # and 1,000 test images per class, so a batch larger than the split stops here; the train stage
-    # repeats the check on the real count
-    per_class = p.data.train_per_class or TRAIN_PER_CLASS_MAX - p.data.val_per_class
-    n_classes = len(CIFAR10_CLASSES) if p.data.classes == "all" else len(p.data.classes)
-    # the recipe the train stage will run here: the GPU one where gpu.use says so (always, or auto on CUDA)
-    run, _ = checked_recipe(p, resolve_device(p.train.device).type, n_train=per_class * n_classes)
+    # the data may not exist yet: the count the stats stage will select, so a batch larger than the split
+    # stops here (the train stage repeats the check on the real count); the recipe the train stage will
+    # run here: the GPU one where gpu.use says so (always, or auto on CUDA)
+    n_classes = len(p.data.class_names)
+    run, _ = checked_recipe(p, resolve_device(p.train.device).type, n_train=planned_train_images(p))
     model = build_checked(run.model, n_classes)  # the model's own code runs here first: its mistakes in one line
     freeze_plan(model, run.train.freeze_at)
     check_filter_layer(model, p.visualize.deep_filter_layer, run.model.name)

@@ -109,7 +109,7 @@ def main(p: Params) -> None:
         run_under_torchrun("train", p.train.nproc)  # the processes write everything; this one waits
         return
     check_world_size(p.train.nproc)
-    sub = Subset.load(paths.SUBSET)
+    sub = Subset.load(paths.SUBSET, p.data.class_names)  # by hand after data.classes changed: the old classes
     stats = read_json(paths.STATS, keys=("normalize_mean", "normalize_std"))
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
     dist, device = init_from_env(resolve_device(p.train.device))

@@ -241,7 +241,16 @@ def test_set_reaches_the_default_recipe_and_data_keys_both(tmp_path, monkeypatch
         (["--tta-fractions", "-0.5"], "--tta-fractions: each in [0, 1]"),
         (["--set", "train.seed=3"], "--set train.seed: set by the benchmark itself; use --seeds"),
         (["--set", "foo"], "--set 'foo': expected KEY=VALUE"),
-        (["--set", "train.lr=-1"], "train.lr=-1"),
+        (["--set", "train.lr=-1"], "error: --set train.lr=-1: "),  # the option's value: not "params.yaml:"
+        (["--budget", "inf"], "--budget inf: seconds above 0, finite"),  # it blamed params.yaml's time_budget_s
+        (["--name", "../../tmp/x"], "--name '../../tmp/x': not a plain file name"),  # it wrote outside the folder
+        (["--name", "x" * 300], "not a plain file name; allowed: letters, digits"),  # it failed after training
+        # a batch larger than the split, before either recipe trains (the notebook's failed after the default ran)
+        (["--set", "data.train_per_class=20", "data.val_per_class=10"], "params.yaml: train.batch_size=256: larger"),
+        (
+            ["--set", "data.train_per_class=50", "train.batch_size=32"],
+            "--recipes seed (the notebook's recipe): train.batch_size=128: larger than the training split (100 images)",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, message):

@@ -134,6 +134,15 @@ def test_a_damaged_subset_file_is_one_line(tmp_path):
         with pytest.raises(DataError) as e:
             Subset.load(path)
         assert str(e.value).startswith(f"{path}: not a ") and str(e.value).endswith("(dvc repro -f stats)")
+    # the train stage run by hand after data.classes changed, stats not rerun: it trained on the old classes
+    assert Subset.load(good, ["cat", "dog"]).classes == ["cat", "dog"]
+    for asked in (["cat", "ship"], ["dog", "cat"]):  # other classes, or the same relabelled
+        with pytest.raises(DataError) as e:
+            Subset.load(good, asked)
+        assert str(e.value) == (
+            f"{good}: holds cat, dog, where params.yaml's data.classes asks for {', '.join(asked)}; make it again "
+            "for these: dvc repro (or python -m stages.stats first)"
+        )
 
 
 def test_a_missing_or_damaged_json_input_is_one_line(tmp_path):

@@ -683,3 +683,48 @@ def test_the_gpu_script_names_a_missing_pydantic_before_it_starts(tmp_path):
     r = subprocess.run(["bash", "benchmarks/gpu_all.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("gpu_all.sh: pydantic is missing: pip install") and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--classes", "cat", "dgo"], "data.classes=['cat', 'dgo']: unknown class 'dgo'"),  # was a traceback
+        (["--device", "gpu"], "train.device='gpu': Input should be"),
+        (["--runs", "0"], "argument --runs: 0: allowed at least 1"),  # ran, then failed at the median of nothing
+        (["--warmup", "-3"], "argument --warmup: -3: allowed at least 0"),
+        (["--target", "2"], "--target 2: a test accuracy in (0, 1]"),  # "to 2.0: not reached", exit 0
+        (["--budget", "-5"], "--budget -5: seconds above 0, finite"),
+        (["--name", "../../x"], "--name '../../x': not a plain file name"),  # wrote outside benchmarks/results
+        (["--classes", "cat", "dog", "--train-per-class", "20", "--set", "train.batch_size=64"], "larger than the"),
+    ],
+)
+def test_the_gpu_benchmarks_bad_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    """Each a traceback, or a run that went on, before: now one line and exit 2 before any data is read."""
+    from benchmarks import gpu_recipe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.setattr(gpu_recipe, "load_raw", lambda: pytest.fail("read the data"))
+    argv = args if "--device" in args else [*args, "--device", "cpu"]
+    try:
+        code = gpu_recipe.run_cli("gpu_recipe", gpu_recipe.main, argv)
+    except SystemExit as e:  # argparse's own: its usage line, then the error
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err.splitlines()[-1], err  # argparse's usage lines come first
+    assert err.count("\n") == 1 or err.startswith("usage:"), err
+    assert not (tmp_path / "benchmarks").exists()
+
+
+def test_the_gpu_benchmark_run_as_a_module_answers_in_one_line(tmp_path):
+    """`python -m benchmarks.gpu_recipe` called main() bare: a misspelt class was a 12-line traceback."""
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_recipe", "--classes", "cat", "dgo", "--device", "cpu"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("gpu_recipe: error: data.classes=['cat', 'dgo']: unknown class")
+    assert r.stderr.count("\n") == 1, r.stderr

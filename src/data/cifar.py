@@ -290,7 +290,19 @@ class Subset:
         atomic_torch_save(self.__dict__, path)
 
     @classmethod
-    def load(cls, path: Path) -> Subset:
+    def load(cls, path: Path, classes: list[str] | None = None) -> Subset:
+        """The subset the stats stage saved; with `classes` (params.yaml's), a DataError unless it
+        holds those, in that order (a stage run by hand after data.classes changed, stats not rerun)."""
+        sub = cls._read(path)
+        if classes is not None and sub.classes != list(classes):
+            raise DataError(
+                f"{path}: holds {', '.join(sub.classes)}, where params.yaml's data.classes asks for "
+                f"{', '.join(classes)}; make it again for these: dvc repro (or python -m stages.stats first)"
+            )
+        return sub
+
+    @classmethod
+    def _read(cls, path: Path) -> Subset:
         try:
             d = torch.load(path, weights_only=True)
         except FileNotFoundError:
