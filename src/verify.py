@@ -54,10 +54,23 @@ def _changed_keys(root: Path, stage: str, section: str) -> list[str]:
 
 
 def lock_problems(root: Path) -> list[str]:
-    """`dvc status --json` as one line per changed output, dependency or param (a param by its key)."""
+    """`dvc status --json` as one line per changed output, dependency or param (a param by its key);
+    one line for a dvc.lock that is missing or not YAML (DVC then lists every file as changed)."""
+    import yaml
+
+    try:
+        yaml.safe_load((root / "dvc.lock").read_text())
+    except FileNotFoundError:
+        return ["dvc.lock: missing: no run is recorded to check against (run `dvc repro`, then commit dvc.lock)"]
+    except (OSError, yaml.YAMLError) as exc:
+        from src.params import yaml_error
+
+        why = yaml_error(exc) if isinstance(exc, yaml.YAMLError) else exc.strerror
+        return [f"dvc.lock: not readable ({why}); `git checkout dvc.lock` restores the committed one"]
     r = _run([sys.executable, "-m", "dvc", "status", "--json"], root)
     if r.returncode != 0:
-        return [f"dvc.lock: `dvc status` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"]
+        last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+        return [f"dvc.lock: `dvc status` failed: {last[0].strip()}"]
     files, params = [], []
     roles: dict[tuple[str, str], dict[str, list[str]]] = {}  # (path, state) → {"output"/"input": stages}
     for stage, changes in sorted((json.loads(r.stdout or "{}")).items()):

@@ -150,6 +150,8 @@ def test_damaged_and_unusual_files_get_a_400_naming_what_is_wrong(client):
         "text.png": (_png_with_text_chunk(2_000_000), "a damaged PNG file: it could not be read (Decompressed"),
         "cut.png": (png_bytes(np.zeros((40, 40, 3), np.uint8))[:-30], "a damaged PNG file"),
         "cut.jpg": (png_bytes(np.full((64, 64, 3), 90, np.uint8), "JPEG")[:300], "a damaged JPEG file"),
+        # its header only: Pillow's text named a Python object ("<_io.BytesIO object at 0x7fed…>")
+        "head.png": (b"\x89PNG\r\n\x1a\n", "a damaged PNG file: it could not be read (Pillow cannot identify it)"),
     }
     for name, (data, message) in cases.items():
         r = c.post("/api/analyse", data={"file": (io.BytesIO(data), name)})
@@ -245,7 +247,8 @@ def test_other_bad_input_gets_its_own_message(client):
     for query, message in (
         (f"page={pages}", f"page={pages}: out of range; these {len(lab.test_y)} images fill pages 0–{pages - 1}"),
         ("page=-5", f"page=-5: out of range; these {len(lab.test_y)} images fill pages 0–{pages - 1}"),
-        ("per=0", "per=0: at least 1 image a page"),
+        ("per=0", "per=0: 1 to 500 images a page"),
+        ("per=100000", "per=100000: 1 to 500 images a page"),  # every test image in one answer
         ("which=foo", "which='foo': allowed all, right or wrong"),
         ("order=best", "order='best': allowed index, most or least"),
     ):
@@ -352,7 +355,26 @@ def test_a_host_the_server_cannot_listen_on_is_one_line(monkeypatch, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"explore: error: --host {host}: {why}"), err
         assert err[0].endswith("; allowed: an address of this machine")
-    assert app._unusable_host("127.0.0.1") is None
+    assert app._unusable("127.0.0.1") is None
+
+
+def test_a_port_another_program_listens_on_is_one_line(monkeypatch, capsys):
+    """A busy --port printed the URL as if it served, then Werkzeug's two lines."""
+    import socket
+
+    from src.explorer import app
+
+    monkeypatch.setattr(app, "create_app", lambda root: pytest.fail("a server would start"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert app.main(["--port", str(port), "--root", str(REPO)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [
+        f"explore: error: --port {port}: Address already in use (another program, or an explorer already running, "
+        f"listens there); try another, e.g. --port {port + 1}"
+    ]
 
 
 def test_the_filters_view_on_the_trained_model(repo):

@@ -195,3 +195,17 @@ def test_a_run_on_a_gpu_is_rescored_within_the_tolerance(repo):
         assert problem is None and what.endswith("; the run trained and scored on cuda:0)")
     finally:
         restore(repo)
+
+
+def test_a_missing_or_broken_dvc_lock_is_one_line(tmp_path):
+    """Without dvc.lock, `dvc status` listed all 62 files as changed; a broken one printed `['  2']`."""
+    from src.verify import lock_problems
+
+    assert lock_problems(tmp_path) == [
+        "dvc.lock: missing: no run is recorded to check against (run `dvc repro`, then commit dvc.lock)"
+    ]
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: [1,2\n")
+    assert lock_problems(tmp_path) == [
+        "dvc.lock: not readable (line 3, column 1: expected ',' or ']', but got '<stream end>'); "
+        "`git checkout dvc.lock` restores the committed one"
+    ]

@@ -194,15 +194,17 @@ def filters():
 _port = whole_number(1, 65535)
 
 
-def _unusable_host(host: str) -> str | None:
-    """Why the server could not listen on `host` (not an address, or not one of this machine's), or None."""
+def _unusable(host: str, port: int = 0) -> str | None:
+    """Why the server could not listen on `host` (not an address, or not one of this machine's) or,
+    with `port`, on that port there (another program has it), or None."""
     from werkzeug.serving import select_address_family  # the family the server will listen with
 
     try:
         family, kind, _, _, address = socket.getaddrinfo(
-            host, 0, family=select_address_family(host, 0), type=socket.SOCK_STREAM
+            host, port, family=select_address_family(host, port), type=socket.SOCK_STREAM
         )[0]
         with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a closed one's port is free
             s.bind(address)  # port 0: tries the address, not the port
     except OSError as exc:
         return exc.strerror or str(exc)
@@ -218,8 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.root / "dvc.yaml").is_file():  # a mistyped --root would serve "run dvc repro first"
         print(f"explore: error: --root {args.root}: not this project's repository (no dvc.yaml there)", file=sys.stderr)
         return 2
-    if (why := _unusable_host(args.host)) is not None:  # else the server's start prints only the OS's words
+    if (why := _unusable(args.host)) is not None:  # else the server's start prints only the OS's words
         print(f"explore: error: --host {args.host}: {why}; allowed: an address of this machine", file=sys.stderr)
+        return 2
+    if (why := _unusable(args.host, args.port)) is not None:  # else the URL printed first, as if it served
+        print(
+            f"explore: error: --port {args.port}: {why} (another program, or an explorer already running, "
+            f"listens there); try another, e.g. --port {args.port % 65535 + 1}",
+            file=sys.stderr,
+        )
         return 2
     shown = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address goes in brackets in a URL
     print(f"explore: http://{shown}:{args.port}  (Ctrl-C to stop)", flush=True)

@@ -26,6 +26,7 @@ from src.training.evaluation import read_predictions
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000  # a 48-megapixel phone photo; decoded as RGB, 150 MB
+MAX_PER_PAGE = 500  # test images in one answer of /api/images (the page asks 48)
 
 
 class InputError(ValueError):
@@ -103,7 +104,8 @@ def decode_upload(data: bytes) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         kind = "PNG" if data.startswith(b"\x89PNG\r\n\x1a\n") else "JPEG" if data.startswith(b"\xff\xd8\xff") else None
         if kind:  # its first bytes say what it is: damaged, not something else
-            raise InputError(f"a damaged {kind} file: it could not be read ({str(exc)[:80]})") from None
+            why = "Pillow cannot identify it" if isinstance(exc, UnidentifiedImageError) else str(exc)[:80]
+            raise InputError(f"a damaged {kind} file: it could not be read ({why})") from None
         raise InputError("not a PNG or JPEG image (the file could not be read as a picture)") from None
     kind = "JPEG" if im.format == "MPO" else im.format  # a camera's JPEG with its extra frames (Pillow: MPO)
     if kind not in ("PNG", "JPEG"):
@@ -143,8 +145,8 @@ def list_images(
         raise InputError(f"which={which[:40]!r}: allowed all, right or wrong")
     if order not in ("index", "most", "least"):
         raise InputError(f"order={order[:40]!r}: allowed index, most or least")
-    if per_page < 1:
-        raise InputError(f"per={per_page}: at least 1 image a page")
+    if not 1 <= per_page <= MAX_PER_PAGE:  # every test image in one answer is megabytes of PNGs
+        raise InputError(f"per={per_page}: 1 to {MAX_PER_PAGE} images a page")
     keep = np.ones(len(lab.test_y), dtype=bool)
     if cls:
         keep &= lab.test_y == lab.classes.index(cls)
