@@ -188,3 +188,19 @@ def test_the_normalisation_statistics_come_from_the_training_images_alone():
     assert (stats["mean"], stats["std"]) == (want_mean, want_std) and max(want_mean) < 100 / 255
     assert (stats["normalize_mean"], stats["normalize_std"]) == (want_mean, want_std)  # data.normalize: computed
     assert (stats["train_images"], stats["val_images"], stats["test_images"]) == (6, 6, 6)
+
+
+def test_data_raw_of_other_classes_is_one_line(tmp_path):
+    """batches.meta with other label names in data/raw (the mirror's are checked when it is copied):
+    the stats stage raised ValueError: 'airplane' is not in list."""
+    import pickle
+
+    import pytest
+
+    from src.data.cifar import META_FILE, read_class_names
+    from src.errors import DataError
+
+    names = [f"c{i}" for i in range(10)]
+    (tmp_path / META_FILE).write_bytes(pickle.dumps({"label_names": names}))
+    with pytest.raises(DataError, match=rf"{META_FILE} names the classes \['c0', 'c1', .*; expected CIFAR-10's \["):
+        read_class_names(tmp_path)
