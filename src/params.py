@@ -79,6 +79,12 @@ class DownloadParams(Section):
         return v
 
 
+NORMALIZE_ALLOWED = (
+    "must be 'computed', 'cifar10' or [[mean r,g,b], [std r,g,b]] on the 0-1 pixel scale: "
+    "each mean in [0, 1], each std in (0, 1]"
+)
+
+
 class DataParams(Section):
     classes: Literal["all"] | list[str]
     train_per_class: int | None = Field(ge=1)
@@ -117,10 +123,7 @@ class DataParams(Section):
             or any(not 0 <= m <= 1 for m in v[0])
             or any(not 0 < s <= 1 for s in v[1])
         ):
-            raise ValueError(
-                "must be 'computed', 'cifar10' or [[mean r,g,b], [std r,g,b]] on the 0-1 pixel scale: "
-                "each mean in [0, 1], each std in (0, 1]"
-            )
+            raise ValueError(NORMALIZE_ALLOWED)
         return v
 
     @model_validator(mode="after")
@@ -362,6 +365,10 @@ def _one_line(
     msg = e["msg"].removeprefix("Value error, ")
     if key == "data.classes" and e["type"] in ("literal_error", "list_type"):
         msg = "must be 'all' or a list of CIFAR-10 class names"
+    if key.startswith("data.normalize") and e["type"] != "value_error":  # pydantic names only one union member
+        data = raw.get("data") if isinstance(raw, dict) and not prefix else None
+        whole = data.get("normalize", value) if isinstance(data, dict) else value
+        key, value, msg = "data.normalize", whole, NORMALIZE_ALLOWED
     if isinstance(value, dict):  # a check across keys of one section names its keys itself
         return f"params.yaml: {key}.{msg}"
     return f"params.yaml: {key}={value!r}: {msg}"

@@ -73,6 +73,9 @@ def test_committed_params_are_valid():
         ("model.fast_cnn.whiten_width", True, ["model.fast_cnn.whiten_width=True", "must be a number"]),
         ("model.fast_cnn.widths", [64, True, 256], ["widths=[64, True, 256]", "must be numbers, not booleans"]),
         ("data.normalize", [[0.5, 0.5, True], [0.2] * 3], ["data.normalize=", "must be numbers, not booleans"]),
+        # pydantic named one member of the union: "Input should be 'computed' or 'cifar10'"
+        ("data.normalize", "foo", ["data.normalize='foo': must be 'computed', 'cifar10' or [[mean r,g,b], [std"]),
+        ("data.normalize", [["a"] * 3, [0.2] * 3], ["data.normalize=[['a', 'a', 'a'], [0.2, 0.2, 0.2]]: must be 'co"]),
         ("train.label_smoothing", 1.5, ["train.label_smoothing=1.5", "less than or equal to 1"]),
         ("model.seed_cnn.dropout", -0.1, ["model.seed_cnn.dropout=-0.1", "greater than or equal to 0"]),
         (
