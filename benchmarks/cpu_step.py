@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if "profile" in first:
         print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
     cap = first["cpu_capability"].lower()
-    name = args.name or f"cpu_step_{cap}_{first['precision'].replace(' ', '_')}"
+    name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", f"cpu_step_{cap}_{first['precision']}")  # "NO AVX"
     out = results_path(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

@@ -185,7 +185,13 @@ def recipe_params(args: argparse.Namespace) -> tuple[Params, str]:
         raise ParamsError(not_from_params_yaml(str(e))) from None
     p, recipe = p.recipe_for(resolve_device(args.device).type)
     p = apply_sets(p, args.set)
-    check_runtime(p, planned_train_images(p))
+    try:
+        check_runtime(p, planned_train_images(p))
+    except ParamsError as e:  # the value may come from the gpu section, --device or --set: say which options
+        raise ParamsError(
+            f"{not_from_params_yaml(str(e))} (the {recipe} recipe's value after --device and --set; "
+            "--set changes it, --train-per-class and --classes the split)"
+        ) from None
     return p, recipe
 
 

@@ -470,7 +470,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: PyYAML's merge, its keys may repeat
+                continue
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:  # a list as a key: PyYAML's own error says so
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -483,10 +489,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def yaml_error(exc: yaml.YAMLError) -> str:
-    """PyYAML's error as one line: where (line, column) and what it found, where its text says."""
+    """PyYAML's error as one line: where (line, column) and what it found, where its text says
+    (a reader's error, an unprintable character, has its own words and no line)."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0].strip()
     tab = "; indent with spaces, not tabs" if "'\\t'" in what else ""
     return f"{where}{what}{tab}"
 
@@ -499,7 +506,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML at {yaml_error(exc)}") from None
+        raise ParamsError(f"{path}: not valid YAML: {yaml_error(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:  # a folder of that name, no permission

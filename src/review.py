@@ -94,7 +94,7 @@ def read_at(root: Path, commit: str | None, path: Path) -> Any:
     try:
         return yaml.safe_load(text)  # JSON is YAML
     except yaml.YAMLError as exc:
-        raise ReviewError(f"{path} at {commit or WORKSPACE}: not valid YAML at {yaml_error(exc)}") from None
+        raise ReviewError(f"{path} at {commit or WORKSPACE}: not valid YAML: {yaml_error(exc)}") from None
 
 
 def load_side(root: Path, rev: str) -> Side:

@@ -204,3 +204,32 @@ def test_data_raw_of_other_classes_is_one_line(tmp_path):
     (tmp_path / META_FILE).write_bytes(pickle.dumps({"label_names": names}))
     with pytest.raises(DataError, match=rf"{META_FILE} names the classes \['c0', 'c1', .*; expected CIFAR-10's \["):
         read_class_names(tmp_path)
+
+
+def test_the_train_stage_refuses_a_subset_of_other_classes(tmp_path):
+    """`python -m stages.train` by hand after data.classes changed (stats not rerun) trained on the old classes."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from src.data.cifar import Subset
+    from tests.conftest import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["classes"] = ["cat", "ship"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    x, y = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64)
+    (tmp_path / "data").mkdir()
+    Subset(["cat", "dog"], x, y, x, y, x, y).save(tmp_path / "data/subset.pt")
+    r = subprocess.run(
+        [sys.executable, "-m", "stages.train"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "data/subset.pt: holds cat, dog, where params.yaml's data.classes asks for cat, ship" in r.stderr, r.stderr
+    assert not (tmp_path / "models").exists()

@@ -360,6 +360,7 @@ def test_a_host_the_server_cannot_listen_on_is_one_line(monkeypatch, capsys):
 
 def test_a_port_another_program_listens_on_is_one_line(monkeypatch, capsys):
     """A busy --port printed the URL as if it served, then Werkzeug's two lines."""
+    import errno
     import socket
 
     from src.explorer import app
@@ -375,6 +376,12 @@ def test_a_port_another_program_listens_on_is_one_line(monkeypatch, capsys):
         f"explore: error: --port {port}: Address already in use (another program, or an explorer already running, "
         f"listens there); try another, e.g. --port {port + 1}"
     ]
+    # not every port the bind refuses is taken: a normal user's port 80
+    denied = app._port_trouble(PermissionError(errno.EACCES, "Permission denied"), 80)
+    assert (
+        denied
+        == "--port 80: Permission denied (ports below 1024 need administrator rights); try another, e.g. --port 81"
+    )
 
 
 def test_the_filters_view_on_the_trained_model(repo):

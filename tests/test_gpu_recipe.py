@@ -695,7 +695,11 @@ def test_the_gpu_script_names_a_missing_pydantic_before_it_starts(tmp_path):
         (["--target", "2"], "--target 2: a test accuracy in (0, 1]"),  # "to 2.0: not reached", exit 0
         (["--budget", "-5"], "--budget -5: seconds above 0, finite"),
         (["--name", "../../x"], "--name '../../x': not a plain file name"),  # wrote outside benchmarks/results
-        (["--classes", "cat", "dog", "--train-per-class", "20", "--set", "train.batch_size=64"], "larger than the"),
+        (
+            ["--classes", "cat", "dog", "--train-per-class", "20", "--set", "train.batch_size=64"],
+            "error: train.batch_size=64: larger than the training split (40 images); allowed: ≤ 40 (try 4) (the gpu "
+            "recipe's value after --device and --set; --set changes it",
+        ),
     ],
 )
 def test_the_gpu_benchmarks_bad_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, message):

@@ -338,7 +338,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(ParamsError) as e:
         load_params(tmp_path / "tab.yaml")
     assert str(e.value) == (
-        f"{tmp_path / 'tab.yaml'}: not valid YAML at line {line}, column 1: found character '\\t' that cannot "
+        f"{tmp_path / 'tab.yaml'}: not valid YAML: line {line}, column 1: found character '\\t' that cannot "
         "start any token; indent with spaces, not tabs"
     )
     # a second train: section appended (PyYAML kept the last, and the error named a key it lacked), or a key twice
@@ -353,6 +353,16 @@ def test_bad_yaml_and_missing_file(tmp_path):
     )
     with pytest.raises(ParamsError, match=twice):
         load_params(tmp_path / "key.yaml")
+    # what PyYAML read before the duplicate check stays read: a merge key (<<), an unhashable key's own error
+    (tmp_path / "merge.yaml").write_text("a: &b {x: 1}\nd: {<<: *b, x: 2}\n")
+    with pytest.raises(ParamsError, match="unknown key 'a'"):  # parsed, then refused by the schema
+        load_params(tmp_path / "merge.yaml")
+    (tmp_path / "list.yaml").write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ParamsError, match=r"list.yaml: not valid YAML: line 1, column 3: found unhashable key$"):
+        load_params(tmp_path / "list.yaml")
+    (tmp_path / "ctrl.yaml").write_text("a: \x01\n")  # no line from PyYAML: the message has no "at"
+    with pytest.raises(ParamsError, match=r"ctrl.yaml: not valid YAML: unacceptable character #x0001: special"):
+        load_params(tmp_path / "ctrl.yaml")
     (tmp_path / "folder.yaml").mkdir()  # a traceback (IsADirectoryError)
     with pytest.raises(
         ParamsError, match=r"folder.yaml: cannot be read \(Is a directory\); it must be the params file"

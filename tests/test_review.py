@@ -454,6 +454,6 @@ def test_a_file_that_is_not_yaml_is_named_with_its_line(tmp_path):
     with pytest.raises(ReviewError) as e:
         read_at(tmp_path, None, Path("params.yaml"))
     assert str(e.value) == (
-        "params.yaml at workspace: not valid YAML at line 3, column 1: found character '\\t' that cannot "
+        "params.yaml at workspace: not valid YAML: line 3, column 1: found character '\\t' that cannot "
         "start any token; indent with spaces, not tabs"
     )

@@ -11,6 +11,7 @@ crash: no model yet, a checkpoint of another class list, a non-image or oversize
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import sys
 from collections.abc import Callable
@@ -194,9 +195,9 @@ def filters():
 _port = whole_number(1, 65535)
 
 
-def _unusable(host: str, port: int = 0) -> str | None:
+def _unusable(host: str, port: int = 0) -> OSError | None:
     """Why the server could not listen on `host` (not an address, or not one of this machine's) or,
-    with `port`, on that port there (another program has it), or None."""
+    with `port`, on that port there (another program has it, or it needs administrator rights)."""
     from werkzeug.serving import select_address_family  # the family the server will listen with
 
     try:
@@ -204,11 +205,23 @@ def _unusable(host: str, port: int = 0) -> str | None:
             host, port, family=select_address_family(host, port), type=socket.SOCK_STREAM
         )[0]
         with socket.socket(family, kind) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a closed one's port is free
+            # as the server binds: a closed server's port is free again; on Windows SO_REUSEADDR would
+            # take a port that another program listens on, so there the test asks for it alone
+            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+            s.setsockopt(socket.SOL_SOCKET, exclusive or socket.SO_REUSEADDR, 1)
             s.bind(address)  # port 0: tries the address, not the port
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return exc
     return None
+
+
+def _port_trouble(exc: OSError, port: int) -> str:
+    """The line for a port the server could not listen on."""
+    why = {
+        errno.EADDRINUSE: " (another program, or an explorer already running, listens there)",
+        errno.EACCES: " (ports below 1024 need administrator rights)",
+    }.get(exc.errno, "")
+    return f"--port {port}: {exc.strerror or exc}{why}; try another, e.g. --port {port % 65535 + 1}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,15 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.root / "dvc.yaml").is_file():  # a mistyped --root would serve "run dvc repro first"
         print(f"explore: error: --root {args.root}: not this project's repository (no dvc.yaml there)", file=sys.stderr)
         return 2
-    if (why := _unusable(args.host)) is not None:  # else the server's start prints only the OS's words
+    if (exc := _unusable(args.host)) is not None:  # else the server's start prints only the OS's words
+        why = exc.strerror or exc
         print(f"explore: error: --host {args.host}: {why}; allowed: an address of this machine", file=sys.stderr)
         return 2
-    if (why := _unusable(args.host, args.port)) is not None:  # else the URL printed first, as if it served
-        print(
-            f"explore: error: --port {args.port}: {why} (another program, or an explorer already running, "
-            f"listens there); try another, e.g. --port {args.port % 65535 + 1}",
-            file=sys.stderr,
-        )
+    if (exc := _unusable(args.host, args.port)) is not None:  # else the URL printed first, as if it served
+        print(f"explore: error: {_port_trouble(exc, args.port)}", file=sys.stderr)
         return 2
     shown = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address goes in brackets in a URL
     print(f"explore: http://{shown}:{args.port}  (Ctrl-C to stop)", flush=True)
