@@ -92,6 +92,7 @@ def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
         "class_set": tuple(sorted(ev.get("per_class_acc") or {})),  # the same classes reordered: one task
         "macro_f1": _number(ev, "macro_f1"),
         "best_val_acc": _number(tr, "best_val_acc"),
+        "processor": tr.get("processor"),  # not a column: the like-for-like note names it
         **{k: _number(tr, k) if k in NUMBERS else tr.get(k) for k in COLUMNS if k != "test_acc"},
     }
 
@@ -117,7 +118,12 @@ def not_like_for_like(rows: list[dict]) -> list[str]:
         )
     machine = [
         f"{what} ({', '.join(sorted(map(str, vals)))})"
-        for key, what in (("device", "devices"), ("precision", "precisions"), ("threads", "thread counts"))
+        for key, what in (
+            ("device", "devices"),
+            ("processor", "processors"),
+            ("precision", "precisions"),
+            ("threads", "thread counts"),
+        )
         if len(vals := {r[key] for r in done if r.get(key) is not None}) > 1
     ]
     if machine:

@@ -180,16 +180,19 @@ def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
         lines.append(f"other test sets: {images[0]:,} against {images[1]:,} test images")
     if lines:
         unmarked |= {*SCORED_ROWS, "accuracy: "}
-    # the keys both runs record (an older commit lacks cpu_capability): any that differ
-    keys = ("device", "precision", "cpu_capability", "threads")
+    # the keys both runs record (older commits lack cpu_capability, processor): any that differ
+    keys = ("device", "precision", "cpu_capability", "processor", "threads")
     machine = [{k: s.metric(paths.TRAIN_METRICS, k) for k in keys} for s in (base, head)]
     shared = [k for k in keys if machine[0][k] is not None and machine[1][k] is not None]
-    if any(machine[0][k] != machine[1][k] for k in shared):
+    differ = {k for k in shared if machine[0][k] != machine[1][k]}
+    if differ:
         a, b = (" ".join(_machine_word(k, m[k]) for k in shared) for m in machine)
-        alike = all(machine[0][k] == machine[1][k] for k in shared if k != "threads")
-        what = "another thread count" if alike else "another machine or precision"
-        lines.append(f"{what}: {a} against {b} — the times are not comparable")
-        unmarked |= set(TIMED_ROWS)
+        what = "another thread count" if differ == {"threads"} else "another machine or precision"
+        # other kernels or another precision round differently: the scores move a few tenths on their own
+        rounding = differ & {"device", "precision", "cpu_capability"}
+        also = ", nor the scores to a few tenths of a point (other kernels round differently)" if rounding else ""
+        lines.append(f"{what}: {a} against {b} — the times are not comparable{also}")
+        unmarked |= set(TIMED_ROWS) | ({*SCORED_ROWS, "accuracy: "} if rounding else set())
     for s in (base, head):
         steps = s.metric(paths.TRAIN_METRICS, "steps")
         if isinstance(steps, int) and steps < FEW_STEPS:
@@ -302,9 +305,11 @@ def _no_metrics(s: Side) -> str:
     )
 
 
-def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
-    """The review as Markdown, the charts linked by file name (they sit beside it)."""
+def markdown(base: Side, head: Side, charts: list[tuple[str, str]], about: str | None = None) -> str:
+    """The review as Markdown, the charts linked by file name (they sit beside it); `about`, a line
+    under the title saying what the head is (on a pull request: its commit and the CI run)."""
     lines = [f"## Review: {_rev_line(head)} against {_rev_line(base)}", ""]
+    lines += [about, ""] if about else []
     changed = param_rows(base, head)
     lines += ["### Params that differ", ""]
     lines += _table(("param", base.label, head.label), changed) if changed else ["None: the same params.yaml."]
@@ -330,9 +335,9 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def review(root: Path, base_rev: str, head_rev: str, out: Path) -> tuple[Path, int]:
+def review(root: Path, base_rev: str, head_rev: str, out: Path, about: str | None = None) -> tuple[Path, int]:
     """Write the review of `head_rev` against `base_rev` to out/review.md and its charts beside it:
-    (the Markdown's path, how many charts it links)."""
+    (the Markdown's path, how many charts it links); `about` as in `markdown`."""
     base, head = load_side(root, base_rev), load_side(root, head_rev)
     if base.commit == head.commit and (base.commit is not None or base_rev == head_rev):
         same = "the workspace" if base.commit is None else f"commit {base.commit[:7]}"
@@ -342,7 +347,7 @@ def review(root: Path, base_rev: str, head_rev: str, out: Path) -> tuple[Path, i
         out.mkdir(parents=True, exist_ok=True)
         charts = render_charts(specs, out)
         with atomic_path(out / "review.md") as tmp:
-            tmp.write_text(markdown(base, head, charts))
+            tmp.write_text(markdown(base, head, charts, about))
     except OSError as exc:
         raise ReviewError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     return out / "review.md", len(charts)
@@ -353,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("base", nargs="?", default="main", help="the revision reviewed against (default: main)")
     ap.add_argument("head", nargs="?", default=WORKSPACE, help="the revision under review (default: workspace)")
     ap.add_argument("--out", type=Path, default=Path("review"), help="the folder for review.md and its charts")
+    ap.add_argument("--about", help="a line under the title: what the head is (a PR's commit, the CI run's address)")
     args = ap.parse_args(argv)
     try:
-        path, n_charts = review(Path.cwd(), args.base, args.head, args.out)
+        path, n_charts = review(Path.cwd(), args.base, args.head, args.out, args.about)
     except ReviewError as exc:
         print(f"review: error: {exc}", file=sys.stderr)
         return 2

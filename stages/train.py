@@ -15,7 +15,7 @@ from src.params import Params, checked_recipe
 from src.training.checkpoints import fingerprint, save_checkpoint
 from src.training.distributed import Dist, check_world_size, init_from_env, under_torchrun
 from src.training.loop import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
-from src.training.runtime import resolve_device
+from src.training.runtime import processor_name, resolve_device
 from stages._common import run_stage
 from stages._parallel import cpu_threads, run_under_torchrun
 
@@ -63,6 +63,7 @@ def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str, trai
         "precision": rt.precision,
         "device": str(rt.device),
         "cpu_capability": rt.cpu_capability,
+        "processor": processor_name(rt.device),  # two runs' seconds compare only on one machine
         "threads": rt.threads,
         "processes": p.train.nproc,
         "model": p.model.name,

@@ -279,6 +279,19 @@ def test_points_are_labelled_with_what_differs_and_their_name():
     plt.close(fig)
 
 
+def test_runs_on_other_processors_are_not_like_for_like():
+    """Two students' laptops, the same kernels and threads: their seconds sat side by side unremarked
+    (train.json records the processor now; a run that does not say is no evidence either way)."""
+    rows = experiments(exp_show([("a", {"train": {"lr": 0.02}}, 0.9, 40.0), ("b", {"train": {"lr": 0.04}}, 0.9, 60.0)]))
+    rows[1]["processor"], rows[2]["processor"] = "AMD Ryzen 5 5600U", "Intel(R) Core(TM) i5-8250U CPU @ 1.60GHz"
+    assert not_like_for_like(rows) == [
+        "other processors (AMD Ryzen 5 5600U, Intel(R) Core(TM) i5-8250U CPU @ 1.60GHz): seconds and images/s "
+        "compare only between runs alike in these"
+    ]
+    rows[2]["processor"] = None
+    assert not_like_for_like(rows) == []
+
+
 def test_what_is_not_like_for_like_is_said_under_the_table(tmp_path, capsys):
     """Runs on other classes, or with other thread counts, sat in one table as if comparable (the
     review said so; compare did not)."""

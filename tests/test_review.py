@@ -377,7 +377,8 @@ def test_runs_that_are_not_like_for_like_are_said_so_and_lose_their_marks():
     notes, _ = caveats(base, head)
     assert notes == [
         "other test sets: 3,000 against 300 test images",
-        "another machine or precision: cpu fp32 AVX2 against cpu bf16 AVX512 — the times are not comparable",
+        "another machine or precision: cpu fp32 AVX2 against cpu bf16 AVX512 — the times are not comparable, nor "
+        "the scores to a few tenths of a point (other kernels round differently)",
         "`tiny` trained 1 step only: its scores say little",
     ]
     rows = {row[0]: row[1:] for row in metric_rows(base, head)}
@@ -390,6 +391,37 @@ def test_runs_that_are_not_like_for_like_are_said_so_and_lose_their_marks():
     assert caveats(base, other)[0] == [
         "other classes: airplane, automobile, bird against cat, dog — two tasks, not one run better"
     ]
+
+
+def test_another_cpu_model_is_another_machine_and_other_kernels_unmark_the_scores():
+    """A PR's run on a GitHub runner against the committed run from the instructor's machine: the same
+    kernels and precision, so the review said nothing and marked the runner's images/s 🔻. And a run
+    with other kernels kept ✅/🔻 on its scores, which those kernels alone move by a few tenths."""
+    from src import paths
+    from src.review import Side, caveats, metric_rows
+
+    ev, tr, tm = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
+    run = {"device": "cpu", "precision": "fp32", "cpu_capability": "AVX2", "threads": 2, "steps": 312}
+
+    def side(label: str, acc: float, ips: float, **machine) -> Side:
+        return Side(label, None, {
+            ev: {"test_acc": acc, "test_images": 3000, "per_class_acc": {"cat": acc, "dog": acc}},
+            tr: {**run, **machine},
+            tm: {"seconds": 100.0, "images_per_s": ips},
+        })  # fmt: skip
+
+    base = side("main", 0.90, 660.0, processor="AMD EPYC")
+    runner = side("workspace", 0.91, 520.0, processor="AMD EPYC 7763 64-Core Processor")
+    notes, unmarked = caveats(base, runner)
+    assert notes == [
+        "another machine or precision: cpu fp32 AVX2 AMD EPYC 2 threads against cpu fp32 AVX2 AMD EPYC 7763 "
+        "64-Core Processor 2 threads — the times are not comparable"
+    ]
+    rows = {row[0]: row[1:] for row in metric_rows(base, runner)}
+    assert rows["images/s"][2] == "−140" and rows["test accuracy"][2] == "+0.0100 ✅"  # the scores compare
+    avx512 = side("workspace", 0.91, 900.0, processor="AMD EPYC", cpu_capability="AVX512")
+    rows = {row[0]: row[1:] for row in metric_rows(base, avx512)}
+    assert rows["test accuracy"][2] == "+0.0100" and rows["accuracy: cat"][2] == "+0.0100"  # no ✅ from the kernels
 
 
 def test_a_few_step_run_or_an_older_record_of_the_machine_still_loses_the_marks():
@@ -418,7 +450,10 @@ def test_a_few_step_run_or_an_older_record_of_the_machine_still_loses_the_marks(
         None,
         {tr: {"steps": 312, "device": "cuda", "precision": "bf16", "cpu_capability": "AVX512", "threads": 8}},
     )
-    want = "another machine or precision: cpu fp32 2 threads against cuda bf16 8 threads — the times are not comparable"
+    want = (
+        "another machine or precision: cpu fp32 2 threads against cuda bf16 8 threads — the times are not comparable, "
+        "nor the scores to a few tenths of a point (other kernels round differently)"
+    )
     assert caveats(old, gpu)[0] == [want]
     # the same machine, one thread per queue worker: it read "another machine or precision … 1 threads"
     queued = Side("q", None, {tr: {"steps": 312, "device": "cpu", "precision": "fp32", "threads": 1}})
@@ -457,3 +492,14 @@ def test_a_file_that_is_not_yaml_is_named_with_its_line(tmp_path):
         "params.yaml at workspace: not valid YAML: line 3, column 1: found character '\\t' that cannot "
         "start any token; indent with spaces, not tabs"
     )
+
+
+def test_the_review_can_say_what_its_head_is():
+    """On a pull request the head is the workspace: the comment named no commit and no run."""
+    from src.review import Side, markdown
+
+    base, head = Side("origin/main", "abc1234def", {}), Side("workspace", None, {})
+    about = "The PR's head 1234567 merged into main; run https://github.com/o/r/actions/runs/1"
+    md = markdown(base, head, [], about)
+    assert md.splitlines()[:3] == ["## Review: `workspace` against `origin/main` (abc1234)", "", about]
+    assert about not in markdown(base, head, [])

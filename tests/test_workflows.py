@@ -78,7 +78,12 @@ def test_the_test_workflow_and_ci_run_the_same_checks():
 def test_the_review_workflow_follows_the_cml_convention():
     wf = yaml.safe_load((WORKFLOWS / "review.yml").read_text())
     assert wf[True] == {"pull_request": None, "push": {"branches": ["main"]}}
-    assert wf["permissions"]["pull-requests"] == "write"
+    # the comment's write permission on the review job only, not on the job that downloads CIFAR-10
+    assert wf["permissions"] == {"contents": "read"}
+    assert wf["jobs"]["review"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+    # a step's timeout fails the step, so the failure steps still post; the job's timeout would cancel them
+    repro = next(s for s in wf["jobs"]["review"]["steps"] if "dvc repro" in s.get("run", ""))
+    assert repro["timeout-minutes"] < wf["jobs"]["review"]["timeout-minutes"]
     steps = _steps("review.yml")
     assert "iterative/setup-cml" in steps
     assert "dvc pull" in steps and "dvc repro" in steps
@@ -93,7 +98,7 @@ def test_the_review_workflow_follows_the_cml_convention():
     assert '>> "$GITHUB_STEP_SUMMARY"' in steps
 
 
-@pytest.mark.parametrize("log", ["check", "none"])
+@pytest.mark.parametrize("log", ["check", "none", "traceback"])
 def test_a_failed_run_posts_its_error_lines_in_the_same_comment(tmp_path, log):
     """A PR whose run fails (a misspelt class) got a red X and no comment. The failure steps write
     the run's error lines (or, before dvc repro, where to look) as the review and post them with the
@@ -127,6 +132,11 @@ def test_a_failed_run_posts_its_error_lines_in_the_same_comment(tmp_path, log):
             "not a CIFAR-10 class (did you mean 'dog'?)\nERROR: failed to reproduce 'check': failed to run: "
             "python -m stages.check, exited with 2\n"
         )
+    if log == "traceback":  # an uncaught exception: its last line was left out, only DVC's ERROR kept
+        (tmp_path / "run.log").write_text(
+            "Running stage 'train':\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+            "RuntimeError: mat1 and mat2 shapes cannot be multiplied\nERROR: failed to reproduce 'train'\n"
+        )
     summary = tmp_path / "summary.md"
     env = {"PATH": "/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(summary)}
     r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", write["run"]], cwd=tmp_path, env=env)
@@ -136,6 +146,8 @@ def test_a_failed_run_posts_its_error_lines_in_the_same_comment(tmp_path, log):
     if log == "check":
         assert "check: error: params.yaml: data.classes: 'dgo' is not a CIFAR-10 class" in md
         assert "ERROR: failed to reproduce 'check'" in md and "Running stage" not in md
+    elif log == "traceback":
+        assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in md and "ERROR: failed" in md
     else:
         assert "stopped before `dvc repro`" in md
 

@@ -6,6 +6,7 @@ import functools
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -197,6 +198,22 @@ def setup_runtime(tc: TrainParams, device: torch.device) -> Runtime:
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         half=half,
     )
+
+
+def processor_name(device: torch.device) -> str | None:
+    """The chip a run trained on, for telling machines apart in a review: the GPU's name, or the
+    CPU's model ("AMD EPYC 7763 64-Core Processor"); None where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    try:  # Linux
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None  # Windows: "Intel64 Family 6 …"; macOS: only "arm" or "i386"
 
 
 def autocast_for(device: torch.device, amp: bool):
