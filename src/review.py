@@ -118,7 +118,8 @@ def load_side(root: Path, rev: str) -> Side:
     side = Side(rev[:12] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev, commit)  # a full hash: 40 digits a header
     for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):
         side.files[path.as_posix()] = read_at(root, commit, path)
-    stale = not_as_run(side.files[PARAMS.as_posix()], read_at(root, commit, LOCK))
+    side.files[LOCK.as_posix()] = read_at(root, commit, LOCK)
+    stale = not_as_run(side.files[PARAMS.as_posix()], side.files[LOCK.as_posix()])
     if stale:
         fix = "run `dvc repro` first" if commit is None else "an unfinished run, or params committed without one"
         raise ReviewError(
@@ -135,6 +136,35 @@ def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
         (c["key"], _value(c["before"], c["before_set"]), _value(c["after"], c["after_set"]))
         for c in changed_params(before, after)
     ]
+
+
+def _code_deps(lock: Any) -> dict[str, tuple[str, list[str]]]:
+    """{path: (md5, stages)} for what dvc.lock's stages read that no stage makes: the code (and any
+    file a user adds as a dep), not the data and results passed between stages, nor params.yaml."""
+    stages = (lock or {}).get("stages") or {} if isinstance(lock, dict) else {}
+    made = {o.get("path") for st in stages.values() for o in st.get("outs") or [] if isinstance(o, dict)}
+    deps: dict[str, tuple[str, list[str]]] = {}
+    for name, st in stages.items():
+        for d in st.get("deps") or []:
+            path = d.get("path") if isinstance(d, dict) else None
+            if path and path not in made and path != PARAMS.as_posix():
+                deps.setdefault(path, (str(d.get("md5") or d.get("hash")), []))[1].append(name)
+    return deps
+
+
+def code_changes(base: Side, head: Side) -> list[str]:
+    """The code the stages read that differs between the two runs, a line a path with its stages
+    (from each side's dvc.lock): what a PR that changes no param changed."""
+    b, h = (_code_deps(s.files.get(LOCK.as_posix())) for s in (base, head))
+    if not b or not h:  # a side without dvc.lock: nothing to compare
+        return []
+    lines = []
+    for path in sorted(b.keys() | h.keys()):
+        stages = h.get(path, b.get(path))[1]
+        how = "added" if path not in b else "removed" if path not in h else "changed"
+        if how != "changed" or b[path][0] != h[path][0]:
+            lines.append(f"`{path}` {how} (read by {', '.join(stages)})")
+    return lines
 
 
 def _value(v: Any, present: bool) -> str:
@@ -313,6 +343,9 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]], about: str |
     changed = param_rows(base, head)
     lines += ["### Params that differ", ""]
     lines += _table(("param", base.label, head.label), changed) if changed else ["None: the same params.yaml."]
+    code = code_changes(base, head)
+    if code:  # a PR that changes a model file, not a param, said only "None" above
+        lines += ["", "### Code the stages read that differs", ""] + [f"- {c}" for c in code]
     lines += ["", "### Metrics", ""]
     lines += _table(("metric", base.label, head.label, "change"), metric_rows(base, head))
     lines += [line for why in map(_no_metrics, (base, head)) if why for line in ("", why)]

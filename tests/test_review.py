@@ -503,3 +503,33 @@ def test_the_review_can_say_what_its_head_is():
     md = markdown(base, head, [], about)
     assert md.splitlines()[:3] == ["## Review: `workspace` against `origin/main` (abc1234)", "", about]
     assert about not in markdown(base, head, [])
+
+
+def test_a_pr_that_changes_code_not_params_says_which_code():
+    """A student's PR that edits a model file: the review said only "None: the same params.yaml"."""
+    from src.review import LOCK, Side, code_changes, markdown
+
+    def lock(model_md5: str, extra: dict | None = None) -> dict:
+        deps = [
+            {"path": "data/subset.pt", "md5": "d1"},  # made by stats: a result, not code
+            {"path": "src/models", "md5": model_md5 + ".dir"},
+            {"path": "stages/train.py", "md5": "t1"},
+            *([extra] if extra else []),
+        ]
+        return {
+            "stages": {
+                "stats": {"deps": [{"path": "src/data/cifar.py", "md5": "c1"}], "outs": [{"path": "data/subset.pt"}]},
+                "train": {"deps": deps, "params": {"params.yaml": {}}, "outs": [{"path": "models/best.pt"}]},
+                "evaluate": {"deps": [{"path": "src/models", "md5": model_md5 + ".dir"}]},
+            }
+        }
+
+    base = Side("origin/main", "abc1234def", {LOCK.as_posix(): lock("m1")})
+    head = Side("workspace", None, {LOCK.as_posix(): lock("m2", {"path": "src/extra.py", "md5": "e1"})})
+    assert code_changes(base, head) == [
+        "`src/extra.py` added (read by train)",
+        "`src/models` changed (read by train, evaluate)",
+    ]
+    md = markdown(base, head, [])
+    assert "None: the same params.yaml.\n\n### Code the stages read that differs\n\n- `src/extra.py` added" in md
+    assert code_changes(base, base) == [] and code_changes(base, Side("old", "f00", {})) == []
