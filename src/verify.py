@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from src import paths
 
@@ -37,16 +38,12 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def _changed_keys(root: Path, stage: str, section: str) -> list[str]:
-    """The params.yaml keys under `section` whose value differs from what dvc.lock recorded for `stage`."""
-    import yaml
-
+def _changed_keys(lock: Any, new: Any, stage: str, section: str) -> list[str]:
+    """The params.yaml keys under `section` whose value differs from what dvc.lock recorded for `stage`
+    (`lock` and `new`, params.yaml, as `lock_problems` read them once; `new` None where unreadable)."""
     from src.params import not_as_run
 
-    try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text())
-        new = yaml.safe_load((root / "params.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+    if new is None:
         return [section]
     # the lock holds only the stage's own sections (or dotted keys such as evaluate.batch_size)
     keys = [k for k in not_as_run(new, lock, (stage,)) if k == section or k.startswith(section + ".")]
@@ -59,7 +56,7 @@ def lock_problems(root: Path) -> list[str]:
     import yaml
 
     try:
-        yaml.safe_load((root / "dvc.lock").read_text())
+        lock = yaml.safe_load((root / "dvc.lock").read_text())
     except FileNotFoundError:
         return ["dvc.lock: missing: no run is recorded to check against (run `dvc repro`, then commit dvc.lock)"]
     except (OSError, yaml.YAMLError) as exc:
@@ -71,6 +68,10 @@ def lock_problems(root: Path) -> list[str]:
     if r.returncode != 0:
         last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         return [f"dvc.lock: `dvc status` failed: {last[0].strip()}"]
+    try:  # once for every changed section below (each read it and dvc.lock again)
+        new = yaml.safe_load((root / "params.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        new = None
     files, params = [], []
     roles: dict[tuple[str, str], dict[str, list[str]]] = {}  # (path, state) → {"output"/"input": stages}
     for stage, changes in sorted((json.loads(r.stdout or "{}")).items()):
@@ -85,7 +86,7 @@ def lock_problems(root: Path) -> list[str]:
                             f"{path}: {key} {how} since the run dvc.lock records (stage {stage}): the "
                             "results are not of these params"
                             for section, how in state.items()
-                            for key in _changed_keys(root, stage, section)
+                            for key in _changed_keys(lock, new, stage, section)
                         ]
                     else:
                         what = "output" if "out" in kind else "input"
