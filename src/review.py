@@ -31,6 +31,7 @@ import yaml
 from src import paths
 from src.compare import show_value
 from src.io import atomic_path
+from src.lab_report.changes import TIMING_SPREAD, sampling_noise, score_counts, score_noise
 from src.lab_report.gather import git_show
 from src.params import FEW_STEPS, changed_params, not_as_run, yaml_error
 from src.verify import failed_run_error, resolve, unresolved
@@ -116,7 +117,7 @@ def load_side(root: Path, rev: str) -> Side:
                 )
             )
     side = Side(rev[:12] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev, commit)  # a full hash: 40 digits a header
-    for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING):
+    for path in (PARAMS, paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING, paths.STATS):
         side.files[path.as_posix()] = read_at(root, commit, path)
     side.files[LOCK.as_posix()] = read_at(root, commit, LOCK)
     stale = not_as_run(side.files[PARAMS.as_posix()], side.files[LOCK.as_posix()])
@@ -171,27 +172,44 @@ def _value(v: Any, present: bool) -> str:
     return show_value(v) if present else "(absent)"
 
 
-def _delta(before: Any, after: Any, fmt: str, better: int) -> str:
+def _delta(before: Any, after: Any, fmt: str, better: int, noise: float | None = None) -> str:
+    """The change as text, ✅/🔻 by `better` (+1 higher is better, -1 lower, 0 neither), or ≈ where
+    it is smaller than `noise`."""
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)):
         return "" if before == after else "changed"
     d = after - before
     if d == 0:
         return "="
     text = ("+" if d > 0 else "−") + fmt.format(abs(d))
+    if better and noise is not None and abs(d) < noise:
+        return text + " ≈"
     return text + ("" if not better else " ✅" if d * better > 0 else " 🔻")
+
+
+def _counts(side: Side) -> dict[str, Any]:
+    """The images each of the side's scores is a share of (`score_counts`)."""
+    return score_counts(side.files.get(paths.EVAL_METRICS.as_posix()), side.files.get(paths.STATS.as_posix()))
 
 
 def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
     """(metric, before, after, delta) for the review's metrics, then one row per class; no ✅/🔻
-    where the two runs are not like for like (`caveats`)."""
+    where the two runs are not like for like (`caveats`), ≈ for a score that moved less than its
+    sampling noise (`sampling_noise`)."""
     _, unmarked = caveats(base, head)
+    nb, nh = _counts(base), _counts(head)
     rows = []
     for label, path, key, fmt, better in METRICS:
         b, h = base.metric(path, key), head.metric(path, key)
-        rows.append((label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, 0 if label in unmarked else better)))
+        noise = score_noise(key, b, h, [nb, nh])
+        rows.append(
+            (label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, 0 if label in unmarked else better, noise))
+        )
     per_class = 0 if "accuracy: " in unmarked else 1
     for cls, b, h in class_pairs(base, head):
-        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", per_class)))
+        noise = sampling_noise(b, h, nb["class"], nh["class"])
+        rows.append(
+            (f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", per_class, noise))
+        )
     return rows
 
 
@@ -231,6 +249,28 @@ def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
     return lines, unmarked
 
 
+def noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) -> str:
+    """The line under the metrics table that says what its ≈ marks mean (scores, times or both)."""
+    level = {r[0] for r in rows if r[3].endswith(" ≈")}
+    parts = []
+    if level - set(TIMED_ROWS):
+        b, h = (s.metric(paths.EVAL_METRICS, "test_acc") for s in (base, head))
+        band = sampling_noise(b, h, _counts(base)["test"], _counts(head)["test"])
+        here = f" (±{band * 100:.2f} points for this test accuracy)" if band is not None else ""
+        parts.append(
+            "a score moved less than one standard error of the difference, √(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂) "
+            f"over each run's n images{here}: runs that differ only in their seed differ by about that much, "
+            "so one run each cannot say which is better; compare the median of ≥ 3 seeds each (two more a side: "
+            "`dvc exp run --queue -S 'train.seed=1,2'`, then `dvc queue start`)"
+        )
+    if level & set(TIMED_ROWS):
+        parts.append(
+            f"a time or speed moved less than {TIMING_SPREAD:.0%}, as much as runs of one commit on one machine "
+            "differ; `python -m benchmarks.cpu_step` times two settings in turn"
+        )
+    return "≈ within the noise: " + "; ".join(parts) + "."
+
+
 def _machine_word(key: str, value: Any) -> str:
     """One value of a run's machine as the caveat prints it: "fp32", "AVX2", "1 thread", "2 threads"."""
     return f"{value} thread{'s' * (value != 1)}" if key == "threads" else str(value)
@@ -246,12 +286,17 @@ def class_pairs(base: Side, head: Side) -> list[tuple[str, float | None, float |
     return [(c, b.get(c), h.get(c)) for c in dict.fromkeys([*b, *h])]
 
 
-def better_worse(base: Side, head: Side) -> tuple[list[str], list[str]]:
-    """The classes whose test accuracy rose and fell, largest change first, as 'cat +0.020 (0.850 → 0.870)'."""
+def better_worse(base: Side, head: Side) -> tuple[list[str], list[str], list[str]]:
+    """The classes whose test accuracy rose and fell by more than its sampling noise, largest change
+    first, as 'cat +0.020 (0.850 → 0.870)', and the classes that moved less (by name)."""
+    nb, nh = _counts(base)["class"], _counts(head)["class"]
     moved = [(c, h - b, b, h) for c, b, h in class_pairs(base, head) if b is not None and h is not None and h != b]
     moved.sort(key=lambda m: -abs(m[1]))
+    noisy = {m[0] for m in moved if abs(m[1]) < (sampling_noise(m[2], m[3], nb, nh) or 0)}
     line = lambda m: f"{m[0]} {'+' if m[1] > 0 else '−'}{abs(m[1]):.3f} ({m[2]:.3f} → {m[3]:.3f})"
-    return [line(m) for m in moved if m[1] > 0], [line(m) for m in moved if m[1] < 0]
+    clear = [m for m in moved if m[0] not in noisy]
+    level = [c for c, *_ in moved if c in noisy]
+    return [line(m) for m in clear if m[1] > 0], [line(m) for m in clear if m[1] < 0], level
 
 
 def chart_titles(root: Path) -> list[str]:
@@ -347,18 +392,21 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]], about: str |
     if code:  # a PR that changes a model file, not a param, said only "None" above
         lines += ["", "### Code the stages read that differs", ""] + [f"- {c}" for c in code]
     lines += ["", "### Metrics", ""]
-    lines += _table(("metric", base.label, head.label, "change"), metric_rows(base, head))
+    rows = metric_rows(base, head)
+    lines += _table(("metric", base.label, head.label, "change"), rows)
+    lines += ["", noise_note(base, head, rows)] if any(r[3].endswith(" ≈") for r in rows) else []
     lines += [line for why in map(_no_metrics, (base, head)) if why for line in ("", why)]
     notes, unmarked = caveats(base, head)
     if notes:
         lines += ["", "**Not like for like** (no ✅/🔻 where it matters):", ""] + [f"- {n}" for n in notes]
-    up, down = better_worse(base, head)
+    up, down, level = better_worse(base, head)
     lines += ["", "### Classes", ""]
     if "accuracy: " in unmarked:  # the scores are not like for like: no better or worse
         lines.append("- not compared: the runs are not like for like (above)")
     else:
         lines.append("- better: " + ("; ".join(up) if up else "none"))
         lines.append("- worse: " + ("; ".join(down) if down else "none"))
+        lines += ["- moved within the noise (≈): " + ", ".join(level)] if level else []
     lines += ["", "### Charts", ""]
     for title, name in charts:
         lines += [f"**{title}**", "", f"![{title}]({name})", ""]

@@ -346,6 +346,43 @@ def test_an_experiment_on_other_classes_says_it_compares_two_tasks(tmp_path):
     assert other_task(reordered) is None  # the same two classes in another order: the same task
 
 
+def test_an_experiment_whose_scores_moved_within_the_noise_says_so(tmp_path):
+    """Another seed moved test accuracy by 7 images of 3,000 and the section showed it green or red,
+    as if the change had made the run better or worse. A move smaller than one standard error of the
+    difference is ≈ and uncoloured, a note says what that means; a larger one keeps its colour."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    names = params["data"]["classes"]
+    (tmp_path / "metrics").mkdir()
+
+    def scores(acc: float, per_class: tuple[float, ...]) -> str:
+        return json.dumps({"test_acc": acc, "test_images": 3000, "per_class_acc": dict(zip(names, per_class))})
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "metrics/eval.json").write_text(scores(0.9587, (0.950, 0.990, 0.9361)))
+    (tmp_path / "metrics/stats.json").write_text(json.dumps({"val_images": 1500}))
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "add", ".")
+    sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "seed 0")
+    (tmp_path / "metrics/eval.json").write_text(scores(0.9563, (0.952, 0.960, 0.9569)))
+    html = page_from(tmp_path, {**params, "train": {**params["train"], "seed": 1}})
+    rows = {r[0]: r[1:] for r in Page(html).tables["changed-metrics"][1:]}
+    assert rows["metrics/eval.json test_acc"] == ["95.87 %", "95.63 %", "-0.24 points ≈"]  # band ±0.52
+    assert rows[f"metrics/eval.json per_class_acc.{names[0]}"][2] == "+0.20 points ≈"  # ±0.97 a class
+    assert rows[f"metrics/eval.json per_class_acc.{names[1]}"][2] == "-3.00 points"  # ±0.67: beyond
+    section = html[html.index('id="changed-metrics"') : html.index("</table>", html.index('id="changed-metrics"'))]
+    cells = re.findall(r'<td class="r ([a-z]*)">([^<]*)</td></tr>', section)
+    assert [c for c in cells if "≈" in c[1]] == [("", "-0.24 points ≈"), ("", "+0.20 points ≈")]  # no colour
+    assert ("down", "-3.00 points") in cells and ("up", "+2.08 points") in cells
+    text = visible_text(html)
+    assert "≈ within the noise. A score that moved less than one standard error" in text
+    assert "A time or speed" not in text  # no time moved: the note says only what the table marks
+    # a move of a point and a half on 3,000 images is beyond it: coloured, and no note
+    (tmp_path / "metrics/eval.json").write_text(scores(0.9437, (0.950, 0.990, 0.9361)))
+    html = page_from(tmp_path, {**params, "train": {**params["train"], "seed": 1}})
+    rows = {r[0]: r[1:] for r in Page(html).tables["changed-metrics"][1:]}
+    assert rows["metrics/eval.json test_acc"][2] == "-1.50 points" and 'id="changed-noise"' not in html
+
+
 def page_from(root: Path, params: dict | None = None) -> str:
     """The report page from the files under `root`, the workspace's params being `params` (default:
     the committed params.yaml)."""

@@ -337,9 +337,60 @@ def test_the_marks_and_the_class_lists_follow_which_way_is_better():
     assert rows["training seconds (validation included)"][2] == "−20.0 ✅" and rows["images/s"][2] == "−50 🔻"
     assert rows["epochs"][2] == "+2"  # neither better nor worse
     assert rows["accuracy: cat"][2] == "+0.0600 ✅" and rows["accuracy: ship"][2] == "="
-    assert better_worse(base, head) == (["cat +0.060 (0.800 → 0.860)"], ["dog −0.010 (0.850 → 0.840)"])
+    assert better_worse(base, head) == (["cat +0.060 (0.800 → 0.860)"], ["dog −0.010 (0.850 → 0.840)"], [])
     md = markdown(base, head, [])
     assert "cat +0.060 (0.800 → 0.860)" in md and "dog −0.010 (0.850 → 0.840)" in md
+    assert "≈" not in md  # no test image count recorded: no noise band, the marks as before
+
+
+def test_a_change_within_the_sampling_noise_is_marked_level_not_better_or_worse():
+    """Two runs of the same settings with other seeds differ by a few tenths of a point, and the
+    review marked every such change ✅ or 🔻 (a class 'better' by 2 images of its 1,000). A change
+    smaller than one standard error of the difference of the two accuracies is ≈, the classes that
+    moved that little are listed apart, and a line says what ≈ means and how to settle it."""
+    from src import paths
+    from src.review import Side, better_worse, markdown, metric_rows, sampling_noise
+
+    ev, tr, tm, st = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING, paths.STATS))
+
+    def side(label: str, acc: float, val: float, cls: dict[str, float], ips: float = 673.0) -> Side:
+        return Side(label, None, {
+            ev: {"test_acc": acc, "macro_f1": acc, "test_images": 3000, "per_class_acc": cls},
+            tr: {"best_val_acc": val, "steps": 312},
+            tm: {"seconds": 123.0, "images_per_s": ips},
+            st: {"val_images": 1500},
+        })  # fmt: skip
+
+    # the committed recipe's seeds 0 and 2 (95.87 and 95.63 %, benchmarks/results): 7 images of 3,000
+    base = side("main", 0.9587, 0.940, {"cat": 0.900, "dog": 0.930, "ship": 0.990})
+    head = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970})
+    band = sampling_noise(0.9587, 0.9563, 3000, 3000)
+    assert 0.0050 < band < 0.0055  # √(p(1−p)/n) twice over: about half a point at 3,000 images
+    rows = {row[0]: row[1:] for row in metric_rows(base, head)}
+    assert rows["test accuracy"][2] == "−0.0024 ≈" and rows["macro-F1"][2] == "−0.0024 ≈"
+    # 1,500 validation images (500 a class): one point is beyond its band of ±0.83
+    assert rows["best validation accuracy"][2] == "+0.0100 ✅"
+    # 1,000 test images a class: 0.2 points ≈; 3 points ✅; 2 points at 99 → 97 % (band ±0.62) 🔻
+    assert rows["accuracy: cat"][2] == "+0.0020 ≈"
+    assert rows["accuracy: dog"][2] == "+0.0300 ✅" and rows["accuracy: ship"][2] == "−0.0200 🔻"
+    assert better_worse(base, head) == (["dog +0.030 (0.930 → 0.960)"], ["ship −0.020 (0.990 → 0.970)"], ["cat"])
+    md = markdown(base, head, [])
+    assert "- moved within the noise (≈): cat" in md
+    note = next(line for line in md.splitlines() if line.startswith("≈ within the noise"))
+    assert "(±0.52 points for this test accuracy)" in note and "train.seed=1,2" in note
+    assert "a time or speed" not in note  # the times did not move
+    # a speed 3 % lower (the docs' example: 673 against 672 images/s was 🔻) is ≈, 10 % is 🔻
+    slower = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970}, ips=653.0)
+    rows = {row[0]: row[1:] for row in metric_rows(base, slower)}
+    assert rows["images/s"][2] == "−20 ≈" and rows["training seconds (validation included)"][2] == "="
+    assert "a time or speed moved less than 8%" in markdown(base, slower, [])
+    slower = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970}, ips=605.0)
+    assert {row[0]: row[3] for row in metric_rows(base, slower)}["images/s"] == "−68 🔻"
+    # a move twice the band is marked again
+    head = side("workspace", 0.9587 - 2 * band, 0.950, {"cat": 0.900, "dog": 0.930, "ship": 0.990})
+    rows = {row[0]: row[1:] for row in metric_rows(base, head)}
+    assert rows["test accuracy"][2].endswith("🔻") and rows["accuracy: cat"][2] == "="
+    assert "≈ within the noise" not in markdown(base, head, [])
 
 
 def test_a_revision_without_metrics_is_said_so_under_the_table():

@@ -15,7 +15,9 @@ from src import paths
 from src.lab_report.gather import git_short, git_show, lookup, read_json_or_none
 from src.params import CIFAR10_CLASSES, changed_params
 
-EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
+EVAL, TRAIN, TIMING, STATS = (
+    p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING, paths.STATS)
+)
 # the metrics a reader compares, in the order the report lists them: (file, key, format, which way
 # is better: +1 higher, -1 lower, 0 neither)
 COMPARED = [
@@ -40,25 +42,69 @@ def signed(delta: float, fmt: str) -> str:
     return format(delta, "+" + fmt)
 
 
+def sampling_noise(before: Any, after: Any, n_before: Any, n_after: Any) -> float | None:
+    """One standard error of the difference of two accuracies, each a share of its n images
+    (binomial): sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). None where a value or a count is missing. Two runs
+    that differ only in their seed differ by about this much (46 of the 54 seed-for-seed pairs in
+    benchmarks/results fall inside it), so a smaller change says nothing about which is better."""
+    values = (before, after, n_before, n_after)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or min(n_before, n_after) <= 0:
+        return None
+    return (before * (1 - before) / n_before + after * (1 - after) / n_after) ** 0.5
+
+
 def metric_rows(root: Path, base: str) -> list[dict]:
-    """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace."""
+    """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace; a
+    score that moved less than its sampling noise is `level` and neither good nor bad."""
     rows = []
     cache: dict[str, tuple[Any, Any]] = {}
-    for rel in dict.fromkeys(f for f, *_ in COMPARED):
+    for rel in dict.fromkeys([*(f for f, *_ in COMPARED), STATS]):
         old = git_show(root, base, rel)
         cache[rel] = (_loads(old), read_json_or_none(root / rel))
     keys = list(COMPARED)
     classes = list((cache[EVAL][1] or {}).get("per_class_acc") or {})
     keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%", 1) for c in classes]
+    counts = [score_counts(cache[EVAL][i], cache[STATS][i]) for i in (0, 1)]
     for rel, key, fmt, better in keys:
         old, new = (lookup(d, key) for d in cache[rel])
         if old is None and new is None:
             continue
         delta = new - old if isinstance(old, (int, float)) and isinstance(new, (int, float)) else None
-        good = None if not delta or not better else (delta * better > 0)
+        noise = score_noise(key.split(".")[0], old, new, counts)
+        level = bool(delta) and noise is not None and abs(delta) < noise
+        good = None if not delta or not better or level else (delta * better > 0)
         row = {"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta, "good": good}
-        rows.append({**row, "delta_text": None if delta is None else signed(delta, fmt)})
+        rows.append({**row, "level": level, "delta_text": None if delta is None else signed(delta, fmt)})
     return rows
+
+
+# which count each score's noise comes from (`score_counts`); macro-F1 is taken as an accuracy
+NOISE_COUNT = {"test_acc": "test", "macro_f1": "test", "per_class_acc": "class", "best_val_acc": "val"}
+# a time or speed moves this share between two runs of one commit on one machine: seventeen `dvc
+# repro` runs on one VM took 147.0-168.0 s (README), up to 8 % from their median
+TIMING_SPREAD = 0.08
+TIMED = ("seconds", "train_seconds", "images_per_s")
+
+
+def score_noise(key: str, before: Any, after: Any, counts: list[dict[str, Any]]) -> float | None:
+    """How far the metric `key` moves between two runs that differ only by chance: the sampling noise
+    of an accuracy (`sampling_noise` over `counts`, each run's `score_counts`), TIMING_SPREAD of a
+    time or speed; None for anything else (a loss: its noise is not estimated)."""
+    which = NOISE_COUNT.get(key)
+    if which:
+        return sampling_noise(before, after, counts[0].get(which), counts[1].get(which))
+    if key in TIMED and isinstance(before, (int, float)) and not isinstance(before, bool):
+        return TIMING_SPREAD * abs(before)
+    return None
+
+
+def score_counts(evaluation: Any, stats: Any) -> dict[str, Any]:
+    """The images a run's scores are shares of: its test images, its test images a class (CIFAR-10's
+    test sets hold as many of each class) and its validation images (metrics/stats.json)."""
+    test = (evaluation or {}).get("test_images") if isinstance(evaluation, dict) else None
+    classes = len((evaluation or {}).get("per_class_acc") or {}) if isinstance(evaluation, dict) else 0
+    val = stats.get("val_images") if isinstance(stats, dict) else None
+    return {"test": test, "class": test / classes if isinstance(test, int) and classes else None, "val": val}
 
 
 def _loads(text: str | None) -> Any:
@@ -81,8 +127,17 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
     metrics, task = metric_rows(root, base), other_task(params)
     if task:  # two tasks, not a before and after: no change is better or worse
         for row in metrics:
-            row["good"] = None
-    return {"base": git_short(root, base) or base, "params": params, "metrics": metrics, "task": task}
+            row["good"], row["level"] = None, False
+    level = {m["key"] in TIMED for m in metrics if m["level"]}  # True: a time, False: a score
+    return {
+        "base": git_short(root, base) or base,
+        "params": params,
+        "metrics": metrics,
+        "task": task,
+        "level_scores": False in level,
+        "level_times": True in level,
+        "timing_spread": TIMING_SPREAD,
+    }
 
 
 def other_task(params: list[dict]) -> dict | None:
