@@ -23,6 +23,11 @@ class DataError(RuntimeError):
     """Data that can't be used; the message says which file and what to do."""
 
 
+class OutputError(RuntimeError):
+    """An output that can't be written where the stage writes it (a file where its folder should
+    be, no permission); the message names the path and what is in the way."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that can't be used with these params."""
 

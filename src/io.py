@@ -15,17 +15,39 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.errors import DataError
+from src.errors import DataError, OutputError
 
 if TYPE_CHECKING:
     import numpy as np
 
 
+def output_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be written, where that shows before writing: a file standing where one of
+    its folders should be. None when nothing is in the way."""
+    path = Path(path)
+    for folder in reversed(path.parents):  # from the top: the first file in the way
+        if folder.exists() and not folder.is_dir():
+            return f"cannot write {path}: {folder} is a file, not a folder; move or delete it"
+    return None
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder `path` goes in; an OutputError (one line) where it can't be made."""
+    problem = output_problem(path)
+    if problem:
+        raise OutputError(problem)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # no permission, a read-only file system
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc} ({exc.filename or path.parent})") from None
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path in the target's folder; rename it onto `path` if the block succeeds
+    (an OutputError, one line, where a folder of that name is in the way)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
     os.close(fd)
     umask = os.umask(0)
@@ -33,7 +55,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:
+            raise OutputError(f"cannot write {path}: a folder of that name is in the way; move or delete it") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -47,7 +72,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     point) has its contents swapped instead (`_refill`). What a killed run left beside `path` is
     cleared first (`_clear_killed_run`)."""
     path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked folder: replace its target
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     _clear_killed_run(path)
     tmp = _hidden_dir(path)
     umask = os.umask(0)
@@ -81,7 +106,7 @@ def kept_if_failed(path: str | Path) -> Iterator[Path]:
     live plots), and put the last run's folder back if the block fails (a run by hand; `dvc repro`
     has removed it before the stage starts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     _clear_killed_run(path)
     backup = _hidden_dir(path) / path.name if path.is_dir() else None
     try:

@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from src.errors import (
@@ -17,10 +18,12 @@ from src.errors import (
     DistributedFailure,
     ModelCodeError,
     NonFiniteLoss,
+    OutputError,
     ParamsError,
     ReportedFailure,
     TrainingInterrupted,
 )
+from src.io import output_problem
 from src.params import Params, load_params
 from stages._launcher import launching_command
 
@@ -56,6 +59,7 @@ def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> in
     # exit, 0.4-0.6 s of a figure stage on a 2-core CPU.
     gc.freeze()
     try:
+        check_outputs(name)
         main(load_params("params.yaml"))
     except ModelCodeError as exc:  # the fix is in the model's file: undoing a -S value would not help
         if speak:
@@ -65,7 +69,7 @@ def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> in
         if speak:
             print(f"{name}: error: {exc}{_undo_hint(launching_command())}", file=sys.stderr)
         return KNOWN_FAILURE_EXIT
-    except (DataError, CheckpointError, NonFiniteLoss) as exc:
+    except (DataError, CheckpointError, NonFiniteLoss, OutputError) as exc:
         if speak:
             print(f"{name}: error: {exc}", file=sys.stderr)
         return KNOWN_FAILURE_EXIT
@@ -83,6 +87,24 @@ def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> in
             print(f"{name}: interrupted: {exc}; {again}", file=sys.stderr)
         return 130
     return 0
+
+
+def check_outputs(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> None:
+    """An OutputError before any work where a file stands in the way of one of the stage's outputs
+    in dvc.yaml (a stage run by hand would otherwise write its first outputs and fail at the next).
+    `dvc repro` finds that itself; no dvc.yaml here (a test's folder): nothing to check."""
+    import yaml
+
+    try:
+        spec = (yaml.safe_load(dvc_yaml.read_text()) or {})["stages"][stage]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return
+    for kind in ("outs", "metrics", "plots"):
+        for out in spec.get(kind) or []:
+            path = next(iter(out)) if isinstance(out, dict) else out
+            problem = output_problem(path) if isinstance(path, str) and "${" not in path else None
+            if problem:
+                raise OutputError(problem)
 
 
 def _undo_hint(cmd: str | None) -> str:

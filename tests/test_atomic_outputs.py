@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from src.errors import DataError
 from src.io import atomic_dir, kept_if_failed
 from src.models import build_model
 from src.teach.probe import fingerprint, read_responses
-from tests.conftest import params_with
+from tests.conftest import REPO, params_with
 
 
 def test_a_folder_is_replaced_whole_only_on_success(tmp_path):
@@ -230,3 +235,39 @@ def test_the_recorded_responses_are_read_or_refused_in_one_line(tmp_path):
     torch.save({"fingerprint": fingerprint(model, x[:2]), "top": 1}, path)
     with pytest.raises(DataError, match="not this model's responses on this test split; run dvc repro evaluate"):
         read_responses(path, model, x)
+
+
+def test_a_file_or_folder_in_the_way_of_an_output_is_one_line_and_leaves_nothing(tmp_path):
+    """A file where an output's folder should be gave a FileExistsError traceback from `mkdir`, and
+    a folder where an output file should be an IsADirectoryError from the rename."""
+    from src.errors import OutputError
+    from src.io import write_json
+
+    (tmp_path / "plots").write_text("not a folder")
+    with pytest.raises(OutputError, match=r"^cannot write .*plots/data/x\.json: .*plots is a file, not a folder; move"):
+        write_json(tmp_path / "plots/data/x.json", {"a": 1})
+    (tmp_path / "metrics/stats.json").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"stats\.json: a folder of that name is in the way; move or delete it$"):
+        write_json(tmp_path / "metrics/stats.json", {"a": 1})
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["stats.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("stage", ["check", "download", "stats", "train", "evaluate", "visualize", "theory"])
+def test_a_stage_whose_output_folder_is_a_file_says_so_before_any_work(tmp_path, stage):
+    """Run by hand, the stats stage wrote data/subset.pt and then failed with a traceback on
+    plots/data being a file. Each stage now checks its dvc.yaml outputs first: one line, exit 2,
+    nothing written (`dvc repro` finds this itself)."""
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    declared = [o for k in ("outs", "metrics", "plots") for o in spec.get(k) or ()]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in declared]
+    top = Path(next(o for o in outs if "/" in o)).parts[0]  # the first output inside a folder: a file there instead
+    (tmp_path / top).write_text("in the way")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CIFAR10_MIRROR": str(tmp_path / "none")}
+    r = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    line = rf"{stage}: error: cannot write {top}/\S+: {top} is a file, not a folder; move or delete it\n"
+    assert re.fullmatch(line, r.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dvc.yaml", "params.yaml", top])

@@ -441,5 +441,11 @@ def test_a_broken_input_is_named_and_the_classes_come_from_another_file(tmp_path
     shutil.copy(repo / "plots/visualize.json", tmp_path / "plots/visualize.json")
     html = page_from(tmp_path)
     assert "<code>metrics/eval.json</code> — unreadable (JSONDecodeError" in html
+    (tmp_path / "params.yaml").write_text("train:\n\tepochs: 6\n")  # a tab: YAML's error, said as params.yaml's is
+    html = page_from(tmp_path)
+    assert (
+        "<code>params.yaml</code> — unreadable (not valid YAML: line 2, column 1: found character &#39;\\t&#39; that "
+        "cannot start any token; indent with spaces, not tabs)" in html
+    )
     classes = json.loads((repo / "plots/visualize.json").read_text())["classes"]
     assert all(f"<th>{c}</th>" in html for c in classes)  # the confusion table still has its rows

@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from src.errors import DataError
 from src.io import read_json
+from src.params import yaml_error
 
 
 def lookup(data: Any, key: str, default: Any = None) -> Any:
@@ -176,7 +177,9 @@ def read_source(root: Path, rel: str, made_by: Callable[[str], str]) -> Source:
         return Source(rel, None, made_by(rel))
     try:
         data = yaml.safe_load(text) if rel.endswith((".yaml", ".yml")) else json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        return Source(rel, None, f"unreadable (not valid YAML: {yaml_error(exc)}); {made_by(rel)}")
+    except ValueError as exc:
         return Source(rel, None, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]}); {made_by(rel)}")
     return Source(rel, data if isinstance(data, (dict, list)) else None, made_by(rel))
 

@@ -17,7 +17,7 @@ interface of `LabModel` below.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -134,7 +134,7 @@ def normalised_convs(model: nn.Module) -> list[str]:
     return [n for n, k in calls.items() if fed.get(n, 0) == k]
 
 
-def dummy_forward(model: nn.Module, hooks: list = (), batch: int = 1) -> object:
+def dummy_forward(model: nn.Module, hooks: Sequence = (), batch: int = 1) -> object:
     """The output of one forward pass of `batch` zero 32×32 images in eval mode, without gradients;
     the model's train/eval mode restored and the hooks removed after it, even when it fails."""
     was_training = model.training
