@@ -265,8 +265,8 @@ def noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) ->
         )
     if level & set(TIMED_ROWS):
         parts.append(
-            f"a time or speed moved less than {TIMING_SPREAD:.0%}, as much as runs of one commit on one machine "
-            "differ; `python -m benchmarks.cpu_step` times two settings in turn"
+            f"a time or speed moved less than {TIMING_SPREAD * 100:.0f} %, as much as runs of the same recipe "
+            "on one machine differ; `python -m benchmarks.cpu_step` times two settings in turn"
         )
     return "≈ within the noise: " + "; ".join(parts) + "."
 
