@@ -31,7 +31,7 @@ import yaml
 from src import paths
 from src.compare import show_value
 from src.io import atomic_path
-from src.lab_report.changes import TIMING_SPREAD, sampling_noise, score_counts, score_noise
+from src.lab_report.changes import TIMING_SPREAD, sampling_noise, score_counts, score_noise, why_unused
 from src.lab_report.gather import git_show
 from src.params import FEW_STEPS, changed_params, not_as_run, yaml_error
 from src.verify import failed_run_error, resolve, unresolved
@@ -137,6 +137,16 @@ def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
         (c["key"], _value(c["before"], c["before_set"]), _value(c["after"], c["after_set"]))
         for c in changed_params(before, after)
     ]
+
+
+def unused_params(base: Side, head: Side) -> list[str]:
+    """The params that differ but had no effect on the head's run, a line each with why (`why_unused`)."""
+    raw, device = head.files.get(PARAMS.as_posix()), head.metric(paths.TRAIN_METRICS, "device")
+    lines = []
+    for key, *_ in param_rows(base, head):
+        why = why_unused(raw, key, device)
+        lines += [f"`{key}`: {why}"] if why else []
+    return lines
 
 
 def _code_deps(lock: Any) -> dict[str, tuple[str, list[str]]]:
@@ -388,6 +398,10 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]], about: str |
     changed = param_rows(base, head)
     lines += ["### Params that differ", ""]
     lines += _table(("param", base.label, head.label), changed) if changed else ["None: the same params.yaml."]
+    inert = unused_params(base, head)
+    if inert:  # a student's -S train.muon_lr=… under optimizer sgd: a change that changed nothing
+        lines += ["", f"**Not used by the run of `{head.label}`** (changing them changed nothing):", ""]
+        lines += [f"- {line}" for line in inert]
     code = code_changes(base, head)
     if code:  # a PR that changes a model file, not a param, said only "None" above
         lines += ["", "### Code the stages read that differs", ""] + [f"- {c}" for c in code]

@@ -389,6 +389,29 @@ def test_an_experiment_whose_scores_moved_within_the_noise_says_so(tmp_path):
     assert rows["metrics/eval.json test_acc"][2] == "-1.50 points" and 'id="changed-noise"' not in html
 
 
+def test_a_changed_param_the_run_did_not_use_is_named(tmp_path):
+    """`-S augment.crop_pad_mode=zeros` with crops off, or a key of the model not trained, changes
+    nothing; the section said only that they differ."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "metrics/train.json").write_text(json.dumps({"device": "cpu"}))
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "add", ".")
+    sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "committed")
+    now = yaml.safe_load(yaml.safe_dump(params))
+    now["augment"].update(crop_padding=0, crop_pad_mode="zeros")
+    now["model"]["seed_cnn"]["dropout"] = 0.2
+    text = visible_text(page_from(tmp_path, now))
+    assert (
+        "Not used by this run, so changing them changed nothing: augment.crop_pad_mode : used only when "
+        "augment.crop_padding is above 0; model.seed_cnn.dropout : used only with model.name=seed_cnn (this run: "
+        "fast_cnn)." in text  # visible_text puts a space for each tag: the </code> before each colon
+    )
+    now["augment"]["crop_pad_mode"], now["model"]["seed_cnn"]["dropout"] = params["augment"]["crop_pad_mode"], 0.38
+    assert "Not used by this run" not in visible_text(page_from(tmp_path, now))  # crops off: used, and said nowhere
+
+
 def page_from(root: Path, params: dict | None = None) -> str:
     """The report page from the files under `root`, the workspace's params being `params` (default:
     the committed params.yaml)."""

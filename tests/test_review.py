@@ -584,3 +584,36 @@ def test_a_pr_that_changes_code_not_params_says_which_code():
     md = markdown(base, head, [])
     assert "None: the same params.yaml.\n\n### Code the stages read that differs\n\n- `src/extra.py` added" in md
     assert code_changes(base, base) == [] and code_changes(base, Side("old", "f00", {})) == []
+
+
+def test_a_param_the_run_did_not_use_is_said_so_under_the_params():
+    """A student's `-S train.muon_lr=0.2` under `train.optimizer=sgd`, or a change to the gpu section
+    on a laptop, changed nothing, and the review listed it as if it explained the new numbers."""
+    from src import paths
+    from src.review import Side, markdown, unused_params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    tr = paths.TRAIN_METRICS.as_posix()
+
+    def side(label: str, device: str, **train) -> Side:
+        p = {**params, "train": {**params["train"], **train}}
+        return Side(label, None, {"params.yaml": p, tr: {"device": device, "steps": 312}})
+
+    base = side("main", "cpu", optimizer="sgd")
+    head = side("workspace", "cpu", optimizer="sgd", muon_lr=0.2, lr=0.05)
+    head.files["params.yaml"]["gpu"] = {**params["gpu"], "train": {**params["gpu"]["train"], "lr": 0.1}}
+    assert unused_params(base, head) == [
+        "`gpu.train.lr`: the gpu section applies only when training runs on CUDA (gpu.use=auto; this run: cpu)",
+        "`train.muon_lr`: used only with train.optimizer=muon (this run: sgd)",
+    ]  # train.lr is used: not listed
+    md = markdown(base, head, [])
+    assert "**Not used by the run of `workspace`** (changing them changed nothing):" in md
+    assert "- `train.muon_lr`: used only with train.optimizer=muon (this run: sgd)" in md
+    # the same change on a GPU run: the GPU recipe's own values replace the CPU recipe's
+    gpu_head = side("workspace", "cuda", optimizer="sgd", muon_lr=0.2, lr=0.05)
+    assert unused_params(base, gpu_head) == [
+        "`train.lr`: the GPU recipe this run used replaces it with gpu.train.lr",
+        "`train.muon_lr`: the GPU recipe this run used replaces it with gpu.train.muon_lr",
+    ]
+    same = side("workspace", "cpu", optimizer="sgd", lr=0.05)
+    assert unused_params(base, same) == [] and "Not used by" not in markdown(base, same, [])

@@ -13,7 +13,7 @@ import yaml
 
 from src import paths
 from src.lab_report.gather import git_short, git_show, lookup, read_json_or_none
-from src.params import CIFAR10_CLASSES, changed_params
+from src.params import CIFAR10_CLASSES, changed_params, deep_merge, flatten
 
 EVAL, TRAIN, TIMING, STATS = (
     p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING, paths.STATS)
@@ -129,6 +129,9 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
         for row in metrics:
             row["good"], row["level"] = None, False
     level = {m["key"] in TIMED for m in metrics if m["level"]}  # True: a time, False: a score
+    device = (read_json_or_none(root / TRAIN) or {}).get("device")
+    for c in params:
+        c["unused"] = why_unused(params_now, c["key"], device) if c["after_set"] else None
     return {
         "base": git_short(root, base) or base,
         "params": params,
@@ -138,6 +141,52 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
         "level_times": True in level,
         "timing_spread": TIMING_SPREAD,
     }
+
+
+def why_unused(raw: Any, key: str, device: str | None) -> str | None:
+    """Why the dotted `key` of the params mapping `raw` had no effect on a run that trained on
+    `device` ("cpu", "cuda", "mps"; None: not known), or None where it was used or this cannot tell:
+    a section the recipe did not apply (`gpu`), a value the GPU recipe replaced, a key of another
+    model or optimizer, a setting whose switch is off."""
+    if not isinstance(raw, dict):
+        return None
+    gpu = raw.get("gpu") if isinstance(raw.get("gpu"), dict) else {}
+    use = gpu.get("use", "auto")
+    on_gpu = use == "always" or (use == "auto" and device == "cuda")
+    if key.startswith("gpu.") and key != "gpu.use":
+        if use == "never" or (device is not None and not on_gpu):
+            return f"the gpu section applies only when training runs on CUDA (gpu.use={use}; this run: {device})"
+        return None
+    section, _, rest = key.partition(".")
+    if on_gpu and section in ("augment", "model", "train"):
+        if key in flatten({section: gpu.get(section) or {}}):
+            return f"the GPU recipe this run used replaces it with gpu.{key}"
+        raw = deep_merge(
+            raw, {s: gpu.get(s) or {} for s in ("augment", "model", "train") if isinstance(raw.get(s), dict)}
+        )
+    return _switched_off(flatten(raw), key, section, rest.split(".")[0])
+
+
+def _switched_off(flat: dict[str, Any], key: str, section: str, first: str) -> str | None:
+    """`why_unused`'s rules for one recipe's params (`flat`: dotted keys)."""
+    opt, name = flat.get("train.optimizer"), flat.get("model.name")
+    if key in ("train.muon_lr", "train.muon_momentum") and opt != "muon":
+        return f"used only with train.optimizer=muon (this run: {opt})"
+    if key in ("train.momentum", "train.nesterov", "train.bn_bias_lr_factor") and opt == "adamw":
+        return "not used with train.optimizer=adamw"
+    if key == "train.lookahead_decay" and not flat.get("train.lookahead_steps"):
+        return "used only when train.lookahead_steps is above 0"
+    if key == "train.epochs" and flat.get("train.time_budget_s") is not None:
+        return (
+            f"not used when train.time_budget_s is set ({flat['train.time_budget_s']} s here: the budget sizes the run)"
+        )
+    if key == "augment.crop_pad_mode" and not flat.get("augment.crop_padding"):
+        return "used only when augment.crop_padding is above 0"
+    if key == "evaluate.tta_fraction" and not flat.get("evaluate.tta_flip") and not flat.get("evaluate.tta_shift"):
+        return "used only with test-time augmentation (evaluate.tta_flip or evaluate.tta_shift)"
+    if section == "model" and first != "name" and isinstance(name, str) and first != name:
+        return f"used only with model.name={first} (this run: {name})"
+    return None
 
 
 def other_task(params: list[dict]) -> dict | None:
