@@ -50,20 +50,38 @@ def _changed_keys(lock: Any, new: Any, stage: str, section: str) -> list[str]:
     return keys or [section]
 
 
-def lock_problems(root: Path) -> list[str]:
+def _advice(rev: str | None) -> dict[str, str]:
+    """What to do about a run record that does not fit: in the workspace, rerun or restore; at a
+    revision (someone's commit, checked out in a temporary worktree), its author reruns and commits."""
+    if rev is None:
+        return {
+            "missing": "run `dvc repro`, then commit dvc.lock",
+            "broken": "`git checkout dvc.lock` restores the committed one",
+            "stage": "run `dvc repro`",
+        }
+    return {
+        "missing": f"{rev} holds no run: `dvc repro` on it, then commit dvc.lock",
+        "broken": f"the run record {rev} holds is damaged: `dvc repro` on it, then commit dvc.lock",
+        "stage": f"not run at {rev}: `dvc repro` on it, then commit",
+    }
+
+
+def lock_problems(root: Path, rev: str | None = None) -> list[str]:
     """`dvc status --json` as one line per changed output, dependency or param (a param by its key);
-    one line for a dvc.lock that is missing or not YAML (DVC then lists every file as changed)."""
+    one line for a dvc.lock that is missing or not YAML (DVC then lists every file as changed). `rev`:
+    the revision `root` holds (None: the workspace), for the advice."""
     import yaml
 
+    advice = _advice(rev)
     try:
         lock = yaml.safe_load((root / "dvc.lock").read_text())
     except FileNotFoundError:
-        return ["dvc.lock: missing: no run is recorded to check against (run `dvc repro`, then commit dvc.lock)"]
+        return [f"dvc.lock: missing: no run is recorded to check against ({advice['missing']})"]
     except (OSError, yaml.YAMLError) as exc:
         from src.params import yaml_error
 
         why = yaml_error(exc) if isinstance(exc, yaml.YAMLError) else exc.strerror
-        return [f"dvc.lock: not readable ({why}); `git checkout dvc.lock` restores the committed one"]
+        return [f"dvc.lock: not readable ({why}); {advice['broken']}"]
     r = _run([sys.executable, "-m", "dvc", "status", "--json"], root)
     if r.returncode != 0:
         last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -77,7 +95,7 @@ def lock_problems(root: Path) -> list[str]:
     for stage, changes in sorted((json.loads(r.stdout or "{}")).items()):
         for change in changes:
             if not isinstance(change, dict):
-                files.append(f"{stage}: {change} (run `dvc repro`)")
+                files.append(f"{stage}: {change} ({advice['stage']})")
                 continue
             for kind, entries in change.items():
                 for path, state in entries.items():
@@ -246,9 +264,10 @@ def _not_in_cache(output: str) -> list[str]:
     return sorted(line.strip() for line in lines if line.strip())
 
 
-def verify(root: Path) -> tuple[list[str], str]:
-    """Every problem found in the repo at `root`, and what the re-score compared."""
-    problems = lock_problems(root)
+def verify(root: Path, rev: str | None = None) -> tuple[list[str], str]:
+    """Every problem found in the repo at `root` (holding the revision `rev`; None: the workspace),
+    and what the re-score compared."""
+    problems = lock_problems(root, rev)
     bad, what = rescore(root)
     return problems + ([bad] if bad else []), what
 
@@ -268,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             with checked_out(root, commit) as tree:
-                problems, what = verify(tree)
+                problems, what = verify(tree, args.rev)
         except RuntimeError as exc:
             print(f"verify: error: {exc}", file=sys.stderr)
             return 2

@@ -209,3 +209,14 @@ def test_a_missing_or_broken_dvc_lock_is_one_line(tmp_path):
         "dvc.lock: not readable (line 3, column 1: expected ',' or ']', but got '<stream end>'); "
         "`git checkout dvc.lock` restores the committed one"
     ]
+    # at a revision (a student's commit in a temporary worktree) the advice is for its author: there is
+    # no workspace to restore, and `dvc repro` in the worktree would be gone with it
+    assert lock_problems(tmp_path, "alice/exp1") == [
+        "dvc.lock: not readable (line 3, column 1: expected ',' or ']', but got '<stream end>'); "
+        "the run record alice/exp1 holds is damaged: `dvc repro` on it, then commit dvc.lock"
+    ]
+    (tmp_path / "dvc.lock").unlink()
+    assert lock_problems(tmp_path, "alice/exp1") == [
+        "dvc.lock: missing: no run is recorded to check against (alice/exp1 holds no run: `dvc repro` on it, "
+        "then commit dvc.lock)"
+    ]
