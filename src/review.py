@@ -31,9 +31,18 @@ import yaml
 from src import paths
 from src.compare import show_value
 from src.io import atomic_path
-from src.lab_report.changes import TIMING_SPREAD, sampling_noise, score_counts, score_noise, why_unused
 from src.lab_report.gather import git_show
 from src.params import FEW_STEPS, changed_params, not_as_run, yaml_error
+from src.run_diff import (
+    SEED_ADVICE,
+    TIMING_SPREAD,
+    loss_follows_accuracy,
+    sampling_noise,
+    score_counts,
+    score_noise,
+    verdict,
+    why_unused,
+)
 from src.verify import failed_run_error, resolve, unresolved
 
 WORKSPACE = "workspace"
@@ -141,11 +150,12 @@ def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
 
 def unused_params(base: Side, head: Side) -> list[str]:
     """The params that differ but had no effect on the head's run, a line each with why (`why_unused`)."""
-    raw, device = head.files.get(PARAMS.as_posix()), head.metric(paths.TRAIN_METRICS, "device")
+    before, after = (s.files.get(PARAMS.as_posix()) or {} for s in (base, head))
+    run = head.files.get(paths.TRAIN_METRICS.as_posix())
     lines = []
-    for key, *_ in param_rows(base, head):
-        why = why_unused(raw, key, device)
-        lines += [f"`{key}`: {why}"] if why else []
+    for c in changed_params(before, after):
+        why = why_unused(after, c["key"], run) if c["after_set"] else None  # a key the head dropped: nothing to use
+        lines += [f"`{c['key']}`: {why}"] if why else []
     return lines
 
 
@@ -182,18 +192,20 @@ def _value(v: Any, present: bool) -> str:
     return show_value(v) if present else "(absent)"
 
 
-def _delta(before: Any, after: Any, fmt: str, better: int, noise: float | None = None) -> str:
-    """The change as text, ✅/🔻 by `better` (+1 higher is better, -1 lower, 0 neither), or ≈ where
-    it is smaller than `noise`."""
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)):
+def _delta(before: Any, after: Any, fmt: str, mark: str | None) -> str:
+    """The change as text with its mark (`verdict`): ✅ better, 🔻 worse, ≈ inside the noise."""
+    if _diff(before, after) is None:
         return "" if before == after else "changed"
     d = after - before
     if d == 0:
         return "="
-    text = ("+" if d > 0 else "−") + fmt.format(abs(d))
-    if better and noise is not None and abs(d) < noise:
-        return text + " ≈"
-    return text + ("" if not better else " ✅" if d * better > 0 else " 🔻")
+    return ("+" if d > 0 else "−") + fmt.format(abs(d)) + {"up": " ✅", "down": " 🔻", "level": " ≈"}.get(mark, "")
+
+
+def _diff(before: Any, after: Any) -> float | None:
+    """after − before where both are numbers (not booleans), else None."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after))
+    return after - before if numbers else None
 
 
 def _counts(side: Side) -> dict[str, Any]:
@@ -203,23 +215,21 @@ def _counts(side: Side) -> dict[str, Any]:
 
 def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
     """(metric, before, after, delta) for the review's metrics, then one row per class; no ✅/🔻
-    where the two runs are not like for like (`caveats`), ≈ for a score that moved less than its
-    sampling noise (`sampling_noise`)."""
+    where the two runs are not like for like (`caveats`), ≈ for a change inside its noise
+    (`score_noise`; the test loss follows the test accuracy)."""
     _, unmarked = caveats(base, head)
-    nb, nh = _counts(base), _counts(head)
-    rows = []
+    counts = [_counts(base), _counts(head)]
+    values, marks = [], {}
     for label, path, key, fmt, better in METRICS:
         b, h = base.metric(path, key), head.metric(path, key)
-        noise = score_noise(key, b, h, [nb, nh])
-        rows.append(
-            (label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, 0 if label in unmarked else better, noise))
-        )
+        marks[key] = verdict(_diff(b, h), 0 if label in unmarked else better, score_noise(key, b, h, counts))
+        values.append((label, key, b, h, fmt))
+    marks = loss_follows_accuracy(marks)
+    rows = [(label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, marks[key])) for label, key, b, h, fmt in values]
     per_class = 0 if "accuracy: " in unmarked else 1
     for cls, b, h in class_pairs(base, head):
-        noise = sampling_noise(b, h, nb["class"], nh["class"])
-        rows.append(
-            (f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", per_class, noise))
-        )
+        mark = verdict(_diff(b, h), per_class, sampling_noise(b, h, counts[0]["class"], counts[1]["class"]))
+        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", mark)))
     return rows
 
 
@@ -268,17 +278,19 @@ def noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) ->
         band = sampling_noise(b, h, _counts(base)["test"], _counts(head)["test"])
         here = f" (±{band * 100:.2f} points for this test accuracy)" if band is not None else ""
         parts.append(
-            "a score moved less than one standard error of the difference, √(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂) "
-            f"over each run's n images{here}: runs that differ only in their seed differ by about that much, "
-            "so one run each cannot say which is better; compare the median of ≥ 3 seeds each (two more a side: "
-            "`dvc exp run --queue -S 'train.seed=1,2'`, then `dvc queue start`)"
+            "Scores: the change is less than one standard error of the difference, √(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂) "
+            f"over each run's n images{here}; the test loss, whose own noise is not estimated, follows the test "
+            "accuracy. Runs that differ only in their seed differ about that much, so one run each cannot say "
+            f"which is better: {SEED_ADVICE}. A ✅ or 🔻 is a hint, not proof: 8 of the 54 seed-for-seed pairs "
+            "in `benchmarks/results` move past one standard error."
         )
     if level & set(TIMED_ROWS):
         parts.append(
-            f"a time or speed moved less than {TIMING_SPREAD * 100:.0f} %, as much as runs of the same recipe "
-            "on one machine differ; `python -m benchmarks.cpu_step` times two settings in turn"
+            f"Times: the change is less than {TIMING_SPREAD * 100:.0f} % of the base's; twenty whole `dvc repro` "
+            "runs of one recipe on one VM over two days spread that far from their median. "
+            "`python -m benchmarks.cpu_step` times two settings in turn."
         )
-    return "≈ within the noise: " + "; ".join(parts) + "."
+    return "≈ within the noise. " + " ".join(parts)
 
 
 def _machine_word(key: str, value: Any) -> str:

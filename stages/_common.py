@@ -100,6 +100,8 @@ def check_outputs(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> None:
         spec = (yaml.load(dvc_yaml.read_text(), Loader=loader) or {})["stages"][stage]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return
+    if not isinstance(spec, dict):
+        return
     for kind in ("outs", "metrics", "plots"):
         for out in spec.get(kind) or []:
             path = next(iter(out)) if isinstance(out, dict) else out

@@ -262,7 +262,8 @@ def test_a_stage_whose_output_folder_is_a_file_says_so_before_any_work(tmp_path,
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     declared = [o for k in ("outs", "metrics", "plots") for o in spec.get(k) or ()]
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in declared]
-    top = Path(next(o for o in outs if "/" in o)).parts[0]  # the first output inside a folder: a file there instead
+    # the last output inside a folder: a file there instead (stats wrote data/subset.pt, then met plots)
+    top = Path([o for o in outs if "/" in o][-1]).parts[0]
     (tmp_path / top).write_text("in the way")
     env = {**os.environ, "PYTHONPATH": str(REPO), "CIFAR10_MIRROR": str(tmp_path / "none")}
     r = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True, text=True)

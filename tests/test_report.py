@@ -294,7 +294,7 @@ def test_browser_renders_it_offline_with_every_figure(repo):
 
 
 def test_an_experiment_lists_exactly_what_changed(repo):
-    from src.lab_report.changes import TIMING_SPREAD, sampling_noise
+    from src.run_diff import TIMING_SPREAD, sampling_noise
 
     before = json.loads((repo / "metrics/train.json").read_text())
     try:
@@ -390,25 +390,28 @@ def test_an_experiment_whose_scores_moved_within_the_noise_says_so(tmp_path):
 
 
 def test_a_changed_param_the_run_did_not_use_is_named(tmp_path):
-    """`-S augment.crop_pad_mode=zeros` with crops off, or a key of the model not trained, changes
-    nothing; the section said only that they differ."""
+    """`-S augment.crop_pad_mode=zeros` with crops off, or lookahead's decay with lookahead off,
+    changes nothing; the section said only that they differ. The notebook's net is not such a key:
+    the theory stage draws it whatever model trains."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (tmp_path / "metrics").mkdir()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "metrics/train.json").write_text(json.dumps({"device": "cpu"}))
+    (tmp_path / "metrics/train.json").write_text(json.dumps({"device": "cpu", "recipe": "default"}))
     sh(tmp_path, "git", "init", "-q")
     sh(tmp_path, "git", "add", ".")
     sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "committed")
     now = yaml.safe_load(yaml.safe_dump(params))
     now["augment"].update(crop_padding=0, crop_pad_mode="zeros")
-    now["model"]["seed_cnn"]["dropout"] = 0.2
+    now["train"]["lookahead_decay"] = 0.9
+    now["model"]["seed_cnn"]["dropout"] = 0.2  # used: the theory stage draws the notebook's net whatever trains
     text = visible_text(page_from(tmp_path, now))
     assert (
         "Not used by this run, so changing them changed nothing: augment.crop_pad_mode : used only when "
-        "augment.crop_padding is above 0; model.seed_cnn.dropout : used only with model.name=seed_cnn (this run: "
-        "fast_cnn)." in text  # visible_text puts a space for each tag: the </code> before each colon
+        "augment.crop_padding is above 0; train.lookahead_decay : used only when train.lookahead_steps is above 0."
+        in text  # visible_text puts a space for each tag: the </code> before each colon
     )
-    now["augment"]["crop_pad_mode"], now["model"]["seed_cnn"]["dropout"] = params["augment"]["crop_pad_mode"], 0.38
+    now["augment"]["crop_pad_mode"] = params["augment"]["crop_pad_mode"]
+    now["train"]["lookahead_decay"] = params["train"]["lookahead_decay"]
     assert "Not used by this run" not in visible_text(page_from(tmp_path, now))  # crops off: used, and said nowhere
 
 

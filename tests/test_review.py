@@ -349,13 +349,15 @@ def test_a_change_within_the_sampling_noise_is_marked_level_not_better_or_worse(
     smaller than one standard error of the difference of the two accuracies is ≈, the classes that
     moved that little are listed apart, and a line says what ≈ means and how to settle it."""
     from src import paths
-    from src.review import Side, better_worse, markdown, metric_rows, sampling_noise
+    from src.review import Side, better_worse, markdown, metric_rows
+    from src.run_diff import sampling_noise
 
     ev, tr, tm, st = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING, paths.STATS))
 
     def side(label: str, acc: float, val: float, cls: dict[str, float], ips: float = 673.0) -> Side:
+        loss = 0.25 if label == "main" else 0.24
         return Side(label, None, {
-            ev: {"test_acc": acc, "macro_f1": acc, "test_images": 3000, "per_class_acc": cls},
+            ev: {"test_acc": acc, "macro_f1": acc, "test_loss": loss, "test_images": 3000, "per_class_acc": cls},
             tr: {"best_val_acc": val, "steps": 312},
             tm: {"seconds": 123.0, "images_per_s": ips},
             st: {"val_images": 1500},
@@ -368,6 +370,7 @@ def test_a_change_within_the_sampling_noise_is_marked_level_not_better_or_worse(
     assert 0.0050 < band < 0.0055  # √(p(1−p)/n) twice over: about half a point at 3,000 images
     rows = {row[0]: row[1:] for row in metric_rows(base, head)}
     assert rows["test accuracy"][2] == "−0.0024 ≈" and rows["macro-F1"][2] == "−0.0024 ≈"
+    assert rows["test loss"][2] == "−0.0100 ≈"  # no band of its own: it follows the test accuracy, not ✅
     # 1,500 validation images (500 a class): one point is beyond its band of ±0.83
     assert rows["best validation accuracy"][2] == "+0.0100 ✅"
     # 1,000 test images a class: 0.2 points ≈; 3 points ✅; 2 points at 99 → 97 % (band ±0.62) 🔻
@@ -378,12 +381,12 @@ def test_a_change_within_the_sampling_noise_is_marked_level_not_better_or_worse(
     assert "- moved within the noise (≈): cat" in md
     note = next(line for line in md.splitlines() if line.startswith("≈ within the noise"))
     assert "(±0.52 points for this test accuracy)" in note and "train.seed=1,2" in note
-    assert "a time or speed" not in note  # the times did not move
+    assert "Times:" not in note and "A ✅ or 🔻 is a hint, not proof" in note  # the times did not move
     # a speed 3 % lower (the docs' example: 673 against 672 images/s was 🔻) is ≈, 14 % is 🔻
     slower = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970}, ips=653.0)
     rows = {row[0]: row[1:] for row in metric_rows(base, slower)}
     assert rows["images/s"][2] == "−20 ≈" and rows["training seconds (validation included)"][2] == "="
-    assert "a time or speed moved less than 12 %" in markdown(base, slower, [])
+    assert "Times: the change is less than 12 % of the base's" in markdown(base, slower, [])
     slower = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970}, ips=580.0)
     assert {row[0]: row[3] for row in metric_rows(base, slower)}["images/s"] == "−93 🔻"
     # a move twice the band is marked again
@@ -597,23 +600,27 @@ def test_a_param_the_run_did_not_use_is_said_so_under_the_params():
 
     def side(label: str, device: str, **train) -> Side:
         p = {**params, "train": {**params["train"], **train}}
-        return Side(label, None, {"params.yaml": p, tr: {"device": device, "steps": 312}})
+        recipe = "gpu" if device.startswith("cuda") else "default"  # train.json's record of the recipe run
+        return Side(label, None, {"params.yaml": p, tr: {"device": device, "recipe": recipe, "steps": 312}})
 
     base = side("main", "cpu", optimizer="sgd")
     head = side("workspace", "cpu", optimizer="sgd", muon_lr=0.2, lr=0.05)
     head.files["params.yaml"]["gpu"] = {**params["gpu"], "train": {**params["gpu"]["train"], "lr": 0.1}}
     assert unused_params(base, head) == [
-        "`gpu.train.lr`: the gpu section applies only when training runs on CUDA (gpu.use=auto; this run: cpu)",
+        "`gpu.train.lr`: the gpu section was not used: this run trained with the default recipe (on cpu)",
         "`train.muon_lr`: used only with train.optimizer=muon (this run: sgd)",
     ]  # train.lr is used: not listed
     md = markdown(base, head, [])
     assert "**Not used by the run of `workspace`** (changing them changed nothing):" in md
     assert "- `train.muon_lr`: used only with train.optimizer=muon (this run: sgd)" in md
     # the same change on a GPU run: the GPU recipe's own values replace the CPU recipe's
-    gpu_head = side("workspace", "cuda", optimizer="sgd", muon_lr=0.2, lr=0.05)
+    gpu_head = side("workspace", "cuda:0", optimizer="sgd", muon_lr=0.2, lr=0.05)  # one of several GPUs
     assert unused_params(base, gpu_head) == [
         "`train.lr`: the GPU recipe this run used replaces it with gpu.train.lr",
         "`train.muon_lr`: the GPU recipe this run used replaces it with gpu.train.muon_lr",
     ]
     same = side("workspace", "cpu", optimizer="sgd", lr=0.05)
     assert unused_params(base, same) == [] and "Not used by" not in markdown(base, same, [])
+    unknown = side("workspace", "cpu", optimizer="sgd", muon_lr=0.2)
+    del unknown.files[tr]["recipe"]  # a commit from before train.json recorded its recipe: no guess
+    assert unused_params(base, unknown) == []

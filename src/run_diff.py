@@ -1,0 +1,119 @@
+"""What a difference between two runs means, for the review and the report's "What changed": how
+far a score or a time moves by chance (so a smaller change is ≈, neither better nor worse), and why
+a changed param had no effect on a run. Pure functions over the runs' parsed files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from src.params import deep_merge, flatten
+
+# which count each score's noise comes from (`score_counts`); macro-F1 is not a share of images,
+# but at these sizes it moves as an accuracy does, so it takes the test accuracy's count
+NOISE_COUNT = {"test_acc": "test", "macro_f1": "test", "per_class_acc": "class", "best_val_acc": "val"}
+# a time or speed of the same recipe on one VM moves this share of the base's value by chance: twenty
+# whole `dvc repro` runs over two days took 147.0-179.9 s, up to 12 % from their median (README),
+# and their training ran at 571-704 images/s
+TIMING_SPREAD = 0.12
+TIMED = ("seconds", "train_seconds", "images_per_s")
+# how to tell a change inside the noise from none, as the review and the report both say it
+SEED_ADVICE = (
+    "train both with two more seeds and compare the medians of three "
+    "(`dvc exp run --queue -S 'train.seed=1,2'`, then `dvc queue start`)"
+)
+# the lab notebook's network: the theory stage draws it whatever model.name trains (figure 6)
+NOTEBOOK_MODEL = "seed_cnn"
+
+
+def sampling_noise(before: Any, after: Any, n_before: Any, n_after: Any) -> float | None:
+    """One standard error of the difference of two accuracies, each a share of its n images
+    (binomial): sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). None where a value or a count is missing, or a
+    value is not a share (0 to 1). 46 of the 54 seed-for-seed pairs in benchmarks/results move less."""
+    values = (before, after, n_before, n_after)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    if min(n_before, n_after) <= 0 or not (0 <= before <= 1 and 0 <= after <= 1):
+        return None
+    return (before * (1 - before) / n_before + after * (1 - after) / n_after) ** 0.5
+
+
+def score_noise(key: str, before: Any, after: Any, counts: list[dict[str, Any]]) -> float | None:
+    """How far the metric `key` moves between two runs that differ only by chance: the sampling noise
+    of an accuracy (`sampling_noise` over `counts`, each run's `score_counts`), TIMING_SPREAD of a
+    time or speed; None for anything else (the loss: see `verdicts`)."""
+    which = NOISE_COUNT.get(key)
+    if which:
+        return sampling_noise(before, after, counts[0].get(which), counts[1].get(which))
+    if key in TIMED and isinstance(before, (int, float)) and not isinstance(before, bool):
+        return TIMING_SPREAD * abs(before)
+    return None
+
+
+def score_counts(evaluation: Any, stats: Any) -> dict[str, Any]:
+    """The images a run's scores are shares of: its test images, its test images a class (CIFAR-10's
+    test sets hold as many of each class) and its validation images (metrics/stats.json)."""
+    ev = evaluation if isinstance(evaluation, dict) else {}
+    test, per_class = ev.get("test_images"), ev.get("per_class_acc")
+    classes = len(per_class) if isinstance(per_class, dict) else 0
+    val = stats.get("val_images") if isinstance(stats, dict) else None
+    return {"test": test, "class": test / classes if isinstance(test, int) and classes else None, "val": val}
+
+
+def verdict(delta: Any, better: int, noise: float | None) -> str | None:
+    """ "up" or "down" (the change is better or worse: `better` +1 higher is better, -1 lower), "level"
+    (smaller than `noise`), or None (no change, not a number, or neither way is better)."""
+    if not better or not isinstance(delta, (int, float)) or isinstance(delta, bool) or delta == 0:
+        return None
+    if noise is not None and abs(delta) < noise:
+        return "level"
+    return "up" if delta * better > 0 else "down"
+
+
+def loss_follows_accuracy(marks: dict[str, str | None]) -> dict[str, str | None]:
+    """`marks` by metric key, the test loss's made "level" where the test accuracy's is: the loss's
+    own noise is not estimated, and a ✅ on it beside an accuracy inside its noise reads as proof."""
+    if marks.get("test_acc") == "level" and marks.get("test_loss") in ("up", "down"):
+        return {**marks, "test_loss": "level"}
+    return marks
+
+
+def why_unused(raw: Any, key: str, run: Any) -> str | None:
+    """Why the dotted `key` of the params mapping `raw` had no effect on the run whose
+    metrics/train.json is `run` (its `recipe`: "default" or "gpu"), or None where it was used or this
+    cannot tell (no recipe recorded): the gpu section under the default recipe, a value the GPU
+    recipe replaced, a key of a model nothing built, a setting whose switch is off."""
+    recipe = run.get("recipe") if isinstance(run, dict) else None
+    if not isinstance(raw, dict) or recipe not in ("default", "gpu"):
+        return None
+    gpu = raw.get("gpu") if isinstance(raw.get("gpu"), dict) else {}
+    if key.startswith("gpu.") and key != "gpu.use":
+        if recipe == "default":
+            return f"the gpu section was not used: this run trained with the default recipe (on {run.get('device')})"
+        return None
+    section, _, rest = key.partition(".")
+    if recipe == "gpu" and section in ("augment", "model", "train"):
+        if key in flatten({section: gpu.get(section) or {}}):
+            return f"the GPU recipe this run used replaces it with gpu.{key}"
+        sections = [s for s in ("augment", "model", "train") if isinstance(raw.get(s), dict)]
+        raw = deep_merge(raw, {s: gpu.get(s) or {} for s in sections})
+    return _switched_off(flatten(raw), key, section, rest.split(".")[0])
+
+
+def _switched_off(flat: dict[str, Any], key: str, section: str, first: str) -> str | None:
+    """`why_unused`'s rules for one recipe's params (`flat`: dotted keys)."""
+    opt, name = flat.get("train.optimizer"), flat.get("model.name")
+    if key in ("train.muon_lr", "train.muon_momentum") and opt != "muon":
+        return f"used only with train.optimizer=muon (this run: {opt})"
+    if key in ("train.momentum", "train.nesterov", "train.bn_bias_lr_factor") and opt == "adamw":
+        return "not used with train.optimizer=adamw"
+    if key == "train.lookahead_decay" and not flat.get("train.lookahead_steps"):
+        return "used only when train.lookahead_steps is above 0"
+    if key == "train.epochs" and flat.get("train.time_budget_s"):
+        return f"not used when train.time_budget_s is set ({flat['train.time_budget_s']} s here: it sizes the run)"
+    if key == "augment.crop_pad_mode" and not flat.get("augment.crop_padding"):
+        return "used only when augment.crop_padding is above 0"
+    if key == "evaluate.tta_fraction" and not flat.get("evaluate.tta_flip") and not flat.get("evaluate.tta_shift"):
+        return "used only with test-time augmentation (evaluate.tta_flip or evaluate.tta_shift)"
+    if section == "model" and first not in ("name", name, NOTEBOOK_MODEL) and isinstance(name, str):
+        return f"used only with model.name={first} (this run: {name})"
+    return None

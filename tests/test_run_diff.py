@@ -1,0 +1,86 @@
+"""What a difference between two runs means (src/run_diff.py): the noise bands, and why a changed
+param had no effect on a run — each rule against the code that reads the param."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from src.run_diff import sampling_noise, score_counts, verdict, why_unused
+from tests.conftest import REPO
+
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+CPU = {"recipe": "default", "device": "cpu"}
+GPU = {"recipe": "gpu", "device": "cuda:0"}
+
+
+def params(**sections: dict) -> dict:
+    """The committed params with some keys of some sections replaced."""
+    p = copy.deepcopy(PARAMS)
+    for name, values in sections.items():
+        p[name].update(values)
+    return p
+
+
+@pytest.mark.parametrize(
+    "raw, key, run, why",
+    [
+        (params(train={"optimizer": "sgd"}), "train.muon_lr", CPU, "used only with train.optimizer=muon (this run: sg"),
+        (params(train={"optimizer": "adamw"}), "train.muon_momentum", CPU, "used only with train.optimizer=muon"),
+        (params(train={"optimizer": "adamw"}), "train.momentum", CPU, "not used with train.optimizer=adamw"),
+        (params(train={"optimizer": "adamw"}), "train.nesterov", CPU, "not used with train.optimizer=adamw"),
+        (params(train={"optimizer": "adamw"}), "train.bn_bias_lr_factor", CPU, "not used with train.optimizer=adamw"),
+        (params(), "train.lookahead_decay", CPU, "used only when train.lookahead_steps is above 0"),
+        (params(train={"time_budget_s": 120}), "train.epochs", CPU, "not used when train.time_budget_s is set (120 s"),
+        (params(augment={"crop_padding": 0}), "augment.crop_pad_mode", CPU, "used only when augment.crop_padding"),
+        (params(evaluate={"tta_flip": False, "tta_shift": 0}), "evaluate.tta_fraction", CPU, "used only with test"),
+        (params(model={"name": "seed_cnn"}), "model.fast_cnn.widths", CPU, "used only with model.name=fast_cnn"),
+        (params(), "gpu.train.lr", CPU, "the gpu section was not used: this run trained with the default recipe (on"),
+        (params(gpu={"use": "never"}), "gpu.train.lr", {"recipe": "default", "device": "cuda"}, "the gpu section was"),
+        (params(), "train.lr", GPU, "the GPU recipe this run used replaces it with gpu.train.lr"),
+        (params(), "model.fast_cnn.widths", GPU, "the GPU recipe this run used replaces it with gpu.model.fast_cnn"),
+        (params(), "augment.hflip", GPU, "the GPU recipe this run used replaces it with gpu.augment.hflip"),
+    ],
+)
+def test_a_param_the_run_did_not_use_says_why(raw, key, run, why):
+    assert (why_unused(raw, key, run) or "").startswith(why)
+
+
+@pytest.mark.parametrize(
+    "raw, key, run",
+    [
+        (params(), "train.muon_lr", CPU),  # the committed optimizer is muon
+        (params(), "model.seed_cnn.widths", CPU),  # the theory stage draws the notebook's net whatever trains
+        (params(), "train.lookahead_decay", GPU),  # the GPU recipe turns lookahead on (gpu.train.lookahead_steps)
+        (params(), "gpu.train.lr", GPU),
+        (params(), "gpu.use", CPU),  # the switch itself is always read
+        (params(train={"optimizer": "sgd"}), "train.muon_lr", {"device": "cpu"}),  # no recipe recorded: no guess
+        (params(train={"optimizer": "sgd"}), "train.muon_lr", None),
+        ("not a mapping", "train.lr", CPU),
+    ],
+)
+def test_a_param_the_run_used_or_may_have_used_is_not_called_unused(raw, key, run):
+    assert why_unused(raw, key, run) is None
+
+
+def test_the_noise_band_is_the_binomial_standard_error_and_only_for_shares():
+    assert sampling_noise(0.9587, 0.9563, 3000, 3000) == pytest.approx(0.005209, abs=1e-6)
+    assert sampling_noise(0.5, 0.5, 100, 100) == pytest.approx(0.0707107, abs=1e-6)
+    # a percent typed into eval.json, no count, a boolean, an empty test set: no band rather than a wrong one
+    for args in ((95.87, 95.63, 3000, 3000), (0.9, 0.9, None, 3000), (True, 0.9, 3000, 3000), (0.9, 0.9, 0, 3000)):
+        assert sampling_noise(*args) is None
+    assert score_counts({"test_images": 3000, "per_class_acc": 3}, None) == {"test": 3000, "class": None, "val": None}
+    assert score_counts({"test_images": 3000, "per_class_acc": {"a": 1, "b": 1}}, {"val_images": 200}) == {
+        "test": 3000,
+        "class": 1500,
+        "val": 200,
+    }
+
+
+def test_the_verdict_is_level_inside_the_noise_and_by_direction_outside():
+    assert verdict(0.004, 1, 0.005) == "level" and verdict(-0.004, -1, 0.005) == "level"
+    assert verdict(0.006, 1, 0.005) == "up" and verdict(0.006, -1, 0.005) == "down"
+    assert verdict(0.006, 1, None) == "up"  # no band known: marked as before
+    assert verdict(0, 1, 0.005) is None and verdict(0.5, 0, 0.005) is None and verdict(None, 1, None) is None
