@@ -286,8 +286,8 @@ def noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) ->
         )
     if level & set(TIMED_ROWS):
         parts.append(
-            f"Times: the change is less than {TIMING_SPREAD * 100:.0f} % of the base's; twenty whole `dvc repro` "
-            "runs of one recipe on one VM over two days spread that far from their median. "
+            f"Times: the change is less than {TIMING_SPREAD * 100:.0f} % of the base's; whole `dvc repro` runs of "
+            "one recipe on one VM over two days spread that far from their median (README). "
             "`python -m benchmarks.cpu_step` times two settings in turn."
         )
     return "≈ within the noise. " + " ".join(parts)
