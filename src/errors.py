@@ -23,9 +23,10 @@ class DataError(RuntimeError):
     """Data that can't be used; the message says which file and what to do."""
 
 
-class OutputError(RuntimeError):
+class OutputError(OSError):
     """An output that can't be written where the stage writes it (a file where its folder should
-    be, no permission); the message names the path and what is in the way."""
+    be, no permission); the message names the path and what is in the way. An OSError, so a tool
+    that words its own failed writes (`src.compare --out`) still catches it."""
 
 
 class CheckpointError(RuntimeError):

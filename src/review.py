@@ -314,7 +314,7 @@ def better_worse(base: Side, head: Side) -> tuple[list[str], list[str], list[str
     nb, nh = _counts(base)["class"], _counts(head)["class"]
     moved = [(c, h - b, b, h) for c, b, h in class_pairs(base, head) if b is not None and h is not None and h != b]
     moved.sort(key=lambda m: -abs(m[1]))
-    noisy = {m[0] for m in moved if abs(m[1]) < (sampling_noise(m[2], m[3], nb, nh) or 0)}
+    noisy = {m[0] for m in moved if verdict(m[1], 1, sampling_noise(m[2], m[3], nb, nh)) == "level"}
     line = lambda m: f"{m[0]} {'+' if m[1] > 0 else '−'}{abs(m[1]):.3f} ({m[2]:.3f} → {m[3]:.3f})"
     clear = [m for m in moved if m[0] not in noisy]
     level = [c for c, *_ in moved if c in noisy]
