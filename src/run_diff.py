@@ -11,9 +11,9 @@ from src.params import deep_merge, flatten
 # which count each score's noise comes from (`score_counts`); macro-F1 is not a share of images,
 # but at these sizes it moves as an accuracy does, so it takes the test accuracy's count
 NOISE_COUNT = {"test_acc": "test", "macro_f1": "test", "per_class_acc": "class", "best_val_acc": "val"}
-# a time or speed of the same recipe on one VM moves this share of the base's value by chance:
-# twenty-one whole `dvc repro` runs over two days took 147.0-179.9 s, up to 12 % from their median
-# (README), and their training ran at 571-704 images/s
+# a time or speed of the same recipe on one VM moves this share of the base's value by chance: the
+# README's whole `dvc repro` runs over two days took 147.0-179.9 s, up to 12 % from their median,
+# and their training ran at 571-704 images/s
 TIMING_SPREAD = 0.12
 TIMED = ("seconds", "train_seconds", "images_per_s")
 # how to tell a change inside the noise from none, as the review and the report both say it
