@@ -104,19 +104,34 @@ def test_the_page_loads_with_the_network_cut_off(page):
     assert outside == []  # nothing asked for outside 127.0.0.1
 
 
+def show_list(pg, which: str) -> int:
+    """Pick `which` in the list filter and wait until the page shows that list's first page: its own
+    "page 1 of N (M images)", from the API. Waiting for "page 1 of" alone let the old list's text
+    pass before the new list came (a slow CI run read the old list's page count and timed out)."""
+    first = pg.evaluate(
+        """async (which) => {
+            const q = new URLSearchParams({ cls: document.getElementById("f-class").value, which,
+                                            order: document.getElementById("f-order").value, page: 0 });
+            return (await fetch(`/api/images?${q}`)).json();
+        }""",
+        which,
+    )
+    pg.select_option("#f-which", which)
+    want = f"page 1 of {first['pages']} ({first['total']} images)"
+    pg.wait_for_function("want => document.querySelector('#page-info').textContent === want", arg=want)
+    return first["pages"]
+
+
 def test_the_pager_stops_at_both_ends(page):
     """The API refuses a page past either end, so the buttons there are off, not a red error line."""
     pg, _, _ = page
-    pg.select_option("#f-which", "wrong")  # a short list: its last page is near
-    pg.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
+    pages = show_list(pg, "wrong")  # a short list: its last page is near
     assert pg.is_disabled("#prev")
-    pages = int(pg.inner_text("#page-info").split(" of ")[1].split()[0])
-    for _ in range(pages - 1):
+    for p in range(2, pages + 1):  # each click once the last one's page is shown
         pg.click("#next")
-    pg.wait_for_function(f"document.querySelector('#page-info').textContent.startsWith('page {pages} of')")
+        pg.wait_for_function(f"document.querySelector('#page-info').textContent.startsWith('page {p} of')")
     assert pg.is_disabled("#next") and pg.is_hidden("#error")
-    pg.select_option("#f-which", "all")
-    pg.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
+    show_list(pg, "all")
 
 
 def test_choosing_an_image_shows_the_models_probabilities_and_every_layer(page):
