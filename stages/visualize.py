@@ -12,6 +12,7 @@ from src import paths
 from src.data.cifar import Subset
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
+from src.figures.background import processes_for, saved_in_background
 from src.io import atomic_dir, read_dvclive_history, read_json, save_figure, write_json
 from src.models import check_filter_layer
 from src.params import Params
@@ -19,7 +20,7 @@ from src.teach.probe import read_responses
 from src.training.checkpoints import load_trained
 from src.training.evaluation import read_predictions
 from stages._common import run_stage
-from stages._parallel import use_cpu
+from stages._parallel import cpu_threads, use_cpu
 
 OUT = paths.PLOTS_VISUALIZE
 
@@ -51,8 +52,10 @@ def main(p: Params) -> None:
     use_cpu(p)
     a = load_inputs(p)
     summary: dict = {"model": a.ck["model_name"], "classes": a.classes}
+    save_processes = processes_for(cpu_threads(p)[0])
     with atomic_dir(OUT) as out:  # the last run's files go (feature maps are named by class) only on success
-        summary.update(run_steps(steps.drawn(a), lambda fig, name: save_figure(fig, out / name, a.v.dpi)))
+        with saved_in_background(lambda fig, name: save_figure(fig, out / name, a.v.dpi), save_processes) as save:
+            summary.update(run_steps(steps.drawn(a), save))
         write_json(paths.VISUALIZE_SUMMARY, summary)
     print(
         f"visualize: {len(list(OUT.glob('*.png')))} figures in {OUT}; test acc {summary['confusion']['accuracy']:.4f}"

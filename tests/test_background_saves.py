@@ -1,0 +1,114 @@
+"""Figures saved in forked processes (src.figures.background): the same bytes as saved in turn,
+a failed save raises its own error in the stage, and nothing is left running or open."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from src.errors import OutputError  # noqa: E402
+from src.figures import background  # noqa: E402
+from src.figures.background import processes_for, saved_in_background  # noqa: E402
+from src.io import save_figure  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not background.forks_here(), reason="figures are saved in forked processes on Linux")
+
+
+def figures(n: int):
+    """n small figures with an image, a title and ticks: (name, figure) in order."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        fig, ax = plt.subplots(figsize=(2.5, 2))
+        ax.imshow(rng.random((8, 8)), cmap="viridis")
+        ax.set_title(f"figure {i}")
+        yield f"f{i}.png", fig
+
+
+def save_all(folder, processes: int, save=None) -> None:
+    save = save or (lambda fig, name: save_figure(fig, folder / name, 80))
+    with saved_in_background(save, processes) as bg:
+        for name, fig in figures(6):
+            bg(fig, name)
+
+
+def test_the_files_are_the_bytes_one_process_writes(tmp_path):
+    one, forked = tmp_path / "one", tmp_path / "forked"
+    one.mkdir()
+    forked.mkdir()
+    save_all(one, 0)
+    save_all(forked, 2)
+    names = sorted(p.name for p in one.iterdir())
+    assert names == [f"f{i}.png" for i in range(6)]
+    assert sorted(p.name for p in forked.iterdir()) == names
+    for name in names:
+        assert (forked / name).read_bytes() == (one / name).read_bytes(), name
+    assert plt.get_fignums() == []  # each figure closed here once its save started
+
+
+def test_a_failed_save_raises_its_own_error_after_the_others_finish(tmp_path):
+    def save(fig, name):
+        if name == "f2.png":
+            raise OutputError(f"cannot write {tmp_path / name}: a folder is in the way")
+        save_figure(fig, tmp_path / name, 80)
+
+    with pytest.raises(OutputError, match="a folder is in the way"):
+        save_all(tmp_path, 2, save)
+    assert (tmp_path / "f1.png").exists() and not (tmp_path / "f2.png").exists()
+    assert _children() == []
+
+
+def test_an_error_that_does_not_pickle_still_names_the_figure(tmp_path):
+    class Odd(Exception):
+        def __reduce__(self):
+            raise TypeError("no")
+
+    def save(fig, name):
+        raise Odd("the disk is full")
+
+    with pytest.raises(RuntimeError, match=r"saving f0\.png: Odd: the disk is full"):
+        save_all(tmp_path, 1, save)
+
+
+def test_a_save_killed_by_a_signal_is_an_error(tmp_path):
+    def save(fig, name):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(RuntimeError, match=r"saving f0\.png: the process saving it was killed by signal 9"):
+        save_all(tmp_path, 1, save)
+
+
+def test_an_error_in_the_stage_wins_and_the_saves_are_waited_for(tmp_path):
+    save = lambda fig, name: save_figure(fig, tmp_path / name, 80)  # noqa: E731
+    with pytest.raises(ValueError, match="the stage's own"), saved_in_background(save, 2) as bg:
+        for name, fig in figures(3):
+            bg(fig, name)
+        raise ValueError("the stage's own error")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.png", "f1.png", "f2.png"]
+    assert _children() == []
+
+
+def test_one_core_or_none_saves_in_this_process(tmp_path):
+    seen = []
+
+    def save(fig, name):
+        seen.append(os.getpid())
+        plt.close(fig)
+
+    assert processes_for(1) == 0 and processes_for(2) == 2
+    save_all(tmp_path, processes_for(1), save)
+    assert seen == [os.getpid()] * 6
+
+
+def _children() -> list[int]:
+    """Child processes of this one still alive (zombies included), from /proc."""
+    pid = os.getpid()
+    tasks = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(tasks).read().split()] if os.path.exists(tasks) else []
