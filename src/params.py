@@ -311,10 +311,17 @@ class Params(Section):
 
     def with_gpu_recipe(self) -> Params:
         """These params with the `gpu` section's augment/model/train values in place."""
-        raw = self.model_dump()
-        for name in ("augment", "model", "train"):
-            raw[name] = deep_merge(raw[name], getattr(self.gpu, name))
-        return parse_params(raw)
+        return parse_params(gpu_recipe_raw(self.model_dump()))
+
+
+GPU_SECTIONS = ("augment", "model", "train")  # the sections the gpu section's values replace keys of
+
+
+def gpu_recipe_raw(raw: dict) -> dict:
+    """The params mapping `raw` (valid or not) with its gpu section's augment/model/train values in
+    place: what the GPU recipe trains with (`Params.with_gpu_recipe`, and `src.run_diff` on a raw file)."""
+    gpu = raw.get("gpu") if isinstance(raw.get("gpu"), dict) else {}
+    return deep_merge(raw, {s: gpu.get(s) or {} for s in GPU_SECTIONS if isinstance(raw.get(s), dict)})
 
 
 def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

@@ -34,9 +34,9 @@ from src.io import atomic_path
 from src.lab_report.gather import git_show
 from src.params import FEW_STEPS, changed_params, not_as_run, yaml_error
 from src.run_diff import (
-    SEED_ADVICE,
-    TIMING_SPREAD,
+    difference,
     loss_follows_accuracy,
+    noise_note,
     sampling_noise,
     score_counts,
     score_noise,
@@ -194,18 +194,12 @@ def _value(v: Any, present: bool) -> str:
 
 def _delta(before: Any, after: Any, fmt: str, mark: str | None) -> str:
     """The change as text with its mark (`verdict`): ✅ better, 🔻 worse, ≈ inside the noise."""
-    if _diff(before, after) is None:
+    if difference(before, after) is None:
         return "" if before == after else "changed"
     d = after - before
     if d == 0:
         return "="
     return ("+" if d > 0 else "−") + fmt.format(abs(d)) + {"up": " ✅", "down": " 🔻", "level": " ≈"}.get(mark, "")
-
-
-def _diff(before: Any, after: Any) -> float | None:
-    """after − before where both are numbers (not booleans), else None."""
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after))
-    return after - before if numbers else None
 
 
 def _counts(side: Side) -> dict[str, Any]:
@@ -222,13 +216,13 @@ def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
     values, marks = [], {}
     for label, path, key, fmt, better in METRICS:
         b, h = base.metric(path, key), head.metric(path, key)
-        marks[key] = verdict(_diff(b, h), 0 if label in unmarked else better, score_noise(key, b, h, counts))
+        marks[key] = verdict(difference(b, h), 0 if label in unmarked else better, score_noise(key, b, h, counts))
         values.append((label, key, b, h, fmt))
     marks = loss_follows_accuracy(marks)
     rows = [(label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, marks[key])) for label, key, b, h, fmt in values]
     per_class = 0 if "accuracy: " in unmarked else 1
     for cls, b, h in class_pairs(base, head):
-        mark = verdict(_diff(b, h), per_class, sampling_noise(b, h, counts[0]["class"], counts[1]["class"]))
+        mark = verdict(difference(b, h), per_class, sampling_noise(b, h, counts[0]["class"], counts[1]["class"]))
         rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", mark)))
     return rows
 
@@ -269,28 +263,12 @@ def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
     return lines, unmarked
 
 
-def noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) -> str:
+def table_noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) -> str:
     """The line under the metrics table that says what its ≈ marks mean (scores, times or both)."""
     level = {r[0] for r in rows if r[3].endswith(" ≈")}
-    parts = []
-    if level - set(TIMED_ROWS):
-        b, h = (s.metric(paths.EVAL_METRICS, "test_acc") for s in (base, head))
-        band = sampling_noise(b, h, _counts(base)["test"], _counts(head)["test"])
-        here = f" (±{band * 100:.2f} points for this test accuracy)" if band is not None else ""
-        parts.append(
-            "Scores: the change is less than one standard error of the difference, √(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂) "
-            f"over each run's n images{here}; the test loss, whose own noise is not estimated, follows the test "
-            "accuracy. Runs that differ only in their seed differ about that much, so one run each cannot say "
-            f"which is better: {SEED_ADVICE}. A ✅ or 🔻 is a hint, not proof: 8 of the 54 seed-for-seed pairs "
-            "in `benchmarks/results` move past one standard error."
-        )
-    if level & set(TIMED_ROWS):
-        parts.append(
-            f"Times: the change is less than {TIMING_SPREAD * 100:.0f} % of the base's; whole `dvc repro` runs of "
-            "one recipe on one VM over two days spread that far from their median (README). "
-            "`python -m benchmarks.cpu_step` times two settings in turn."
-        )
-    return "≈ within the noise. " + " ".join(parts)
+    b, h = (s.metric(paths.EVAL_METRICS, "test_acc") for s in (base, head))
+    band = sampling_noise(b, h, _counts(base)["test"], _counts(head)["test"])
+    return noise_note(bool(level - set(TIMED_ROWS)), bool(level & set(TIMED_ROWS)), "a ✅ or 🔻", band)
 
 
 def _machine_word(key: str, value: Any) -> str:
@@ -420,7 +398,7 @@ def markdown(base: Side, head: Side, charts: list[tuple[str, str]], about: str |
     lines += ["", "### Metrics", ""]
     rows = metric_rows(base, head)
     lines += _table(("metric", base.label, head.label, "change"), rows)
-    lines += ["", noise_note(base, head, rows)] if any(r[3].endswith(" ≈") for r in rows) else []
+    lines += ["", table_noise_note(base, head, rows)] if any(r[3].endswith(" ≈") for r in rows) else []
     lines += [line for why in map(_no_metrics, (base, head)) if why for line in ("", why)]
     notes, unmarked = caveats(base, head)
     if notes:

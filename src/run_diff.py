@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.params import deep_merge, flatten
+from src.params import GPU_SECTIONS, flatten, gpu_recipe_raw
 
 # which count each score's noise comes from (`score_counts`); macro-F1 is not a share of images,
 # but at these sizes it moves as an accuracy does, so it takes the test accuracy's count
@@ -23,14 +23,50 @@ SEED_ADVICE = (
 )
 # the lab notebook's network: the theory stage draws it whatever model.name trains (figure 6)
 NOTEBOOK_MODEL = "seed_cnn"
+# (past one standard error, all): pairs of runs of one recipe on one subset that differ only in
+# their seed, in benchmarks/results (tests/test_run_diff.py counts them again from the files)
+SEED_PAIRS = (8, 54)
+
+
+def is_number(v: Any) -> bool:
+    """An int or a float, not a bool (JSON's true and false are no scores)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def difference(before: Any, after: Any) -> float | None:
+    """after − before where both are numbers, else None."""
+    return after - before if is_number(before) and is_number(after) else None
+
+
+def noise_note(scores: bool, times: bool, marks: str, band: float | None = None) -> str:
+    """What ≈ means under a table where `scores` and/or `times` were marked so, as the review
+    (Markdown) and the report (HTML, its `code` spans made <code>) both say it. `marks`: how the
+    table shows better and worse ("a ✅ or 🔻"); `band`: one standard error of this test accuracy."""
+    parts = []
+    if scores:
+        here = f" (±{band * 100:.2f} points for this test accuracy)" if band is not None else ""
+        past, pairs = SEED_PAIRS
+        parts.append(
+            "A score that moved less than one standard error of the difference of two accuracies, "
+            f"√(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂) over each run's n images{here}; the test loss, whose own noise is not "
+            "estimated, follows the test accuracy. Runs that differ only in their seed differ about that much, so "
+            f"one run each cannot say which is better: {SEED_ADVICE}. {marks[0].upper() + marks[1:]} is a hint, not "
+            f"proof: {past} of the {pairs} pairs of seeds in `benchmarks/results` move past one standard error."
+        )
+    if times:
+        parts.append(
+            f"A time or speed that moved less than {TIMING_SPREAD * 100:.0f} % of the base's: whole `dvc repro` runs "
+            "of one recipe on one VM over two days spread that far from their median. "
+            "`python -m benchmarks.cpu_step` times two settings in turn."
+        )
+    return " ".join(["≈ within the noise.", *parts])
 
 
 def sampling_noise(before: Any, after: Any, n_before: Any, n_after: Any) -> float | None:
     """One standard error of the difference of two accuracies, each a share of its n images
     (binomial): sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). None where a value or a count is missing, or a
-    value is not a share (0 to 1). 46 of the 54 seed-for-seed pairs in benchmarks/results move less."""
-    values = (before, after, n_before, n_after)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    value is not a share (0 to 1). Most pairs of seeds in benchmarks/results move less (SEED_PAIRS)."""
+    if not all(map(is_number, (before, after, n_before, n_after))):
         return None
     if min(n_before, n_after) <= 0 or not (0 <= before <= 1 and 0 <= after <= 1):
         return None
@@ -44,7 +80,7 @@ def score_noise(key: str, before: Any, after: Any, counts: list[dict[str, Any]])
     which = NOISE_COUNT.get(key)
     if which:
         return sampling_noise(before, after, counts[0].get(which), counts[1].get(which))
-    if key in TIMED and isinstance(before, (int, float)) and not isinstance(before, bool):
+    if key in TIMED and is_number(before):
         return TIMING_SPREAD * abs(before)
     return None
 
@@ -62,7 +98,7 @@ def score_counts(evaluation: Any, stats: Any) -> dict[str, Any]:
 def verdict(delta: Any, better: int, noise: float | None) -> str | None:
     """ "up" or "down" (the change is better or worse: `better` +1 higher is better, -1 lower), "level"
     (smaller than `noise`), or None (no change, not a number, or neither way is better)."""
-    if not better or not isinstance(delta, (int, float)) or isinstance(delta, bool) or delta == 0:
+    if not better or not is_number(delta) or delta == 0:
         return None
     if noise is not None and abs(delta) < noise:
         return "level"
@@ -91,11 +127,10 @@ def why_unused(raw: Any, key: str, run: Any) -> str | None:
             return f"the gpu section was not used: this run trained with the default recipe (on {run.get('device')})"
         return None
     section, _, rest = key.partition(".")
-    if recipe == "gpu" and section in ("augment", "model", "train"):
+    if recipe == "gpu" and section in GPU_SECTIONS:
         if key in flatten({section: gpu.get(section) or {}}):
             return f"the GPU recipe this run used replaces it with gpu.{key}"
-        sections = [s for s in ("augment", "model", "train") if isinstance(raw.get(s), dict)]
-        raw = deep_merge(raw, {s: gpu.get(s) or {} for s in sections})
+        raw = gpu_recipe_raw(raw)
     return _switched_off(flatten(raw), key, section, rest.split(".")[0])
 
 

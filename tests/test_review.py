@@ -381,12 +381,12 @@ def test_a_change_within_the_sampling_noise_is_marked_level_not_better_or_worse(
     assert "- moved within the noise (≈): cat" in md
     note = next(line for line in md.splitlines() if line.startswith("≈ within the noise"))
     assert "(±0.52 points for this test accuracy)" in note and "train.seed=1,2" in note
-    assert "Times:" not in note and "A ✅ or 🔻 is a hint, not proof" in note  # the times did not move
+    assert "A time or speed" not in note and "A ✅ or 🔻 is a hint, not proof" in note  # the times did not move
     # a speed 3 % lower (the docs' example: 673 against 672 images/s was 🔻) is ≈, 14 % is 🔻
     slower = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970}, ips=653.0)
     rows = {row[0]: row[1:] for row in metric_rows(base, slower)}
     assert rows["images/s"][2] == "−20 ≈" and rows["training seconds (validation included)"][2] == "="
-    assert "Times: the change is less than 12 % of the base's" in markdown(base, slower, [])
+    assert "A time or speed that moved less than 12 % of the base's" in markdown(base, slower, [])
     slower = side("workspace", 0.9563, 0.950, {"cat": 0.902, "dog": 0.960, "ship": 0.970}, ips=580.0)
     assert {row[0]: row[3] for row in metric_rows(base, slower)}["images/s"] == "−93 🔻"
     # a move twice the band is marked again

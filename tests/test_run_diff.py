@@ -4,11 +4,13 @@ param had no effect on a run — each rule against the code that reads the param
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 
 import pytest
 import yaml
 
-from src.run_diff import sampling_noise, score_counts, verdict, why_unused
+from src.run_diff import SEED_PAIRS, difference, noise_note, sampling_noise, score_counts, verdict, why_unused
 from tests.conftest import REPO
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -84,3 +86,32 @@ def test_the_verdict_is_level_inside_the_noise_and_by_direction_outside():
     assert verdict(0.006, 1, 0.005) == "up" and verdict(0.006, -1, 0.005) == "down"
     assert verdict(0.006, 1, None) == "up"  # no band known: marked as before
     assert verdict(0, 1, 0.005) is None and verdict(0.5, 0, 0.005) is None and verdict(None, 1, None) is None
+
+
+def test_the_pairs_of_seeds_the_notes_quote_are_those_in_benchmarks_results():
+    """The ≈ note says how many pairs of runs that differ only in their seed move past one standard
+    error: counted again here from every result file with two or more seeds of one recipe (3,000
+    test images, 10,000 for all ten classes)."""
+    past = pairs = 0
+    for f in sorted((REPO / "benchmarks/results").glob("*.json")):
+        data = json.loads(f.read_text())
+        runs = data.get("runs") if isinstance(data, dict) else None
+        for recipe_runs in runs.values() if isinstance(runs, dict) else [runs or []]:
+            seeded = [r for r in recipe_runs if isinstance(r, dict) and "test_acc" in r and "seed" in r]
+            if len(seeded) < 2 or len({r["seed"] for r in seeded}) < len(seeded):
+                continue
+            n = 10000 if "--classes all" in data.get("command", "") else 3000
+            for a, b in itertools.combinations(seeded, 2):
+                pairs += 1
+                past += abs(a["test_acc"] - b["test_acc"]) >= sampling_noise(a["test_acc"], b["test_acc"], n, n)
+    assert (past, pairs) == SEED_PAIRS
+    assert f"{past} of the {pairs} pairs of seeds" in noise_note(True, False, "a ✅ or 🔻")
+
+
+def test_a_difference_is_of_two_numbers_and_the_note_says_only_what_was_marked():
+    assert difference(0.95, 0.96) == pytest.approx(0.01) and difference(3, 5) == 2
+    assert difference(True, 0.9) is None and difference(0.9, None) is None and difference("1", 2) is None
+    scores, times = noise_note(True, False, "a ✅ or 🔻", 0.0052), noise_note(False, True, "a green or red change")
+    assert scores.startswith("≈ within the noise. A score that moved") and "(±0.52 points" in scores
+    assert "A ✅ or 🔻 is a hint" in scores and "A time or speed" not in scores
+    assert "12 % of the base's" in times and "A score" not in times

@@ -16,10 +16,10 @@ from src import paths
 from src.lab_report.gather import git_short, git_show, lookup, read_json_or_none
 from src.params import CIFAR10_CLASSES, changed_params
 from src.run_diff import (
-    SEED_ADVICE,
     TIMED,
-    TIMING_SPREAD,
+    difference,
     loss_follows_accuracy,
+    noise_note,
     score_counts,
     score_noise,
     verdict,
@@ -70,7 +70,7 @@ def metric_rows(root: Path, base: str) -> list[dict]:
         old, new = (lookup(d, key) for d in cache[rel])
         if old is None and new is None:
             continue
-        delta = new - old if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (old, new)) else None
+        delta = difference(old, new)
         marks[key] = verdict(delta, better, score_noise(key.split(".")[0], old, new, counts))
         row = {"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta}
         rows.append({**row, "delta_text": None if delta is None else signed(delta, fmt)})
@@ -109,6 +109,7 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
         for row in metrics:
             row["good"], row["level"] = None, False
     level = {m["key"] in TIMED for m in metrics if m["level"]}  # True: a time, False: a score
+    note = noise_note(False in level, True in level, "a green or red change") if level else None
     run = read_json_or_none(root / TRAIN)
     for c in params:
         c["unused"] = why_unused(params_now, c["key"], run) if c["after_set"] else None
@@ -117,10 +118,7 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
         "params": params,
         "metrics": metrics,
         "task": task,
-        "level_scores": False in level,
-        "level_times": True in level,
-        "timing_spread": TIMING_SPREAD,
-        "seed_advice": _code_spans(SEED_ADVICE),
+        "noise_note": _code_spans(note) if note else None,
     }
 
 
