@@ -11,9 +11,10 @@ from src.params import GPU_SECTIONS, flatten, gpu_recipe_raw
 # which count each score's noise comes from (`score_counts`); macro-F1 is not a share of images,
 # but at these sizes it moves as an accuracy does, so it takes the test accuracy's count
 NOISE_COUNT = {"test_acc": "test", "macro_f1": "test", "per_class_acc": "class", "best_val_acc": "val"}
-# a time or speed of the same recipe on one VM moves this share of the base's value by chance: the
-# README's whole `dvc repro` runs over two days took 147.0-179.9 s, up to 12 % from their median,
-# and their training ran at 571-704 images/s
+# a time or speed of the same recipe on one VM moves about this share of the base's value by chance:
+# of the README's twenty-four whole `dvc repro` runs over two days (147.0-193.7 s, median 161.6 s)
+# all but one stayed within 12 % of the median (that one, in a slow hour, 20 %), and their training
+# ran at 544-704 images/s
 TIMING_SPREAD = 0.12
 TIMED = ("seconds", "train_seconds", "images_per_s")
 # how to tell a change inside the noise from none, as the review and the report both say it
@@ -56,7 +57,7 @@ def noise_note(scores: bool, times: bool, marks: str, band: float | None = None)
     if times:
         parts.append(
             f"A time or speed that moved less than {TIMING_SPREAD * 100:.0f} % of the base's: whole `dvc repro` runs "
-            "of one recipe on one VM over two days spread that far from their median. "
+            "of one recipe on one VM stay about that close to their median (README). "
             "`python -m benchmarks.cpu_step` times two settings in turn."
         )
     return " ".join(["≈ within the noise.", *parts])
