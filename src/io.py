@@ -21,13 +21,18 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def output_problem(path: str | Path) -> str | None:
+def output_problem(path: str | Path, folder: bool | None = None) -> str | None:
     """Why `path` cannot be written, where that shows before writing: a file standing where one of
-    its folders should be. None when nothing is in the way."""
+    its folders should be; and, where `folder` says what `path` itself is (True a folder, False a
+    file), a file where the folder goes or a folder where the file goes. None when nothing is in the way."""
     path = Path(path)
-    for folder in reversed(path.parents):  # from the top: the first file in the way
-        if folder.exists() and not folder.is_dir():
-            return f"cannot write {path}: {folder} is a file, not a folder; move or delete it"
+    for parent in reversed(path.parents):  # from the top: the first file in the way
+        if parent.exists() and not parent.is_dir():
+            return f"cannot write {path}: {parent} is a file, not a folder; move or delete it"
+    if folder is True and path.exists() and not path.is_dir():
+        return f"cannot write the folder {path}: a file of that name is in the way; move or delete it"
+    if folder is False and path.is_dir():
+        return f"cannot write {path}: a folder of that name is in the way; move or delete it"
     return None
 
 

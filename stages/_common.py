@@ -90,24 +90,42 @@ def _outcome(name: str, main: Callable[[Params], None], by_torchrun: bool) -> in
 
 
 def check_outputs(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> None:
-    """An OutputError before any work where a file stands in the way of one of the stage's outputs
-    in dvc.yaml (a stage run by hand would otherwise write its first outputs and fail at the next).
-    `dvc repro` finds that itself; no dvc.yaml here (a test's folder): nothing to check."""
+    """An OutputError before any work where something stands in the way of one of the stage's
+    outputs in dvc.yaml: a file where its folder should be, or, for an output dvc.lock records as a
+    folder (or a file), a file (or a folder) of its name. A stage run by hand would otherwise write
+    its first outputs and fail at the next (DVCLive with a traceback). `dvc repro` finds that itself;
+    no dvc.yaml here (a test's folder): nothing to check."""
+    spec = (_yaml(dvc_yaml).get("stages") or {}).get(stage)
+    if not isinstance(spec, dict):
+        return
+    folders = _recorded_folders(_yaml(dvc_yaml.with_name("dvc.lock")), stage)
+    for kind in ("outs", "metrics", "plots"):
+        for out in spec.get(kind) or []:
+            path = next(iter(out)) if isinstance(out, dict) else out
+            problem = output_problem(path, folders.get(path)) if isinstance(path, str) and "${" not in path else None
+            if problem:
+                raise OutputError(problem)
+
+
+def _yaml(path: Path) -> dict:
+    """A YAML file's mapping; {} where it is missing or not a mapping of valid YAML."""
     import yaml
 
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 1 ms for dvc.yaml, not 11
-        spec = (yaml.load(dvc_yaml.read_text(), Loader=loader) or {})["stages"][stage]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return
-    if not isinstance(spec, dict):
-        return
-    for kind in ("outs", "metrics", "plots"):
-        for out in spec.get(kind) or []:
-            path = next(iter(out)) if isinstance(out, dict) else out
-            problem = output_problem(path) if isinstance(path, str) and "${" not in path else None
-            if problem:
-                raise OutputError(problem)
+        data = yaml.load(path.read_text(), Loader=loader)
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_folders(lock: dict, stage: str) -> dict[str, bool]:
+    """{output path: whether the stage's last run wrote a folder there} from dvc.lock (a folder's
+    hash ends in ".dir")."""
+    entry = (lock.get("stages") or {}).get(stage)
+    outs = entry.get("outs") if isinstance(entry, dict) else None
+    recorded = [o for o in outs or [] if isinstance(o, dict) and isinstance(o.get("path"), str)]
+    return {o["path"]: str(o.get("md5", "")).endswith(".dir") for o in recorded if o.get("md5")}
 
 
 def _undo_hint(cmd: str | None) -> str:

@@ -272,3 +272,37 @@ def test_a_stage_whose_output_folder_is_a_file_says_so_before_any_work(tmp_path,
     line = rf"{stage}: error: cannot write {top}/\S+: {top} is a file, not a folder; move or delete it\n"
     assert re.fullmatch(line, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dvc.yaml", "params.yaml", top])
+
+
+@pytest.mark.parametrize(
+    ("stage", "out", "what"),
+    [
+        ("train", "dvclive/train", "file"),  # DVCLive met it with a traceback after the data loaded
+        ("visualize", "plots/visualize", "file"),
+        ("evaluate", "metrics/eval.json", "folder"),  # found only at the rename, after the test pass
+    ],
+)
+def test_a_file_where_a_recorded_folder_goes_or_the_reverse_is_one_line_before_any_work(tmp_path, stage, out, what):
+    """dvc.lock says which outputs the last run wrote as folders (their hash ends in .dir): a file
+    of that name, or a folder where a file went, is named before any work, as a blocked parent is."""
+    for name in ("dvc.yaml", "params.yaml", "dvc.lock"):
+        shutil.copy(REPO / name, tmp_path / name)
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    recorded = {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
+    assert recorded[out].endswith(".dir") == (what == "file")  # the lock says the opposite of what is there
+    target = tmp_path / out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.mkdir() if what == "folder" else target.write_text("in the way")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CIFAR10_MIRROR": str(tmp_path / "none")}
+    r = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    expected = (
+        f"cannot write the folder {out}: a file of that name is in the way; move or delete it"
+        if what == "file"
+        else f"cannot write {out}: a folder of that name is in the way; move or delete it"
+    )
+    assert r.stderr == f"{stage}: error: {expected}\n"
+    # without dvc.lock (a fresh clone before its first run) nothing says what the output was: no check
+    from src.io import output_problem
+
+    assert output_problem(target) is None
