@@ -39,10 +39,11 @@ def difference(before: Any, after: Any) -> float | None:
     return after - before if is_number(before) and is_number(after) else None
 
 
-def noise_note(scores: bool, times: bool, marks: str, band: float | None = None) -> str:
+def noise_note(scores: bool, times: bool, marks: str, band: float | None = None, base: str = "the base's") -> str:
     """What ≈ means under a table where `scores` and/or `times` were marked so, as the review
     (Markdown) and the report (HTML, its `code` spans made <code>) both say it. `marks`: how the
-    table shows better and worse ("a ✅ or 🔻"); `band`: one standard error of this test accuracy."""
+    table shows better and worse ("a ✅ or 🔻"); `band`: one standard error of this test accuracy;
+    `base`: what the table calls the run compared with, possessive ("the committed run's")."""
     parts = []
     if scores:
         here = f" (±{band * 100:.2f} points for this test accuracy)" if band is not None else ""
@@ -56,7 +57,7 @@ def noise_note(scores: bool, times: bool, marks: str, band: float | None = None)
         )
     if times:
         parts.append(
-            f"A time or speed that moved less than {TIMING_SPREAD * 100:.0f} % of the base's: whole `dvc repro` runs "
+            f"A time or speed that moved less than {TIMING_SPREAD * 100:.0f} % of {base}: whole `dvc repro` runs "
             "of one recipe on one VM stay about that close to their median (README). "
             "`python -m benchmarks.cpu_step` times two settings in turn."
         )

@@ -306,3 +306,16 @@ def test_a_file_where_a_recorded_folder_goes_or_the_reverse_is_one_line_before_a
     from src.io import output_problem
 
     assert output_problem(target) is None
+
+
+def test_a_dvc_yaml_or_lock_of_another_shape_is_no_reason_to_refuse(tmp_path):
+    """check_outputs reads dvc.yaml and dvc.lock only to warn early: stages written as a list, or a
+    lock of another shape, leave the stage to run (DVC itself says what is wrong with them)."""
+    from stages._common import check_outputs
+
+    (tmp_path / "dvc.yaml").write_text("stages:\n  - train\n")
+    check_outputs("train", tmp_path / "dvc.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    outs: [dvclive/train]\n")
+    for lock in ("stages: [1, 2]\n", "stages:\n  train: 3\n", "stages:\n  train:\n    outs: [a, {path: 1}]\n", ": :"):
+        (tmp_path / "dvc.lock").write_text(lock)
+        check_outputs("train", tmp_path / "dvc.yaml")

@@ -59,10 +59,44 @@ def test_a_failed_save_raises_its_own_error_after_the_others_finish(tmp_path):
             raise OutputError(f"cannot write {tmp_path / name}: a folder is in the way")
         save_figure(fig, tmp_path / name, 80)
 
-    with pytest.raises(OutputError, match="a folder is in the way"):
+    with pytest.raises(OutputError, match="a folder is in the way") as caught:
         save_all(tmp_path, 2, save)
     assert (tmp_path / "f1.png").exists() and not (tmp_path / "f2.png").exists()
-    assert _children() == []
+    assert _children() == [] and plt.get_fignums() == []
+    if hasattr(caught.value, "__notes__"):  # Python 3.11+: where in the child it failed
+        note = caught.value.__notes__[-1]
+        assert note.startswith("in the process that saved f2.png:\nTraceback") and "raise OutputError" in note
+
+
+def test_a_failed_save_is_not_lost_inside_an_except_block(tmp_path):
+    """A stage that saves while handling an exception of its own (an `except` block up the stack)
+    still hears of a save that failed."""
+
+    def save(fig, name):
+        raise OutputError(f"cannot write {name}")
+
+    try:
+        raise KeyError("handled up the stack")
+    except KeyError:
+        with pytest.raises(OutputError, match="cannot write f0.png"):
+            save_all(tmp_path, 2, save)
+
+
+def test_where_fork_fails_the_figure_is_saved_here_and_nothing_leaks(tmp_path, monkeypatch):
+    def no_fork():
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    fds = len(os.listdir("/proc/self/fd"))
+    save_all(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"f{i}.png" for i in range(6)]
+    assert len(os.listdir("/proc/self/fd")) == fds and plt.get_fignums() == []
+
+
+def test_a_process_pinned_to_one_core_saves_in_turn(monkeypatch):
+    """OpenMP's binding pins the main thread to one core and a fork inherits the mask: no forks."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert processes_for(2) == 0
 
 
 def test_an_error_that_does_not_pickle_still_names_the_figure(tmp_path):
@@ -73,7 +107,7 @@ def test_an_error_that_does_not_pickle_still_names_the_figure(tmp_path):
     def save(fig, name):
         raise Odd("the disk is full")
 
-    with pytest.raises(RuntimeError, match=r"saving f0\.png: Odd: the disk is full"):
+    with pytest.raises(RuntimeError, match=r"^saving f0\.png: \S*Odd: the disk is full$"):
         save_all(tmp_path, 1, save)
 
 
@@ -83,6 +117,7 @@ def test_a_save_killed_by_a_signal_is_an_error(tmp_path):
 
     with pytest.raises(RuntimeError, match=r"saving f0\.png: the process saving it was killed by signal 9"):
         save_all(tmp_path, 1, save)
+    assert _children() == [] and plt.get_fignums() == []
 
 
 def test_an_error_in_the_stage_wins_and_the_saves_are_waited_for(tmp_path):

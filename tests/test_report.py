@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -382,6 +383,8 @@ def test_an_experiment_whose_scores_moved_within_the_noise_says_so(tmp_path):
     text = visible_text(html)
     assert "≈ within the noise. A score that moved less than one standard error" in text
     assert "A time or speed" not in text  # no time moved: the note says only what the table marks
+    short = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True)
+    assert f"differ from commit <code>{short.stdout.strip()}</code>" in html  # the baseline named by its commit
     assert "A green or red change is a hint, not proof" in text and "<code>benchmarks/results</code>" in html
     # a move of a point and a half on 3,000 images is beyond it: coloured, and no note
     (tmp_path / "metrics/eval.json").write_text(scores(0.9437, (0.950, 0.990, 0.9361)))

@@ -115,3 +115,5 @@ def test_a_difference_is_of_two_numbers_and_the_note_says_only_what_was_marked()
     assert scores.startswith("≈ within the noise. A score that moved") and "(±0.52 points" in scores
     assert "A ✅ or 🔻 is a hint" in scores and "A time or speed" not in scores
     assert "12 % of the base's" in times and "A score" not in times
+    committed = noise_note(False, True, "a green or red change", base="the committed run's")
+    assert "12 % of the committed run's:" in committed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,9 +24,10 @@ Save = Callable[[Any, str], None]
 
 
 def processes_for(threads: int) -> int:
-    """Saving processes for a stage given `threads` cores: one a core, none on one core (there the
-    forks would only add their cost)."""
-    return threads if threads > 1 and forks_here() else 0
+    """Saving processes for a stage given `threads` cores: one a core; none on one core, or where
+    this process is pinned to one core (OpenMP's binding pins the main thread, and a fork inherits
+    its mask), since there the forks would only add their cost."""
+    return threads if threads > 1 and forks_here() and len(os.sched_getaffinity(0)) > 1 else 0
 
 
 def forks_here() -> bool:
@@ -37,52 +39,74 @@ def forks_here() -> bool:
 def saved_in_background(save: Save, processes: int) -> Iterator[Save]:
     """A `save(fig, name)` that runs the given one in up to `processes` forked children at once,
     closing the figure here; leaving the block waits for them all. A save that fails raises its own
-    exception here (at the next figure or on leaving). `processes` < 1, or no fork: `save` itself."""
+    exception here (at the next figure or on leaving), the child's traceback added as a note; an
+    error of the block's own wins over theirs. `processes` < 1, or no fork: `save` itself."""
     if processes < 1 or not forks_here():
         yield save
         return
+    running: dict[int, tuple[str, int]] = {}  # pid → (figure name, read end of its error pipe)
+    try:
+        yield lambda fig, name: _start(save, fig, name, running, processes)
+    except BaseException:
+        _wait_all(running)  # their files are in the stage's folders: done before it cleans up
+        raise
+    failure = _wait_all(running)
+    if failure is not None:
+        raise failure
+
+
+def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]], processes: int) -> None:
+    """Fork a child that saves `fig` (once fewer than `processes` run); where fork fails (no memory
+    for another process), save it here. The figure is closed here either way."""
     import matplotlib.pyplot as plt
 
-    running: dict[int, tuple[str, int]] = {}  # pid → (figure name, read end of its error pipe)
-
-    def start(fig: Any, name: str) -> None:
+    try:
         while len(running) >= processes:
             _reap(running)
-        read, write = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # else the child holds a copy of what is buffered
-        pid = os.fork()
+        read, write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            save(fig, name)
+            return
         if pid == 0:  # pragma: no cover - the child; the tests see its files and errors
             os.close(read)
             os._exit(_child(save, fig, name, write))
         os.close(write)
         running[pid] = (name, read)
+    finally:
         plt.close(fig)
 
-    try:
-        yield start
-    finally:
-        failure = None
-        while running:
-            try:
-                _reap(running)
-            except BaseException as exc:  # wait for the rest first; report the first
-                failure = failure or exc
-        if failure is not None and sys.exc_info()[1] is None:
-            raise failure
+
+def _wait_all(running: dict[int, tuple[str, int]]) -> BaseException | None:
+    """Wait for every child; the first failure among them, or None."""
+    failure = None
+    while running:
+        try:
+            _reap(running)
+        except Exception as exc:  # a save's own error: wait for the rest, then report the first
+            failure = failure or exc
+    return failure
 
 
 def _child(save: Save, fig: Any, name: str, write: int) -> int:
-    """In the forked child: save, and on failure send the exception through the pipe. The exit code."""
+    """In the forked child: save; on failure send the exception and its traceback through the pipe.
+    The exit code."""
     try:
         save(fig, name)
         return 0
     except BaseException as exc:
+        told = traceback.format_exc()
         try:
-            data = pickle.dumps(exc)
+            data = pickle.dumps((exc, told))
         except Exception:  # an exception that does not pickle still says what went wrong
-            data = pickle.dumps(RuntimeError(f"saving {name}: {type(exc).__name__}: {exc}"))
-        os.write(write, data)
+            data = pickle.dumps((None, told))
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(data)
         return 1
 
 
@@ -90,7 +114,7 @@ def _reap(running: dict[int, tuple[str, int]]) -> None:
     """Wait for the oldest child (its pipe first: an exception larger than the pipe's buffer would
     block the child's exit); raise its exception if its save failed."""
     pid = next(iter(running))
-    name, read = running.pop(pid)
+    name, read = running.pop(pid)  # first: an interrupt below must not leave a closed pipe to read again
     with os.fdopen(read, "rb") as pipe:
         data = pipe.read()  # to the end: the child has exited or closed its end
     status = os.waitpid(pid, 0)[1]
@@ -98,8 +122,17 @@ def _reap(running: dict[int, tuple[str, int]]) -> None:
     if code == 0:
         return
     try:
-        failure = pickle.loads(data) if data else None
+        failure, told = pickle.loads(data) if data else (None, "")
     except Exception:  # an exception class that does not rebuild from its arguments
-        failure = None
-    how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
-    raise failure or RuntimeError(f"saving {name}: the process saving it {how}")
+        failure, told = None, ""
+    if failure is None:
+        last = told.strip().splitlines()[-1:] or [f"the process saving it {_how(code)}"]
+        raise RuntimeError(f"saving {name}: {last[0]}")
+    if hasattr(failure, "add_note"):  # Python 3.11+: the child's traceback under the parent's
+        failure.add_note(f"in the process that saved {name}:\n{told.rstrip()}")
+    raise failure
+
+
+def _how(code: int) -> str:
+    """How a child that failed without a word ended."""
+    return f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
