@@ -12,9 +12,8 @@ from src.params import GPU_SECTIONS, flatten, gpu_recipe_raw
 # but at these sizes it moves as an accuracy does, so it takes the test accuracy's count
 NOISE_COUNT = {"test_acc": "test", "macro_f1": "test", "per_class_acc": "class", "best_val_acc": "val"}
 # a time or speed of the same recipe on one VM moves about this share of the base's value by chance:
-# of the README's twenty-four whole `dvc repro` runs over two days (147.0-193.7 s, median 161.6 s)
-# all but one stayed within 12 % of the median (that one, in a slow hour, 20 %), and their training
-# ran at 544-704 images/s
+# of the README's whole `dvc repro` runs over two days all but one stayed within 12 % of their median
+# (that one, in a slow hour, 20 %), and their training ran at 544-704 images/s
 TIMING_SPREAD = 0.12
 TIMED = ("seconds", "train_seconds", "images_per_s")
 # how to tell a change inside the noise from none, as the review and the report both say it
