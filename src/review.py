@@ -194,9 +194,9 @@ def _value(v: Any, present: bool) -> str:
 
 def _delta(before: Any, after: Any, fmt: str, mark: str | None) -> str:
     """The change as text with its mark (`verdict`): ✅ better, 🔻 worse, ≈ inside the noise."""
-    if difference(before, after) is None:
+    d = difference(before, after)
+    if d is None:
         return "" if before == after else "changed"
-    d = after - before
     if d == 0:
         return "="
     return ("+" if d > 0 else "−") + fmt.format(abs(d)) + {"up": " ✅", "down": " 🔻", "level": " ≈"}.get(mark, "")

@@ -11,8 +11,8 @@ from src import paths
 from src.data.cifar import Subset
 from src.errors import CheckpointError, DataError
 from src.figures import run_steps
-from src.figures.background import processes_for, saved_in_background
-from src.io import atomic_dir, atomic_path, read_json, save_figure, write_json, write_text
+from src.figures.background import figures_saved
+from src.io import atomic_dir, atomic_path, read_json, write_json, write_text
 from src.lab_report import build, render
 from src.lab_report.gather import Source
 from src.params import Params, check_index
@@ -35,8 +35,7 @@ def additions(p: Params) -> Source:
     index = check_index("report.image_index", r.image_index, len(sub.test_x), "test images")
     step = build.theory_additions(model.eval(), sub, ck["mean"], ck["std"], index, r.bn_images, r.mixup_alpha, r.seed)
     with atomic_dir(paths.REPORT_FIGURES) as figures:
-        save_processes = processes_for(cpu_threads(p)[0])
-        with saved_in_background(lambda fig, name: save_figure(fig, figures / name, r.dpi), save_processes) as save:
+        with figures_saved(figures, r.dpi, cpu_threads(p)[0]) as save:
             numbers = run_steps([step], save)
         write_json(paths.REPORT_NUMBERS, numbers)
     return Source(str(paths.REPORT_NUMBERS), read_json(paths.REPORT_NUMBERS))

@@ -8,8 +8,8 @@ from src import paths
 from src.data.cifar import Subset
 from src.figures import lesson_steps as steps
 from src.figures import run_steps
-from src.figures.background import processes_for, saved_in_background
-from src.io import save_figure, write_json
+from src.figures.background import figures_saved
+from src.io import write_json
 from src.params import Params, check_index
 from stages._common import run_stage
 from stages._parallel import cpu_threads
@@ -25,9 +25,7 @@ def main(p: Params) -> None:
         steps.networks(p.model, len(sub.classes)),
         steps.real_filters(sub, check_index("theory.image_index", t.image_index, len(sub.test_x), "test images")),
     ]
-    with saved_in_background(
-        lambda fig, name: save_figure(fig, OUT / name, t.dpi), processes_for(cpu_threads(p)[0])
-    ) as save:
+    with figures_saved(OUT, t.dpi, cpu_threads(p)[0]) as save:
         out = run_steps(drawn, save)
     write_json(paths.THEORY_METRICS, out)
     counts = ", ".join(f"{n} {d['total_params']:,}" for n, d in out["networks"].items())

@@ -12,8 +12,8 @@ from src import paths
 from src.data.cifar import Subset
 from src.figures import run_steps
 from src.figures import visualize_steps as steps
-from src.figures.background import processes_for, saved_in_background
-from src.io import atomic_dir, read_dvclive_history, read_json, save_figure, write_json
+from src.figures.background import figures_saved
+from src.io import atomic_dir, read_dvclive_history, read_json, write_json
 from src.models import check_filter_layer
 from src.params import Params
 from src.teach.probe import read_responses
@@ -52,9 +52,8 @@ def main(p: Params) -> None:
     use_cpu(p)
     a = load_inputs(p)
     summary: dict = {"model": a.ck["model_name"], "classes": a.classes}
-    save_processes = processes_for(cpu_threads(p)[0])
     with atomic_dir(OUT) as out:  # the last run's files go (feature maps are named by class) only on success
-        with saved_in_background(lambda fig, name: save_figure(fig, out / name, a.v.dpi), save_processes) as save:
+        with figures_saved(out, a.v.dpi, cpu_threads(p)[0]) as save:
             summary.update(run_steps(steps.drawn(a), save))
         write_json(paths.VISUALIZE_SUMMARY, summary)
     print(

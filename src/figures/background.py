@@ -18,6 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 Save = Callable[[Any, str], None]
@@ -53,6 +54,17 @@ def saved_in_background(save: Save, processes: int) -> Iterator[Save]:
     failure = _wait_all(running)
     if failure is not None:
         raise failure
+
+
+@contextmanager
+def figures_saved(folder: str | Path, dpi: int, threads: int) -> Iterator[Save]:
+    """The figure stages' `save(fig, name)`: the PNG `folder/name` at `dpi` (src.io.save_figure),
+    saved in forked processes as `threads` cores allow (`processes_for`)."""
+    from src.io import save_figure
+
+    png = lambda fig, name: save_figure(fig, Path(folder) / name, dpi)  # noqa: E731
+    with saved_in_background(png, processes_for(threads)) as save:
+        yield save
 
 
 def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]], processes: int) -> None:

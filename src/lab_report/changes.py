@@ -109,8 +109,8 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
         for row in metrics:
             row["good"], row["level"] = None, False
     level = {m["key"] in TIMED for m in metrics if m["level"]}  # True: a time, False: a score
-    shown = ("a green or red change", None, "the committed run's")  # how this table marks and names
-    note = noise_note(False in level, True in level, *shown) if level else None
+    marked = "a green or red change"  # how this table shows better and worse
+    note = noise_note(False in level, True in level, marked, base="the committed run's") if level else None
     run = read_json_or_none(root / TRAIN)
     for c in params:
         c["unused"] = why_unused(params_now, c["key"], run) if c["after_set"] else None
