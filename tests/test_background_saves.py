@@ -22,6 +22,12 @@ from src.io import save_figure  # noqa: E402
 pytestmark = pytest.mark.skipif(not background.forks_here(), reason="figures are saved in forked processes on Linux")
 
 
+@pytest.fixture(autouse=True)
+def _no_open_figures():
+    """Other test files may leave figures open; these tests check that none of theirs stays open."""
+    plt.close("all")
+
+
 def figures(n: int):
     """n small figures with an image, a title and ticks: (name, figure) in order."""
     rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+import src.io
 from src.figures import results
 from src.figures.dataset import class_distribution, samples_per_class
 from src.figures.readability import contrast, problems, too_small_in_print
@@ -177,11 +178,13 @@ def test_every_figure_the_stages_write_reads_well(stage_workspace, monkeypatch):
         seen[str(path)] = problems(fig) + (too_small_in_print(fig, dpi) if shown else [])
         plt.close(fig)
 
+    # stats saves with src.io.save_figure imported by name; visualize, theory and report save through
+    # src.figures.background.figures_saved, which looks src.io.save_figure up when it is called
+    monkeypatch.setattr(stats, "save_figure", check_then_save)
+    monkeypatch.setattr(src.io, "save_figure", check_then_save)
     p = load_params("params.yaml")
     for stage in (stats, visualize, theory):
-        monkeypatch.setattr(stage, "save_figure", check_then_save)
         stage.main(p)
-    monkeypatch.setattr(report, "save_figure", check_then_save)
     report.additions(p)  # the report's own figures (its page and PDF are tested in tests/test_report.py)
     assert len(seen) >= 2 + 11 + 7 + 4  # stats, visualize (no mistakes figure when all are right), theory, report
     assert {path: found for path, found in seen.items() if found} == {}
