@@ -148,6 +148,49 @@ def test_one_core_or_none_saves_in_this_process(tmp_path):
     assert seen == [os.getpid()] * 6
 
 
+def test_interrupts_wait_while_a_child_is_forked_but_not_in_the_child_or_after(tmp_path, monkeypatch):
+    """Ctrl-C between fork and the stage recording the child would leave a process no one waits
+    for: SIGINT and SIGTERM are held back then, and only then (the child's save can still be
+    stopped, and so can the stage afterwards)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    at_fork, fork = [], os.fork
+
+    def watched_fork():
+        at_fork.append(signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+        return fork()
+
+    monkeypatch.setattr(os, "fork", watched_fork)
+
+    def save(fig, name):
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        (tmp_path / name).write_text(" ".join(sorted(str(int(s)) for s in held)))
+
+    save_all(tmp_path, 2, save)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    written = {(tmp_path / f"f{i}.png").read_text() for i in range(6)}
+    assert written == {" ".join(sorted(str(int(s)) for s in before))}
+    assert signal.SIGINT not in before  # else the check above could not tell
+    assert len(at_fork) == 6 and all({signal.SIGINT, signal.SIGTERM} <= held for held in at_fork)
+
+
+def test_an_interrupt_while_waiting_for_a_save_still_waits_for_its_process(tmp_path):
+    """Ctrl-C while the stage waits for a slow save (one process, so the second figure waits for
+    the first): KeyboardInterrupt, and no process left behind, not even a zombie."""
+    import threading
+    import time
+
+    assert os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")  # else _children() sees none
+
+    def slow(fig, name):
+        time.sleep(1.5)
+        save_figure(fig, tmp_path / name, 80)
+
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        save_all(tmp_path, 1, slow)
+    assert _children() == [] and (tmp_path / "f0.png").exists()
+
+
 def _children() -> list[int]:
     """Child processes of this one still alive (zombies included), from /proc."""
     pid = os.getpid()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -78,20 +79,35 @@ def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]],
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # else the child holds a copy of what is buffered
         read, write = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read)
-            os.close(write)
+        with _interrupts_held() as mask:  # until the child is in `running`: else no one waits for it
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read)
+                os.close(write)
+                pid = None
+            if pid == 0:  # pragma: no cover - the child; the tests see its files and errors
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                os.close(read)
+                os._exit(_child(save, fig, name, write))
+            if pid is not None:
+                os.close(write)
+                running[pid] = (name, read)
+        if pid is None:
             save(fig, name)
-            return
-        if pid == 0:  # pragma: no cover - the child; the tests see its files and errors
-            os.close(read)
-            os._exit(_child(save, fig, name, write))
-        os.close(write)
-        running[pid] = (name, read)
     finally:
         plt.close(fig)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[set]:
+    """SIGINT and SIGTERM held back (delivered on leaving, not lost) inside the block; yields the
+    signal mask from before it, for a forked child to restore."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _wait_all(running: dict[int, tuple[str, int]]) -> BaseException | None:
@@ -127,9 +143,11 @@ def _reap(running: dict[int, tuple[str, int]]) -> None:
     block the child's exit); raise its exception if its save failed."""
     pid = next(iter(running))
     name, read = running.pop(pid)  # first: an interrupt below must not leave a closed pipe to read again
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()  # to the end: the child has exited or closed its end
-    status = os.waitpid(pid, 0)[1]
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()  # to the end: the child has exited or closed its end
+    finally:  # an interrupt while reading still waits for the child, as for the others: no zombie
+        status = os.waitpid(pid, 0)[1]
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
         return
