@@ -142,6 +142,10 @@ def _switched_off(flat: dict[str, Any], key: str, section: str, first: str) -> s
         return f"used only with train.optimizer=muon (this run: {opt})"
     if key in ("train.momentum", "train.nesterov", "train.bn_bias_lr_factor") and opt == "adamw":
         return "not used with train.optimizer=adamw"
+    if key == "train.momentum" and flat.get("train.cycle_momentum") and opt in ("sgd", "muon"):
+        # set_hparams overwrites every group's momentum at each step; Muon's own stays put only when
+        # train.muon_momentum sets it, and then that value is used, not this one
+        return "not used with train.cycle_momentum on: the schedule cycles the momentum 0.95 -> 0.85 -> 0.95"
     if key == "train.lookahead_decay" and not flat.get("train.lookahead_steps"):
         return "used only when train.lookahead_steps is above 0"
     if key == "train.epochs" and flat.get("train.time_budget_s"):

@@ -35,6 +35,9 @@ def params(**sections: dict) -> dict:
         (params(train={"optimizer": "adamw"}), "train.nesterov", CPU, "not used with train.optimizer=adamw"),
         (params(train={"optimizer": "adamw"}), "train.bn_bias_lr_factor", CPU, "not used with train.optimizer=adamw"),
         (params(), "train.lookahead_decay", CPU, "used only when train.lookahead_steps is above 0"),
+        (params(train={"cycle_momentum": True}), "train.momentum", CPU, "not used with train.cycle_momentum on"),
+        (params(train={"cycle_momentum": True, "optimizer": "sgd"}), "train.momentum", CPU, "not used with train.cyc"),
+        (params(train={"cycle_momentum": True, "muon_momentum": 0.9}), "train.momentum", CPU, "not used with train"),
         (params(train={"time_budget_s": 120}), "train.epochs", CPU, "not used when train.time_budget_s is set (120 s"),
         (params(augment={"crop_padding": 0}), "augment.crop_pad_mode", CPU, "used only when augment.crop_padding"),
         (params(evaluate={"tta_flip": False, "tta_shift": 0}), "evaluate.tta_fraction", CPU, "used only with test"),
@@ -54,6 +57,8 @@ def test_a_param_the_run_did_not_use_says_why(raw, key, run, why):
     "raw, key, run",
     [
         (params(), "train.muon_lr", CPU),  # the committed optimizer is muon
+        (params(), "train.momentum", CPU),  # not cycled: every group's momentum
+        (params(train={"cycle_momentum": True, "muon_momentum": 0.9}), "train.muon_momentum", CPU),  # never cycled
         (params(), "model.seed_cnn.widths", CPU),  # the theory stage draws the notebook's net whatever trains
         (params(), "train.lookahead_decay", GPU),  # the GPU recipe turns lookahead on (gpu.train.lookahead_steps)
         (params(), "gpu.train.lr", GPU),

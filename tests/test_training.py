@@ -460,6 +460,30 @@ def test_batchnorm_biases_get_their_own_lr_and_decay_when_asked(optimizer):
     assert biases["weight_decay"] * biases["lr"] == pytest.approx(rest["weight_decay"] * rest["lr"])
 
 
+@pytest.mark.parametrize("optimizer, muon_momentum", [("sgd", None), ("muon", None), ("muon", 0.6)])
+def test_with_cycled_momentum_train_momentum_changes_nothing(optimizer, muon_momentum):
+    """What src.run_diff.why_unused tells a reviewer: with train.cycle_momentum on, the schedule sets
+    every group's momentum (Muon's own, where train.muon_momentum gives one, stays that), so two
+    values of train.momentum train the same weights."""
+    from src.training.optim import make_optimizer, set_hparams
+
+    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    weights = []
+    for momentum in (0.9, 0.5):
+        over = {"optimizer": optimizer, "cycle_momentum": True, "momentum": momentum, "muon_momentum": muon_momentum}
+        p = params_with({"model": {"name": "fast_cnn"}, "train": over})
+        torch.manual_seed(0)
+        model = build_model(p.model, 3)
+        opt = make_optimizer(model, p.train)
+        for step in range(3):
+            set_hparams(opt, p.train, step, 10)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        weights.append([t.detach().clone() for t in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
 def test_freeze_at_stops_each_stage_for_good_and_skips_its_backward(tmp_path):
     """FreezeOut: 2 epochs of 7 steps; stage 1 (whitening + group 1) stops before step 8 (7 ≥ 0.5 × 14),
     stage 2 before step 12 (11 ≥ 0.75 × 14); group 3 and the head train to the end."""
