@@ -19,9 +19,9 @@ BIN = Path(sys.executable).parent
 
 
 def tool(name: str) -> str:
-    """A tool requirements.txt installs into this venv (a missing one fails: the checks are not optional)."""
+    """A tool requirements-dev.txt installs into this venv (a missing one fails: the checks are not optional)."""
     path = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    assert path, f"{name} not found: pip install -r requirements.txt"
+    assert path, f"{name} not found: pip install -r requirements-dev.txt"
     return path
 
 
@@ -66,7 +66,8 @@ def test_the_test_workflow_and_ci_run_the_same_checks():
     tests = _steps("tests.yml")
     for check in ("ruff check .", "ruff format --check .", "actionlint", "nbstripout --verify", "python -m pytest -q"):
         assert check in ci and check in tests, check
-    assert "download.pytorch.org/whl/cpu" in tests and "pip install -r requirements.txt" in tests
+    assert "download.pytorch.org/whl/cpu" in tests and "pip install -r requirements-dev.txt" in tests
+    assert "pip install -q -r requirements-dev.txt" in ci
     wf = yaml.safe_load((WORKFLOWS / "tests.yml").read_text())
     assert set(wf[True]) == {"push", "pull_request"}  # YAML 1.1 reads `on` as True
     # every Python the README promises (3.10-3.12) and pyproject.toml allows
