@@ -16,6 +16,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,7 +80,7 @@ def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]],
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # else the child holds a copy of what is buffered
         read, write = os.pipe()
-        with _interrupts_held() as mask:  # until the child is in `running`: else no one waits for it
+        with _ctrl_c_held() as as_before:  # until the child is in `running`: else no one waits for it
             try:
                 pid = os.fork()
             except OSError:
@@ -87,7 +88,7 @@ def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]],
                 os.close(write)
                 pid = None
             if pid == 0:  # pragma: no cover - the child; the tests see its files and errors
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                as_before()  # Ctrl-C stops the child's save
                 os.close(read)
                 os._exit(_child(save, fig, name, write))
             if pid is not None:
@@ -100,14 +101,30 @@ def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]],
 
 
 @contextmanager
-def _interrupts_held() -> Iterator[set]:
-    """SIGINT and SIGTERM held back (delivered on leaving, not lost) inside the block; yields the
-    signal mask from before it, for a forked child to restore."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+def _ctrl_c_held() -> Iterator[Callable[[], None]]:
+    """A Ctrl-C (SIGINT) inside the block is noted and acted on when the block ends, not lost; yields
+    the function that puts the handler from before back (for a forked child). Only the main thread
+    may set a handler (the stages run there): elsewhere it changes nothing. The handler is swapped
+    rather than the signal blocked: another thread (OpenMP's) would take a blocked signal, and Python
+    would raise KeyboardInterrupt in the main thread all the same."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is None or threading.current_thread() is not threading.main_thread():  # None: set outside Python
+        yield lambda: None
+        return
+    noted: list[Any] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(frame))
+
+    def as_before() -> None:
+        signal.signal(signal.SIGINT, before)
+
     try:
-        yield mask
+        yield as_before
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        as_before()
+        if noted and callable(before):
+            before(signal.SIGINT, noted[0])  # Python's own: KeyboardInterrupt, here
+        elif noted and before == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _wait_all(running: dict[int, tuple[str, int]]) -> BaseException | None:
