@@ -167,7 +167,14 @@ def experiments(exp_show: list[dict], include_workspace: bool = False, stale_wor
         ):
             continue
         status = "failed" if commit.get("error") else STALE if workspace and stale_workspace else "ok"
-        rows.append(_row(commit.get("name") or commit["rev"], commit["rev"], commit.get("data"), status))
+        rows.append(
+            _row(
+                commit.get("name") or (commit["rev"] if workspace else commit["rev"][:7]),
+                commit["rev"],
+                commit.get("data"),
+                status,
+            )
+        )
         for exp in commit.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             for rev in exp.get("revs") or []:
@@ -367,13 +374,56 @@ def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
     return files
 
 
-def exp_show(all_commits: bool = False) -> list[dict]:
-    """`dvc exp show --json` of this repo (every commit with --all-commits)."""
-    cmd = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+def experiment_baselines(root: Path = Path(".")) -> Counter[str]:
+    """{commit: how many `dvc exp` experiments start from it}, from the experiments' git refs
+    (refs/exps/<first 2 hex digits>/<other 38>/<name>): those run here and those `dvc exp pull` fetched."""
+    res = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=root, capture_output=True, text=True
+    )
+    found: Counter[str] = Counter()
+    for ref in res.stdout.split() if res.returncode == 0 else []:
+        parts = ref.split("/")
+        sha = "".join(parts[2:4])
+        if len(parts) == 5 and len(sha) == 40 and all(c in "0123456789abcdef" for c in sha):
+            found[sha] += 1
+    return found
+
+
+def exp_show(all_commits: bool = False, root: Path = Path(".")) -> list[dict]:
+    """`dvc exp show --json` of the repo at `root` (every commit with experiments, with --all-commits)."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]  # the DVC of this Python, as review and verify run it
+    if all_commits:
+        # --all-commits walks the branches' history only: a student's experiment pulled without
+        # the commit it started from on a branch here (a commit of theirs) needs its baseline named
+        cmd += ["--all-commits", *(f"--rev={sha}" for sha in experiment_baselines(root))]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if res.returncode != 0:
-        raise SystemExit(f"compare: `{' '.join(cmd)}` failed: {res.stderr.strip().splitlines()[-1:]}")
-    return json.loads(res.stdout)
+        raise SystemExit(
+            f"compare: `dvc {' '.join(cmd[3:7])}` failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
+        )
+    head = _head(root)  # DVC lists named revs before HEAD; `experiments` takes the first commit for HEAD
+    return sorted(json.loads(res.stdout), key=lambda c: c.get("rev") not in ("workspace", head))
+
+
+def _head(root: Path) -> str | None:
+    """The full hash of the commit checked out at `root` (None outside git or before a first commit)."""
+    res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def elsewhere(root: Path = Path(".")) -> str | None:
+    """Without --all-commits: a line saying how many experiments start from commits other than HEAD
+    (after `dvc exp pull`, or a commit since), which the table leaves out; None when there are none."""
+    head = _head(root)
+    others = {sha: n for sha, n in experiment_baselines(root).items() if sha != head}
+    if not others:
+        return None
+    n, commits = sum(others.values()), len(others)
+    where = "a commit" if commits == 1 else f"{commits} commits"
+    return (
+        f"{n} experiment{'s' * (n != 1)} from {where} other than HEAD left out: "
+        "`python -m src.compare --all-commits` shows every commit's"
+    )
 
 
 def _read_exp_show(path: Path) -> list[dict]:
@@ -415,9 +465,13 @@ def main(argv: list[str] | None = None) -> int:
             raise  # DVC's own output: a bug here, not the user's file
         why = f" ({exc})" if isinstance(exc, NotANumber) else ""
         raise SystemExit(f"compare: error: --json {args.json}: not the output of `dvc exp show --json`{why}") from None
+    others = None if args.json or args.all_commits else elsewhere()
     if len(rows) < 2:  # HEAD alone: a table of one row compares nothing
-        print("compare: no experiments to compare (run some with `dvc exp run`)", file=sys.stderr)
+        none = "compare: no experiments on HEAD to compare" if others else "compare: no experiments to compare"
+        print(f"{none} ({others or 'run some with `dvc exp run`'})", file=sys.stderr)
         return 1
+    if others:
+        print(f"compare: {others}", file=sys.stderr)
     if args.terminal:
         print(terminal_view(rows, args.width), end="")
         return 0

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.offsetbox import AnnotationBbox, TextArea
 
+from src import compare
 from src.compare import (
     describe,
     experiments,
@@ -394,3 +395,55 @@ def test_a_bad_width_is_refused(saved, capsys, width, message):
     with pytest.raises(SystemExit) as e:
         main(["--json", str(saved), "--terminal", "--width", width])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- experiments on other commits
+
+
+def _git(repo: Path, *args: str) -> str:
+    cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_experiments_on_commits_no_branch_holds_are_counted_and_named_to_dvc(tmp_path, monkeypatch, capsys):
+    """A pulled experiment whose baseline is a student's commit: `dvc exp show --all-commits` walks
+    the branches only, so compare names each experiment ref's baseline with --rev; without
+    --all-commits it says how many it leaves out. (tests/test_many_experiments.py does it with DVC.)"""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "class")
+    head = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "checkout", "-q", "-b", "student")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "my first run")
+    theirs = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "checkout", "-q", "main")
+    _git(repo, "branch", "-q", "-D", "student")  # the instructor never gets the student's branch
+    for base, name in ((head, "mine"), (theirs, "alice-1"), (theirs, "alice-2")):
+        _git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/{name}", base)
+    _git(repo, "update-ref", "refs/exps/celery/failed", head)  # DVC's own refs are no experiments
+    monkeypatch.chdir(repo)
+    assert compare.experiment_baselines() == {head: 1, theirs: 2}
+    assert compare.elsewhere() == (
+        "2 experiments from a commit other than HEAD left out: "
+        "`python -m src.compare --all-commits` shows every commit's"
+    )
+    ran: list[list[str]] = []
+    real_run = subprocess.run
+
+    def fake_run(cmd, **kw):
+        if cmd[:3] != [compare.sys.executable, "-m", "dvc"]:
+            return real_run(cmd, **kw)
+        ran.append(cmd)
+        # DVC lists a named rev before HEAD; compare puts HEAD first
+        show = [{"rev": "workspace"}, {"rev": theirs, "experiments": []}, {"rev": head, "name": "main"}]
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(show), "")
+
+    monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    assert [c["rev"] for c in compare.exp_show(all_commits=True)] == ["workspace", head, theirs]
+    assert ran[-1][3:7] == ["exp", "show", "--json", "--all-commits"]
+    assert sorted(ran[-1][7:]) == sorted([f"--rev={head}", f"--rev={theirs}"])
+    compare.exp_show()
+    assert ran[-1][3:] == ["exp", "show", "--json"]
+    assert main(["--terminal"]) == 1  # HEAD alone, and the line says where the others are
+    assert capsys.readouterr().err == f"compare: no experiments on HEAD to compare ({compare.elsewhere()})\n"

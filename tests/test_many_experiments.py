@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from src.compare import differing, experiments, table, to_csv
+from src.compare import differing, exp_show, experiments, table, to_csv
 from tests.conftest import make_repo, sh
 
 GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
@@ -142,17 +142,23 @@ def test_a_student_pushes_experiments_and_the_instructor_pulls_and_compares(tmp_
 
     student = tmp_path / "alice"
     sh(tmp_path, "git", "clone", "-q", str(remote), str(student))
-    for name, lr in (("alice-lr01", "0.01"), ("alice-lr05", "0.05")):
-        sh(student, "dvc", "exp", "run", "-n", name, "-S", f"train.lr={lr}", env_extra=env)
+    sh(student, "dvc", "exp", "run", "-n", "alice-lr01", "-S", "train.lr=0.01", env_extra=env)
+    # as the README advises a student: commit the first run; the next experiment starts from that
+    # commit, which never reaches the class's remote (only the experiments are pushed)
+    sh(student, *GIT, "commit", "-q", "--allow-empty", "-m", "my first run")
+    sh(student, "dvc", "exp", "run", "-n", "alice-lr05", "-S", "train.lr=0.05", env_extra=env)
     pushed = sh(student, "dvc", "exp", "push", "origin", "alice-lr01", "alice-lr05").stdout
     assert "alice-lr01" in pushed and "alice-lr05" in pushed
-    student_acc = {
-        r["name"]: r["test_acc"] for r in experiments(json.loads(sh(student, "dvc", "exp", "show", "--json").stdout))
-    }
+    student_acc = {r["name"]: r["test_acc"] for r in experiments(exp_show(all_commits=True, root=student))}
 
     assert "alice-lr01" in sh(teacher, "dvc", "exp", "list", "origin").stdout
     sh(teacher, "dvc", "exp", "pull", "-A", "origin")  # the README's command: everyone's experiments
-    rows = {r["name"]: r for r in experiments(json.loads(sh(teacher, "dvc", "exp", "show", "--json").stdout))}
+    # `dvc exp show` alone (HEAD's) misses alice-lr05, and plain compare says so
+    assert "alice-lr05" not in {r["name"] for r in experiments(exp_show(root=teacher))}
+    left_out = sh(teacher, "python", "-m", "src.compare", "--terminal").stderr
+    assert "1 experiment from a commit other than HEAD left out" in left_out, left_out
+    rows = {r["name"]: r for r in experiments(exp_show(all_commits=True, root=teacher))}
+    assert next(iter(rows)) == "main", list(rows)  # HEAD first, before the student's commit
     for name in ("alice-lr01", "alice-lr05"):
         assert rows[name]["status"] == "ok" and rows[name]["test_acc"] == student_acc[name]
     assert "train.lr" in differing(list(rows.values()))
