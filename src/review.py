@@ -32,7 +32,7 @@ from src import paths
 from src.compare import show_value
 from src.io import atomic_path
 from src.lab_report.gather import git_show
-from src.params import FEW_STEPS, changed_params, not_as_run, yaml_error
+from src.params import changed_params, not_as_run, yaml_error
 from src.run_diff import (
     difference,
     loss_follows_accuracy,
@@ -40,6 +40,7 @@ from src.run_diff import (
     sampling_noise,
     score_counts,
     score_noise,
+    unlike,
     verdict,
     why_unused,
 )
@@ -228,39 +229,14 @@ def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
 
 
 def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
-    """Where the two runs are not like for like, one line each, and the metric rows that then get
-    no ✅/🔻: other classes or test images (the scores), another device, precision or kernels (the
-    speed), and a run of so few steps that its scores say little."""
-    lines: list[str] = []
-    unmarked: set[str] = set()
-    classes = [list(s.metric(paths.EVAL_METRICS, "per_class_acc") or {}) for s in (base, head)]
-    images = [s.metric(paths.EVAL_METRICS, "test_images") for s in (base, head)]
-    if all(classes) and sorted(classes[0]) != sorted(classes[1]):
-        a, b = (", ".join(c) for c in classes)
-        lines.append(f"other classes: {a} against {b} — two tasks, not one run better")
-    elif None not in images and images[0] != images[1]:
-        lines.append(f"other test sets: {images[0]:,} against {images[1]:,} test images")
-    if lines:
-        unmarked |= {*SCORED_ROWS, "accuracy: "}
-    # the keys both runs record (older commits lack cpu_capability, processor): any that differ
-    keys = ("device", "precision", "cpu_capability", "processor", "threads")
-    machine = [{k: s.metric(paths.TRAIN_METRICS, k) for k in keys} for s in (base, head)]
-    shared = [k for k in keys if machine[0][k] is not None and machine[1][k] is not None]
-    differ = {k for k in shared if machine[0][k] != machine[1][k]}
-    if differ:
-        a, b = (" ".join(_machine_word(k, m[k]) for k in shared) for m in machine)
-        what = "another thread count" if differ == {"threads"} else "another machine or precision"
-        # other kernels or another precision round differently: the scores move a few tenths on their own
-        rounding = differ & {"device", "precision", "cpu_capability"}
-        also = ", nor the scores to a few tenths of a point (other kernels round differently)" if rounding else ""
-        lines.append(f"{what}: {a} against {b} — the times are not comparable{also}")
-        unmarked |= set(TIMED_ROWS) | ({*SCORED_ROWS, "accuracy: "} if rounding else set())
-    for s in (base, head):
-        steps = s.metric(paths.TRAIN_METRICS, "steps")
-        if isinstance(steps, int) and steps < FEW_STEPS:
-            lines.append(f"`{s.label}` trained {steps} step{'s' * (steps != 1)} only: its scores say little")
-            unmarked |= {*SCORED_ROWS, "accuracy: "}
-    return lines, unmarked
+    """Where the two runs are not like for like, one line each (`unlike`), and the metric rows that
+    then get no ✅/🔻: the scores' (with each class's) or the times'."""
+    ev, tr = (
+        tuple(s.files.get(path.as_posix()) for s in (base, head)) for path in (paths.EVAL_METRICS, paths.TRAIN_METRICS)
+    )
+    lines, which = unlike(ev, tr, (f"`{base.label}`", f"`{head.label}`"))
+    unmarked = {*SCORED_ROWS, "accuracy: "} if "scores" in which else set()
+    return lines, unmarked | (set(TIMED_ROWS) if "times" in which else set())
 
 
 def table_noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) -> str:
@@ -269,11 +245,6 @@ def table_noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str
     b, h = (s.metric(paths.EVAL_METRICS, "test_acc") for s in (base, head))
     band = sampling_noise(b, h, _counts(base)["test"], _counts(head)["test"])
     return noise_note(bool(level - set(TIMED_ROWS)), bool(level & set(TIMED_ROWS)), "a ✅ or 🔻", band)
-
-
-def _machine_word(key: str, value: Any) -> str:
-    """One value of a run's machine as the caveat prints it: "fp32", "AVX2", "1 thread", "2 threads"."""
-    return f"{value} thread{'s' * (value != 1)}" if key == "threads" else str(value)
 
 
 def _shown(v: Any, fmt: str) -> str:

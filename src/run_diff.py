@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.params import GPU_SECTIONS, flatten, gpu_recipe_raw
+from src.params import FEW_STEPS, GPU_SECTIONS, flatten, gpu_recipe_raw
 
 # which count each score's noise comes from (`score_counts`); macro-F1 is not a share of images,
 # but at these sizes it moves as an accuracy does, so it takes the test accuracy's count
@@ -16,6 +16,8 @@ NOISE_COUNT = {"test_acc": "test", "macro_f1": "test", "per_class_acc": "class",
 # (that one, in a slow hour, 20 %), and their training ran at 544-704 images/s
 TIMING_SPREAD = 0.12
 TIMED = ("seconds", "train_seconds", "images_per_s")
+# what metrics/train.json records of the machine a run trained on (older commits lack the last four)
+MACHINE = ("device", "precision", "cpu_capability", "processor", "threads", "processes")
 # how to tell a change inside the noise from none, as the review and the report both say it
 SEED_ADVICE = (
     "train both with two more seeds and compare the medians of three "
@@ -157,3 +159,62 @@ def _switched_off(flat: dict[str, Any], key: str, section: str, first: str) -> s
     if section == "model" and first not in ("name", name, NOTEBOOK_MODEL) and isinstance(name, str):
         return f"used only with model.name={first} (this run: {name})"
     return None
+
+
+def unlike(evals: tuple[Any, Any], trains: tuple[Any, Any], labels: tuple[str, str]) -> tuple[list[str], set[str]]:
+    """Where two runs (their metrics/eval.json and train.json, base first) are not like for like, one
+    line each (Markdown), and which of "scores" and "times" then get no better or worse: other
+    classes or test images, another device, precision or kernels (another CPU model or thread count:
+    the times only), a machine one side does not record, and a run of so few steps that its scores
+    say little. `labels` name the runs in the lines ("`main`", "this run")."""
+    ev, tr = ([d if isinstance(d, dict) else {} for d in pair] for pair in (evals, trains))
+    lines: list[str] = []
+    unmarked: set[str] = set()
+    classes = [list(e.get("per_class_acc") or {}) for e in ev]
+    images = [e.get("test_images") for e in ev]
+    if all(classes) and sorted(classes[0]) != sorted(classes[1]):
+        a, b = (", ".join(c) for c in classes)
+        lines.append(f"other classes: {a} against {b} — two tasks, not one run better")
+    elif None not in images and images[0] != images[1]:
+        lines.append(f"other test sets: {images[0]:,} against {images[1]:,} test images")
+    unmarked |= {"scores"} if lines else set()
+    lines_, unmarked_ = _other_machine(tr, labels)
+    lines += lines_
+    unmarked |= unmarked_
+    for t, label in zip(tr, labels):
+        steps = t.get("steps")
+        if isinstance(steps, int) and steps < FEW_STEPS:
+            lines.append(f"{label} trained {steps} step{'s' * (steps != 1)} only: its scores say little")
+            unmarked.add("scores")
+    return lines, unmarked
+
+
+def _other_machine(trains: list[dict], labels: tuple[str, str]) -> tuple[list[str], set[str]]:
+    """`unlike`'s machine line: the MACHINE keys both runs record, where any differ; else the
+    device, precision or kernels one run does not record (a commit from before they were)."""
+    shared = [k for k in MACHINE if all(t.get(k) is not None for t in trains)]
+    differ = {k for k in shared if trains[0][k] != trains[1][k]}
+    if differ:
+        a, b = (" ".join(machine_word(k, t[k]) for k in shared) for t in trains)
+        counts = differ <= {"threads", "processes"}
+        what = "another thread or process count" if counts else "another machine or precision"
+        what = "another thread count" if differ == {"threads"} else what
+        # other kernels or another precision round differently: the scores move a few tenths on their own
+        rounding = bool(differ & {"device", "precision", "cpu_capability"})
+        also = ", nor the scores to a few tenths of a point (other kernels round differently)" if rounding else ""
+        return [f"{what}: {a} against {b} — the times are not comparable{also}"], (
+            {"times", "scores"} if rounding else {"times"}
+        )
+    for t, label in zip(trains if all(trains) else [], labels):  # a run with no train.json: said elsewhere
+        missing = [k for k in MACHINE[:3] if t.get(k) is None and any(o.get(k) is not None for o in trains)]
+        if missing:
+            what = ", ".join(k.replace("cpu_capability", "CPU kernels") for k in missing)
+            return [f"{label} records no {what}: the times may not be comparable"], {"times"}
+    return [], set()
+
+
+def machine_word(key: str, value: Any) -> str:
+    """One value of a run's machine as `unlike` prints it: "fp32", "AVX2", "1 thread", "2 processes"."""
+    if key == "threads":
+        return f"{value} thread{'s' * (value != 1)}"
+    return f"{value} process{'es' * (value != 1)}" if key == "processes" else str(value)

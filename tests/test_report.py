@@ -393,6 +393,53 @@ def test_an_experiment_whose_scores_moved_within_the_noise_says_so(tmp_path):
     assert rows["metrics/eval.json test_acc"][2] == "-1.50 points" and 'id="changed-noise"' not in html
 
 
+def test_an_experiment_on_another_machine_marks_neither_its_times_nor_its_scores(tmp_path):
+    """A student's laptop (bf16, AVX-512) against the committed run (fp32, AVX2): the section coloured
+    the training seconds green and images/s red, and the scores too, where the review says the
+    runs are not like for like and marks nothing; a 9-step run's scores likewise."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    names = params["data"]["classes"]
+    (tmp_path / "metrics").mkdir()
+
+    def write(acc: float, seconds: float, ips: float, **train) -> None:
+        ev = {"test_acc": acc, "test_images": 3000, "per_class_acc": dict.fromkeys(names, acc)}
+        (tmp_path / "metrics/eval.json").write_text(json.dumps(ev))
+        (tmp_path / "metrics/train.json").write_text(json.dumps({"best_val_acc": acc, "steps": 312, **train}))
+        (tmp_path / "metrics/timing.json").write_text(json.dumps({"train_seconds": seconds, "images_per_s": ips}))
+
+    committed = {"device": "cpu", "precision": "fp32", "cpu_capability": "AVX2", "threads": 2}
+    write(0.9563, 133.4, 598.6, **committed)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "metrics/stats.json").write_text(json.dumps({"val_images": 1500}))
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "add", ".")
+    sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "committed")
+    lr = {**params, "train": {**params["train"], "lr": 0.05}}
+    write(0.9200, 70.0, 1160.0, **{**committed, "precision": "bf16", "cpu_capability": "AVX512"})
+
+    def marked(html: str) -> list[str]:
+        section = html[html.index('id="changed-metrics"') : html.index("</table>", html.index('id="changed-metrics"'))]
+        return re.findall(r'<td class="r (up|down)">([^<]*)</td></tr>', section)
+
+    html = page_from(tmp_path, lr)
+    assert marked(html) == []  # −3.6 points and twice the speed, on other kernels and another precision
+    assert (
+        "Not like for like, so a change where it matters is marked neither better nor worse: another machine or "
+        "precision: cpu fp32 AVX2 2 threads against cpu bf16 AVX512 2 threads — the times are not comparable, nor "
+        "the scores to a few tenths of a point (other kernels round differently)." in visible_text(html)
+    )
+    write(0.9200, 70.0, 1160.0, **{**committed, "threads": 1})  # a queue worker's one thread: times only
+    html = page_from(tmp_path, lr)
+    assert {row for _, row in marked(html)} == {"-3.63 points"}
+    assert "another thread count: cpu fp32 AVX2 2 threads against cpu fp32 AVX2 1 thread" in visible_text(html)
+    write(0.9200, 133.0, 598.0, **{**committed, "steps": 9})
+    html = page_from(tmp_path, lr)
+    assert marked(html) == [] and "this run trained 9 steps only: its scores say little." in visible_text(html)
+    write(0.9200, 133.0, 598.0, **committed)  # like for like: marked, and no such note
+    html = page_from(tmp_path, lr)
+    assert ("down", "-3.63 points") in marked(html) and 'id="changed-unlike"' not in html
+
+
 def test_a_changed_param_the_run_did_not_use_is_named(tmp_path):
     """`-S augment.crop_pad_mode=zeros` with crops off, or lookahead's decay with lookahead off,
     changes nothing; the section said only that they differ. The notebook's net is not such a key:

@@ -81,7 +81,8 @@ def test_the_review_holds_each_revisions_own_numbers(lab, tmp_path):
 
 def test_better_and_worse_classes_are_the_per_class_deltas(lab, tmp_path):
     from src import paths
-    from src.review import FEW_STEPS, load_side, markdown
+    from src.params import FEW_STEPS
+    from src.review import load_side, markdown
 
     out = tmp_path / "rv"
     run_review(lab, "HEAD~1", "HEAD", "--out", str(out))

@@ -10,7 +10,16 @@ import json
 import pytest
 import yaml
 
-from src.run_diff import SEED_PAIRS, difference, noise_note, sampling_noise, score_counts, verdict, why_unused
+from src.run_diff import (
+    SEED_PAIRS,
+    difference,
+    noise_note,
+    sampling_noise,
+    score_counts,
+    unlike,
+    verdict,
+    why_unused,
+)
 from tests.conftest import REPO
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -122,3 +131,45 @@ def test_a_difference_is_of_two_numbers_and_the_note_says_only_what_was_marked()
     assert "12 % of the base's" in times and "A score" not in times
     committed = noise_note(False, True, "a green or red change", base="the committed run's")
     assert "12 % of the committed run's:" in committed
+
+
+CPU = {"device": "cpu", "precision": "fp32", "cpu_capability": "AVX2", "threads": 2, "processes": 1, "steps": 312}
+EVAL = {"test_images": 3000, "per_class_acc": {"cat": 0.8, "dog": 0.9}}
+
+
+def test_two_processes_of_one_thread_are_another_count_not_another_machine():
+    """`-S train.nproc=2` on 2 cores: 2 processes of 1 thread against 1 of 2. The review said
+    '2 threads against 1 thread', the count of the wrong thing; the scores still compare."""
+    nproc2 = {**CPU, "threads": 1, "processes": 2}
+    lines, which = unlike((EVAL, EVAL), (CPU, nproc2), ("`main`", "`np2`"))
+    assert lines == [
+        "another thread or process count: cpu fp32 AVX2 2 threads 1 process against cpu fp32 AVX2 1 thread "
+        "2 processes — the times are not comparable"
+    ]
+    assert which == {"times"}
+    assert unlike((EVAL, EVAL), (CPU, dict(CPU)), ("a", "b")) == ([], set())
+
+
+def test_a_machine_one_run_does_not_record_leaves_its_times_unmarked():
+    """A base from before precision and kernels were recorded against a bf16 run: images/s 1167 →
+    599 got a 🔻, most likely fp32 against bf16. Recorded on one side only is not like for like."""
+    old = {"device": "cpu", "threads": 2, "steps": 312}
+    lines, which = unlike((EVAL, EVAL), (old, CPU), ("`53a206e`", "this run"))
+    assert lines == ["`53a206e` records no precision, CPU kernels: the times may not be comparable"]
+    assert which == {"times"}
+    # a run with no train.json at all is not a machine left unrecorded (the review says it has no metrics)
+    assert unlike((EVAL, EVAL), (None, CPU), ("a", "b")) == ([], set())
+
+
+def test_other_classes_test_sets_and_few_steps_unmark_the_scores():
+    tiny = {**CPU, "steps": 3}
+    lines, which = unlike((EVAL, {**EVAL, "test_images": 300}), (CPU, tiny), ("the committed run", "this run"))
+    assert lines == [
+        "other test sets: 3,000 against 300 test images",
+        "this run trained 3 steps only: its scores say little",
+    ]
+    assert which == {"scores"}
+    cats = {"test_images": 3000, "per_class_acc": {"cat": 0.8, "bird": 0.9}}
+    assert unlike((EVAL, cats), (CPU, CPU), ("a", "b"))[0] == [
+        "other classes: cat, dog against cat, bird — two tasks, not one run better"
+    ]

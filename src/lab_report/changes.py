@@ -22,6 +22,7 @@ from src.run_diff import (
     noise_note,
     score_counts,
     score_noise,
+    unlike,
     verdict,
     why_unused,
 )
@@ -53,9 +54,10 @@ def signed(delta: float, fmt: str) -> str:
     return format(delta, "+" + fmt)
 
 
-def metric_rows(root: Path, base: str) -> list[dict]:
-    """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace; a
-    score that moved less than its sampling noise is `level` and neither good nor bad."""
+def metric_rows(root: Path, base: str) -> tuple[list[dict], list[str]]:
+    """The COMPARED metrics (and each class's test accuracy) at `base` and in the workspace, and the
+    lines that say where the two runs are not like for like (`unlike`): a score that moved less than
+    its sampling noise is `level`, and neither it nor a score or time that does not compare is good or bad."""
     rows = []
     cache: dict[str, tuple[Any, Any]] = {}
     for rel in dict.fromkeys([*(f for f, *_ in COMPARED), STATS]):
@@ -65,12 +67,15 @@ def metric_rows(root: Path, base: str) -> list[dict]:
     classes = list((cache[EVAL][1] or {}).get("per_class_acc") or {})
     keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%", 1) for c in classes]
     counts = [score_counts(cache[EVAL][i], cache[STATS][i]) for i in (0, 1)]
+    notes, unmarked = unlike(cache[EVAL], cache[TRAIN], ("the committed run", "this run"))
     marks = {}
     for rel, key, fmt, better in keys:
         old, new = (lookup(d, key) for d in cache[rel])
         if old is None and new is None:
             continue
         delta = difference(old, new)
+        kind = "times" if key in TIMED else "scores" if rel == EVAL or key == "best_val_acc" else None
+        better = 0 if kind in unmarked else better
         marks[key] = verdict(delta, better, score_noise(key.split(".")[0], old, new, counts))
         row = {"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta}
         rows.append({**row, "delta_text": None if delta is None else signed(delta, fmt)})
@@ -78,7 +83,7 @@ def metric_rows(root: Path, base: str) -> list[dict]:
     for row in rows:
         row["good"] = {"up": True, "down": False}.get(marks[row["key"]])
         row["level"] = marks[row["key"]] == "level"
-    return rows
+    return rows, notes
 
 
 def _code_spans(text: str) -> Markup:
@@ -96,18 +101,21 @@ def _loads(text: str | None) -> Any:
 
 def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | None:
     """None when the run has the committed params (or there is no commit to compare with);
-    otherwise the baseline's short hash, the changed params, the metric rows and `task` (the two
-    class lists when the run told other classes apart, else None)."""
+    otherwise the baseline's short hash, the changed params, the metric rows, `task` (the two
+    class lists when the run told other classes apart, else None) and `unlike` (where else the two
+    runs are not like for like: test images, machine, few steps; HTML)."""
     text = git_show(root, base, "params.yaml")
     if text is None:
         return None
     params = changed_params(yaml.safe_load(text) or {}, params_now)
     if not params:
         return None
-    metrics, task = metric_rows(root, base), other_task(params)
+    (metrics, unlike_notes), task = metric_rows(root, base), other_task(params)
     if task:  # two tasks, not a before and after: no change is better or worse
         for row in metrics:
             row["good"], row["level"] = None, False
+        # the section's own note says so at length
+        unlike_notes = [n for n in unlike_notes if not n.startswith("other classes:")]
     level = {m["key"] in TIMED for m in metrics if m["level"]}  # True: a time, False: a score
     marked = "a green or red change"  # how this table shows better and worse
     note = noise_note(False in level, True in level, marked, base="the committed run's") if level else None
@@ -120,6 +128,7 @@ def what_changed(root: Path, params_now: dict, base: str = "HEAD") -> dict | Non
         "metrics": metrics,
         "task": task,
         "noise_note": _code_spans(note) if note else None,
+        "unlike": [_code_spans(n) for n in unlike_notes],
     }
 
 
