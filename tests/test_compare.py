@@ -28,8 +28,8 @@ from src.compare import (
     show_value,
     terminal_view,
 )
-from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap
-from src.figures.readability import problems
+from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap, point_labels, wrapped
+from src.figures.readability import drawn_texts, problems
 from src.params import CIFAR10_CLASSES, deep_merge
 from tests.conftest import COMMITTED, REPO
 
@@ -265,10 +265,10 @@ def test_points_are_labelled_with_what_differs_and_their_name():
     fig = accuracy_vs_seconds(rows, describe)
     assert sorted(_labels(fig)) == sorted(
         [
-            f"classes=airplane,automobile,bird,…+7, epochs={EPOCHS}, lr={LR} | main",
+            f"classes=airplane,automobile,bird,…+7\nepochs={EPOCHS}, lr={LR} | main",  # broken between params
             f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lowse-meal",
             f"classes=cat,dog, epochs={EPOCHS}, lr=0.02 | lento-cogs",
-            f"classes=airplane,automobile,bird,…+7, epochs=12, lr={LR} | warm-dune",
+            f"classes=airplane,automobile,bird,…+7\nepochs=12, lr={LR} | warm-dune",
         ]
     )  # the failed run is not drawn, and the title counts it apart
     assert fig.axes[0].get_title() == "Test accuracy against training time, 4 runs; 1 failed run left out"
@@ -339,17 +339,48 @@ def test_a_workspace_whose_params_dvc_lock_did_not_run_is_stale(tmp_path, monkey
     assert [r["status"] for r in rows[1:]] == ["ok", "ok"]
 
 
+# a class's quick runs beside the committed one: eight params differ, four runs near one point
+TINY = {"data": {"classes": ["cat", "dog"], "train_per_class": 200, "val_per_class": 50, "test_per_class": 100}}
+TINY_RUN = deep_merge(TINY, {"train": {"epochs": 1, "batch_size": 64}, "report": {"pdf": False}})
+WIDE = [
+    ("tiny-seed1", deep_merge(TINY_RUN, {"train": {"seed": 1, "nproc": 2}}), 0.53, 0.6),
+    ("tiny-np2", deep_merge(TINY_RUN, {"train": {"nproc": 2}}), 0.53, 0.7),
+    ("tiny", TINY_RUN, 0.53, 6.6),
+    ("tiny-3cls", deep_merge(TINY_RUN, {"data": {"classes": ["airplane", "automobile", "bird"]}}), 0.64, 6.9),
+]
+
+
 @pytest.mark.parametrize(
-    "grid", [GRID, GRID[:2], [GRID[0]] * 5, []], ids=["grid", "two-at-one-point", "five-at-one-point", "baseline-only"]
+    "grid",
+    [GRID, GRID[:2], [GRID[0]] * 5, [], WIDE],
+    ids=["grid", "two-at-one-point", "five-at-one-point", "baseline-only", "eight-params"],
 )
 def test_both_comparison_figures_read_well(grid):
-    """No label on another (two or five runs at one point included), numbers readable on their cells."""
+    """No label on another (two or five runs at one point included), none cut at the figure's edge
+    (eight changed params printed one line each ran off the right), numbers readable on their cells."""
     rows = experiments(exp_show([(f"{name}-{i}", over, acc, s) for i, (name, over, acc, s) in enumerate(grid)]))
     cls = list(dict.fromkeys(c for r in rows for c in r["per_class"]))
     for fig in (accuracy_vs_seconds(rows, describe), per_class_heatmap(rows, cls, describe)):
         fig.set_dpi(110)  # as src.compare saves them
         assert problems(fig) == []
+        renderer = fig.canvas.get_renderer()
+        boxes = {t.get_text(): t.get_window_extent(renderer) for t in drawn_texts(fig, renderer)}
+        cut = [
+            text for text, b in boxes.items() if not (fig.bbox.contains(b.x0, b.y0) and fig.bbox.contains(b.x1, b.y1))
+        ]
+        assert cut == []
         plt.close(fig)
+
+
+def test_a_long_label_breaks_between_params_and_puts_what_tells_it_apart_first():
+    labels = describe(experiments(exp_show([(n, over, acc, s) for n, over, acc, s in WIDE])))
+    assert len(labels[1].split(", ")) == 9  # main and the four runs differ in nine params
+    shown = point_labels(labels)
+    # a line holds 34 characters, or one param that is longer by itself
+    assert all(len(line) <= 34 or ", " not in line for label in shown for line in label.splitlines())
+    assert shown[1] == "seed=1, nproc=2, classes=cat,dog\ntrain_per_class=200\n+5 more (compare.md)"
+    assert point_labels(["lr=0.02, classes=cat,dog"]) == ["lr=0.02, classes=cat,dog"]  # short: as it was
+    assert wrapped("a=1, b=2, c=3", width=8) == "a=1, b=2\nc=3"
 
 
 # ----------------------------------------------------------------------------- git

@@ -1,12 +1,15 @@
 """Figures across experiments: test accuracy against training time, per-class accuracy as a heatmap.
 
 Each run is labelled with what differs ("lr=0.02, classes=cat,dog"), its name below in grey: random
-experiment names say nothing about a run. Labels are placed where they cover no other label and no
-point, so two runs at one point get one label each, stacked with leader lines.
+experiment names say nothing about a run. A label breaks between params into a few short lines and
+counts the params it leaves out; it is placed where it covers no other label and no point, so two
+runs at one point get one label each, stacked with leader lines, and where no such place is left it
+shows the run's name alone.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -20,6 +23,41 @@ from src.figures import text_colour_on
 Labeller = Callable[[list[dict]], list[str]]  # rows → one label per row (src.compare.describe)
 GAP = 6.0  # points between a point and its label
 MARK_PX = 5.0  # half the size of a point's marker, in pixels, kept clear of labels
+WRAP = 34  # characters a label's line holds: a class's grid of eight changed params stays readable
+MAX_LINES = 3  # lines of params a label shows; the rest are counted (compare.md has them all)
+
+
+def wrapped(text: str, width: int = WRAP, max_lines: int = MAX_LINES) -> str:
+    """A label's "k=v, k=v, …" in lines of about `width` characters, broken only between params,
+    at most `max_lines` of them: the params left out are counted on the last line."""
+    lines: list[str] = []
+    items = text.split(", ")
+    for i, item in enumerate(items):
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += ", " + item
+            continue
+        if len(lines) == max_lines:
+            rest = len(items) - i + lines[-1].count(", ") + 1
+            lines[-1] = f"+{rest} more (compare.md)"
+            if len(lines) > 1 and len(lines[-2]) + len(lines[-1]) + 2 <= width:  # room beside the line above
+                lines[-2:] = [f"{lines[-2]}, {lines[-1]}"]
+            break
+        lines.append(item)
+    return "\n".join(lines)
+
+
+def point_labels(texts: list[str]) -> list[str]:
+    """`wrapped` labels for the points; one too long to show whole puts first the params it shares
+    with the fewest other runs, so the lines it keeps tell it from its neighbours (a class's grid
+    on one subset: the seed or lr, not the classes all of them share)."""
+    shared = Counter(item for t in texts for item in set(t.split(", ")))
+    out = []
+    for t in texts:
+        label = wrapped(t)
+        if label.endswith("(compare.md)"):
+            label = wrapped(", ".join(sorted(t.split(", "), key=lambda item: shared[item])))
+        out.append(label)
+    return out
 
 
 def _names(rows: list[dict]) -> list[str]:
@@ -31,10 +69,11 @@ def _label_box(
 ) -> AnnotationBbox:
     """The label: what differs, then the run's name smaller and grey (left out when the same);
     a leader line when it sits away from its point."""
-    lines = [TextArea(text, textprops={"fontsize": 8})]
+    side = "left" if align[0] == 0 else "right"  # a label's lines line up on the side of its point
+    lines = [TextArea(text, textprops={"fontsize": 8, "multialignment": side})]
     if name != text:
         lines.append(TextArea(name, textprops={"fontsize": 7, "color": "#555555"}))
-    box = VPacker(children=lines, align="left" if align[0] == 0 else "right", pad=0, sep=1)
+    box = VPacker(children=lines, align=side, pad=0, sep=1)
     far = abs(offset[1]) > 2 * GAP
     ab = AnnotationBbox(
         box,
@@ -64,7 +103,8 @@ def _spots(step: float) -> Iterator[tuple[tuple[float, float], tuple[float, floa
 
 def place_labels(ax, points: list[tuple[float, float]], labels: list[str], names: list[str]) -> list[AnnotationBbox]:
     """One label per point, each at the first spot (see _spots) inside the axes that overlaps no
-    label placed before it and no point's marker; the nearest spot if none is free."""
+    label placed before it and no point's marker; where none is free, the same with the run's name
+    alone, and failing that the nearest spot."""
     fig = ax.figure
     fig.canvas.draw()  # settle the layout first: spots are measured in pixels
     renderer = fig.canvas.get_renderer()
@@ -74,25 +114,36 @@ def place_labels(ax, points: list[tuple[float, float]], labels: list[str], names
         for px, py in ax.transData.transform(np.asarray(points, dtype=float).reshape(-1, 2))
     ]
     taken: list[Bbox] = []
+
+    def free(box: Bbox) -> bool:
+        return (
+            _inside(box, area)
+            and not any(box.padded(2).overlaps(t) for t in taken)
+            and not any(box.overlaps(m) for m in marks)
+        )
+
     for xy, text, name in zip(points, labels, names):
-        step = (10 if name == text else 19) + 2  # a label's height in points, with a little air
-        chosen = None
-        for offset, align in _spots(step):
-            ab = ax.add_artist(_label_box(ax, xy, text, name, offset, align))
-            box = _extent(ab, renderer)
-            if (
-                _inside(box, area)
-                and not any(box.padded(2).overlaps(b) for b in taken)
-                and not any(box.overlaps(m) for m in marks)
-            ):
-                chosen = ab
-                break
-            ab.remove()
+        # where no spot is free for what differs, the run's name alone (compare.md has the rest)
+        chosen = _free_spot(ax, renderer, xy, text, name, free) or _free_spot(ax, renderer, xy, name, name, free)
         if chosen is None:  # nowhere free (very crowded): the nearest spot, and the figure check says so
-            chosen = ax.add_artist(_label_box(ax, xy, text, name, *next(_spots(step))))
-            box = _extent(chosen, renderer)
-        taken.append(box)
+            chosen = ax.add_artist(_label_box(ax, xy, name, name, *next(_spots(_height(name, name)))))
+        taken.append(_extent(chosen, renderer))
     return [a for a in ax.artists if isinstance(a, AnnotationBbox)]
+
+
+def _height(text: str, name: str) -> float:
+    """A label's height in points, with a little air: its lines of 8 pt, its name's line of 7 pt."""
+    return 10 * (text.count("\n") + 1) + (9 if name != text else 0) + 2
+
+
+def _free_spot(ax, renderer, xy, text: str, name: str, free: Callable[[Bbox], bool]) -> AnnotationBbox | None:
+    """The label at the first of `_spots` where `free` accepts its box, added to `ax`; None if none."""
+    for offset, align in _spots(_height(text, name)):
+        ab = ax.add_artist(_label_box(ax, xy, text, name, offset, align))
+        if free(_extent(ab, renderer)):
+            return ab
+        ab.remove()
+    return None
 
 
 def _extent(ab: AnnotationBbox, renderer) -> Bbox:
@@ -138,7 +189,7 @@ def accuracy_vs_seconds(rows: list[dict], label: Labeller | None = None):
         ax.set_xlim(0, max(xs) * 1.25 + 1)
         pad = max(0.02, (max(ys) - min(ys)) * 0.35)  # room above and below for stacked labels
         ax.set_ylim(max(0.0, min(ys) - pad), min(1.0, max(ys) + pad) + 0.005)
-        place_labels(ax, list(zip(xs, ys)), (label or _names)(done), _names(done))
+        place_labels(ax, list(zip(xs, ys)), point_labels((label or _names)(done)), _names(done))
     return fig
 
 
@@ -162,7 +213,9 @@ def per_class_heatmap(rows: list[dict], classes: list[str], label: Labeller | No
     ax.set_title("Per-class test accuracy across experiments (blank: class not in that run)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     # long row labels would squeeze the cells until their numbers touch: widen by the labels' width
-    fig.canvas.draw()
+    with warnings.catch_warnings():  # this draw only measures the labels; too wide, the layout gives up and says so
+        warnings.filterwarnings("ignore", "constrained_layout not applied", UserWarning)
+        fig.canvas.draw()
     labels_in = max((t.get_window_extent().width for t in ax.get_yticklabels()), default=0) / fig.dpi
     fig.set_size_inches(max(5.0, 0.9 * len(classes) + 2.2 + labels_in), fig.get_size_inches()[1])
     return fig
