@@ -36,6 +36,7 @@ import yaml
 from src import paths
 from src.cli import whole_number
 from src.params import flatten, not_as_run
+from src.verify import experiment_refs
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
@@ -375,18 +376,8 @@ def write_report(rows: list[dict], out: Path, dpi: int = 110) -> list[Path]:
 
 
 def experiment_baselines(root: Path = Path(".")) -> Counter[str]:
-    """{commit: how many `dvc exp` experiments start from it}, from the experiments' git refs
-    (refs/exps/<first 2 hex digits>/<other 38>/<name>): those run here and those `dvc exp pull` fetched."""
-    res = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=root, capture_output=True, text=True
-    )
-    found: Counter[str] = Counter()
-    for ref in res.stdout.split() if res.returncode == 0 else []:
-        parts = ref.split("/")
-        sha = "".join(parts[2:4])
-        if len(parts) == 5 and len(sha) == 40 and all(c in "0123456789abcdef" for c in sha):
-            found[sha] += 1
-    return found
+    """{commit: how many `dvc exp` experiments start from it}: those run here and those pulled."""
+    return Counter(baseline for baseline, _, _ in experiment_refs(root))
 
 
 def exp_show(all_commits: bool = False, root: Path = Path(".")) -> list[dict]:

@@ -193,10 +193,13 @@ def _value(v: Any, present: bool) -> str:
     return show_value(v) if present else "(absent)"
 
 
-def _delta(before: Any, after: Any, fmt: str, mark: str | None) -> str:
-    """The change as text with its mark (`verdict`): ✅ better, 🔻 worse, ≈ inside the noise."""
+def _delta(before: Any, after: Any, fmt: str, mark: str | None, labels: tuple[str, str] = ("", "")) -> str:
+    """The change as text with its mark (`verdict`): ✅ better, 🔻 worse, ≈ inside the noise; a value
+    only one side has (`labels`: the sides' names) says which side."""
     d = difference(before, after)
     if d is None:
+        if (before is None) != (after is None) and all(labels):
+            return f"only in `{labels[before is None]}`"
         return "" if before == after else "changed"
     if d == 0:
         return "="
@@ -220,11 +223,15 @@ def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
         marks[key] = verdict(difference(b, h), 0 if label in unmarked else better, score_noise(key, b, h, counts))
         values.append((label, key, b, h, fmt))
     marks = loss_follows_accuracy(marks)
-    rows = [(label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, marks[key])) for label, key, b, h, fmt in values]
+    sides = (base.label, head.label)
+    rows = [
+        (label, _shown(b, fmt), _shown(h, fmt), _delta(b, h, fmt, marks[key], sides))
+        for label, key, b, h, fmt in values
+    ]
     per_class = 0 if "accuracy: " in unmarked else 1
     for cls, b, h in class_pairs(base, head):
         mark = verdict(difference(b, h), per_class, sampling_noise(b, h, counts[0]["class"], counts[1]["class"]))
-        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", mark)))
+        rows.append((f"accuracy: {cls}", _shown(b, "{:.4f}"), _shown(h, "{:.4f}"), _delta(b, h, "{:.4f}", mark, sides)))
     return rows
 
 

@@ -176,20 +176,31 @@ def resolve(root: Path, rev: str) -> str | None:
     return hits[0][1] if len(hits) == 1 else None
 
 
-def _experiments(root: Path, name: str) -> list[tuple[str, str]]:
-    """(baseline commit, experiment commit) of each `dvc exp` called `name`: refs/exps/ab/cdef…/<name>."""
-    refs = _run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], root).stdout.split()
+def experiment_refs(root: Path) -> list[tuple[str, str, str]]:
+    """(baseline commit, name, experiment commit) of each `dvc exp` experiment in the repo at `root`,
+    run here or pulled: DVC's refs/exps/<baseline's first 2 hex digits>/<other 38>/<name>."""
+    r = _run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], root)
+    refs = r.stdout.split() if r.returncode == 0 else []
     found = []
     for ref, commit in zip(refs[::2], refs[1::2]):
         parts = ref.split("/")
-        if len(parts) == 5 and parts[4] == name:
-            found.append((parts[2] + parts[3], commit))
+        baseline = "".join(parts[2:4])
+        if len(parts) == 5 and len(baseline) == 40 and all(c in "0123456789abcdef" for c in baseline):
+            found.append((baseline, parts[4], commit))
     return found
 
 
+def _experiments(root: Path, name: str) -> list[tuple[str, str]]:
+    """(baseline commit, experiment commit) of each `dvc exp` called `name`."""
+    return [(baseline, commit) for baseline, n, commit in experiment_refs(root) if n == name]
+
+
 def unresolved(root: Path, rev: str, not_found: str) -> str:
-    """Why `rev` names no single commit: a `dvc exp` name on several other commits, else `not_found`."""
+    """Why `rev` names no single commit: a queued experiment not run yet, a `dvc exp` name on several
+    other commits, else `not_found`."""
     hits = _experiments(root, rev)
+    if not hits and rev in queued_runs(root):
+        return f"{rev!r} is a queued experiment that has not run yet: no results (`dvc queue status` lists it)"
     if len(hits) < 2:
         return not_found
     return (
@@ -200,9 +211,19 @@ def unresolved(root: Path, rev: str, not_found: str) -> str:
 
 def failed_runs(root: Path) -> dict[str, str]:
     """{name: commit} of the queued `dvc exp run`s that failed. DVC keeps them as entries of the
-    reflog of refs/exps/celery/failed ("dvc-exp:<rev>:<baseline>:<name>[:<branch>]"), not as experiments, so
-    `resolve` does not find them by name, and their commit holds the baseline's results."""
-    r = _run(["git", "reflog", "show", "--format=%H %gs", "refs/exps/celery/failed", "--"], root)
+    reflog of refs/exps/celery/failed, not as experiments, so `resolve` does not find them by name,
+    and their commit holds the baseline's results."""
+    return _queue_entries(root, "refs/exps/celery/failed")
+
+
+def queued_runs(root: Path) -> dict[str, str]:
+    """{name: commit} of the `dvc exp run --queue` experiments not started yet (DVC's queue stash)."""
+    return _queue_entries(root, "refs/exps/celery/stash")
+
+
+def _queue_entries(root: Path, ref: str) -> dict[str, str]:
+    """{name: commit} of the entries of `ref`'s reflog, each "dvc-exp:<rev>:<baseline>:<name>[:<branch>]"."""
+    r = _run(["git", "reflog", "show", "--format=%H %gs", ref, "--"], root)
     runs = {}
     for line in r.stdout.splitlines() if r.returncode == 0 else []:
         commit, _, subject = line.partition(" ")

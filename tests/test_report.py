@@ -440,6 +440,22 @@ def test_an_experiment_on_another_machine_marks_neither_its_times_nor_its_scores
     assert ("down", "-3.63 points") in marked(html) and 'id="changed-unlike"' not in html
 
 
+def test_a_project_in_a_folder_of_its_repository_reads_its_committed_files(tmp_path):
+    """`git show REV:params.yaml` reads from the repository's top, so a lab in a folder of a larger
+    repository (`dvc init --subdir`) found no committed file: no "What changed", an empty review."""
+    from src.lab_report.gather import git_show
+
+    lab = tmp_path / "course" / "lab"
+    lab.mkdir(parents=True)
+    (lab / "params.yaml").write_text("train: {lr: 0.03}\n")
+    sh(tmp_path / "course", "git", "init", "-q")
+    sh(tmp_path / "course", "git", "add", ".")
+    sh(tmp_path / "course", "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lab")
+    assert git_show(lab, "HEAD", "params.yaml") == "train: {lr: 0.03}\n"
+    assert git_show(tmp_path / "course", "HEAD", "lab/params.yaml") == "train: {lr: 0.03}\n"
+    assert git_show(lab, "HEAD", "metrics/eval.json") is None
+
+
 def test_a_changed_param_the_run_did_not_use_is_named(tmp_path):
     """`-S augment.crop_pad_mode=zeros` with crops off, or lookahead's decay with lookahead off,
     changes nothing; the section said only that they differ. The notebook's net is not such a key:

@@ -232,6 +232,23 @@ def test_a_failed_experiment_is_refused_by_name_and_by_commit(lab, tmp_path, fai
     assert not (tmp_path / "x").exists()
 
 
+def test_a_queued_experiment_not_run_yet_is_named_so(lab, tmp_path):
+    """`dvc exp run --queue -n q1` before `dvc queue start`: the review and verify said "neither a git
+    revision …" and suggested `dvc exp pull`. DVC keeps it in the reflog of refs/exps/celery/stash."""
+    head = sh(lab, "git", "rev-parse", "HEAD").stdout.strip()
+    msg = f"commit: dvc-exp:{head}:{head}:q1"
+    sh(lab, "git", "update-ref", "--create-reflog", "-m", msg, "refs/exps/celery/stash", head)
+    try:
+        want = "'q1' is a queued experiment that has not run yet: no results (`dvc queue status` lists it)"
+        r = run_review(lab, "HEAD", "q1", "--out", str(tmp_path / "x"), check=False)
+        assert (r.returncode, r.stderr.strip()) == (2, f"review: error: {want}")
+        v = sh(lab, sys.executable, "-m", "src.verify", "q1", check=False)
+        assert (v.returncode, v.stderr.strip()) == (2, f"verify: error: {want}")
+    finally:
+        sh(lab, "git", "update-ref", "-d", "refs/exps/celery/stash")
+    assert not (tmp_path / "x").exists()
+
+
 def test_params_edited_without_a_rerun_are_not_reviewed_as_results(lab, tmp_path):
     params = lab / "params.yaml"
     before = params.read_text()
@@ -446,6 +463,11 @@ def test_runs_that_are_not_like_for_like_are_said_so_and_lose_their_marks():
     assert caveats(base, other)[0] == [
         "other classes: airplane, automobile, bird against cat, dog — two tasks, not one run better"
     ]
+    # a class one side has: which side, not "changed"
+    rows = {row[0]: row[1:] for row in metric_rows(base, other)}
+    assert rows["accuracy: airplane"] == ("0.9500", "—", "only in `main`")
+    assert rows["accuracy: cat"] == ("—", "0.8000", "only in `cats`")
+    assert rows["CPU kernels"] == ("AVX2", "—", "only in `main`") and rows["test images"][2] == "="
 
 
 def test_another_cpu_model_is_another_machine_and_other_kernels_unmark_the_scores():

@@ -185,9 +185,9 @@ def read_source(root: Path, rel: str, made_by: Callable[[str], str]) -> Source:
 
 
 def git_show(root: Path, rev: str, rel: str) -> str | None:
-    """The text of `rel` at `rev`, or None (not a git repo, no such commit or file)."""
-    try:
-        r = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=root, capture_output=True, text=True, timeout=20)
+    """The text of `rel` (a path under `root`) at `rev`, or None (not a git repo, no such commit or file)."""
+    try:  # "./": relative to root, which may be a folder of the repository (`dvc init --subdir`), not its top
+        r = subprocess.run(["git", "show", f"{rev}:./{rel}"], cwd=root, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout if r.returncode == 0 else None
