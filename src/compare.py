@@ -9,7 +9,8 @@ One row per commit and per experiment: its name, the params that differ between 
 accuracy, per-class accuracy, training seconds, images/s, device and precision. A failed experiment
 keeps its row, marked failed, with no metrics; so do queued and running ones, marked so, and with
 --workspace a workspace whose params.yaml is not what dvc.lock ran (stale). Under the table, what
-is not like for like: other class sets (other tasks), devices, precisions or thread counts. Figures:
+is not like for like: other class sets (other tasks) or test sets, runs of a few steps, devices,
+processors, precisions, CPU kernels, thread or process counts. Figures:
 test accuracy against training seconds (each point labelled with what differs, e.g. "lr=0.02,
 classes=cat,dog", and its name; a colour per class set) and per-class
 accuracy as a heatmap (experiments × classes). Printed: the same rows cut to the terminal's width
@@ -35,7 +36,7 @@ import yaml
 
 from src import paths
 from src.cli import whole_number
-from src.params import flatten, not_as_run
+from src.params import FEW_STEPS, flatten, not_as_run
 from src.verify import experiment_refs
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
@@ -93,7 +94,9 @@ def _row(name: str, rev: str, data: dict | None, status: str = "ok") -> dict:
         "class_set": tuple(sorted(ev.get("per_class_acc") or {})),  # the same classes reordered: one task
         "macro_f1": _number(ev, "macro_f1"),
         "best_val_acc": _number(tr, "best_val_acc"),
-        "processor": tr.get("processor"),  # not a column: the like-for-like note names it
+        # not columns: the like-for-like notes name them
+        **{k: tr.get(k) for k in ("processor", "cpu_capability", "processes", "steps")},
+        "test_images": ev.get("test_images"),
         **{k: _number(tr, k) if k in NUMBERS else tr.get(k) for k in COLUMNS if k != "test_acc"},
     }
 
@@ -106,24 +109,36 @@ def not_ok(rows: list[dict]) -> str:
 
 def not_like_for_like(rows: list[dict]) -> list[str]:
     """What the rows with results differ in beside their params, as sentences: other class sets
-    (two tasks: guessing alone scores 1/classes), or devices, precisions, thread counts (the
-    seconds and images/s of such runs do not compare)."""
+    (two tasks: guessing alone scores 1/classes) or test sets, runs too short to say much, and
+    devices, processors, precisions, kernels, thread or process counts (the seconds and images/s
+    of such runs do not compare)."""
     done = [r for r in rows if r["status"] == "ok"]
     notes = []
     sets = list(dict.fromkeys(r["class_set"] for r in done if r["class_set"]))
+    images = sorted({r["test_images"] for r in done if r.get("test_images") is not None})
     if len(sets) > 1:
         sizes = sorted({len(c) for c in sets})
         notes.append(
             f"{len(sets)} class sets ({', '.join(map(str, sizes))} classes): test accuracy compares only "
             "between runs on the same classes (guessing alone scores 1/classes)"
         )
+    elif len(images) > 1:
+        notes.append(
+            f"other test sets ({', '.join(f'{n:,}' for n in images)} test images): test accuracy compares "
+            "only between runs on the same test images"
+        )
+    short = [r["name"] for r in done if isinstance(r.get("steps"), int) and r["steps"] < FEW_STEPS]
+    if short:
+        notes.append(f"under {FEW_STEPS} training steps, so their scores say little: {', '.join(short)}")
     machine = [
         f"{what} ({', '.join(sorted(map(str, vals)))})"
         for key, what in (
             ("device", "devices"),
             ("processor", "processors"),
             ("precision", "precisions"),
+            ("cpu_capability", "CPU kernels"),
             ("threads", "thread counts"),
+            ("processes", "process counts"),
         )
         if len(vals := {r[key] for r in done if r.get(key) is not None}) > 1
     ]

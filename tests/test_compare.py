@@ -317,6 +317,22 @@ def test_what_is_not_like_for_like_is_said_under_the_table(tmp_path, capsys):
     assert [n for n in not_like_for_like(rows[1:]) if "class sets" in n] == []
 
 
+def test_other_test_sets_kernels_processes_and_short_runs_are_said_too():
+    """compare said less than the review: two fp32 runs on AVX2 and AVX-512 kernels, 2 processes of 1
+    thread, a quick run on 300 test images and of 9 steps sat in the table unremarked."""
+    rows = experiments(exp_show([("tiny", {"data": {"test_per_class": 100}}, 0.6, 5.0), ("np2", {}, 0.95, 60.0)]))
+    assert not_like_for_like(rows) == []  # the committed metrics in every row: alike
+    rows[1].update(test_images=300, steps=9, cpu_capability="AVX512")
+    rows[2].update(processes=2, threads=1)
+    assert not_like_for_like(rows) == [
+        f"other test sets (300, {EVAL['test_images']:,} test images): test accuracy compares only between runs "
+        "on the same test images",
+        "under 20 training steps, so their scores say little: tiny",
+        f"other CPU kernels (AVX2, AVX512) and thread counts (1, {TRAIN['threads']}) and process counts (1, 2): "
+        "seconds and images/s compare only between runs alike in these",
+    ]
+
+
 def test_a_workspace_whose_params_dvc_lock_did_not_run_is_stale(tmp_path, monkeypatch, capsys):
     """After `dvc exp apply` of a failed run (train.lr=-1), the workspace row showed lr -1 beside the
     baseline's accuracy as if it were that run's."""
