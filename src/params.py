@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -370,8 +371,10 @@ def _one_line(
     if e["type"] == "missing":
         return f"params.yaml: {key}: missing{MISSING_HINT}"
     msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "literal_error" and isinstance(value, str):  # `-S train.optimizer=Adam`: 'adamw'
+        msg += did_you_mean(value.lower(), re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected"))))
     if key == "data.classes" and e["type"] in ("literal_error", "list_type"):
-        msg = "must be 'all' or a list of CIFAR-10 class names"
+        msg = "must be 'all' or a list of CIFAR-10 class names" + did_you_mean(str(value).lower(), ["all"])
     if key.startswith("data.normalize") and e["type"] != "value_error":  # pydantic names only one union member
         data = raw.get("data") if isinstance(raw, dict) and not prefix else None
         whole = data.get("normalize", value) if isinstance(data, dict) else value

@@ -95,9 +95,8 @@ def check_outputs(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> None:
     folder (or a file), a file (or a folder) of its name. A stage run by hand would otherwise write
     its first outputs and fail at the next (DVCLive with a traceback). `dvc repro` finds that itself;
     no dvc.yaml here (a test's folder): nothing to check."""
-    stages = _yaml(dvc_yaml).get("stages")
-    spec = stages.get(stage) if isinstance(stages, dict) else None
-    if not isinstance(spec, dict):
+    spec = _stage_entry(_yaml(dvc_yaml), stage)
+    if not spec:
         return
     folders = _recorded_folders(_yaml(dvc_yaml.with_name("dvc.lock")), stage)
     for kind in ("outs", "metrics", "plots"):
@@ -120,12 +119,18 @@ def _yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _stage_entry(doc: dict, stage: str) -> dict:
+    """The mapping `stages: {stage: …}` of a parsed dvc.yaml or dvc.lock holds for `stage`; {} where
+    there is none."""
+    stages = doc.get("stages")
+    entry = stages.get(stage) if isinstance(stages, dict) else None
+    return entry if isinstance(entry, dict) else {}
+
+
 def _recorded_folders(lock: dict, stage: str) -> dict[str, bool]:
     """{output path: whether the stage's last run wrote a folder there} from dvc.lock (a folder's
     hash ends in ".dir")."""
-    stages = lock.get("stages")
-    entry = stages.get(stage) if isinstance(stages, dict) else None
-    outs = entry.get("outs") if isinstance(entry, dict) else None
+    outs = _stage_entry(lock, stage).get("outs")
     recorded = [o for o in outs or [] if isinstance(o, dict) and isinstance(o.get("path"), str)]
     return {o["path"]: str(o.get("md5", "")).endswith(".dir") for o in recorded if o.get("md5")}
 

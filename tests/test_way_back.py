@@ -97,6 +97,32 @@ def test_back_to_my_own_last_run(clone):
     assert json.loads((clone / "metrics/train.json").read_text())["epochs"] == 3
 
 
+BACK = "git read-tree HEAD && git checkout -- . && git clean -fdq -- plots && dvc checkout"  # the README's
+
+
+def test_back_from_an_experiment_on_other_classes(clone):
+    """An experiment on other classes writes figures named after them (feature_maps_bird_1.png):
+    git restores the committed files but keeps those, so `dvc status` called plots/visualize
+    modified after the way back; its `git clean` of plots/ drops them. Another experiment is applied
+    from there, where `dvc exp apply` leaves exactly that run's files."""
+    committed = yaml.safe_load((clone / "params.yaml").read_text())["data"]["classes"]
+    assert "bird" not in committed
+    sh(clone, "dvc", "exp", "run", "-S", "data.classes=[cat,bird]", "-n", "catbird")  # now in the workspace
+    for step in BACK.split(" && ")[:2] + BACK.split(" && ")[3:]:  # the way back without the clean
+        sh(clone, *step.split())
+    left = sh(clone, "git", "status", "--porcelain").stdout
+    assert "?? plots/visualize/feature_maps_bird_1.png" in left and not clean(clone)
+    for step in BACK.split(" && "):
+        sh(clone, *step.split())
+    assert clean(clone) and sh(clone, "git", "status", "--porcelain").stdout == ""
+    sh(clone, "dvc", "exp", "apply", "catbird")
+    assert clean(clone) and (clone / "plots/visualize/feature_maps_bird_1.png").exists()
+    assert not (clone / f"plots/visualize/feature_maps_{(set(committed) - {'cat'}).pop()}_1.png").exists()
+    for step in BACK.split(" && "):
+        sh(clone, *step.split())
+    assert clean(clone) and sh(clone, "git", "status", "--porcelain").stdout == ""
+
+
 def test_out_of_a_failed_experiment(clone):
     sh(clone, "dvc", "exp", "run", "-S", "train.lr=0.05", "-n", "lr05b")  # an experiment, now in the workspace
     r = sh(clone, "dvc", "exp", "run", "-S", "data.classes=[cat,dgo]", check=False)
