@@ -270,7 +270,8 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         [
             r["name"],
             r["status"],
-            *(_fmt(r["params"].get(k)) for k in keys),
+            # as the printed table shows them: true, null, cat,dog (a key the row lacks: empty)
+            *(show_value(r["params"][k]) if k in r["params"] else "" for k in keys),
             *(_fmt(r[c], FORMATS[c]) for c in COLUMNS),
             *(_fmt(r["per_class"].get(c), "{:.4f}") for c in cls),
         ]

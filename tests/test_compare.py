@@ -26,6 +26,7 @@ from src.compare import (
     short_keys,
     shorten,
     show_value,
+    table,
     terminal_view,
 )
 from src.figures.experiments import accuracy_vs_seconds, per_class_heatmap, point_labels, wrapped
@@ -211,6 +212,19 @@ def test_the_report_prints_the_fitted_table_and_writes_its_files(saved, tmp_path
         "accuracy_vs_seconds.png",
         "per_class.png",
     }
+
+
+def test_the_files_write_values_as_the_printed_table_does():
+    """compare.md and compare.csv wrote True, an empty cell for null and [cat, dog], where the
+    printed table and the review write true, null and cat,dog."""
+    over = {"report": {"pdf": False}, "data": {"classes": ["cat", "dog"], "test_per_class": 100}}
+    header, cells = table(experiments(exp_show([("nopdf", over, 0.9, 40.0)])))
+    main_row, exp_row = (
+        {h: row[header.index(h)] for h in ("report.pdf", "data.classes", "data.test_per_class")}
+        for row in (cells[0], cells[-1])
+    )
+    assert exp_row == {"report.pdf": "false", "data.classes": "cat,dog", "data.test_per_class": "100"}
+    assert main_row["report.pdf"] == "true" and main_row["data.test_per_class"] == "null"
 
 
 def test_values_and_keys_are_shortened_sensibly():
