@@ -37,7 +37,7 @@ import yaml
 from src import paths
 from src.cli import whole_number
 from src.params import FEW_STEPS, flatten, not_as_run
-from src.verify import experiment_refs
+from src.verify import experiment_refs, head_commit
 
 # the keys `dvc exp show --json` files the metrics under: their paths, always with "/"
 EVAL, TRAIN, TIMING = (p.as_posix() for p in (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.TIMING))
@@ -408,20 +408,14 @@ def exp_show(all_commits: bool = False, root: Path = Path(".")) -> list[dict]:
         raise SystemExit(
             f"compare: `dvc {' '.join(cmd[3:7])}` failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
         )
-    head = _head(root)  # DVC lists named revs before HEAD; `experiments` takes the first commit for HEAD
+    head = head_commit(root)  # DVC lists named revs before HEAD; `experiments` takes the first commit for HEAD
     return sorted(json.loads(res.stdout), key=lambda c: c.get("rev") not in ("workspace", head))
-
-
-def _head(root: Path) -> str | None:
-    """The full hash of the commit checked out at `root` (None outside git or before a first commit)."""
-    res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
-    return res.stdout.strip() if res.returncode == 0 else None
 
 
 def elsewhere(root: Path = Path(".")) -> str | None:
     """Without --all-commits: a line saying how many experiments start from commits other than HEAD
     (after `dvc exp pull`, or a commit since), which the table leaves out; None when there are none."""
-    head = _head(root)
+    head = head_commit(root)
     others = {sha: n for sha, n in experiment_baselines(root).items() if sha != head}
     if not others:
         return None

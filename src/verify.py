@@ -171,9 +171,15 @@ def resolve(root: Path, rev: str) -> str | None:
         return r.stdout.strip()
     hits = _experiments(root, rev)
     if len(hits) > 1:
-        head = _run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+        head = head_commit(root)
         hits = [h for h in hits if h[0] == head]
     return hits[0][1] if len(hits) == 1 else None
+
+
+def head_commit(root: Path) -> str | None:
+    """The full hash of the commit checked out at `root` (None outside git or before a first commit)."""
+    r = _run(["git", "rev-parse", "HEAD"], root)
+    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def experiment_refs(root: Path) -> list[tuple[str, str, str]]:

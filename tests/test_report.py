@@ -347,6 +347,7 @@ def test_an_experiment_on_other_classes_says_it_compares_two_tasks(tmp_path):
     assert rows["metrics/eval.json test_acc"] == ["95.00 %", "78.00 %", "-17.00 points"]
     section = html[html.index('id="changed-metrics"') : html.index("</table>", html.index('id="changed-metrics"'))]
     assert "r up" not in section and "r down" not in section  # neither better nor worse
+    assert 'id="changed-unlike"' not in html  # the task note above says "other classes" once, at length
     from src.lab_report.changes import other_task
 
     reordered = [{"key": "data.classes", "before": ["cat", "dog"], "after": ["dog", "cat"]}]
