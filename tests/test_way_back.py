@@ -97,24 +97,29 @@ def test_back_to_my_own_last_run(clone):
     assert json.loads((clone / "metrics/train.json").read_text())["epochs"] == 3
 
 
-BACK = "git read-tree HEAD && git checkout -- . && git clean -fdq -- plots && dvc checkout"  # the README's
+# the README's way back
+BACK = "git read-tree HEAD && git checkout -- . && git clean -fdq -- plots/visualize plots/theory && dvc checkout"
 
 
 def test_back_from_an_experiment_on_other_classes(clone):
     """An experiment on other classes writes figures named after them (feature_maps_bird_1.png):
     git restores the committed files but keeps those, so `dvc status` called plots/visualize
-    modified after the way back; its `git clean` of plots/ drops them. Another experiment is applied
-    from there, where `dvc exp apply` leaves exactly that run's files."""
+    modified after the way back; its `git clean` of the stages' folders drops them, and a student's own
+    untracked file elsewhere under plots/ stays. Another experiment is applied from there, where
+    `dvc exp apply` leaves exactly that run's files."""
     committed = yaml.safe_load((clone / "params.yaml").read_text())["data"]["classes"]
     assert "bird" not in committed
     sh(clone, "dvc", "exp", "run", "-S", "data.classes=[cat,bird]", "-n", "catbird")  # now in the workspace
+    (clone / "plots/my_sketch.png").write_bytes(b"mine")  # a student's own file, never added to git
     for step in BACK.split(" && ")[:2] + BACK.split(" && ")[3:]:  # the way back without the clean
         sh(clone, *step.split())
     left = sh(clone, "git", "status", "--porcelain").stdout
     assert "?? plots/visualize/feature_maps_bird_1.png" in left and not clean(clone)
     for step in BACK.split(" && "):
         sh(clone, *step.split())
-    assert clean(clone) and sh(clone, "git", "status", "--porcelain").stdout == ""
+    assert clean(clone) and sh(clone, "git", "status", "--porcelain").stdout == "?? plots/my_sketch.png\n"
+    assert (clone / "plots/my_sketch.png").read_bytes() == b"mine"
+    (clone / "plots/my_sketch.png").unlink()
     sh(clone, "dvc", "exp", "apply", "catbird")
     assert clean(clone) and (clone / "plots/visualize/feature_maps_bird_1.png").exists()
     assert not (clone / f"plots/visualize/feature_maps_{(set(committed) - {'cat'}).pop()}_1.png").exists()
