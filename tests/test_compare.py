@@ -413,6 +413,19 @@ def test_a_long_label_breaks_between_params_and_puts_what_tells_it_apart_first()
     assert wrapped("a=1, b=2, c=3", width=8) == "a=1, b=2\nc=3"
 
 
+def test_a_heatmap_row_label_wraps_and_ends_with_its_experiment():
+    """Nine changed params on one line widened the heatmap by the longest row label (1,747 px for
+    ten classes); they now wrap at 48 characters like the points' labels, and the rows grow taller."""
+    rows = experiments(exp_show([(f"{n}-{i}", over, acc, s) for i, (n, over, acc, s) in enumerate(WIDE)]))
+    cls = list(dict.fromkeys(c for r in rows for c in r["per_class"]))
+    fig = per_class_heatmap(rows, cls, describe)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert [t.rsplit("(", 1)[-1] for t in ticks] == [f"{r['name']})" for r in rows]
+    assert all(len(line) <= 48 or ", " not in line for t in ticks for line in t.splitlines())
+    assert max(t.count("\n") for t in ticks) >= 2 and fig.get_size_inches()[0] < 14.5
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- git
 
 

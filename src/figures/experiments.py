@@ -25,6 +25,7 @@ GAP = 6.0  # points between a point and its label
 MARK_PX = 5.0  # half the size of a point's marker, in pixels, kept clear of labels
 WRAP = 34  # characters a label's line holds: a class's grid of eight changed params stays readable
 MAX_LINES = 3  # lines of params a label shows; the rest are counted (compare.md has them all)
+ROW_WRAP = 48  # characters a heatmap row label's line holds: beside the cells there is more room than on the plot
 
 
 def wrapped(text: str, width: int = WRAP, max_lines: int = MAX_LINES) -> str:
@@ -46,18 +47,24 @@ def wrapped(text: str, width: int = WRAP, max_lines: int = MAX_LINES) -> str:
     return "\n".join(lines)
 
 
-def point_labels(texts: list[str]) -> list[str]:
+def point_labels(texts: list[str], width: int = WRAP) -> list[str]:
     """`wrapped` labels for the points; one too long to show whole puts first the params it shares
     with the fewest other runs, so the lines it keeps tell it from its neighbours (a class's grid
     on one subset: the seed or lr, not the classes all of them share)."""
     shared = Counter(item for t in texts for item in set(t.split(", ")))
     out = []
     for t in texts:
-        label = wrapped(t)
+        label = wrapped(t, width)
         if label.endswith("(compare.md)"):
-            label = wrapped(", ".join(sorted(t.split(", "), key=lambda item: shared[item])))
+            label = wrapped(", ".join(sorted(t.split(", "), key=lambda item: shared[item])), width)
         out.append(label)
     return out
+
+
+def _with_name(label: str, name: str) -> str:
+    """A row's wrapped params with its experiment's name after them, on the last line where it fits."""
+    room = len(label.splitlines()[-1]) + len(name) + 3 <= ROW_WRAP
+    return f"{label} ({name})" if room else f"{label}\n({name})"
 
 
 def _names(rows: list[dict]) -> list[str]:
@@ -200,16 +207,16 @@ def per_class_heatmap(rows: list[dict], classes: list[str], label: Labeller | No
     m = np.array([[r["per_class"].get(c, np.nan) for c in classes] for r in done], dtype=float).reshape(
         len(done), len(classes)
     )
-    fig, ax = plt.subplots(figsize=(5.0, max(2.5, 0.42 * len(done) + 1.6)), layout="constrained")
+    said = (label or _names)(done)
+    ticks = [s if s == r["name"] else _with_name(s, r["name"]) for s, r in zip(point_labels(said, ROW_WRAP), done)]
+    row = max(0.42, 0.14 * max((t.count("\n") + 1 for t in ticks), default=1) + 0.14)  # inches: a label's lines fit
+    fig, ax = plt.subplots(figsize=(5.0, max(2.5, row * len(done) + 1.6)), layout="constrained")
     im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(m):
         if not np.isnan(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=text_colour_on(im.cmap(im.norm(v))))
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right", fontsize=8)
-    said = (label or _names)(done)
-    ax.set_yticks(
-        range(len(done)), [s if s == r["name"] else f"{s} ({r['name']})" for s, r in zip(said, done)], fontsize=8
-    )
+    ax.set_yticks(range(len(done)), ticks, fontsize=8)
     ax.set_title("Per-class test accuracy across experiments (blank: class not in that run)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     # long row labels would squeeze the cells until their numbers touch: widen by the labels' width
