@@ -195,7 +195,7 @@ def _other_machine(trains: list[dict], labels: tuple[str, str]) -> tuple[list[st
     shared = [k for k in MACHINE if all(t.get(k) is not None for t in trains)]
     differ = {k for k in shared if trains[0][k] != trains[1][k]}
     if differ:
-        a, b = (" ".join(machine_word(k, t[k]) for k in shared) for t in trains)
+        a, b = (" ".join(_machine_word(k, t[k]) for k in shared) for t in trains)
         counts = differ <= {"threads", "processes"}
         what = "another thread or process count" if counts else "another machine or precision"
         what = "another thread count" if differ == {"threads"} else what
@@ -213,7 +213,7 @@ def _other_machine(trains: list[dict], labels: tuple[str, str]) -> tuple[list[st
     return [], set()
 
 
-def machine_word(key: str, value: Any) -> str:
+def _machine_word(key: str, value: Any) -> str:
     """One value of a run's machine as `unlike` prints it: "fp32", "AVX2", "1 thread", "2 processes"."""
     if key == "threads":
         return f"{value} thread{'s' * (value != 1)}"
