@@ -18,6 +18,7 @@ process for the same picture).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import subprocess
@@ -37,6 +38,7 @@ from src.run_diff import (
     difference,
     loss_follows_accuracy,
     noise_note,
+    raw_data,
     sampling_noise,
     score_counts,
     score_noise,
@@ -67,6 +69,7 @@ METRICS = (
     ("device", paths.TRAIN_METRICS, "device", "{}", 0),
     ("CPU kernels", paths.TRAIN_METRICS, "cpu_capability", "{}", 0),
     ("parameters", paths.TRAIN_METRICS, "params", "{:,}", 0),
+    ("recipe", paths.TRAIN_METRICS, "recipe", "{}", 0),  # gpu: params.yaml's gpu section replaced some values
 )
 
 
@@ -137,7 +140,56 @@ def load_side(root: Path, rev: str) -> Side:
             f"{rev}: its results are not of its params.yaml: {', '.join(stale[:3])}{' …' if len(stale) > 3 else ''} "
             f"differ from what dvc.lock ran ({fix})"
         )
+    code = stale_code(root, commit, side.files[LOCK.as_posix()])
+    if code:
+        fix = "run `dvc repro` first" if commit is None else "code committed without a rerun: `dvc repro`, then commit"
+        raise ReviewError(
+            f"{rev}: its results are not of its code: {', '.join(code[:3])}{' …' if len(code) > 3 else ''} "
+            f"differ from what dvc.lock ran ({fix})"
+        )
     return side
+
+
+def stale_code(root: Path, commit: str | None, lock: Any) -> list[str]:
+    """The code dvc.lock's stages read (`_code_deps`) that is not, at `commit` (None: on disk), what
+    the run read: edited or committed without a rerun. A path git does not hold there is left out."""
+    deps = _code_deps(lock)
+    md5s = _file_md5s(root, commit, list(deps))
+    return [path for path, (md5, _) in deps.items() if dvc_md5(path, md5s) not in (None, md5)]
+
+
+def dvc_md5(path: str, md5s: dict[str, str]) -> str | None:
+    """DVC's md5 of `path` from its files' md5s (`_file_md5s`): a file's own; a folder's, the md5 of
+    the JSON list of its files' md5 and relpath, sorted by path, with ".dir" after it; None if absent."""
+    if path in md5s:
+        return md5s[path]
+    inside = sorted((p[len(path) + 1 :].split("/"), m) for p, m in md5s.items() if p.startswith(path + "/"))
+    listing = [{"md5": m, "relpath": "/".join(parts)} for parts, m in inside]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir" if listing else None
+
+
+def _file_md5s(root: Path, commit: str | None, paths_: list[str]) -> dict[str, str]:
+    """{file: md5} of the files at or under `paths_`, as git holds them at `commit` (None: on disk)."""
+    if commit is None:
+        found = [root / p for p in paths_ if (root / p).is_file()]
+        found += [f for p in paths_ if (root / p).is_dir() for f in (root / p).rglob("*") if f.is_file()]
+        found = [f for f in found if "__pycache__" not in f.parts and f.suffix != ".pyc"]  # as .dvcignore says
+        return {f.relative_to(root).as_posix(): hashlib.md5(f.read_bytes()).hexdigest() for f in found}
+    if not paths_:
+        return {}
+    ls = subprocess.run(["git", "ls-tree", "-r", "-z", commit, "--", *paths_], cwd=root, capture_output=True)
+    entries = [e.split(b"\t", 1) for e in ls.stdout.split(b"\0") if b"\t" in e]
+    blobs = [(meta.split()[2], path.decode()) for meta, path in entries if meta.split()[1] == b"blob"]
+    cat = subprocess.run(
+        ["git", "cat-file", "--batch"], input=b"".join(oid + b"\n" for oid, _ in blobs), cwd=root, capture_output=True
+    )
+    md5s, at = {}, 0
+    for _, path in blobs:  # each: "<oid> blob <size>\n<content>\n", in the order asked
+        head_end = cat.stdout.index(b"\n", at)
+        size = int(cat.stdout[at:head_end].split()[2])
+        md5s[path] = hashlib.md5(cat.stdout[head_end + 1 : head_end + 1 + size]).hexdigest()
+        at = head_end + size + 2
+    return md5s
 
 
 def param_rows(base: Side, head: Side) -> list[tuple[str, str, str]]:
@@ -237,13 +289,17 @@ def metric_rows(base: Side, head: Side) -> list[tuple[str, str, str, str]]:
 
 def caveats(base: Side, head: Side) -> tuple[list[str], set[str]]:
     """Where the two runs are not like for like, one line each (`unlike`), and the metric rows that
-    then get no ✅/🔻: the scores' (with each class's) or the times'."""
+    then get no ✅/🔻: the scores' (with each class's), the times', or the training seconds alone
+    (other step counts)."""
     ev, tr = (
         tuple(s.files.get(path.as_posix()) for s in (base, head)) for path in (paths.EVAL_METRICS, paths.TRAIN_METRICS)
     )
-    lines, which = unlike(ev, tr, (f"`{base.label}`", f"`{head.label}`"))
+    speeds = tuple(s.metric(paths.TIMING, "images_per_s") for s in (base, head))
+    data = tuple(raw_data(s.files.get(LOCK.as_posix())) for s in (base, head))
+    lines, which = unlike(ev, tr, (f"`{base.label}`", f"`{head.label}`"), speeds, data)
     unmarked = {*SCORED_ROWS, "accuracy: "} if "scores" in which else set()
-    return lines, unmarked | (set(TIMED_ROWS) if "times" in which else set())
+    times = set(TIMED_ROWS) if "times" in which else {TIMED_ROWS[0]} if "seconds" in which else set()
+    return lines, unmarked | times
 
 
 def table_noise_note(base: Side, head: Side, rows: list[tuple[str, str, str, str]]) -> str:

@@ -265,6 +265,57 @@ def test_params_edited_without_a_rerun_are_not_reviewed_as_results(lab, tmp_path
     assert not (tmp_path / "x").exists()
 
 
+def test_code_changed_without_a_rerun_is_not_reviewed_as_results(lab, tmp_path):
+    """A student committed a model edit without `dvc repro`: the review compared the old results as
+    'None: the same params.yaml', every metric equal, and no 'Code … differs' (the two dvc.lock agree)."""
+    copy = tmp_path / "lab"
+    shutil.copytree(lab, copy, symlinks=True)
+    model = copy / "src/models/fast_cnn.py"
+    model.write_text(model.read_text() + "# a student's edit\n")
+    r = run_review(copy, "HEAD", "--out", str(tmp_path / "ws"), check=False)
+    assert (r.returncode, r.stderr.strip()) == (
+        2,
+        "review: error: workspace: its results are not of its code: src/models differ from what dvc.lock ran "
+        "(run `dvc repro` first)",
+    )
+    sh(copy, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "edit, no rerun")
+    r = run_review(copy, "HEAD~1", "HEAD", "--out", str(tmp_path / "x"), check=False)
+    assert r.returncode == 2 and r.stderr.strip().endswith(
+        "HEAD: its results are not of its code: src/models differ from what dvc.lock ran "
+        "(code committed without a rerun: `dvc repro`, then commit)"
+    )
+    assert not (tmp_path / "x").exists()
+    run_review(copy, "HEAD~2", "HEAD~1", "--out", str(tmp_path / "y"))  # the commits before it: as they ran
+
+
+def test_a_run_on_another_copy_of_cifar10_says_so_and_marks_no_score(lab, tmp_path):
+    copy = tmp_path / "lab"
+    shutil.copytree(lab, copy, symlinks=True)
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())
+    (raw,) = [o for o in lock["stages"]["download"]["outs"] if o["path"] == "data/raw"]
+    raw["md5"] = "c58f30108f718f92721af3b95e74349a.dir"  # what another copy's files would hash to
+    (copy / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    sh(copy, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "the official files")
+    run_review(copy, "HEAD~1", "HEAD", "--out", str(tmp_path / "x"))
+    md = (tmp_path / "x" / "review.md").read_text()
+    assert "another copy of CIFAR-10: data/raw " in md and " against c58f301 in dvc.lock" in md
+    assert not any(m in rows(md)["test accuracy"][2] for m in ("✅", "🔻"))
+
+
+def test_bytecode_beside_the_code_is_no_change_to_dvc_or_the_review(repo, tmp_path):
+    """Where PYTHONDONTWRITEBYTECODE is unset (most machines; this one sets it), importing the code
+    writes src/models/__pycache__: DVC then called the folder dep src/models modified and every stage
+    stale, until .dvcignore left bytecode out."""
+    from src.review import stale_code
+
+    copy = tmp_path / "lab"
+    shutil.copytree(repo, copy, symlinks=True)
+    sh(copy, sys.executable, "-c", "import src.models.fast_cnn", env_extra={"PYTHONDONTWRITEBYTECODE": ""})
+    assert list((copy / "src/models/__pycache__").glob("*.pyc"))
+    assert "Data and pipelines are up to date" in sh(copy, "dvc", "status").stdout
+    assert stale_code(copy, None, yaml.safe_load((copy / "dvc.lock").read_text())) == []
+
+
 # ------------------------------------------------------------------ templates for DVC's tools
 
 
