@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src import paths
 from src.params import FEW_STEPS, GPU_SECTIONS, flatten, gpu_recipe_raw
 
 # which count each score's noise comes from (`score_counts`); macro-F1 is not a share of images,
@@ -18,6 +19,9 @@ TIMING_SPREAD = 0.12
 TIMED = ("seconds", "train_seconds", "images_per_s")
 # what metrics/train.json records of the machine a run trained on (older commits lack the last four)
 MACHINE = ("device", "precision", "cpu_capability", "processor", "threads", "processes")
+# images/s this far apart with the same model, batch and machine: more than a param change moves it on a
+# CPU (NCHW against channels_last is 1.25×); two trainings sharing 2 cores run about 2× slower each
+LOAD_RATIO = 1.6
 # how to tell a change inside the noise from none, as the review and the report both say it
 SEED_ADVICE = (
     "train both with two more seeds and compare the medians of three "
@@ -161,12 +165,28 @@ def _switched_off(flat: dict[str, Any], key: str, section: str, first: str) -> s
     return None
 
 
-def unlike(evals: tuple[Any, Any], trains: tuple[Any, Any], labels: tuple[str, str]) -> tuple[list[str], set[str]]:
+def raw_data(lock: Any) -> str | None:
+    """The md5 a dvc.lock (parsed) records for data/raw, which copy of CIFAR-10 the run read; None where absent."""
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    outs = [o for st in (stages or {}).values() if isinstance(st, dict) for o in st.get("outs") or []]
+    found = [o.get("md5") for o in outs if isinstance(o, dict) and o.get("path") == paths.RAW.as_posix()]
+    return str(found[0]) if found and found[0] else None
+
+
+def unlike(
+    evals: tuple[Any, Any],
+    trains: tuple[Any, Any],
+    labels: tuple[str, str],
+    speeds: tuple[Any, Any] = (None, None),
+    data: tuple[str | None, str | None] = (None, None),
+) -> tuple[list[str], set[str]]:
     """Where two runs (their metrics/eval.json and train.json, base first) are not like for like, one
-    line each (Markdown), and which of "scores" and "times" then get no better or worse: other
+    line each (Markdown), and which of "scores", "times" and "seconds" (the total alone: other step
+    counts) then get no better or worse: other
     classes or test images, another device, precision or kernels (another CPU model or thread count:
-    the times only), a machine one side does not record, and a run of so few steps that its scores
-    say little. `labels` name the runs in the lines ("`main`", "this run")."""
+    the times only), a machine one side does not record, images/s (`speeds`) too far apart for one
+    machine's work alone, another copy of CIFAR-10 (`data`, each `raw_data`), and a run of so few
+    steps that its scores say little. `labels` name the runs in the lines ("`main`", "this run")."""
     ev, tr = ([d if isinstance(d, dict) else {} for d in pair] for pair in (evals, trains))
     lines: list[str] = []
     unmarked: set[str] = set()
@@ -177,10 +197,26 @@ def unlike(evals: tuple[Any, Any], trains: tuple[Any, Any], labels: tuple[str, s
         lines.append(f"other classes: {a} against {b} — two tasks, not one run better")
     elif None not in images and images[0] != images[1]:
         lines.append(f"other test sets: {images[0]:,} against {images[1]:,} test images")
+    elif None not in data and data[0] != data[1]:
+        a, b = (d.removesuffix(".dir")[:7] for d in data if d)
+        lines.append(
+            f"another copy of CIFAR-10: data/raw {a} against {b} in dvc.lock (the official files and a mirror "
+            "rebuilt from JPEGs differ in every pixel) — the scores compare only between runs on one copy"
+        )
     unmarked |= {"scores"} if lines else set()
     lines_, unmarked_ = _other_machine(tr, labels)
+    if not lines_:
+        lines_, unmarked_ = _other_load(tr, speeds, labels)
     lines += lines_
     unmarked |= unmarked_
+    recipes, steps = ([t.get(k) for t in tr] for k in ("recipe", "steps"))
+    if None not in recipes and recipes[0] != recipes[1]:
+        lines.append(
+            f"another recipe: {recipes[0]} against {recipes[1]} (on a GPU the `gpu` section of params.yaml replaces "
+            "some values, so the same params.yaml trains another network)"
+        )
+    if all(isinstance(n, int) for n in steps) and steps[0] != steps[1]:
+        unmarked.add("seconds")  # more steps take longer, not slower: images/s compares the speed
     for t, label in zip(tr, labels):
         steps = t.get("steps")
         if isinstance(steps, int) and steps < FEW_STEPS:
@@ -211,6 +247,25 @@ def _other_machine(trains: list[dict], labels: tuple[str, str]) -> tuple[list[st
             what = ", ".join(k.replace("cpu_capability", "CPU kernels") for k in missing)
             return [f"{label} records no {what}: the times may not be comparable"], {"times"}
     return [], set()
+
+
+def _other_load(trains: list[dict], speeds: tuple[Any, Any], labels: tuple[str, str]) -> tuple[list[str], set[str]]:
+    """`unlike`'s load line: two CPU runs of one model, batch size and machine whose images/s are
+    LOAD_RATIO or more apart, which other work on the machine during one of them explains best."""
+    work = ("model", "params", "batch_size")
+    recorded = all(trains) and all(trains[0].get(k) is not None for k in work)
+    alike = recorded and all(trains[0].get(k) == trains[1].get(k) for k in (*work, *MACHINE))
+    if not alike or trains[0]["device"] != "cpu" or not all(isinstance(s, (int, float)) and s > 0 for s in speeds):
+        return [], set()
+    ratio = max(speeds) / min(speeds)
+    if ratio < LOAD_RATIO:
+        return [], set()
+    slower = labels[0] if speeds[0] < speeds[1] else labels[1]
+    return [
+        f"images/s {speeds[0]:,.0f} against {speeds[1]:,.0f} ({ratio:.1f}× apart) with the same model, batch size "
+        f"and machine: most likely other work shared the CPU during {slower} (a costlier data augmentation would "
+        "also do it) — the times are not comparable"
+    ], {"times"}
 
 
 def _machine_word(key: str, value: Any) -> str:

@@ -320,6 +320,7 @@ def test_an_experiment_lists_exactly_what_changed(repo):
     finally:
         sh(repo, "git", "checkout", "--", ".")
         sh(repo, "dvc", "checkout", "-q", check=False)
+        sh(repo, "dvc", "exp", "remove", "report-exp", check=False)  # the shared repo: later tests list its experiments
 
 
 def test_an_experiment_on_other_classes_says_it_compares_two_tasks(tmp_path):
@@ -408,7 +409,8 @@ def test_an_experiment_on_another_machine_marks_neither_its_times_nor_its_scores
         (tmp_path / "metrics/train.json").write_text(json.dumps({"best_val_acc": acc, "steps": 312, **train}))
         (tmp_path / "metrics/timing.json").write_text(json.dumps({"train_seconds": seconds, "images_per_s": ips}))
 
-    committed = {"device": "cpu", "precision": "fp32", "cpu_capability": "AVX2", "threads": 2}
+    committed = {"device": "cpu", "precision": "fp32", "cpu_capability": "AVX2", "threads": 2, "model": "fast_cnn"}
+    committed.update(params=655416, batch_size=256)
     write(0.9563, 133.4, 598.6, **committed)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "metrics/stats.json").write_text(json.dumps({"val_images": 1500}))
@@ -439,6 +441,10 @@ def test_an_experiment_on_another_machine_marks_neither_its_times_nor_its_scores
     write(0.9200, 133.0, 598.0, **committed)  # like for like: marked, and no such note
     html = page_from(tmp_path, lr)
     assert ("down", "-3.63 points") in marked(html) and 'id="changed-unlike"' not in html
+    write(0.9200, 870.0, 91.0, **committed)  # the same work at a sixth of the speed: a busy machine
+    html = page_from(tmp_path, lr)
+    assert {row for _, row in marked(html)} == {"-3.63 points"}
+    assert "images/s 599 against 91 (6.6× apart) with the same model, batch size and machine" in visible_text(html)
 
 
 def test_a_project_in_a_folder_of_its_repository_reads_its_committed_files(tmp_path):

@@ -14,6 +14,7 @@ from src.run_diff import (
     SEED_PAIRS,
     difference,
     noise_note,
+    raw_data,
     sampling_noise,
     score_counts,
     unlike,
@@ -168,8 +169,65 @@ def test_other_classes_test_sets_and_few_steps_unmark_the_scores():
         "other test sets: 3,000 against 300 test images",
         "this run trained 3 steps only: its scores say little",
     ]
-    assert which == {"scores"}
+    assert which == {"scores", "seconds"}
     cats = {"test_images": 3000, "per_class_acc": {"cat": 0.8, "bird": 0.9}}
     assert unlike((EVAL, cats), (CPU, CPU), ("a", "b"))[0] == [
         "other classes: cat, dog against cat, bird — two tasks, not one run better"
     ]
+
+
+def test_images_per_s_far_apart_on_one_machine_and_model_is_other_load_not_the_change():
+    """The notebook's 4-epoch experiment, trained while other jobs shared the 2 cores: the report
+    showed images/s 590 → 91 as the change's effect, on the same model, batch size and machine."""
+    run = {**CPU, "model": "fast_cnn", "params": 655416, "batch_size": 256}
+    lines, which = unlike((EVAL, EVAL), (run, dict(run)), ("the committed run", "this run"), (590.0, 91.0))
+    assert lines == [
+        "images/s 590 against 91 (6.5× apart) with the same model, batch size and machine: most likely other "
+        "work shared the CPU during this run (a costlier data augmentation would also do it) — the times are "
+        "not comparable"
+    ]
+    assert which == {"times"}
+    assert "during `a`" in unlike((EVAL, EVAL), (run, run), ("`a`", "`b`"), (300, 590))[0][0]
+    for trains, speeds in [
+        ((run, run), (590.0, 420.0)),  # 1.4×: NCHW against channels_last alone is 1.25×
+        ((run, {**run, "batch_size": 64}), (590.0, 91.0)),  # another batch: another cost per image
+        ((run, {**run, "params": 4079429, "model": "seed_cnn"}), (590.0, 91.0)),
+        (({**run, "device": "cuda"}, {**run, "device": "cuda"}), (9000.0, 3000.0)),  # compile alone does that
+        ((run, run), (590.0, None)),
+        (({**run, "batch_size": None}, {**run, "batch_size": None}), (590.0, 91.0)),
+    ]:
+        assert unlike((EVAL, EVAL), trains, ("a", "b"), speeds) == ([], set()), (trains, speeds)
+
+
+def test_another_copy_of_cifar10_leaves_the_scores_unmarked():
+    """A PR's run on GitHub reads the official archive; the committed one here, the mirror rebuilt
+    from JPEGs (its README: 1–3 points lower). Same classes, same 3,000 test images: the review
+    marked the scores as the change's."""
+
+    def lock(md5: str | None) -> dict:
+        return {"stages": {"download": {"outs": [{"path": "data/raw", "md5": md5}]}, "stats": {"outs": []}}}
+
+    assert raw_data(lock("12dc9c8ed9e062b8.dir")) == "12dc9c8ed9e062b8.dir"
+    assert raw_data(lock(None)) is None and raw_data({"stages": {}}) is None and raw_data(None) is None
+    data = (raw_data(lock("12dc9c8ed9e062b8.dir")), raw_data(lock("c58f30108f718f92.dir")))
+    lines, which = unlike((EVAL, EVAL), (CPU, CPU), ("`main`", "`pr`"), data=data)
+    assert lines == [
+        "another copy of CIFAR-10: data/raw 12dc9c8 against c58f301 in dvc.lock (the official files and a mirror "
+        "rebuilt from JPEGs differ in every pixel) — the scores compare only between runs on one copy"
+    ]
+    assert which == {"scores"}
+    assert unlike((EVAL, EVAL), (CPU, CPU), ("a", "b"), data=(data[0], data[0])) == ([], set())
+    assert unlike((EVAL, EVAL), (CPU, CPU), ("a", "b"), data=(data[0], None)) == ([], set())  # an older lock
+
+
+def test_other_step_counts_unmark_the_seconds_alone_and_another_recipe_is_said():
+    """1 epoch on cat/dog against the committed 6 got 'training seconds −31.9 ✅', and 8 epochs against
+    6 a 🔻: more steps take longer, which is not slower. A GPU run against a CPU one read as 'the
+    same params.yaml' though the GPU recipe trains another network."""
+    assert unlike((EVAL, EVAL), (CPU, {**CPU, "steps": 416}), ("a", "b")) == ([], {"seconds"})
+    lines, which = unlike((EVAL, EVAL), ({**CPU, "recipe": "default"}, {**CPU, "recipe": "gpu"}), ("a", "b"))
+    assert lines == [
+        "another recipe: default against gpu (on a GPU the `gpu` section of params.yaml replaces some values, "
+        "so the same params.yaml trains another network)"
+    ]
+    assert which == set()

@@ -20,6 +20,7 @@ from src.run_diff import (
     difference,
     loss_follows_accuracy,
     noise_note,
+    raw_data,
     score_counts,
     score_noise,
     unlike,
@@ -67,7 +68,11 @@ def metric_rows(root: Path, base: str) -> tuple[list[dict], list[str]]:
     classes = list((cache[EVAL][1] or {}).get("per_class_acc") or {})
     keys[2:2] = [(EVAL, f"per_class_acc.{c}", "%", 1) for c in classes]
     counts = [score_counts(cache[EVAL][i], cache[STATS][i]) for i in (0, 1)]
-    notes, unmarked = unlike(cache[EVAL], cache[TRAIN], ("the committed run", "this run"))
+    speeds = tuple(lookup(d, "images_per_s") for d in cache[TIMING])
+    lock_now = root / "dvc.lock"
+    locks = (git_show(root, base, "dvc.lock"), lock_now.read_text() if lock_now.exists() else None)
+    data = tuple(raw_data(_yaml(text)) for text in locks)
+    notes, unmarked = unlike(cache[EVAL], cache[TRAIN], ("the committed run", "this run"), speeds, data)
     marks = {}
     for rel, key, fmt, better in keys:
         old, new = (lookup(d, key) for d in cache[rel])
@@ -75,7 +80,7 @@ def metric_rows(root: Path, base: str) -> tuple[list[dict], list[str]]:
             continue
         delta = difference(old, new)
         kind = "times" if key in TIMED else "scores" if rel == EVAL or key == "best_val_acc" else None
-        better = 0 if kind in unmarked else better
+        better = 0 if kind in unmarked or (key == "train_seconds" and "seconds" in unmarked) else better
         marks[key] = verdict(delta, better, score_noise(key.split(".")[0], old, new, counts))
         row = {"file": rel, "key": key, "fmt": fmt, "before": old, "after": new, "delta": delta}
         rows.append({**row, "delta_text": None if delta is None else signed(delta, fmt)})
@@ -90,6 +95,13 @@ def _code_spans(text: str) -> Markup:
     """Markdown's `code` spans of `text` as HTML <code> elements, the rest escaped."""
     parts = text.split("`")
     return Markup("".join(f"<code>{escape(p)}</code>" if i % 2 else str(escape(p)) for i, p in enumerate(parts)))
+
+
+def _yaml(text: str | None) -> Any:
+    try:
+        return yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return None
 
 
 def _loads(text: str | None) -> Any:
