@@ -1,63 +1,38 @@
 """Stage `report`: the lab report in the manual's order from this run's files → report/lab_report.html
 (self-contained), report/lab_report.pdf (where Chromium is), report/figures/*.png and
-report/numbers.json (the theory additions of src/lab_report). Layout: templates/lab_report.html.j2."""
+report/numbers.json (the theory additions of src/lab_report). Layout: templates/lab_report.html.j2;
+the page itself: stages/_report_page.py."""
 
+import gc
 import subprocess
-from pathlib import Path
-
-import yaml
+from contextlib import nullcontext
 
 from src import paths
-from src.data.cifar import Subset
-from src.errors import CheckpointError, DataError
-from src.figures import run_steps
-from src.figures.background import figures_saved
-from src.io import atomic_dir, atomic_path, read_json, write_json, write_text
-from src.lab_report import build, render
-from src.lab_report.gather import Source
-from src.params import Params, check_index
-from src.training.checkpoints import load_trained
+from src.errors import DataError
+from src.io import atomic_path
+from src.lab_report.chromium import find_chromium, started
+from src.params import Params
 from stages._common import run_stage
-from stages._parallel import cpu_threads, use_cpu
-
-
-def additions(p: Params) -> Source:
-    """The theory additions (needs the subset and the trained model; named on the page if absent)."""
-    try:
-        sub = Subset.load(paths.SUBSET)
-        model, ck = load_trained(paths.BEST, sub.classes)
-    except (DataError, CheckpointError) as exc:
-        print(f"report: without the theory additions: {exc}")
-        with atomic_dir(paths.REPORT_FIGURES):
-            pass  # no figures of another run on the page
-        return Source(str(paths.REPORT_NUMBERS), None, f"made by the report stage from {paths.SUBSET} and {paths.BEST}")
-    r = p.report
-    index = check_index("report.image_index", r.image_index, len(sub.test_x), "test images")
-    step = build.theory_additions(model.eval(), sub, ck["mean"], ck["std"], index, r.bn_images, r.mixup_alpha, r.seed)
-    with atomic_dir(paths.REPORT_FIGURES) as figures:
-        with figures_saved(figures, r.dpi, cpu_threads(p)[0]) as save:
-            numbers = run_steps([step], save)
-        write_json(paths.REPORT_NUMBERS, numbers)
-    return Source(str(paths.REPORT_NUMBERS), read_json(paths.REPORT_NUMBERS))
 
 
 def main(p: Params) -> None:
-    use_cpu(p)
-    numbers = additions(p)
-    ctx = render.context(Path("."), numbers, str(paths.REPORT_FIGURES), yaml.safe_load(Path("params.yaml").read_text()))
-    ctx["recipe"] = (p.with_gpu_recipe() if ctx["src"]["train"].get("recipe") == "gpu" else p).model_dump()
-    write_text(paths.REPORT_HTML, render.render(paths.REPORT_TEMPLATE, ctx))
-    shown = len(ctx["fig"].shown)
-    chromium = render.find_chromium() if p.report.pdf else None
-    if chromium:
-        try:
-            with atomic_path(paths.REPORT_PDF) as tmp:
-                render.print_pdf(paths.REPORT_HTML, tmp, chromium)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            raise DataError(
-                f"{exc}; the HTML is written ({paths.REPORT_HTML}); -S report.pdf=false skips the PDF"
-            ) from None
-    elif p.report.pdf:
+    chromium = find_chromium() if p.report.pdf else None
+    # Chromium starts before the page's imports (torch, matplotlib): its start-up, about 1 s of one
+    # core, runs beside their 2-3 s on the other, and it is ready to print when the page is written
+    with started(chromium) if chromium else nullcontext() as browser:
+        from stages._report_page import write_page
+
+        gc.freeze()  # as run_stage does before `main`: what was just imported lives until exit
+        shown = write_page(p)
+        if browser:
+            try:
+                with atomic_path(paths.REPORT_PDF) as tmp:
+                    browser.print_pdf(paths.REPORT_HTML, tmp)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                raise DataError(
+                    f"{exc}; the HTML is written ({paths.REPORT_HTML}); -S report.pdf=false skips the PDF"
+                ) from None
+    if p.report.pdf and not chromium:
         print(
             f"report: no Chromium here, so no PDF: open {paths.REPORT_HTML} in a browser and print it to PDF, "
             "or install Chromium (Debian/Ubuntu: apt install chromium; or set CHROMIUM=/path/to/chrome)"

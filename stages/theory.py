@@ -2,34 +2,48 @@
 plus the networks' shapes and parameter counts (the steps are in src/figures/lesson_steps.py)
 → plots/theory/*.png, metrics/theory.json."""
 
+import gc
+
 import numpy as np
 
 from src import paths
-from src.data.cifar import Subset
 from src.figures import lesson_steps as steps
 from src.figures import run_steps
-from src.figures.background import figures_saved
-from src.io import write_json
-from src.params import Params, check_index
+from src.figures.background import forked
+from src.io import save_figure, write_json
+from src.params import Params, TheoryParams, check_index
 from stages._common import run_stage
-from stages._parallel import cpu_threads
 
 OUT = paths.PLOTS_THEORY
 
 
 def main(p: Params) -> None:
     t = p.theory
-    sub = Subset.load(paths.SUBSET)
-    drawn = [
-        steps.operations(np.random.default_rng(t.seed)),
-        steps.networks(p.model, len(sub.classes)),
-        steps.real_filters(sub, check_index("theory.image_index", t.image_index, len(sub.test_x), "test images")),
-    ]
-    with figures_saved(OUT, t.dpi, cpu_threads(p)[0]) as save:
-        out = run_steps(drawn, save)
+    # The worked examples (figures 1-5) need NumPy and matplotlib only: a forked copy of this
+    # process draws and saves them while this one imports torch (2-3 s of one core) for the rest
+    with forked(lambda: worked_examples(t), "the worked examples (figures 1-5)") as examples:
+        from src.data.cifar import Subset
+        from src.figures.background import figures_saved
+        from stages._parallel import cpu_threads
+
+        gc.freeze()  # as run_stage does before `main`: what was just imported lives until exit
+        sub = Subset.load(paths.SUBSET)
+        index = check_index("theory.image_index", t.image_index, len(sub.test_x), "test images")
+        with figures_saved(OUT, t.dpi, cpu_threads(p)[0]) as save:
+            rest = run_steps([steps.networks(p.model, len(sub.classes)), steps.real_filters(sub, index)], save)
+        out = {**examples(), **rest}  # the figures' order, as one process drawing them all would
     write_json(paths.THEORY_METRICS, out)
     counts = ", ".join(f"{n} {d['total_params']:,}" for n, d in out["networks"].items())
     print(f"theory: {len(list(OUT.glob('*.png')))} figures in {OUT}; parameters: {counts}")
+
+
+def worked_examples(t: TheoryParams) -> dict:
+    """Figures 1-5 saved in plots/theory, one after the other; their numbers."""
+
+    def save(fig, name: str) -> None:
+        save_figure(fig, OUT / name, t.dpi)
+
+    return run_steps([steps.operations(np.random.default_rng(t.seed))], save)
 
 
 if __name__ == "__main__":

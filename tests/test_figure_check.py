@@ -165,7 +165,7 @@ def test_every_figure_the_stages_write_reads_well(stage_workspace, monkeypatch):
     import fnmatch
     import re
 
-    from stages import report, stats, theory, visualize
+    from stages import _report_page, stats, theory, visualize
 
     template = (REPO / "templates/lab_report.html.j2").read_text()
     in_report = {Path(p).name for p in re.findall(r'fig\.(?:get|glob)\("([^"]+)"', template)}
@@ -185,6 +185,6 @@ def test_every_figure_the_stages_write_reads_well(stage_workspace, monkeypatch):
     p = load_params("params.yaml")
     for stage in (stats, visualize, theory):
         stage.main(p)
-    report.additions(p)  # the report's own figures (its page and PDF are tested in tests/test_report.py)
+    _report_page.additions(p)  # the report's own figures (its page and PDF are tested in tests/test_report.py)
     assert len(seen) >= 2 + 11 + 7 + 4  # stats, visualize (no mistakes figure when all are right), theory, report
     assert {path: found for path, found in seen.items() if found} == {}

@@ -69,6 +69,78 @@ def figures_saved(folder: str | Path, dpi: int, threads: int) -> Iterator[Save]:
         yield save
 
 
+@contextmanager
+def forked(work: Callable[[], Any], name: str) -> Iterator[Callable[[], Any]]:
+    """Run `work()`, which saves `name` (as messages say it), in a forked child while the block goes
+    on; the block gets a function that waits for it and returns what it returned (pickled back) or
+    raises its exception, the child's traceback added as a note. Leaving the block waits for the
+    child in any case, and raises its exception if the block did not ask for its result. Where the
+    process may use one core only, or cannot fork (no memory for another process): `work()` runs
+    here, at once.
+
+    For work that needs none of what the stage imports next: the theory stage's worked examples
+    (NumPy and matplotlib) are drawn and saved while the stage imports torch, 2-3 s of one core."""
+    if not (forks_here() and len(os.sched_getaffinity(0)) > 1):
+        result = work()
+        yield lambda: result
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    read, write = os.pipe()
+    with _ctrl_c_held() as as_before:
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = None
+        if pid == 0:  # pragma: no cover - the child; the tests see its files and what it returned
+            as_before()
+            os.close(read)
+            os._exit(_child_result(work, write))
+    os.close(write)
+    if pid is None:
+        os.close(read)
+        result = work()
+        yield lambda: result
+        return
+    running = {pid: (name, read)}
+    outcome: list[Any] = []
+
+    def result() -> Any:
+        if running:
+            outcome.append(_reap(running))
+        return outcome[0]
+
+    try:
+        yield result
+    except BaseException:
+        _wait_all(running)  # the block's own error wins
+        raise
+    failure = _wait_all(running)  # never asked for: its error is not lost
+    if failure is not None:
+        raise failure
+
+
+def _child_result(work: Callable[[], Any], write: int) -> int:
+    """In a forked child: `work()`'s result, or its exception and traceback, through the pipe; the
+    exit code."""
+    try:
+        result = work()
+        data, code = (b"" if result is None else pickle.dumps(result)), 0  # a save sends nothing
+    except BaseException as exc:
+        told = traceback.format_exc()
+        try:
+            data = pickle.dumps((exc, told))
+        except Exception:  # an exception that does not pickle still says what went wrong
+            data = pickle.dumps((None, told))
+        code = 1
+    try:
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(data)
+    except OSError:  # the stage stopped reading (Ctrl-C): the exit code is all it hears
+        pass
+    return code
+
+
 def _start(save: Save, fig: Any, name: str, running: dict[int, tuple[str, int]], processes: int) -> None:
     """Fork a child that saves `fig` (once fewer than `processes` run); where fork fails (no memory
     for another process), save it here. The figure is closed here either way."""
@@ -139,25 +211,14 @@ def _wait_all(running: dict[int, tuple[str, int]]) -> BaseException | None:
 
 
 def _child(save: Save, fig: Any, name: str, write: int) -> int:
-    """In the forked child: save; on failure send the exception and its traceback through the pipe.
-    The exit code."""
-    try:
-        save(fig, name)
-        return 0
-    except BaseException as exc:
-        told = traceback.format_exc()
-        try:
-            data = pickle.dumps((exc, told))
-        except Exception:  # an exception that does not pickle still says what went wrong
-            data = pickle.dumps((None, told))
-        with os.fdopen(write, "wb") as pipe:
-            pipe.write(data)
-        return 1
+    """In the forked child: save (`_child_result`)."""
+    return _child_result(lambda: save(fig, name), write)
 
 
-def _reap(running: dict[int, tuple[str, int]]) -> None:
+def _reap(running: dict[int, tuple[str, int]]) -> Any:
     """Wait for the oldest child (its pipe first: an exception larger than the pipe's buffer would
-    block the child's exit); raise its exception if its save failed."""
+    block the child's exit); raise its exception if its save failed, else return what it sent (a
+    save sends nothing: None)."""
     pid = next(iter(running))
     name, read = running.pop(pid)  # first: an interrupt below must not leave a closed pipe to read again
     try:
@@ -167,7 +228,7 @@ def _reap(running: dict[int, tuple[str, int]]) -> None:
         status = os.waitpid(pid, 0)[1]
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
-        return
+        return pickle.loads(data) if data else None
     try:
         failure, told = pickle.loads(data) if data else (None, "")
     except Exception:  # an exception class that does not rebuild from its arguments

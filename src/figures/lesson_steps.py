@@ -7,13 +7,16 @@ what it drew, for metrics/theory.json (`src.figures.run_steps`); no step reads o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from src.data.cifar import Subset
 from src.figures import Drawn, lessons, to_hwc
-from src.models import build_model
 from src.params import ModelParams
 from src.teach import ops
+
+if TYPE_CHECKING:  # torch: the theory stage draws `operations` before it imports torch
+    from src.data.cifar import Subset
 
 NOTEBOOK_MODEL, NOTEBOOK_CLASSES = "seed_cnn", 10  # the lab notebook's network and its 10-class head
 
@@ -75,6 +78,8 @@ def networks(model: ModelParams, num_classes: int) -> Drawn:
     shown = [(NOTEBOOK_MODEL, NOTEBOOK_CLASSES, "the lab notebook's network")]
     if (model.name, num_classes) != (NOTEBOOK_MODEL, NOTEBOOK_CLASSES):
         shown.append((model.name, num_classes, "the network this run trains"))
+    from src.models import build_model
+
     tables, out = {}, {}
     for name, k, role in shown:
         if model.raw_section(name) is None and name != model.name:

@@ -1,16 +1,10 @@
-"""Fill the report's Jinja2 template with a run's sources and figures, and print it to PDF with
-Chromium. Jinja2 because the layout is then a plain HTML file a student or instructor edits
-without touching Python (and it escapes every value); Chromium because its print engine is the
-one the page is tested in, and Debian ships it (no Python PDF engine lays out HTML as well)."""
+"""Fill the report's Jinja2 template with a run's sources and figures (src.lab_report.chromium
+prints it to PDF). Jinja2 because the layout is then a plain HTML file a student or instructor
+edits without touching Python (and it escapes every value); Chromium because its print engine is
+the one the page is tested in, and Debian ships it (no Python PDF engine lays out HTML as well)."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -92,54 +86,3 @@ def render(template: Path, ctx: dict[str, Any]) -> str:
         lstrip_blocks=True,
     )
     return env.get_template(template.name).render(**ctx)
-
-
-def find_chromium() -> str | None:
-    """$CHROMIUM, or Debian's chromium / chromium-browser / google-chrome on PATH."""
-    env = os.environ.get("CHROMIUM")
-    if env:
-        return env if shutil.which(env) else None
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-def print_pdf(html_path: Path, pdf_path: Path, chromium: str, timeout: float = 120) -> None:
-    """Print `html_path` to `pdf_path` with headless Chromium (no header/footer: the page has its
-    own); the network is off (a proxy that goes nowhere), so the PDF is the page as it is."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        cmd = [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-pdf-header-footer",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            "--proxy-server=127.0.0.1:9",
-            f"--print-to-pdf={pdf_path.resolve()}",
-            html_path.resolve().as_uri(),
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0 or not pdf_path.exists() or pdf_path.stat().st_size == 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{chromium} could not print the PDF: {tail[0]}")
-    pdf_path.write_bytes(fixed_dates(pdf_path.read_bytes()))
-
-
-PDF_DATE = re.compile(rb"/(CreationDate|ModDate) \(D:(\d{14})([^)]*)\)")
-
-
-def fixed_dates(pdf: bytes) -> bytes:
-    """The PDF with its creation and modification dates set to SOURCE_DATE_EPOCH (the
-    reproducible-builds convention), or 1980-01-01: the same page prints to the same bytes, so
-    the report is remade byte for byte from the same inputs. Each date keeps its length, so the
-    file's byte offsets stay valid."""
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "315532800"))
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)).encode()
-
-    def fixed(m: re.Match) -> bytes:
-        zone = {0: b"", 1: b"Z", 7: b"+00'00'"}.get(len(m.group(3)), b"Z" + b" " * (len(m.group(3)) - 1))
-        return b"/%s (D:%s%s)" % (m.group(1), stamp, zone)
-
-    return PDF_DATE.sub(fixed, pdf)
