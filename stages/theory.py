@@ -9,7 +9,7 @@ import numpy as np
 from src import paths
 from src.figures import lesson_steps as steps
 from src.figures import run_steps
-from src.figures.background import forked
+from src.figures.background import figures_saved, forked
 from src.io import save_figure, write_json
 from src.params import Params, TheoryParams, check_index
 from stages._common import run_stage
@@ -23,7 +23,6 @@ def main(p: Params) -> None:
     # process draws and saves them while this one imports torch (2-3 s of one core) for the rest
     with forked(lambda: worked_examples(t), "the worked examples (figures 1-5)") as examples:
         from src.data.cifar import Subset
-        from src.figures.background import figures_saved
         from stages._parallel import cpu_threads
 
         gc.freeze()  # as run_stage does before `main`: what was just imported lives until exit

@@ -95,12 +95,13 @@ class Pipe:
         os.close(to_r)
         os.close(from_w)
         self.to, self.fro, self.buffer, self.last_id = to_w, from_r, b"", 0
+        self.events: list[dict] = []  # events that came while an answer was awaited
         # a tab for the first page, opened once Chromium is up (this does not wait for it)
         self.page: int | None = self.send("Target.createTarget", {"url": "about:blank"})
 
     def print_pdf(self, html_path: Path, pdf_path: Path) -> None:
         """Load `html_path` (every image in, the load event fired) and write its PDF to `pdf_path`."""
-        pending, self.page = self.page, None
+        pending, self.page, self.events = self.page, None, []
         tab = self.answer(pending) if pending else self.call("Target.createTarget", {"url": "about:blank"})
         target = tab["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
@@ -131,18 +132,26 @@ class Pipe:
         return self.answer(self.send(method, params, session))
 
     def answer(self, command: int) -> dict:
-        """The result of command `command` (events and other answers before it are passed over)."""
+        """The result of command `command`; events that come before it are kept for `event`."""
         while True:
             message = self.receive()
             if message.get("id") == command:
                 if "error" in message:
                     raise RuntimeError(f"{self.chromium}: {message['error'].get('message', message['error'])}")
                 return message.get("result", {})
+            if "method" in message:
+                self.events.append(message)
 
     def event(self, name: str, session: str) -> dict:
+        """The first event `name` of the tab `session`, kept or still to come."""
+        wanted = lambda m: m.get("method") == name and m.get("sessionId") == session  # noqa: E731
+        kept = next((m for m in self.events if wanted(m)), None)
+        if kept is not None:
+            self.events.remove(kept)
+            return kept
         while True:
             message = self.receive()
-            if message.get("method") == name and message.get("sessionId") == session:
+            if wanted(message):
                 return message
 
     def receive(self) -> dict:
