@@ -30,15 +30,12 @@ import yaml
 
 from benchmarks.record import machine_record, results_path, run_cli
 from src.data.cifar import (
-    BATCHES_DIR,
     Subset,
     channel_stats,
-    load_cifar10,
-    mirror_from_env,
     normalization,
-    read_class_names,
     select_subset,
 )
+from src.data.raw import BATCHES_DIR, load_cifar10, mirror_from_env, read_class_names
 from src.models import build_model, count_params
 from src.params import (
     SEED_MAX,

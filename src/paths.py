@@ -15,7 +15,7 @@ from pathlib import Path
 # check
 PARAMS_OK = Path("data/params.ok")  # written once params.yaml is valid; every stage depends on it
 # download
-RAW = Path("data/raw")  # CIFAR-10 as published: RAW / src.data.cifar.BATCHES_DIR
+RAW = Path("data/raw")  # CIFAR-10 as published: RAW / src.data.raw.BATCHES_DIR
 # stats
 SUBSET = Path("data/subset.pt")  # the chosen classes and splits, uint8 tensors
 STATS = Path("metrics/stats.json")  # mean/std and counts of the subset (not a result)

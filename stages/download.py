@@ -3,7 +3,7 @@
 import sys
 
 from src import paths
-from src.data.cifar import install_raw, mirror_from_env
+from src.data.raw import install_raw, mirror_from_env
 from src.params import Params
 from stages._common import run_stage
 

@@ -4,7 +4,8 @@ data/subset.pt; its per-channel mean/std and counts into metrics/stats.json; dat
 import numpy as np
 
 from src import paths
-from src.data.cifar import BATCHES_DIR, class_counts_csv, load_cifar10, read_class_names, select_subset, subset_stats
+from src.data.cifar import class_counts_csv, select_subset, subset_stats
+from src.data.raw import BATCHES_DIR, load_cifar10, read_class_names
 from src.figures.dataset import class_distribution, samples_per_class
 from src.io import save_figure, write_json, write_text
 from src.params import Params

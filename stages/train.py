@@ -16,6 +16,7 @@ from src.training.checkpoints import fingerprint, save_checkpoint
 from src.training.distributed import Dist, check_world_size, init_from_env, under_torchrun
 from src.training.loop import EpochRow, FitConfig, FitResult, fit, init_from_data, stop_on_signals
 from src.training.runtime import processor_name, resolve_device
+from src.training.startup import Laps, process_seconds
 from stages._common import run_stage
 from stages._parallel import cpu_threads, run_under_torchrun
 
@@ -38,15 +39,35 @@ def lr_csv(lrs: list[float], steps_per_epoch: int, max_rows: int = 2000) -> str:
     return "step,epoch,lr\n" + "".join(f"{s + 1},{(s + 1) / steps_per_epoch:.4f},{lrs[s]:.6g}\n" for s in picks)
 
 
-def timing(res: FitResult) -> dict:
+def timing(res: FitResult, startup: dict[str, float]) -> dict:
     """metrics/timing.json: how long this machine took. The one output that differs run to run, so
     it is a file of its own that only the report reads: everything else is the same bytes for the
-    same inputs, and a rerun invalidates nothing downstream but the report."""
+    same inputs, and a rerun invalidates nothing downstream but the report. `startup`: the seconds
+    of each phase up to the first step's end (the log has them one by one: `startup_line`)."""
     return {
         "seconds": round(res.seconds, 2),
         "train_seconds": round(res.train_seconds, 2),
         "images_per_s": round(res.images_per_s, 1),
+        "startup_seconds": round(sum(startup.values()), 2),
     }
+
+
+STARTUP_PHASES = {
+    "imports": "imports",
+    "data": "data",
+    "model": "model and whitening init",
+    "runtime": "runtime",
+    "optimizer": "model to device and optimizer",
+    "batches": "batches",
+    "files": "run files",
+    "first_step": "first step",
+}
+
+
+def startup_line(startup: dict[str, float]) -> str:
+    """The log's line: the seconds from the process's start to the end of its first step, phase by phase."""
+    parts = ", ".join(f"{STARTUP_PHASES.get(k, k)} {v:.1f}" for k, v in startup.items())
+    return f"train: {sum(startup.values()):.1f} s from the start to the first step's end: {parts}"
 
 
 def summary(res: FitResult, model: torch.nn.Module, p: Params, recipe: str, trainable: int) -> dict:
@@ -110,14 +131,17 @@ def main(p: Params) -> None:
         run_under_torchrun("train", p.train.nproc)  # the processes write everything; this one waits
         return
     check_world_size(p.train.nproc)
+    imported, laps = process_seconds(), Laps()
     sub = Subset.load(paths.SUBSET, p.data.class_names)  # by hand after data.classes changed: the old classes
     stats = read_json(paths.STATS, keys=("normalize_mean", "normalize_std"))
     mean, std = torch.tensor(stats["normalize_mean"]), torch.tensor(stats["normalize_std"])
+    laps.lap("data")
     dist, device = init_from_env(resolve_device(p.train.device))
     p, recipe = _recipe(p, device, sub.train_y.numel(), dist.is_main)
     torch.manual_seed(p.train.seed)
     model = build_model(p.model, len(sub.classes))
     init_from_data(model, sub.train_x, mean, std)
+    laps.lap("model")
     trainable = count_params(model, trainable_only=True)  # before FreezeOut stops any of them
     used = {
         "data": p.data.model_dump(),
@@ -150,12 +174,15 @@ def main(p: Params) -> None:
             )
             res = fit(model, sub.split("train"), sub.split("val"), mean, std, device, cfg, flag, dist)
         if dist.is_main:
-            write_outputs(res, model, p, meta, recipe, trainable)
+            startup = ({"imports": imported} if imported is not None else {}) | laps.seconds | res.startup
+            write_outputs(res, model, p, meta, recipe, trainable, startup)
 
 
-def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str, trainable: int) -> None:
-    """models/best.pt and last.pt, the learning-rate plot, metrics/train.json and timing.json; the
-    run's cache goes."""
+def write_outputs(
+    res: FitResult, model: torch.nn.Module, p: Params, meta: dict, recipe: str, trainable: int, startup: dict
+) -> None:
+    """models/best.pt and last.pt, the learning-rate plot, metrics/train.json and timing.json (with
+    `startup`, the seconds before the first step's end); the run's cache goes."""
     with atomic_path(paths.BEST) as tmp:
         shutil.copyfile(paths.RUN_CACHE / "best.pt", tmp)
     save_checkpoint(
@@ -163,12 +190,13 @@ def write_outputs(res: FitResult, model: torch.nn.Module, p: Params, meta: dict,
     )
     write_text(paths.LR, lr_csv(res.lrs, res.steps_per_epoch))
     write_json(paths.TRAIN_METRICS, summary(res, model, p, recipe, trainable))
-    write_json(paths.TIMING, timing(res))
+    write_json(paths.TIMING, timing(res, startup))
     shutil.rmtree(paths.RUN_CACHE, ignore_errors=True)
     print(
         f"train: best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch}; "
         f"{res.steps} steps in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s, {res.runtime.describe()})"
     )
+    print(startup_line(startup))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def test_the_benchmarks_normalise_as_the_stats_stage_does(small_batches, normali
     import torch
 
     from benchmarks.time_to_accuracy import subset_and_normalization
-    from src.data.cifar import BATCHES_DIR, channel_stats, load_cifar10, normalization, read_class_names
+    from src.data.cifar import channel_stats, normalization
+    from src.data.raw import BATCHES_DIR, load_cifar10, read_class_names
 
     batches = small_batches / BATCHES_DIR
     p = params_with({"data": {"classes": ["cat", "dog"], "val_per_class": 10, "normalize": normalize}})
@@ -110,7 +111,7 @@ def test_a_run_scores_its_model_at_each_tta_fraction_asked(small_batches, tmp_pa
     """`--tta-fractions`: the same trained model scored again; the evaluate stage's own fraction
     gives the run's test accuracy back, so the extra scores are comparable with it."""
     import benchmarks.time_to_accuracy as bench
-    from src.data.cifar import BATCHES_DIR, load_cifar10, read_class_names
+    from src.data.raw import BATCHES_DIR, load_cifar10, read_class_names
 
     asked = []
 
@@ -173,7 +174,7 @@ def test_a_run_trains_the_recipe_the_train_stage_would(small_batches, tmp_path):
     """run_recipe checks the recipe as the train stage does (checked_recipe): a batch larger than the
     training split is refused, not trained as a partial batch counted as a whole one."""
     import benchmarks.time_to_accuracy as bench
-    from src.data.cifar import BATCHES_DIR, load_cifar10, read_class_names
+    from src.data.raw import BATCHES_DIR, load_cifar10, read_class_names
     from src.params import ParamsError
 
     batches = small_batches / BATCHES_DIR
@@ -309,7 +310,7 @@ def test_the_gpu_recipe_keeps_the_benchmarks_epochs_and_the_notebook_recipe_stay
     import argparse
 
     import benchmarks.time_to_accuracy as bench
-    from src.data.cifar import BATCHES_DIR, load_cifar10, read_class_names
+    from src.data.raw import BATCHES_DIR, load_cifar10, read_class_names
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())

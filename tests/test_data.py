@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.cifar import channel_stats, load_cifar10, read_class_names, select_subset
+from src.data.cifar import channel_stats, select_subset
+from src.data.raw import load_cifar10, read_class_names
 
 
 def test_channel_stats_match_numpy():
@@ -197,7 +198,7 @@ def test_data_raw_of_other_classes_is_one_line(tmp_path):
 
     import pytest
 
-    from src.data.cifar import META_FILE, read_class_names
+    from src.data.raw import META_FILE, read_class_names
     from src.errors import DataError
 
     names = [f"c{i}" for i in range(10)]

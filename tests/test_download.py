@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.data.cifar import DataError, install_raw, read_batch
+from src.data.raw import DataError, install_raw, read_batch
 from tests.conftest import make_archive
 
 

@@ -21,7 +21,7 @@ import yaml
 from src.teach.probe import fingerprint, top_patches
 from tests.conftest import merge, sh
 
-TIMING_KEYS = {"seconds", "train_seconds", "images_per_s"}
+TIMING_KEYS = {"seconds", "train_seconds", "images_per_s", "startup_seconds"}
 
 
 def read(repo: Path, path: str) -> dict:

@@ -579,3 +579,32 @@ def test_a_checkpoint_from_before_a_new_key_asks_for_a_retrain(tmp_path, keys, n
         section[key] = value
     save_checkpoint(path, model.state_dict(), {"params": params, "classes": ["a", "b", "c"]})
     assert load_trained(path, ["a", "b", "c"])[0] is not None
+
+
+def test_fit_times_its_set_up_and_first_step_and_the_stage_reports_them(tmp_path):
+    """The train stage's start-up, phase by phase (`Trainer.startup`, stages/train.py's log line and
+    `startup_seconds` in metrics/timing.json): each phase measured once, in order, ending with the
+    first step, whose time is longer than a later step's (kernels chosen, buffers allocated)."""
+    from src.training.startup import Laps, process_seconds
+    from stages.train import startup_line, timing
+
+    t0 = time.perf_counter()
+    res, _ = run(tmp_path, params(epochs=2))
+    wall = time.perf_counter() - t0
+    assert list(res.startup) == ["runtime", "optimizer", "batches", "files", "first_step"]
+    assert all(v >= 0 for v in res.startup.values()) and sum(res.startup.values()) < wall
+    assert res.startup["first_step"] < res.train_seconds
+    laps, before = Laps(), process_seconds()
+    time.sleep(0.05)
+    laps.lap("data")
+    after = process_seconds()
+    assert 0.05 <= laps.seconds["data"] < 1
+    if sys.platform == "linux":  # the seconds since this process started, from /proc
+        assert before > 0 and 0.04 <= after - before < 1
+    startup = {"imports": 2.0, "data": 0.25, "model": 0.5, **res.startup}
+    line = startup_line(startup)
+    total = sum(startup.values())
+    assert line.startswith(f"train: {total:.1f} s from the start to the first step's end: imports 2.0, ")
+    for part in (", model and whitening init 0.5, runtime ", ", model to device and optimizer ", ", first step "):
+        assert part in line
+    assert timing(res, startup)["startup_seconds"] == round(sum(startup.values()), 2)

@@ -113,8 +113,7 @@ class Pipe:
         pdf = base64.b64decode(self.call("Page.printToPDF", PRINT, session=session)["data"])
         if not pdf:
             raise RuntimeError(f"{self.chromium} printed an empty PDF")
-        Path(pdf_path).write_bytes(reproducible(pdf))
-        self.page = self.send("Target.createTarget", {"url": "about:blank"})  # a fresh tab for the next page
+        Path(pdf_path).write_bytes(reproducible(pdf))  # a next page gets a tab of its own when it comes
 
     def send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
         """Send a command; its id, for `answer`."""

@@ -44,6 +44,7 @@ from src.training.distributed import Dist
 from src.training.evaluation import evaluate
 from src.training.optim import Lookahead, make_optimizer, set_hparams
 from src.training.runtime import Runtime, autocast_for, setup_runtime
+from src.training.startup import Laps
 
 if TYPE_CHECKING:
     from src.params import AugmentParams, TrainParams
@@ -117,9 +118,12 @@ class FitResult:
     model_state: dict
     optimizer_state: dict
     lrs: list[float]  # per step
+    startup: dict[str, float]  # seconds of `fit`'s set-up phases and its first step (`build_trainer`)
 
     @classmethod
-    def of(cls, state: RunState, steps_per_epoch: int, runtime: Runtime, learner: Learner) -> FitResult:
+    def of(
+        cls, state: RunState, steps_per_epoch: int, runtime: Runtime, learner: Learner, startup: dict[str, float]
+    ) -> FitResult:
         return cls(
             steps=state.step,
             steps_per_epoch=steps_per_epoch,
@@ -133,6 +137,7 @@ class FitResult:
             model_state=learner.model.state_dict(),
             optimizer_state=learner.optimizer.state_dict(),
             lrs=state.lrs,
+            startup=startup,
         )
 
     @property
@@ -535,14 +540,17 @@ def build_trainer(
     dist: Dist = Dist(),
 ) -> Trainer:
     """Set up one `fit`: runtime, learner, batches, run files, time budget; then continue from the
-    resume point of an interrupted run with the same params, if any."""
-    train_params, log = cfg.train, dist.on_main(cfg.log)
+    resume point of an interrupted run with the same params, if any. Each phase timed (`Trainer.startup`)."""
+    train_params, log, laps = cfg.train, dist.on_main(cfg.log), Laps()
     runtime = setup_runtime(train_params, device)
+    laps.lap("runtime")  # torch.use_deterministic_algorithms imports torch's compiler (its config)
     log(f"train: on {runtime.describe()}{dist.describe()}")
     learner = build_learner(model, train_params, runtime, dist)
     if train_params.optimizer == "muon" and (note := muon_note(learner.model, learner.muon_convs or [])):
         log(note)
+    laps.lap("optimizer")  # the model on its device; a process's first optimizer imports torch._dynamo
     batches = Batches(train, mean, std, train_params, cfg.augment, runtime, dist)
+    laps.lap("batches")
     steps_per_epoch = batches.steps_per_epoch
     files = RunFiles(cfg.run_dir, cfg.fingerprint, cfg.meta, writer=dist.is_main)
     budget = (
@@ -569,7 +577,10 @@ def build_trainer(
     progress = Progress(state.total_steps or 0, state.step, show=cfg.progress and dist.is_main)
     # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
     host_checks = device.type == "cpu"
-    return Trainer(cfg, dist, runtime, learner, batches, val, files, state, budget, progress, started, host_checks)
+    trainer = Trainer(cfg, dist, runtime, learner, batches, val, files, state, budget, progress, started, host_checks)
+    laps.lap("files")  # the run's folder, the time budget, a resume point read
+    trainer.startup = laps.seconds
+    return trainer
 
 
 def resume(
@@ -615,6 +626,8 @@ class Trainer:
     started: float  # perf_counter() at the run's start (earlier when resumed)
     host_checks: bool  # read the loss back after every step
     stop: str | None = None  # a signal to stop on, agreed by every process (Dist.agree)
+    startup: dict[str, float] = field(default_factory=dict)  # seconds of the set-up phases, then "first_step"
+    built: float = field(default_factory=time.perf_counter)  # when the set-up ended: the first step's start
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -663,6 +676,8 @@ class Trainer:
     def after_step(self, loss: torch.Tensor, lr: float, stop_flag: dict | None = None) -> None:
         """Progress, the time budget's clock, then what every process agrees on before the next step."""
         state = self.state
+        if "first_step" not in self.startup:  # this process's: kernels chosen, buffers allocated
+            self.startup["first_step"] = time.perf_counter() - self.built
         self.progress.step(state.step, lr, loss if self.host_checks else None)
         if self.budget is not None:
             self.budget.after_step(state, self.elapsed())
@@ -711,7 +726,7 @@ class Trainer:
 
     def result(self) -> FitResult:
         self.progress.close()
-        return FitResult.of(self.state, self.steps_per_epoch, self.runtime, self.learner)
+        return FitResult.of(self.state, self.steps_per_epoch, self.runtime, self.learner, self.startup)
 
 
 def _validate(t: Trainer, meter: _EpochMeter, epoch: int, lr: float) -> EpochRow:
