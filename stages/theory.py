@@ -10,7 +10,7 @@ from src import paths
 from src.figures import lesson_steps as steps
 from src.figures import run_steps
 from src.figures.background import figures_saved, forked
-from src.io import save_figure, write_json
+from src.io import write_json
 from src.params import Params, TheoryParams, check_index
 from stages._common import run_stage
 
@@ -37,12 +37,9 @@ def main(p: Params) -> None:
 
 
 def worked_examples(t: TheoryParams) -> dict:
-    """Figures 1-5 saved in plots/theory, one after the other; their numbers."""
-
-    def save(fig, name: str) -> None:
-        save_figure(fig, OUT / name, t.dpi)
-
-    return run_steps([steps.operations(np.random.default_rng(t.seed))], save)
+    """Figures 1-5 saved in plots/theory, one after the other (in this process); their numbers."""
+    with figures_saved(OUT, t.dpi, threads=1) as save:
+        return run_steps([steps.operations(np.random.default_rng(t.seed))], save)
 
 
 if __name__ == "__main__":

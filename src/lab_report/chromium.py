@@ -178,9 +178,9 @@ class Pipe:
         """Ask Chromium to quit (kill it after 10 s) and close the pipe."""
         if self.proc.poll() is None:
             try:
-                os.write(self.to, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+                self.send("Browser.close")  # its answer is not awaited: Chromium closes the pipe
                 self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+            except (RuntimeError, OSError, subprocess.TimeoutExpired):  # RuntimeError: it had gone already
                 self.proc.kill()
                 self.proc.wait()
         os.close(self.to)
