@@ -582,7 +582,7 @@ def test_a_checkpoint_from_before_a_new_key_asks_for_a_retrain(tmp_path, keys, n
 
 
 def test_fit_times_its_set_up_and_first_step_and_the_stage_reports_them(tmp_path):
-    """The train stage's start-up, phase by phase (`Trainer.startup`, stages/train.py's log line and
+    """The train stage's start-up, phase by phase (`Trainer.laps`, stages/train.py's log line and
     `startup_seconds` in metrics/timing.json): each phase measured once, in order, ending with the
     first step, whose time is longer than a later step's (kernels chosen, buffers allocated)."""
     from src.training.startup import Laps, process_seconds

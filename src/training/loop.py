@@ -540,7 +540,7 @@ def build_trainer(
     dist: Dist = Dist(),
 ) -> Trainer:
     """Set up one `fit`: runtime, learner, batches, run files, time budget; then continue from the
-    resume point of an interrupted run with the same params, if any. Each phase timed (`Trainer.startup`)."""
+    resume point of an interrupted run with the same params, if any. Each phase timed (`Trainer.laps`)."""
     train_params, log, laps = cfg.train, dist.on_main(cfg.log), Laps()
     runtime = setup_runtime(train_params, device)
     laps.lap("runtime")  # torch.use_deterministic_algorithms imports torch's compiler (its config)
@@ -577,9 +577,10 @@ def build_trainer(
     progress = Progress(state.total_steps or 0, state.step, show=cfg.progress and dist.is_main)
     # a GPU runs ahead of the host: read the loss back only at epoch ends (a CPU has no queue to drain)
     host_checks = device.type == "cpu"
-    trainer = Trainer(cfg, dist, runtime, learner, batches, val, files, state, budget, progress, started, host_checks)
+    trainer = Trainer(
+        cfg, dist, runtime, learner, batches, val, files, state, budget, progress, started, host_checks, laps=laps
+    )
     laps.lap("files")  # the run's folder, the time budget, a resume point read
-    trainer.startup = laps.seconds
     return trainer
 
 
@@ -626,8 +627,7 @@ class Trainer:
     started: float  # perf_counter() at the run's start (earlier when resumed)
     host_checks: bool  # read the loss back after every step
     stop: str | None = None  # a signal to stop on, agreed by every process (Dist.agree)
-    startup: dict[str, float] = field(default_factory=dict)  # seconds of the set-up phases, then "first_step"
-    built: float = field(default_factory=time.perf_counter)  # when the set-up ended: the first step's start
+    laps: Laps = field(default_factory=Laps)  # the set-up's phases (`build_trainer`), then "first_step"
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -676,8 +676,8 @@ class Trainer:
     def after_step(self, loss: torch.Tensor, lr: float, stop_flag: dict | None = None) -> None:
         """Progress, the time budget's clock, then what every process agrees on before the next step."""
         state = self.state
-        if "first_step" not in self.startup:  # this process's: kernels chosen, buffers allocated
-            self.startup["first_step"] = time.perf_counter() - self.built
+        if "first_step" not in self.laps.seconds:  # this process's: kernels chosen, buffers allocated
+            self.laps.lap("first_step")
         self.progress.step(state.step, lr, loss if self.host_checks else None)
         if self.budget is not None:
             self.budget.after_step(state, self.elapsed())
@@ -726,7 +726,7 @@ class Trainer:
 
     def result(self) -> FitResult:
         self.progress.close()
-        return FitResult.of(self.state, self.steps_per_epoch, self.runtime, self.learner, self.startup)
+        return FitResult.of(self.state, self.steps_per_epoch, self.runtime, self.learner, self.laps.seconds)
 
 
 def _validate(t: Trainer, meter: _EpochMeter, epoch: int, lr: float) -> EpochRow:
