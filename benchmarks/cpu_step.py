@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from benchmarks.kernels import format_table, kernel_table, logged_kernels
 from benchmarks.record import machine_record, results_path, run_cli
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
 from src.cli import whole_number
@@ -128,10 +129,13 @@ def _prepare(p: Params, classes: int) -> _Prepared:
     return v
 
 
-def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, profile_rows: int = 0) -> list[dict]:
+def step_speeds(
+    ps: list[Params], steps: int, repeats: int, classes: int = 3, profile_rows: int = 0, kernels: bool = False
+) -> list[dict]:
     """Training images/s of each of `ps`' steps on a synthetic batch (median of `repeats`), the
     variants timed in turn within each repeat (A B A B: a VM's speed drifts over a minute), and
-    optionally the profiler's table of the busiest operators of the first."""
+    optionally the profiler's table of the busiest operators of the first and oneDNN's kernels
+    for it (`kernels`: one row per implementation, pass and shape)."""
     for skipped in map(not_timed, ps):
         if skipped:
             raise ParamsError(f"{', '.join(skipped)}: the step benchmark does not apply it; time it in a real run")
@@ -151,6 +155,7 @@ def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, pr
         out.append(
             {
                 "images_per_s": med,
+                "step_ms": 1e3 * v.p.train.batch_size / med,
                 "all": v.rates,
                 "page_faults_per_step": statistics.median(v.faults),
                 "precision": rt.precision,
@@ -163,18 +168,23 @@ def step_speeds(ps: list[Params], steps: int, repeats: int, classes: int = 3, pr
     if profile_rows:
         from torch.profiler import ProfilerActivity, profile
 
-        v = prepared[0]
-        rt = v.use()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
-                train_step(v.model, v.fwd, v.opt, None, v.batch, v.p.train, rt)
+            prepared[0].steps(steps)
         out[0]["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile_rows)
+    if kernels:
+        t = time.perf_counter()
+        isa, calls = logged_kernels(lambda: prepared[0].steps(steps))
+        out[0]["kernels_step_ms"] = (time.perf_counter() - t) * 1e3 / steps  # the log's own cost included
+        out[0]["onednn_isa"] = isa
+        out[0]["kernels"] = kernel_table(calls, steps)
     return out
 
 
-def step_speed(p: Params, steps: int, repeats: int, classes: int = 3, profile_rows: int = 0) -> dict:
+def step_speed(
+    p: Params, steps: int, repeats: int, classes: int = 3, profile_rows: int = 0, kernels: bool = False
+) -> dict:
     """`step_speeds` of one variant."""
-    return step_speeds([p], steps, repeats, classes, profile_rows)[0]
+    return step_speeds([p], steps, repeats, classes, profile_rows, kernels)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=whole_number(1), default=8)
     ap.add_argument("--repeats", type=whole_number(1), default=3)
     ap.add_argument("--profile-rows", type=whole_number(0), default=15, help="the profiler table's rows (0: none)")
+    ap.add_argument(
+        "--kernel-rows",
+        type=whole_number(0),
+        default=20,
+        help="rows of oneDNN's kernels for the first variant: implementation, pass, shape, GFLOP/s (0: none)",
+    )
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     base = load_params("params.yaml")
@@ -203,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps,
         args.repeats,
         profile_rows=args.profile_rows,
+        kernels=args.kernel_rows > 0,
     )
     results = {}
     for (name, sets), r in zip(specs, speeds, strict=True):
@@ -216,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(results.values()))
     if "profile" in first:
         print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
+    if "kernels" in first:
+        print(f"\noneDNN's kernels ({next(iter(results))}, ISA {first['onednn_isa'] or 'not logged'}):")
+        print(format_table(first["kernels"], args.kernel_rows, first["kernels_step_ms"]))
     cap = first["cpu_capability"].lower()
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", f"cpu_step_{cap}_{first['precision']}")  # "NO AVX"
     out = results_path(name)

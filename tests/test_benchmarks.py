@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks.cpu_step import main as cpu_step_main
 from benchmarks.time_to_accuracy import apply_sets
@@ -36,6 +37,8 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
             "2",
             "--profile-rows",
             "5",
+            "--kernel-rows",
+            "3",
             "--name",
             "t",
             "--variant",
@@ -51,7 +54,13 @@ def test_the_step_benchmark_times_variants_and_profiles_the_first(tmp_path, monk
     assert small_r["gflop_s"] == pytest.approx(small_r["gflop_per_image"] * small_r["images_per_s"])
     assert isinstance(small_r["page_faults_per_step"], float)
     assert "convolution" in small_r["profile"] and "profile" not in out["variants"]["nchw"]
-    assert "where the time goes (small)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "where the time goes (small)" in printed
+    if torch.backends.mkldnn.is_available():  # oneDNN's kernels, each convolution's pass and shape
+        convs = [k for k in small_r["kernels"] if k["primitive"] == "convolution"]
+        assert convs and {k["pass"] for k in convs} >= {"forward", "backward weights"}
+        assert "oneDNN's kernels (small" in printed and "convolutions by pass: " in printed
+        assert "kernels" not in out["variants"]["nchw"]
 
 
 def test_the_step_benchmark_refuses_to_time_reuse_memory_on_and_off_in_one_process():
