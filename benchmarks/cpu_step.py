@@ -1,6 +1,7 @@
 """Where a CPU training step spends its time: images/s of the default recipe's step (forward,
 backward, optimizer; synthetic batch, no data loading) for variants side by side in one process,
-then PyTorch's profiler table for the first variant.
+then PyTorch's profiler table for the first variant and oneDNN's kernels for it: which kernel
+each convolution pass runs, per shape, and at how many GFLOP/s (`benchmarks/kernels.py`).
 
     python -m benchmarks.cpu_step                                   # this CPU as PyTorch sees it
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.cpu_step   # as an AVX2 laptop
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if "profile" in first:
         print(f"\nwhere the time goes ({next(iter(results))}):\n{first['profile']}")
     if "kernels" in first:
-        print(f"\noneDNN's kernels ({next(iter(results))}, ISA {first['onednn_isa'] or 'not logged'}):")
+        isa = f", ISA {first['onednn_isa']}" if first["onednn_isa"] else ""
+        print(f"\noneDNN's kernels ({next(iter(results))}{isa}):")
         print(format_table(first["kernels"], args.kernel_rows, first["kernels_step_ms"]))
     cap = first["cpu_capability"].lower()
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", f"cpu_step_{cap}_{first['precision']}")  # "NO AVX"

@@ -110,7 +110,8 @@ def _stdout_to(file) -> Iterator[None]:
 
 def logged_kernels(run: Callable[[], None]) -> tuple[str, list[KernelCall]]:
     """Run `run` with oneDNN's verbose log on; the ISA oneDNN dispatches to and every primitive it
-    executed. The log's timing syncs each call, so time the step itself without it."""
+    executed. oneDNN prints its ISA the first time a process logs, so a later call gets "". The
+    log's timing syncs each call, so time the step itself without it."""
     import torch
 
     with tempfile.TemporaryFile() as log:

@@ -85,7 +85,8 @@ def test_the_log_of_a_real_convolution_is_caught_and_stdout_comes_back(capfd):
     x = torch.randn(4, 3, 16, 16)
     isa, calls = logged_kernels(lambda: conv(x).sum().backward())
     convs = [c for c in calls if c.primitive == "convolution"]
-    assert isa and convs and all(c.ms >= 0 and c.impl for c in convs)
+    assert convs and all(c.ms >= 0 and c.impl for c in convs)
+    assert isinstance(isa, str)  # oneDNN prints its ISA once a process: empty if a test before logged
     assert {c.pass_ for c in convs} >= {"forward"}
     print("after the log")
     sys.stdout.flush()
