@@ -156,7 +156,6 @@ def step_speeds(
         out.append(
             {
                 "images_per_s": med,
-                "step_ms": 1e3 * v.p.train.batch_size / med,
                 "all": v.rates,
                 "page_faults_per_step": statistics.median(v.faults),
                 "precision": rt.precision,
