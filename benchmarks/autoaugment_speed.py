@@ -10,14 +10,13 @@ Prints a table (medians over rounds) and writes benchmarks/results/autoaugment_<
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks.record import RESULTS, write_results
 from src.data.augment import augment_batch, mixup
 from src.data.autoaugment import AutoAugmentCIFAR10
 from src.data.cifar import normalize
@@ -151,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     timer = Timer(device)
     result = {
-        "command": " ".join(["python -m benchmarks.autoaugment_speed", *(argv if argv is not None else sys.argv[1:])]),
-        "device": str(device),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": str(device),  # --device, where machine_record says what "auto" would pick
         "augmentation": {},
         "training": {},
     }
@@ -176,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(AutoAugment costs {cost:.1%} of the step)   per-image {t['per-image_images_per_s']:.1f} (costs {old:.1%})"
     )
     result["training"]["batched_cost"], result["training"]["per_image_cost"] = cost, old
-    out = Path("benchmarks/results") / f"autoaugment_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(RESULTS / f"autoaugment_{device.type}.json", "autoaugment_speed", argv, result)
     return 0
 
 

@@ -20,7 +20,6 @@ step's FLOPs.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shlex
 import statistics
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmarks.kernels import format_table, kernel_table, logged_kernels
-from benchmarks.record import machine_record, results_path, run_cli
+from benchmarks.record import results_path, run_cli, write_results
 from benchmarks.time_to_accuracy import apply_sets, train_flops_per_image
 from src.cli import whole_number
 from src.errors import ParamsError
@@ -239,22 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(first["kernels"], args.kernel_rows, first["kernels_step_ms"]))
     cap = first["cpu_capability"].lower()
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", f"cpu_step_{cap}_{first['precision']}")  # "NO AVX"
-    out = results_path(name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": shlex.join(
-                    ["python", "-m", "benchmarks.cpu_step", *(sys.argv[1:] if argv is None else argv)]
-                ),
-                **machine_record(),
-                "variants": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {out}")
+    write_results(results_path(name), "cpu_step", argv, {"variants": results})
     return 0
 
 

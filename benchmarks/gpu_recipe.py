@@ -16,7 +16,6 @@ Writes benchmarks/results/<name>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.record import results_path, run_cli
+from benchmarks.record import results_path, run_cli, write_results
 from benchmarks.time_to_accuracy import apply_sets, load_raw, subset_and_normalization
 from src.cli import whole_number
 from src.errors import ParamsError
@@ -241,11 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     out = results_path(
         args.name or f"gpu_recipe_{device.type}_{f'budget{args.budget:g}s' if args.budget else 'epochs'}"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "command": " ".join(["python -m benchmarks.gpu_recipe", *(sys.argv[1:] if argv is None else argv)]),
-        "device": where,
-        "torch": torch.__version__,
+        "device": where,  # the card's name, in place of machine_record's "cuda"
         "recipe": recipe,
         "target": args.target,
         "summary": summary,
@@ -254,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "augment": p.augment.model_dump(),
         "model": p.model.model_dump(),
     }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(out, "gpu_recipe", argv, record)
     return 0
 
 

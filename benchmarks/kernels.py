@@ -56,15 +56,20 @@ def parse_log(text: str) -> tuple[str, list[KernelCall]]:
     return isa, calls
 
 
+def flops(mb: int, ic: int, oc: int, oh: int, ow: int, kh: int, kw: int, groups: int = 1) -> float:
+    """A convolution's multiply-adds × 2, the same count for its forward, backward-data and
+    backward-weights passes."""
+    return 2.0 * mb * oc * oh * ow * ic * kh * kw / groups
+
+
 def conv_flops(shape: str) -> float | None:
-    """A convolution's multiply-adds × 2 from oneDNN's problem descriptor; None if it is not one.
-    The same count holds for its forward, backward-data and backward-weights passes."""
+    """`flops` of the convolution oneDNN's problem descriptor names; None if it is not one."""
     d = {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", shape)}
     if not {"mb", "ic", "oc", "oh", "kh"} <= d.keys():
         return None
     # a square problem may leave out its w-part: then it equals the h-part
     ow, kw = d.get("ow", d["oh"]), d.get("kw", d["kh"])
-    return 2.0 * d["mb"] * d["oc"] * d["oh"] * ow * d["ic"] * d["kh"] * kw / d.get("g", 1)
+    return flops(d["mb"], d["ic"], d["oc"], d["oh"], ow, d["kh"], kw, d.get("g", 1))
 
 
 def kernel_table(calls: list[KernelCall], steps: int) -> list[dict]:
@@ -174,11 +179,9 @@ class ConvShape:
 
     @property
     def flops(self) -> float:
-        """Multiply-adds × 2 of the convolution, the same for each of its passes."""
-        n, c = self.x[:2]
-        oc, _, kh, kw = self.w
-        oh, ow = self.out_hw
-        return 2.0 * n * oc * oh * ow * c * kh * kw
+        """`flops` of this convolution."""
+        (n, c), (oc, _, kh, kw) = self.x[:2], self.w
+        return flops(n, c, oc, *self.out_hw, kh, kw)
 
 
 def trainable_convs(model, x) -> list[ConvShape]:
@@ -256,6 +259,7 @@ def weight_grad_ways(s: ConvShape) -> dict:
 def time_ways(shapes: list[ConvShape], rounds: int) -> list[dict]:
     """Median ms of each way for each shape, the ways in turn within each round, and the largest
     relative difference between their results."""
+    import statistics
     import time
 
     out = []
@@ -270,7 +274,7 @@ def time_ways(shapes: list[ConvShape], rounds: int) -> list[dict]:
                 t = time.perf_counter()
                 f()
                 times[k].append((time.perf_counter() - t) * 1e3)
-        ms = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        ms = {k: statistics.median(v) for k, v in times.items()}
         out.append({"x": list(s.x), "w": list(s.w), "gflop": s.flops / 1e9, "ms": ms, "all_ms": times, "rel_err": err})
     return out
 
@@ -279,12 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     """Time the weight gradient of each trainable convolution of the committed net (or the net its
     --set overrides make) two ways, on a batch of train.batch_size."""
     import argparse
-    import json
-    import shlex
 
     import torch
 
-    from benchmarks.record import machine_record, results_path
+    from benchmarks.record import results_path, write_results
     from benchmarks.time_to_accuracy import apply_sets
     from src.cli import whole_number
     from src.models import build_model
@@ -309,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  x {r['x']} w {r['w']}: {ways}; results differ by {r['rel_err']:.0e} at most")
     for k in rows[0]["ms"] if rows else ():
         print(f"  all convolutions, {k}: {sum(r['ms'][k] for r in rows):.1f} ms")
-    command = shlex.join(["python", "-m", "benchmarks.kernels", *(sys.argv[1:] if argv is None else argv)])
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"command": command, **machine_record(), "convs": rows}, indent=2) + "\n")
-    print(f"wrote {out_path}")
+    write_results(out_path, "kernels", argv, {"convs": rows})
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -66,6 +67,17 @@ def machine_record() -> dict:
         "native_bf16": cpu_has_native_bf16(),
         "env": {k: os.environ.get(k) for k in EMULATION_VARS},
     }
+
+
+def write_results(path: Path, module: str, argv: list[str] | None, body: dict) -> None:
+    """Write a results file whole or not at all (temp file + rename, as the stages write): the command
+    that made it, the machine (`machine_record`) and `body`, whose keys win (the GPU recipe names its
+    card as "device"); `argv` None means this process's own arguments."""
+    from src.io import write_json
+
+    command = shlex.join(["python", "-m", f"benchmarks.{module}", *(sys.argv[1:] if argv is None else argv)])
+    write_json(path, {"command": command, **machine_record(), **body})
+    print(f"wrote {path}")
 
 
 def run_cli(name: str, main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

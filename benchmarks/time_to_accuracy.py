@@ -15,9 +15,7 @@ Prints a table (median over runs) and writes benchmarks/results/<name>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import shlex
 import shutil
 import statistics
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks.record import machine_record, results_path, run_cli
+from benchmarks.record import results_path, run_cli, write_results
 from src.data.cifar import (
     Subset,
     channel_stats,
@@ -318,21 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     suffix = f"{args.epochs}ep" if args.epochs else f"{args.budget:.0f}s"
     name = args.name or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{suffix}"
-    out_path = results_path(name)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(
-        json.dumps(
-            {
-                "command": shlex.join(["python", "-m", "benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
-                **machine_record(),
-                "runs": table,
-                "median": med,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {out_path}")
+    write_results(results_path(name), "time_to_accuracy", argv, {"runs": table, "median": med})
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,6 +232,34 @@ def test_the_half_set_emulation_is_warned_about(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     _fake_main(tmp_path, monkeypatch, "--recipes", "default", "--name", "h")
     assert "ATEN_CPU_CAPABILITY is set but ONEDNN_MAX_CPU_ISA is not" in capsys.readouterr().err
+
+
+def test_a_results_file_is_written_whole_or_not_at_all_with_its_command(tmp_path, monkeypatch, capsys):
+    """The benchmarks wrote their files in place: a failure halfway left half a file; time_to_accuracy
+    also recorded this process's arguments for an empty argv."""
+    from benchmarks.record import write_results
+
+    monkeypatch.setattr(sys, "argv", ["time_to_accuracy", "--from-argv"])
+    out = tmp_path / "results" / "r.json"
+    write_results(out, "time_to_accuracy", [], {"device": "the card", "runs": [1]})
+    first = out.read_text()
+    data = json.loads(first)
+    assert data["command"] == "python -m benchmarks.time_to_accuracy" and data["device"] == "the card"
+    assert data["runs"] == [1] and {"torch", "commit", "env"} <= data.keys()
+    assert f"wrote {out}" in capsys.readouterr().out
+    write_results(out, "kernels", None, {"w": "a b"})
+    assert json.loads(out.read_text())["command"] == "python -m benchmarks.kernels --from-argv"
+    real_write = Path.write_text
+
+    def disk_full(path, text, *args, **kwargs):
+        real_write(path, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        write_results(out, "kernels", None, {"runs": list(range(100))})
+    monkeypatch.undo()
+    assert json.loads(out.read_text())["w"] == "a b" and [f.name for f in out.parent.iterdir()] == ["r.json"]
 
 
 def test_set_reaches_the_default_recipe_and_data_keys_both(tmp_path, monkeypatch):
