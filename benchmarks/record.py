@@ -45,11 +45,11 @@ def half_emulation_warning() -> str | None:
 
 
 def machine_record() -> dict:
-    """The machine and code a result comes from: torch, device, threads, kernel level, native bf16,
-    the emulation variables and the commit."""
+    """The machine and code a result comes from: torch, device, the processor's name, threads,
+    kernel level, native bf16, the emulation variables and the commit."""
     import torch
 
-    from src.training.runtime import cpu_has_native_bf16, resolve_device
+    from src.training.runtime import cpu_has_native_bf16, processor_name, resolve_device
 
     try:
         commit = subprocess.run(
@@ -57,10 +57,12 @@ def machine_record() -> dict:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    device = resolve_device("auto")
     return {
         "torch": torch.__version__,
         "commit": commit or None,
-        "device": str(resolve_device("auto")),
+        "device": str(device),
+        "processor": processor_name(device),  # a real AVX2 CPU and an emulating AVX-512 one read alike below
         "threads": torch.get_num_threads(),
         # an AVX2 run on a bigger CPU (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) reads AVX2 here
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
