@@ -281,7 +281,7 @@ def time_ways(shapes: list[ConvShape], rounds: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Time the weight gradient of each trainable convolution of the committed net (or the net its
-    --set overrides make) two ways, on a batch of train.batch_size."""
+    --set overrides make) three ways, on a batch of train.batch_size."""
     import argparse
 
     import torch
