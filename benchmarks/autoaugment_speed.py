@@ -150,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     timer = Timer(device)
     result = {
-        "device": str(device),  # --device, where machine_record says what "auto" would pick
         "augmentation": {},
         "training": {},
     }
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(AutoAugment costs {cost:.1%} of the step)   per-image {t['per-image_images_per_s']:.1f} (costs {old:.1%})"
     )
     result["training"]["batched_cost"], result["training"]["per_image_cost"] = cost, old
-    write_results(RESULTS / f"autoaugment_{device.type}.json", "autoaugment_speed", argv, result)
+    write_results(RESULTS / f"autoaugment_{device.type}.json", "autoaugment_speed", argv, result, device)
     return 0
 
 

@@ -241,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         args.name or f"gpu_recipe_{device.type}_{f'budget{args.budget:g}s' if args.budget else 'epochs'}"
     )
     record = {
-        "device": where,  # the card's name, in place of machine_record's "cuda"
         "recipe": recipe,
         "target": args.target,
         "summary": summary,
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "augment": p.augment.model_dump(),
         "model": p.model.model_dump(),
     }
-    write_results(out, "gpu_recipe", argv, record)
+    write_results(out, "gpu_recipe", argv, record, device)
     return 0
 
 

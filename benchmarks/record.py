@@ -14,6 +14,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 EMULATION_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 RESULTS = Path("benchmarks/results")
@@ -44,9 +48,9 @@ def half_emulation_warning() -> str | None:
     return None
 
 
-def machine_record() -> dict:
-    """The machine and code a result comes from: torch, device, the processor's name, threads,
-    kernel level, native bf16, the emulation variables and the commit."""
+def machine_record(device: torch.device | None = None) -> dict:
+    """The machine and code a result comes from: torch, `device` (None: the one "auto" picks), its
+    processor's name, threads, kernel level, native bf16, the emulation variables and the commit."""
     import torch
 
     from src.training.runtime import cpu_has_native_bf16, processor_name, resolve_device
@@ -57,7 +61,7 @@ def machine_record() -> dict:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    device = resolve_device("auto")
+    device = device or resolve_device("auto")
     return {
         "torch": torch.__version__,
         "commit": commit or None,
@@ -71,10 +75,12 @@ def machine_record() -> dict:
     }
 
 
-def write_results(path: Path, module: str, argv: list[str] | None, body: dict) -> None:
+def write_results(
+    path: Path, module: str, argv: list[str] | None, body: dict, device: torch.device | None = None
+) -> None:
     """Write a results file whole or not at all (temp file + rename, as the stages write): the command
-    that made it, the machine (`machine_record`) and `body`, whose keys win (the GPU recipe names its
-    card as "device"); `argv` None means this process's own arguments."""
+    that made it, the machine (`machine_record` of the run's `device`) and `body`, whose keys win;
+    `argv` None means this process's own arguments."""
     from src.io import write_json
 
     command = shlex.join(["python", "-m", f"benchmarks.{module}", *(sys.argv[1:] if argv is None else argv)])
