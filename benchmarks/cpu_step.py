@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(first["kernels"], args.kernel_rows, first["kernels_step_ms"]))
     cap = first["cpu_capability"].lower()
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", f"cpu_step_{cap}_{first['precision']}")  # "NO AVX"
-    write_results(results_path(name), "cpu_step", argv, {"variants": results})
+    write_results(results_path(name), "cpu_step", argv, {"variants": results}, torch.device("cpu"))
     return 0
 
 

@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  x {r['x']} w {r['w']}: {ways}; results differ by {r['rel_err']:.0e} at most")
     for k in rows[0]["ms"] if rows else ():
         print(f"  all convolutions, {k}: {sum(r['ms'][k] for r in rows):.1f} ms")
-    write_results(out_path, "kernels", argv, {"convs": rows})
+    write_results(out_path, "kernels", argv, {"convs": rows}, torch.device("cpu"))
     return 0
 
 

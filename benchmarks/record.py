@@ -84,7 +84,7 @@ def write_results(
     from src.io import write_json
 
     command = shlex.join(["python", "-m", f"benchmarks.{module}", *(sys.argv[1:] if argv is None else argv)])
-    write_json(path, {"command": command, **machine_record(), **body})
+    write_json(path, {"command": command, **machine_record(device), **body})
     print(f"wrote {path}")
 
 

@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     suffix = f"{args.epochs}ep" if args.epochs else f"{args.budget:.0f}s"
     name = args.name or f"{'-'.join(args.classes) if len(args.classes) < 4 else 'n' + str(len(args.classes))}_{suffix}"
-    write_results(results_path(name), "time_to_accuracy", argv, {"runs": table, "median": med})
+    device = resolve_device(recipes[args.recipes[0]].train.device)  # the recipes' own, not always "auto"'s
+    write_results(results_path(name), "time_to_accuracy", argv, {"runs": table, "median": med}, device)
     return 0
 
 

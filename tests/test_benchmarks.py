@@ -247,7 +247,9 @@ def test_a_results_file_is_written_whole_or_not_at_all_with_its_command(tmp_path
     assert data["command"] == "python -m benchmarks.time_to_accuracy" and data["device"] == "the card"
     assert data["runs"] == [1] and {"torch", "commit", "env"} <= data.keys() and data["processor"]
     assert f"wrote {out}" in capsys.readouterr().out
-    write_results(out, "kernels", None, {"w": "a b"}, torch.device("cpu"))  # the run's own device
+    # where "auto" would pick another device (a GPU machine), the run's own device is the one recorded
+    monkeypatch.setattr("src.training.runtime.resolve_device", lambda spec: torch.device("meta"))
+    write_results(out, "kernels", None, {"w": "a b"}, torch.device("cpu"))
     again = json.loads(out.read_text())
     assert again["command"] == "python -m benchmarks.kernels --from-argv" and again["device"] == "cpu"
     real_write = Path.write_text
