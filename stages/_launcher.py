@@ -64,3 +64,19 @@ def queue_workers() -> int:
             rest = _dvc_args(_cmdline(entry.name)) or []
             count += rest[:2] == ["exp", "queue-worker"]
     return count
+
+
+def share_of_cores(threads: int | None, cores: int | None = None) -> tuple[int, str]:
+    """Threads for a stage and why: `threads` (`train.threads`) when set; else the `cores` this
+    process may use (None: its affinity mask, which is whole until torch loads OpenMP), shared
+    among DVC's queue workers when it runs in the queue (two runs with all cores each oversubscribe
+    a laptop: each runs at well under half the speed of one). Torch-free, so a stage can ask before
+    it imports torch."""
+    if threads:
+        return threads, "train.threads"
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = queue_workers() if launching_command() is None else 0
+    if workers > 1:
+        return max(1, cores // workers), f"{cores} cores shared by {workers} queue workers"
+    return cores, f"the {cores} cores this process may use"

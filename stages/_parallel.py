@@ -10,20 +10,14 @@ from src import paths
 from src.errors import KNOWN_FAILURE_EXIT, DistributedFailure, ReportedFailure, TrainingInterrupted
 from src.params import Params
 from src.training.runtime import available_cores, reuse_freed_memory, set_threads
-from stages._launcher import launching_command, queue_workers
+from stages._launcher import share_of_cores
 
 
 def cpu_threads(p: Params) -> tuple[int, str]:
-    """Threads for this stage and why: `train.threads` when set; else the cores this process may
-    use, shared among DVC's queue workers when it runs in the queue (two runs with all cores each
-    oversubscribe a laptop: each runs at well under half the speed of one)."""
-    if p.train.threads:
-        return p.train.threads, "train.threads"
-    cores = available_cores()
-    workers = queue_workers() if launching_command() is None else 0
-    if workers > 1:
-        return max(1, cores // workers), f"{cores} cores shared by {workers} queue workers"
-    return cores, f"the {cores} cores this process may use"
+    """Threads for this stage and why (`share_of_cores`): `train.threads` when set; else the cores
+    this process may use (`available_cores`, which knows OpenMP's binding), shared among DVC's
+    queue workers when it runs in the queue."""
+    return share_of_cores(p.train.threads, available_cores())
 
 
 def use_cpu(p: Params) -> None:

@@ -13,6 +13,7 @@ from src.figures.background import figures_saved, forked
 from src.io import write_json
 from src.params import Params, TheoryParams, check_index
 from stages._common import run_stage
+from stages._launcher import share_of_cores
 
 OUT = paths.PLOTS_THEORY
 
@@ -20,8 +21,10 @@ OUT = paths.PLOTS_THEORY
 def main(p: Params) -> None:
     t = p.theory
     # The worked examples (figures 1-5) need NumPy and matplotlib only: a forked copy of this
-    # process draws and saves them while this one imports torch (2-3 s of one core) for the rest
-    with forked(lambda: worked_examples(t), "the worked examples (figures 1-5)") as examples:
+    # process draws and saves them while this one imports torch (2-3 s of one core) for the rest,
+    # where the stage may use a second core (`train.threads`, DVC's queue workers: asked before torch)
+    threads = share_of_cores(p.train.threads)[0]
+    with forked(lambda: worked_examples(t), "the worked examples (figures 1-5)", threads) as examples:
         from src.data.cifar import Subset
         from stages._parallel import cpu_threads
 

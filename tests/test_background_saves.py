@@ -218,7 +218,7 @@ def test_forked_work_returns_its_result_from_another_process_or_raises_its_error
         (tmp_path / "by.txt").write_text(str(os.getpid()))
         return {"drawn": [1, 2], "pid": os.getpid()}
 
-    with background.forked(work, "the examples") as result:
+    with background.forked(work, "the examples", 2) as result:
         here = os.getpid()
         got = result()
     assert got["drawn"] == [1, 2] and got["pid"] != here == os.getpid()
@@ -227,15 +227,20 @@ def test_forked_work_returns_its_result_from_another_process_or_raises_its_error
     def fails():
         raise OutputError("cannot write f0.png: the disk is full")
 
-    with pytest.raises(OutputError, match="the disk is full") as caught, background.forked(fails, "f0.png") as result:
+    with (
+        pytest.raises(OutputError, match="the disk is full") as caught,
+        background.forked(fails, "f0.png", 2) as result,
+    ):
         result()
     assert caught.value.__notes__[0].startswith("in the process that saved f0.png:\nTraceback")
-    with pytest.raises(OutputError, match="the disk is full"), background.forked(fails, "f0.png"):
+    with pytest.raises(OutputError, match="the disk is full"), background.forked(fails, "f0.png", 2):
         pass  # never asked for its result: leaving the block waits for it and raises its error
     assert left_behind() == []
 
 
 def test_forked_work_runs_in_this_process_on_one_core(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    with background.forked(os.getpid, "nothing") as result:
+    with background.forked(os.getpid, "nothing", 1) as result:  # train.threads: 1, or a queue's share
+        assert result() == os.getpid()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # a process pinned to one core
+    with background.forked(os.getpid, "nothing", 2) as result:
         assert result() == os.getpid()

@@ -52,3 +52,30 @@ def test_a_bad_value_from_exp_run_set_says_how_to_undo_it():
     assert back in _undo_hint("dvc exp run -S 'data.classes=[cat,dgo]'")
     assert back in _undo_hint("dvc exp run --set-param train.lr=-1")
     assert _undo_hint("dvc repro") == "" and _undo_hint(None) == ""
+
+
+def test_a_stage_shares_the_cores_with_the_queue_workers_or_takes_train_threads(monkeypatch):
+    """share_of_cores, torch-free, so the theory stage can ask before it imports torch whether a
+    forked child may draw its worked examples: with train.threads 1 (or a queue's one-core share) the
+    stage used a second core anyway."""
+    import stages.theory
+    from stages import _launcher
+    from tests.conftest import params_with
+
+    monkeypatch.setattr(_launcher, "launching_command", lambda: None)  # run by DVC's queue
+    monkeypatch.setattr(_launcher, "queue_workers", lambda: 3)
+    assert _launcher.share_of_cores(None, 4) == (1, "4 cores shared by 3 queue workers")
+    assert _launcher.share_of_cores(2, 4) == (2, "train.threads")
+    monkeypatch.setattr(_launcher, "queue_workers", lambda: 0)
+    assert _launcher.share_of_cores(None, 4) == (4, "the 4 cores this process may use")
+    seen = []
+
+    def forked(work, name, threads):
+        seen.append(threads)
+        raise KeyboardInterrupt  # stop before the stage reads its data
+
+    monkeypatch.setattr(stages.theory, "forked", forked)
+    for threads in (1, 2):
+        with pytest.raises(KeyboardInterrupt):
+            stages.theory.main(params_with({"train": {"threads": threads}}))
+    assert seen == [1, 2]

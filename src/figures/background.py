@@ -70,17 +70,17 @@ def figures_saved(folder: str | Path, dpi: int, threads: int) -> Iterator[Save]:
 
 
 @contextmanager
-def forked(work: Callable[[], Any], name: str) -> Iterator[Callable[[], Any]]:
+def forked(work: Callable[[], Any], name: str, threads: int) -> Iterator[Callable[[], Any]]:
     """Run `work()`, which saves `name` (as messages say it), in a forked child while the block goes
     on; the block gets a function that waits for it and returns what it returned (pickled back) or
     raises its exception, the child's traceback added as a note. Leaving the block waits for the
     child in any case, and raises its exception if the block did not ask for its result. Where the
-    process may use one core only, or cannot fork (no memory for another process): `work()` runs
-    here, at once.
+    stage may use one core only (`threads`, or the process's mask: `processes_for`), or cannot fork
+    (no memory for another process): `work()` runs here, at once.
 
     For work that needs none of what the stage imports next: the theory stage's worked examples
     (NumPy and matplotlib) are drawn and saved while the stage imports torch, 2-3 s of one core."""
-    if not (forks_here() and len(os.sched_getaffinity(0)) > 1):
+    if not processes_for(threads):
         result = work()
         yield lambda: result
         return
