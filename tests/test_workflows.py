@@ -1,6 +1,6 @@
 """The GitHub workflows and the repo's habits: actionlint passes on .github/workflows and fails on a
-broken copy; the test workflow, .ci/run and pre-commit run the same checks; the code is clean under
-ruff (lint and format) as pyproject.toml sets it."""
+broken copy, shellcheck likewise on the shell scripts; the test workflow, .ci/run and pre-commit run
+the same checks; the code is clean under ruff (lint and format) as pyproject.toml sets it."""
 
 from __future__ import annotations
 
@@ -56,6 +56,36 @@ def test_actionlint_fails_on_a_broken_copy(tmp_path, old, new, message):
     assert target.name in r.stdout
 
 
+SHELLCHECK = "shellcheck .ci/run benchmarks/*.sh"  # as .ci/run and the test workflow run it
+
+
+def shellcheck(files: list[Path]) -> subprocess.CompletedProcess:
+    cmd = [tool("shellcheck"), "-f", "gcc", *map(str, files)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_shellcheck_passes_on_every_shell_script_and_fails_on_a_broken_copy(tmp_path):
+    """Every script the repo tracks (a shebang naming sh or bash) is one the checks name; the GPU
+    script has never run on a GPU, so this is what catches its quoting and unset variables first."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    scripts = [REPO / f for f in tracked if (REPO / f).is_file() and _shebang(REPO / f)]
+    named = [REPO / ".ci" / "run", *sorted((REPO / "benchmarks").glob("*.sh"))]
+    assert sorted(scripts) == sorted(named) and REPO / "benchmarks" / "gpu_all.sh" in named
+    r = shellcheck(named)
+    assert r.returncode == 0, r.stdout + r.stderr
+    broken = tmp_path / "gpu_all.sh"
+    text = (REPO / "benchmarks" / "gpu_all.sh").read_text()
+    broken.write_text(text + '\nfor f in $(ls "$OUT"); do cp $f "$OUT/copy"; done\n')  # word splitting
+    r = shellcheck([broken])
+    assert r.returncode == 1 and "SC2045" in r.stdout and "SC2086" in r.stdout, r.stdout
+
+
+def _shebang(path: Path) -> bool:
+    with path.open("rb") as f:
+        first = f.readline(200)
+    return first.startswith(b"#!") and any(s in first for s in (b"bash", b"/sh"))
+
+
 def _steps(name: str) -> str:
     wf = yaml.safe_load((WORKFLOWS / name).read_text())
     return "\n".join(s.get("run", "") + s.get("uses", "") for job in wf["jobs"].values() for s in job["steps"])
@@ -64,7 +94,8 @@ def _steps(name: str) -> str:
 def test_the_test_workflow_and_ci_run_the_same_checks():
     ci = (REPO / ".ci" / "run").read_text()
     tests = _steps("tests.yml")
-    for check in ("ruff check .", "ruff format --check .", "actionlint", "nbstripout --verify", "python -m pytest -q"):
+    checks = ["ruff check .", "ruff format --check .", "actionlint", SHELLCHECK, "nbstripout --verify"]
+    for check in [*checks, "python -m pytest -q"]:
         assert check in ci and check in tests, check
     assert "download.pytorch.org/whl/cpu" in tests and "pip install -r requirements-dev.txt" in tests
     assert "pip install -q -r requirements-dev.txt" in ci
@@ -171,7 +202,7 @@ def test_cifar10_is_cached_for_every_pull_request_by_the_archives_md5():
     assert 'export CIFAR10_MIRROR="$archive"' in repro and "cifar-10-python.tar.gz" in repro
 
 
-def test_pre_commit_runs_ruff_actionlint_and_the_notebook_stripper():
+def test_pre_commit_runs_ruff_actionlint_shellcheck_and_the_notebook_stripper():
     r = subprocess.run(
         [tool("pre-commit"), "validate-config", str(REPO / ".pre-commit-config.yaml")], capture_output=True, text=True
     )
@@ -181,7 +212,7 @@ def test_pre_commit_runs_ruff_actionlint_and_the_notebook_stripper():
         for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
         for h in repo["hooks"]
     }
-    assert hooks == {"ruff-check", "ruff-format", "nbstripout", "actionlint"}
+    assert hooks == {"ruff-check", "ruff-format", "nbstripout", "actionlint", "shellcheck"}
 
 
 def test_the_code_is_clean_under_ruff():
