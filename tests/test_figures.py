@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_hex
 from torch import nn
 
 from src.data.augment import augment_batch
@@ -87,7 +88,17 @@ def test_deep_layer_grid(model):
     fig, d = inside.deep_layer_filters(model, 1, 5, 4)
     w = conv_layers(model)[1][1].weight.detach().numpy()
     np.testing.assert_array_equal(d["weights"], w[:5, :4])
-    assert sum(1 for ax in fig.axes if ax.images) == 20
+    (ax,) = (ax for ax in fig.axes if ax.images)  # one mosaic, a framed cell per (filter, input channel)
+    mosaic, (ch, cw, gap) = np.asarray(ax.images[0].get_array()), d["cells"]
+    for i in range(5):
+        for j in range(4):
+            y, x = i * (ch + gap), j * (cw + gap)
+            cell = mosaic[y : y + ch, x : x + cw]
+            zoom = ch // w.shape[2]  # whole pixels per weight
+            np.testing.assert_allclose(cell[::zoom, ::zoom], w[i, j], rtol=1e-6)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["in 0", "in 1", "in 2", "in 3"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"filter {i}" for i in range(5)]
+    assert len(ax.patches) == 20 and np.isnan(mosaic[ch, 0])  # the frames, and the white gap under row 0
 
 
 def test_feature_maps_have_the_layers_real_shapes(model):
@@ -216,8 +227,12 @@ def test_results_figures_draw_their_data():
     fig = results.prediction_grid(
         imgs, np.array([0, 1, 2, 0]), np.array([0, 2, 2, 1]), np.array([0.9, 0.8, 0.7, 0.6]), ["a", "b", "c"]
     )
-    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
-    assert titles[0] == ("a → a\n(90%)", "#1a9850") and titles[1] == ("b → c\n(80%)", "#d73027")
+    (ax,) = fig.axes  # one axes: each image titled and framed in its colour
+    titles = [(t.get_text(), t.get_color()) for t in ax.texts if "→" in t.get_text()]
+    assert titles[0] == ("a → a\n(90%)", "#157f3b") and titles[1] == ("b → c\n(80%)", "#d73027")
+    assert len(titles) == len(ax.images) == 4
+    frames = [to_hex(r.get_edgecolor()) for r in ax.patches]
+    assert frames == ["#1a9850", "#d73027", "#1a9850", "#d73027"]
     assert fig._suptitle.get_text().endswith("true → predicted (confidence); green right, red wrong")
     wrong = results.prediction_grid(imgs[:2], np.array([0, 1]), np.array([1, 0]), np.array([0.9, 0.8]), ["a", "b"])
     assert wrong._suptitle.get_text().endswith("; all wrong (red)")  # the confident mistakes: no green to look for

@@ -65,29 +65,40 @@ def first_layer_filters(model: nn.Module, cols: int = 12):
 
 def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inputs: int):
     """A few filters of the conv layer `layer_index` (0 = the first), one small heatmap per (filter,
-    input channel)."""
+    input channel), on one colour scale. One axes holds them all, a mosaic with framed cells: an
+    axes each (36 by default) took 0.6 s to build and most of the figure's save."""
     name, conv = conv_layers(model)[layer_index]
     w = conv.weight.detach().cpu().float().numpy()  # (O, C, kh, kw)
     shown = w[:n_filters, :n_inputs]
-    o, c = shown.shape[:2]
-    fig, axes = plt.subplots(o, c, figsize=(c * 1.0 + 0.8, o * 1.0 + 0.9), squeeze=False)
-    v = np.abs(shown).max() or 1.0
+    o, c, kh, kw = shown.shape
+    zoom = max(1, 12 // max(kh, kw))  # whole pixels per weight, so every cell is about 12 pixels
+    gap = max(2, zoom // 2)
+    ch, cw = kh * zoom, kw * zoom
+    mosaic = np.full((o * (ch + gap) - gap, c * (cw + gap) - gap), np.nan)  # NaN: the white gaps
     for i in range(o):
         for j in range(c):
-            ax = axes[i, j]
-            im = ax.imshow(shown[i, j], cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"in {j}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f"filter {i}", fontsize=8)
-    fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02)
+            y, x = i * (ch + gap), j * (cw + gap)
+            mosaic[y : y + ch, x : x + cw] = shown[i, j].repeat(zoom, 0).repeat(zoom, 1)
+    fig, ax = plt.subplots(figsize=(c * 1.0 + 0.8, o * 1.0 + 0.9), layout="constrained")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    v = np.abs(shown).max() or 1.0
+    im = ax.imshow(mosaic, cmap=cmap, vmin=-v, vmax=v, interpolation="nearest")
+    for i in range(o):
+        for j in range(c):  # each kernel framed, as its own axes was
+            xy = (j * (cw + gap) - 0.5, i * (ch + gap) - 0.5)
+            ax.add_patch(plt.Rectangle(xy, cw, ch, fill=False, lw=0.8, ec="black", clip_on=False))
+    ax.set_xticks([j * (cw + gap) + (cw - 1) / 2 for j in range(c)], [f"in {j}" for j in range(c)], fontsize=8)
+    ax.set_yticks([i * (ch + gap) + (ch - 1) / 2 for i in range(o)], [f"filter {i}" for i in range(o)], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     fig.suptitle(
         f"Conv layer '{name}', weight {tuple(w.shape)}:\n{o} filters × {c} input channels "
         f"({conv.kernel_size[0]}×{conv.kernel_size[1]} kernels)",
         fontsize=10,
     )
-    return fig, {"layer": name, "weights": shown, "shape": tuple(w.shape)}
+    return fig, {"layer": name, "weights": shown, "shape": tuple(w.shape), "cells": (ch, cw, gap)}
 
 
 # ----------------------------------------------------------------------------- feature maps
