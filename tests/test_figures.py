@@ -10,7 +10,7 @@ from matplotlib.colors import to_hex
 from torch import nn
 
 from src.data.augment import augment_batch
-from src.figures import inside, panel_grid, results
+from src.figures import GREEN_TEXT, RED, contrast, inside, panel_grid, results
 from src.figures.readability import problems
 from src.models import build_model, conv_layers
 from src.teach.probe import crop, top_patches
@@ -180,6 +180,9 @@ def test_gradcam_figure_says_the_maps_real_size_and_has_a_colour_bar(model):
     bars = [ax for ax in fig.axes if ax.get_ylabel() == "relevance to the predicted class, 0–1"]
     assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()][:2] == ["a → a\n(90%)", "b → a\n(50%)"]
+    # green and red read on white (WCAG AA 4.5): titles are out of the figure check's sight
+    colours = [ax.title.get_color() for ax in fig.axes if "→" in ax.get_title()]
+    assert colours == [GREEN_TEXT, RED, GREEN_TEXT, RED] and min(contrast(c, "white") for c in colours) >= 4.5
     assert problems(fig) == []
     cams[1] = 0  # ReLU can leave nothing: that map must not pass for a picture of where it looked
     fig = inside.gradcam_figure(

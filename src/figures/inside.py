@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.figures import GREEN, RED, grid, panel_grid, to_hwc
+from src.figures import GREEN_TEXT, RED, grid, panel_grid, to_hwc
 from src.models import conv_layers
 
 # ----------------------------------------------------------------------------- filters
@@ -218,7 +218,7 @@ def gradcam_figure(
         img = to_hwc(images_u8[k])
         ok = true[k] == pred[k]
         axes[r, c].imshow(img, interpolation="nearest")
-        axes[r, c].set_title(f"{true[k]} → {pred[k]}\n({conf[k]:.0%})", fontsize=8, color=GREEN if ok else RED)
+        axes[r, c].set_title(f"{true[k]} → {pred[k]}\n({conf[k]:.0%})", fontsize=8, color=GREEN_TEXT if ok else RED)
         axes[r + 1, c].imshow(img, interpolation="nearest")
         axes[r + 1, c].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
         if cams[k].max() <= 0:  # ReLU left nothing: no part raised the class's score (not "looked nowhere")
