@@ -48,6 +48,36 @@ def test_dark_text_on_a_dark_cell_is_caught_and_white_passes():
     assert len(found) == 1 and found[0].startswith("'19': contrast")
 
 
+def test_faint_text_outside_images_is_caught_against_what_it_sits_on():
+    """Titles, labels and notes: measured against the figure, the axes face, a bar, a legend's frame
+    or the text's own box, whichever is drawn under it (a green title at 3.7 once went unseen)."""
+    fig, ax = plt.subplots()
+    ax.set_title("right", color="#2ca02c")  # matplotlib's green on white: 3.4
+    ax.set_facecolor("#202020")
+    ax.set_xlim(-1, 3), ax.set_ylim(0, 2)
+    ax.text(-0.8, 1.8, "on the dark face", color="white")
+    ax.text(-0.8, 1.4, "in a white box", color="black", bbox={"facecolor": "white"})
+    ax.bar([2], [1], width=0.8, color="#ffd700")  # a yellow bar...
+    ax.text(2, 0.5, "bar", color="white", ha="center")  # ...under white text: 1.4
+    ax.plot([0, 1], label="line")
+    ax.legend(loc="lower left")  # black on the legend's white frame, over the dark face: fine
+    found = problems(fig)
+    assert len(found) == 2 and found[0].startswith("'bar': contrast 1.4 against what it is drawn on"), found
+    assert found[1].startswith("'right': contrast 3.4 against what it is drawn on"), found
+    plt.close(fig)
+
+
+def test_a_bar_clipped_by_its_axes_is_not_under_the_tick_labels():
+    """A bar from 0 on a log axis runs to minus infinity, but is drawn only inside its axes."""
+    fig, ax = plt.subplots(layout="constrained")
+    ax.barh([0, 1], [10, 1000], color="#2166ac")
+    ax.set_yticks([0, 1], ["first layer", "second layer"])
+    ax.set_xscale("log")
+    ax.set_xlim(1, 10_000)
+    assert problems(fig) == []
+    plt.close(fig)
+
+
 def test_a_number_spilling_out_of_its_table_cell_is_caught():
     fig, ax = plt.subplots(figsize=(3, 1))
     ax.axis("off")

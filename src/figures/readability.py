@@ -1,15 +1,17 @@
 """What a reader sees, checked: text that overlaps other text or an image it does not belong to,
-text that spills out of its table cell, text too faint against the cell it sits on, an image that
-covers part of another axes' image (an inset over a picture hides what is under it), and text too
-small once the figure is shrunk to the printed report's page.
+text that spills out of its table cell, text too faint against what is drawn under it, an image
+that covers part of another axes' image (an inset over a picture hides what is under it), and text
+too small once the figure is shrunk to the printed report's page.
 
     problems(fig) → ["'ch 3' overlaps the image of axes 'features.group1'", ...]   (empty: fine)
     too_small_in_print(fig) → ["'0.05' is 3.3 pt on the printed page, below 6 pt", ...]
 
 Text written in an axes' data coordinates over that axes' own image (the numbers in a matrix's
 cells) belongs there; only its contrast is checked. Contrast is WCAG's ratio between the text
-colour and the colour under the text's anchor (images composited in z-order, alpha included).
-"""
+colour and the colour under the text: under a cell's value, the images at its anchor (composited
+in z-order, alpha included); under any other text (titles, labels, notes, legends), the figure's
+face and whatever filled patch is drawn before it at its middle (the axes' face, a bar, a legend's
+frame, its own box)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import numpy as np
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from matplotlib.legend import Legend
+from matplotlib.patches import Patch
 from matplotlib.table import Table
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
@@ -98,12 +102,81 @@ def _axes_name(ax) -> str:
     return _label(Text(text=ax.get_title() or ax.get_ylabel() or "untitled"))
 
 
+def _over(colour, under: np.ndarray) -> np.ndarray:
+    """`colour` (alpha included) composited over the RGB `under`."""
+    rgba = np.asarray(to_rgba(colour), dtype=float)
+    return rgba[3] * rgba[:3] + (1 - rgba[3]) * under
+
+
+def _legends(fig: Figure) -> list[tuple[tuple, Legend]]:
+    """The visible legends, each with its place in the drawing order (over the axes it belongs to)."""
+    out = []
+    for order, ax in enumerate(_all_axes(fig)):
+        legend = ax.get_legend()
+        if ax.get_visible() and legend is not None and legend.get_visible():
+            out.append(((ax.get_zorder(), order, legend.get_zorder()), legend))
+    return out + [((np.inf, 0, lg.get_zorder()), lg) for lg in fig.legends if lg.get_visible()]
+
+
+def _backdrops(fig: Figure) -> tuple[list[tuple[tuple, Patch]], dict[int, tuple]]:
+    """Every filled patch a text can sit on, with its place in the drawing order (the axes' faces,
+    their bars and boxes, legends' frames), and the place of each legend's texts (over its frame)."""
+    patches = []
+    for order, ax in enumerate(_all_axes(fig)):
+        if not ax.get_visible():
+            continue
+        if ax.patch.get_visible():
+            patches.append(((ax.get_zorder(), order, -np.inf), ax.patch))
+        filled = [p for p in ax.patches if p.get_visible() and p.get_fill()]
+        patches += [((ax.get_zorder(), order, p.get_zorder()), p) for p in filled]
+    texts = {}
+    for key, legend in _legends(fig):
+        if legend.get_frame_on():
+            patches.append((key, legend.legendPatch))
+        for t in [*legend.texts, legend.get_title()]:
+            texts[id(t)] = (*key[:2], key[2] + 0.5)
+    return sorted(patches, key=lambda kp: kp[0]), texts
+
+
+def _covers(patch: Patch, point: tuple[float, float]) -> bool:
+    """Whether `patch` is drawn at display `point`: inside its outline and inside its clip box (a bar
+    from 0 on a log axis runs off to the left, but is drawn only within its axes)."""
+    clip = patch.get_clip_box() if patch.get_clip_on() else None
+    return patch.contains_point(point) and (clip is None or clip.contains(*point))
+
+
+def _colour_behind(t: Text, renderer, fig: Figure, backdrops: tuple) -> np.ndarray:
+    """The RGB under the middle of text `t`: the figure's face, then each patch drawn before `t`
+    that covers that point, then the text's own box."""
+    patches, legend_texts = backdrops
+    box = t.get_window_extent(renderer)
+    point = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+    axes = _all_axes(fig)
+    if id(t) in legend_texts:
+        own = legend_texts[id(t)]
+    elif t.axes is not None and t.axes in axes:
+        own = (t.axes.get_zorder(), axes.index(t.axes), t.get_zorder())
+    else:  # a figure's own text (a suptitle, fig.text): drawn with the axes by zorder, after them here
+        own = (np.inf, 0, t.get_zorder())
+    out = np.asarray(to_rgba(fig.get_facecolor()))[:3]
+    for key, patch in patches:
+        if key < own and _covers(patch, point):
+            out = _over(patch.get_facecolor(), out)
+    bbox = t.get_bbox_patch()
+    if bbox is not None and bbox.get_visible() and bbox.get_fill():
+        out = _over(bbox.get_facecolor(), out)
+    return out
+
+
+def _visible_area(ax, im, renderer) -> Bbox | None:
+    """The part of image `im` its axes `ax` shows (None where none)."""
+    return Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))
+
+
 def _hidden_images(images: list, renderer) -> list[str]:
     """Images of different axes that overlap on the canvas: the one on top hides part of the other.
     (Several images in one axes, like a heatmap over its photo, are meant to be seen together.)"""
-    areas = [
-        (ax, Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))) for ax, im in images
-    ]
+    areas = [(ax, _visible_area(ax, im, renderer)) for ax, im in images]
     out, seen = [], set()
     for i, (ax_a, a) in enumerate(areas):
         for ax_b, b in areas[i + 1 :]:
@@ -129,6 +202,7 @@ def problems(fig: Figure) -> list[str]:
                 out.append(f"{_label(texts[i])} overlaps {_label(texts[j])}")
     images = [(ax, im) for ax in _all_axes(fig) if ax.get_visible() for im in ax.images if im.get_visible()]
     out += _hidden_images(images, renderer)
+    backdrops = _backdrops(fig)
     for t, box in zip(texts, boxes):
         if _in_own_image(t):
             x, y = t.get_position()
@@ -136,10 +210,14 @@ def problems(fig: Figure) -> list[str]:
             if ratio < MIN_CONTRAST:
                 out.append(f"{_label(t)}: contrast {ratio:.1f} against its cell, below {MIN_CONTRAST}")
             continue
-        for ax, im in images:
-            area = Bbox.intersection(im.get_window_extent(renderer), ax.get_window_extent(renderer))
-            if area is not None and box.overlaps(area):
-                out.append(f"{_label(t)} overlaps the image of axes {_axes_name(ax)}")
+        areas = [(ax, _visible_area(ax, im, renderer)) for ax, im in images]
+        over = [ax for ax, area in areas if area is not None and box.overlaps(area)]
+        out += [f"{_label(t)} overlaps the image of axes {_axes_name(ax)}" for ax in over]
+        if not over:  # text on an image it doesn't belong to is a problem already, whatever its colour
+            under = _colour_behind(t, renderer, fig, backdrops)
+            ratio = contrast(_over(to_rgba(t.get_color(), t.get_alpha()), under), under)
+            if ratio < MIN_CONTRAST:
+                out.append(f"{_label(t)}: contrast {ratio:.1f} against what it is drawn on, below {MIN_CONTRAST}")
     return out
 
 
