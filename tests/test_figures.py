@@ -36,7 +36,7 @@ def test_first_layer_tiles_are_rgb_and_one_per_filter(model):
     assert len(d["tiles"]) == conv.out_channels == d["out_channels"]
     assert d["tiles"].shape[1:] == (conv.kernel_size[0], conv.kernel_size[1], 3)
     _assert_signed_tiles(d["tiles"], conv.weight.detach().numpy())
-    assert sum(1 for ax in fig.axes if ax.images) == conv.out_channels
+    assert len(fig.axes) == 1 and len(fig.axes[0].images) == conv.out_channels  # one axes holds every tile
     assert problems(fig) == []
 
 
@@ -65,9 +65,9 @@ def test_learned_first_layer_filters_show_their_size_sign_and_channel(k):
     _assert_signed_tiles(d["tiles"], m.whiten.weight.detach().numpy())
     title = fig._suptitle.get_text()
     assert f"learned first-layer filters ({k}×{k}×3)" in title and "not learned" not in title
-    shown = [ax for ax in fig.axes if ax.images]
-    assert [ax.get_title() for ax in shown] == [f"ch {c}" for c in range(m.whiten.out_channels)]
-    big = shown[0].images[0].get_array()  # enlarged by whole pixels: nearest neighbour, not blurred
+    (ax,) = fig.axes  # one axes holds every tile, each titled with its channel
+    assert [t.get_text() for t in ax.texts if t.get_text()] == [f"ch {c}" for c in range(m.whiten.out_channels)]
+    big = ax.images[0].get_array()  # enlarged by whole pixels: nearest neighbour, not blurred
     assert big.shape[0] >= 16 and big.shape[0] % k == 0
     np.testing.assert_array_equal(big[:: big.shape[0] // k, :: big.shape[1] // k], d["tiles"][0])
     assert problems(fig) == []
@@ -263,7 +263,11 @@ def test_augmentation_examples_differ_and_keep_shape():
     assert aug.shape == (6, 3, 32, 32) and aug.dtype == torch.uint8
     assert len({bytes(a.numpy()) for a in aug}) > 1
     fig = results.augmentation_figure(img, aug, "test")
-    assert sum(1 for ax in fig.axes if ax.images) == 7
+    (ax,) = fig.axes  # one axes: the original, then each augmented version, titled in that order
+    assert [t.get_text() for t in ax.texts if t.get_text()] == ["original"] + [f"augmented {k}" for k in range(1, 7)]
+    np.testing.assert_array_equal(ax.images[0].get_array(), img.permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(ax.images[6].get_array(), aug[5].permute(1, 2, 0).numpy())
+    assert problems(fig) == []
 
 
 def test_the_augmentation_figure_shows_colour_jitter_as_the_model_sees_it():

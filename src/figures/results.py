@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from src.figures import GREEN, GREEN_TEXT, RED, grid, panel_grid, text_colour_on, to_hwc
+from src.figures import GREEN, GREEN_TEXT, RED, panel_grid, text_colour_on, to_hwc
 
 
 def training_curves(history: dict[str, list[float]], best_epoch: int, label_smoothing: float = 0.0):
@@ -141,12 +141,18 @@ def confusion_figure(cm: np.ndarray, classes: list[str]):
 
 def augmentation_figure(original, augmented, description: str):
     """One training image and augmented versions of it from the configured transform."""
-    n = len(augmented) + 1
-    fig, axes = grid(n, cols=min(n, 5), cell=1.5, title_space=0.8)  # one row of nine printed at 4 pt
-    axes[0].imshow(to_hwc(original), interpolation="nearest")
-    axes[0].set_title("original", fontsize=8)
-    for k, img in enumerate(augmented):
-        axes[k + 1].imshow(to_hwc(img), interpolation="nearest")
-        axes[k + 1].set_title(f"augmented {k + 1}", fontsize=8)
-    fig.suptitle(f"Training augmentation: {description}", fontsize=10)
+    pictures = [to_hwc(original)] + [to_hwc(img) for img in augmented]
+    names = ["original"] + [f"augmented {k + 1}" for k in range(len(augmented))]
+    cols = 5  # one row of nine printed its titles at 4 pt
+    # one axes for all the pictures (panel_grid), not an axes each
+    fig, _ = panel_grid(
+        [pictures[i : i + cols] for i in range(0, len(pictures), cols)],
+        [names[i : i + cols] for i in range(0, len(names), cols)],
+        [""] * -(-len(pictures) // cols),
+        f"Training augmentation: {description}",
+        cell=1.5,
+        title_size=8,
+        label_width=0.06,
+        suptitle_size=10,
+    )
     return fig
