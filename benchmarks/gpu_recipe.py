@@ -40,7 +40,7 @@ from src.params import (
 )
 from src.training.evaluation import evaluate, tta_options
 from src.training.loop import FitConfig, build_trainer, init_from_data
-from src.training.runtime import resolve_device
+from src.training.runtime import processor_name, resolve_device
 
 
 class Clock:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(p.train.device)
     raw, names = load_raw()
     work = Path(".cache/gpu_bench")
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    where = processor_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(
         f"{recipe} recipe on {where}: batch {p.train.batch_size}, {p.train.optimizer}, "
         f"{f'{args.budget:g} s budget' if args.budget else f'{p.train.epochs} epochs'}; "

@@ -144,6 +144,7 @@ def run_recipe(
 
     return {
         "recipe": recipe,
+        "device": str(device),  # the run's own: the results file's machine record is the first recipe's
         "test_acc": test_acc(),
         **{f"test_acc_tta_{f:g}": test_acc(tta_fraction=f) for f in tta_fractions},
         "images_per_s": res.images_per_s,
@@ -155,6 +156,9 @@ def run_recipe(
         "achieved_gflop_s": flops * res.images_per_s / 1e9,
     }
 
+
+# a run's words, the same in each of a recipe's runs: kept as they are in the medians
+LABELS = ("recipe", "device")
 
 # set by the harness's own options (--budget, --epochs, --seeds), never by --set
 OWNED = {"train.time_budget_s": "--budget", "train.epochs": "--epochs", "train.seed": "--seeds"}
@@ -293,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {  # the recipe's name as it is, every number its median
-        r: {k: statistics.median(o[k] for o in rows) if k != "recipe" else rows[0][k] for k in rows[0] if k != "seed"}
+    med = {  # the recipe and device as they are (LABELS), every number its median
+        r: {k: rows[0][k] if k in LABELS else statistics.median(o[k] for o in rows) for k in rows[0] if k != "seed"}
         for r, rows in table.items()
     }
     print(

@@ -143,6 +143,7 @@ def test_a_run_scores_its_model_at_each_tta_fraction_asked(small_batches, tmp_pa
         }
     )
     out = bench.run_recipe(p, load_cifar10(batches), read_class_names(batches), None, 0, tmp_path, (0.0, 0.5, 1.0))
+    assert out["device"] == "cpu"  # each run names its device; the file's machine record is the first recipe's
     assert [k for k in out if k.startswith("test_acc")] == [
         "test_acc",
         "test_acc_tta_0",
@@ -206,7 +207,7 @@ def _fake_main(tmp_path, monkeypatch, *args):
     def fake_run(p, raw, names, budget, seed, work, tta):
         seen.append((p, work, work.parent.is_dir()))
         keys = ("images_per_s", "seconds", "epochs", "steps", "params", "train_gflop_per_image", "achieved_gflop_s")
-        return {"recipe": "default", "test_acc": 0.5, **dict.fromkeys(keys, 1.0)}
+        return {"recipe": "default", "device": "cpu", "test_acc": 0.5, **dict.fromkeys(keys, 1.0)}
 
     monkeypatch.setattr(bench, "run_recipe", fake_run)
     code = bench.run_cli("time_to_accuracy", bench.main, ["--classes", "cat", "dog", "--epochs", "1", *args])
@@ -224,7 +225,7 @@ def test_each_run_has_a_work_folder_of_its_own_and_records_the_machine(tmp_path,
     assert not next(iter(folders)).exists()  # removed after the runs
     out = json.loads((tmp_path / "benchmarks/results/w.json").read_text())
     assert out["env"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": None} and out["torch"]
-    assert out["median"]["default"]["recipe"] == "default"
+    assert out["median"]["default"]["recipe"] == "default" and out["median"]["default"]["device"] == "cpu"
 
 
 def test_the_half_set_emulation_is_warned_about(tmp_path, monkeypatch, capsys):
