@@ -83,18 +83,15 @@ def deep_layer_filters(model: nn.Module, layer_index: int, n_filters: int, n_inp
     gap = max(2, zoom // 2)
     ch, cw = kh * zoom, kw * zoom
     mosaic = np.full((o * (ch + gap) - gap, c * (cw + gap) - gap), np.nan)  # NaN: the white gaps
+    fig, ax = plt.subplots(figsize=(c * 1.0 + 0.8, o * 1.0 + 0.9), layout="constrained")
     for i in range(o):
-        for j in range(c):
+        for j in range(c):  # each kernel enlarged into its cell and framed, as its own axes was
             y, x = i * (ch + gap), j * (cw + gap)
             mosaic[y : y + ch, x : x + cw] = shown[i, j].repeat(zoom, 0).repeat(zoom, 1)
-    fig, ax = plt.subplots(figsize=(c * 1.0 + 0.8, o * 1.0 + 0.9), layout="constrained")
+            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), cw, ch, fill=False, lw=0.8, ec="black", clip_on=False))
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
     v = np.abs(shown).max() or 1.0
     im = ax.imshow(mosaic, cmap=cmap, vmin=-v, vmax=v, interpolation="nearest")
-    for i in range(o):
-        for j in range(c):  # each kernel framed, as its own axes was
-            xy = (j * (cw + gap) - 0.5, i * (ch + gap) - 0.5)
-            ax.add_patch(plt.Rectangle(xy, cw, ch, fill=False, lw=0.8, ec="black", clip_on=False))
     ax.set_xticks([j * (cw + gap) + (cw - 1) / 2 for j in range(c)], [f"in {j}" for j in range(c)], fontsize=8)
     ax.set_yticks([i * (ch + gap) + (ch - 1) / 2 for i in range(o)], [f"filter {i}" for i in range(o)], fontsize=8)
     ax.xaxis.tick_top()
