@@ -362,3 +362,24 @@ def test_panel_grid_puts_each_title_above_its_picture_and_nothing_on_another():
         assert abs((b.x0 + b.x1) / 2 - (p.x0 + p.x1) / 2) < 1 and 0 <= b.y0 - p.y1 < 10
     assert fig._suptitle.get_window_extent(r).y0 > max(b.y1 for b in boxes)
     assert problems(fig) == []
+
+
+def test_samples_per_class_shows_each_class_first_image_five_a_row():
+    """One axes holds the pictures: each class's first training image, titled with its name, five
+    a row (ten in one row printed the names at 4 pt); with several a class, a row a class."""
+    from src.figures.dataset import samples_per_class
+
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    y = np.arange(40)[::-1] % 10  # class 9 first: the order shown is the classes', not the data's
+    names = [f"class {c}" for c in range(10)]
+    fig = samples_per_class(x, y, names)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts if t.get_text()] == names
+    for c in range(10):  # the first image of class c, drawn at its place
+        np.testing.assert_array_equal(ax.images[c].get_array(), x[np.flatnonzero(y == c)[0]].permute(1, 2, 0).numpy())
+    rows = sorted({round(im.get_extent()[3], 3) for im in ax.images})
+    assert len(rows) == 2 and problems(fig) == []
+    plt.close(fig)
+    fig = samples_per_class(x, y, names[:3], per_class=2)
+    assert len(fig.axes[0].images) == 6 and len({round(im.get_extent()[3], 3) for im in fig.axes[0].images}) == 3
+    plt.close(fig)

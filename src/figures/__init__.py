@@ -45,22 +45,6 @@ def to_hwc(img) -> np.ndarray:
     return np.transpose(a, (1, 2, 0))
 
 
-def grid(n: int, cols: int, cell: float = 1.6, title_space: float = 0.5):
-    """A figure with n axes in rows of `cols`, ticks off; unused axes hidden. Constrained layout
-    leaves room for each axes' title, so titles never run into the row above."""
-    cols = max(1, min(cols, n))
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(cols * cell, rows * cell + title_space), squeeze=False, layout="constrained"
-    )
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, axes.flat[:n]
-
-
 MIN_CONTRAST = 4.5  # WCAG AA for normal text; src/figures/readability.py holds every figure to it
 
 
@@ -100,11 +84,12 @@ def panel_grid(
     title_colours: list[list[str]] | None = None,
     frame_width: float = 0.8,
 ):
-    """Rows of small framed pictures, each titled, a label left of each row: the picture grids of
-    feature maps, top patches and predictions. One axes for the whole grid (in inches, y down), each
-    picture an image placed at its cell: a figure of 60 pictures draws in a tenth of the time 60
-    axes take. A 2-D panel is drawn with `cmap`, scaled to its own range (as imshow does); (h, w, 3)
-    as RGB. `colours`, `title_colours`: each panel's frame and title colour (default black)."""
+    """Rows of small framed pictures, each titled, a label left of each row (may be ""): every
+    picture grid the stages draw (feature maps, top patches, predictions, first-layer filters,
+    augmentations, samples). One axes for the whole grid (in inches, y down), each picture an image
+    placed at its cell: a figure of 60 pictures draws in a tenth of the time 60 axes take. A 2-D
+    panel is drawn with `cmap`, scaled to its own range (as imshow does); (h, w, 3) as RGB.
+    `colours`, `title_colours`: each panel's frame and title colour (default black)."""
     rows, cols = len(panels), max(len(r) for r in panels)
     lines = max(t.count("\n") for row in titles for t in row) + 1
     title_h = title_size * (1.25 * lines + 0.35) / 72  # the title's lines and its pad above the picture

@@ -5,21 +5,27 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from src.figures import grid, to_hwc
+from src.figures import panel_grid, to_hwc
 
 
 def samples_per_class(x, y, classes: list[str], per_class: int = 1):
-    """A grid: `per_class` training images of each class, titled with the class name."""
-    # five a row: ten in one row printed their names at 4 pt on the report's A4 page
-    fig, axes = grid(len(classes) * per_class, cols=min(5, len(classes)) if per_class == 1 else per_class)
+    """A grid: `per_class` training images of each class, titled with the class name (five a row
+    when one each: ten in one row printed their names at 4 pt on the report's A4 page; else a row
+    a class). One axes holds them all (panel_grid), as in the other picture grids."""
     y = np.asarray(y)
-    k = 0
-    for c, name in enumerate(classes):
-        for idx in np.flatnonzero(y == c)[:per_class]:
-            axes[k].imshow(to_hwc(x[idx]), interpolation="nearest")
-            axes[k].set_title(name, fontsize=9)
-            k += 1
-    fig.suptitle("One training image per class", fontsize=11)
+    shown = [(name, idx) for c, name in enumerate(classes) for idx in np.flatnonzero(y == c)[:per_class]]
+    cols = min(5, len(classes)) if per_class == 1 else per_class
+    rows = [shown[i : i + cols] for i in range(0, len(shown), cols)]
+    fig, _ = panel_grid(
+        [[to_hwc(x[idx]) for _, idx in row] for row in rows],
+        [[name for name, _ in row] for row in rows],
+        [""] * len(rows),
+        "One training image per class",
+        cell=1.5,
+        title_size=9,
+        label_width=0.06,
+        suptitle_size=11,
+    )
     return fig
 
 
