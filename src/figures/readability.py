@@ -203,6 +203,7 @@ def problems(fig: Figure) -> list[str]:
     images = [(ax, im) for ax in _all_axes(fig) if ax.get_visible() for im in ax.images if im.get_visible()]
     out += _hidden_images(images, renderer)
     backdrops = _backdrops(fig)
+    areas = [(ax, _visible_area(ax, im, renderer)) for ax, im in images]
     for t, box in zip(texts, boxes):
         if _in_own_image(t):
             x, y = t.get_position()
@@ -210,7 +211,6 @@ def problems(fig: Figure) -> list[str]:
             if ratio < MIN_CONTRAST:
                 out.append(f"{_label(t)}: contrast {ratio:.1f} against its cell, below {MIN_CONTRAST}")
             continue
-        areas = [(ax, _visible_area(ax, im, renderer)) for ax, im in images]
         over = [ax for ax, area in areas if area is not None and box.overlaps(area)]
         out += [f"{_label(t)} overlaps the image of axes {_axes_name(ax)}" for ax in over]
         if not over:  # text on an image it doesn't belong to is a problem already, whatever its colour
