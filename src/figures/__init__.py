@@ -120,3 +120,17 @@ def panel_grid(
         )
     fig.suptitle(suptitle, y=1 - 0.08 / height, va="top", fontsize=suptitle_size)
     return fig, ax
+
+
+def picture_rows(pictures: list[np.ndarray], titles: list[str], cols: int, suptitle: str, **kw):
+    """`pictures`, each over its title, in rows of `cols` without row labels: `panel_grid` for a
+    flat list (the first layer's filters, augmentations, samples). `kw` goes to panel_grid."""
+    starts = range(0, len(pictures), cols)
+    return panel_grid(
+        [pictures[i : i + cols] for i in starts],
+        [titles[i : i + cols] for i in starts],
+        [""] * len(starts),
+        suptitle,
+        label_width=0.06,
+        **kw,
+    )

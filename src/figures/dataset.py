@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from src.figures import panel_grid, to_hwc
+from src.figures import picture_rows, to_hwc
 
 
 def samples_per_class(x, y, classes: list[str], per_class: int = 1):
@@ -15,15 +15,13 @@ def samples_per_class(x, y, classes: list[str], per_class: int = 1):
     y = np.asarray(y)
     shown = [(name, idx) for c, name in enumerate(classes) for idx in np.flatnonzero(y == c)[:per_class]]
     cols = min(5, len(classes)) if per_class == 1 else per_class
-    rows = [shown[i : i + cols] for i in range(0, len(shown), cols)]
-    fig, _ = panel_grid(
-        [[to_hwc(x[idx]) for _, idx in row] for row in rows],
-        [[name for name, _ in row] for row in rows],
-        [""] * len(rows),
+    fig, _ = picture_rows(
+        [to_hwc(x[idx]) for _, idx in shown],
+        [name for name, _ in shown],
+        cols,
         "One training image per class",
         cell=1.5,
         title_size=9,
-        label_width=0.06,
         suptitle_size=11,
     )
     return fig

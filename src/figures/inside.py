@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.figures import GREEN_TEXT, RED, panel_grid, to_hwc
+from src.figures import GREEN_TEXT, RED, panel_grid, picture_rows, to_hwc
 from src.models import conv_layers
 
 # ----------------------------------------------------------------------------- filters
@@ -56,17 +56,15 @@ def first_layer_filters(model: nn.Module, cols: int = 12):
     learned = conv.weight.requires_grad
     zoom = max(1, 24 // max(w.shape[2:]))  # whole pixels per weight: a crisp enlargement
     big = [t.repeat(zoom, 0).repeat(zoom, 1) for t in tiles_]
-    rows = [big[i : i + cols] for i in range(0, len(big), cols)]
     # one axes for all the tiles (panel_grid): an axes each (24 by default) took 0.19 s to build
-    fig, _ = panel_grid(
-        rows,
-        [[f"ch {i + q}" for q in range(len(row))] for i, row in zip(range(0, len(big), cols), rows)],
-        [""] * len(rows),
+    fig, _ = picture_rows(
+        big,
+        [f"ch {k}" for k in range(len(big))],
+        cols,
         _first_layer_title(name, w, learned),
         cell=0.72,
         gap=0.06,
         title_size=8,  # 6.2 pt once the 9.4-inch-wide figure is shrunk to the printed page
-        label_width=0.06,
     )
     return fig, {"layer": name, "tiles": tiles_, "out_channels": conv.out_channels, "learned": learned}
 

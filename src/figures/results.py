@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from src.figures import GREEN, GREEN_TEXT, RED, panel_grid, text_colour_on, to_hwc
+from src.figures import GREEN, GREEN_TEXT, RED, panel_grid, picture_rows, text_colour_on, to_hwc
 
 
 def training_curves(history: dict[str, list[float]], best_epoch: int, label_smoothing: float = 0.0):
@@ -143,16 +143,8 @@ def augmentation_figure(original, augmented, description: str):
     """One training image and augmented versions of it from the configured transform."""
     pictures = [to_hwc(original)] + [to_hwc(img) for img in augmented]
     names = ["original"] + [f"augmented {k + 1}" for k in range(len(augmented))]
-    cols = 5  # one row of nine printed its titles at 4 pt
-    # one axes for all the pictures (panel_grid), not an axes each
-    fig, _ = panel_grid(
-        [pictures[i : i + cols] for i in range(0, len(pictures), cols)],
-        [names[i : i + cols] for i in range(0, len(names), cols)],
-        [""] * -(-len(pictures) // cols),
-        f"Training augmentation: {description}",
-        cell=1.5,
-        title_size=8,
-        label_width=0.06,
-        suptitle_size=10,
+    # one axes for all the pictures (panel_grid), five a row: one row of nine printed its titles at 4 pt
+    fig, _ = picture_rows(
+        pictures, names, 5, f"Training augmentation: {description}", cell=1.5, title_size=8, suptitle_size=10
     )
     return fig
