@@ -78,6 +78,21 @@ def test_a_bar_clipped_by_its_axes_is_not_under_the_tick_labels():
     plt.close(fig)
 
 
+def test_a_text_half_on_a_dark_bar_is_judged_by_both_halves():
+    """Black text whose middle is on the white face and whose end runs onto a dark bar: its middle
+    alone reads 21, its end about 1.4; a rotated label is sampled upwards along its length."""
+    fig, ax = plt.subplots()
+    ax.set_xlim(0, 10), ax.set_ylim(0, 10)
+    ax.barh([8], [2.8], height=1.5, left=7.2, color="#08306b")  # dark navy from x = 7.2 on (the text ends at 8.4)
+    ax.text(4.5, 8, "a note running onto the bar", color="black", va="center")
+    ax.bar([1], [10], width=0.8, bottom=4.7, color="#08306b")  # dark navy from y = 4.7 up
+    ax.text(1, 4, "rotated label", color="black", rotation=90, ha="center", va="center")
+    found = problems(fig)
+    assert [p.split(":")[0] for p in found] == ["'a note running onto the bar'", "'rotated label'"], found
+    assert all("against what it is drawn on" in p for p in found), found
+    plt.close(fig)
+
+
 def test_a_number_spilling_out_of_its_table_cell_is_caught():
     fig, ax = plt.subplots(figsize=(3, 1))
     ax.axis("off")

@@ -108,34 +108,34 @@ def _over(colour, under: np.ndarray) -> np.ndarray:
     return rgba[3] * rgba[:3] + (1 - rgba[3]) * under
 
 
-def _legends(fig: Figure) -> list[tuple[tuple, Legend]]:
+def _legends(fig: Figure, axes: list) -> list[tuple[tuple, Legend]]:
     """The visible legends, each with its place in the drawing order (over the axes it belongs to)."""
     out = []
-    for order, ax in enumerate(_all_axes(fig)):
+    for order, ax in enumerate(axes):
         legend = ax.get_legend()
         if ax.get_visible() and legend is not None and legend.get_visible():
             out.append(((ax.get_zorder(), order, legend.get_zorder()), legend))
     return out + [((np.inf, 0, lg.get_zorder()), lg) for lg in fig.legends if lg.get_visible()]
 
 
-def _backdrops(fig: Figure) -> tuple[list[tuple[tuple, Patch]], dict[int, tuple]]:
+def _backdrops(fig: Figure, axes: list) -> tuple[list[tuple[tuple, Patch]], dict[int, tuple], dict[int, int]]:
     """Every filled patch a text can sit on, with its place in the drawing order (the axes' faces,
-    their bars and boxes, legends' frames), and the place of each legend's texts (over its frame)."""
-    patches = []
-    for order, ax in enumerate(_all_axes(fig)):
+    their bars and boxes, legends' frames), the place of each legend's texts (over its frame) and
+    each axes' place in the order the figure draws them."""
+    patches, texts = [], {}
+    for order, ax in enumerate(axes):
         if not ax.get_visible():
             continue
         if ax.patch.get_visible():
             patches.append(((ax.get_zorder(), order, -np.inf), ax.patch))
         filled = [p for p in ax.patches if p.get_visible() and p.get_fill()]
         patches += [((ax.get_zorder(), order, p.get_zorder()), p) for p in filled]
-    texts = {}
-    for key, legend in _legends(fig):
+    for key, legend in _legends(fig, axes):
         if legend.get_frame_on():
             patches.append((key, legend.legendPatch))
         for t in [*legend.texts, legend.get_title()]:
             texts[id(t)] = (*key[:2], key[2] + 0.5)
-    return sorted(patches, key=lambda kp: kp[0]), texts
+    return sorted(patches, key=lambda kp: kp[0]), texts, {id(ax): order for order, ax in enumerate(axes)}
 
 
 def _covers(patch: Patch, point: tuple[float, float]) -> bool:
@@ -145,26 +145,36 @@ def _covers(patch: Patch, point: tuple[float, float]) -> bool:
     return patch.contains_point(point) and (clip is None or clip.contains(*point))
 
 
-def _colour_behind(t: Text, renderer, fig: Figure, backdrops: tuple) -> np.ndarray:
-    """The RGB under the middle of text `t`: the figure's face, then each patch drawn before `t`
-    that covers that point, then the text's own box."""
-    patches, legend_texts = backdrops
-    box = t.get_window_extent(renderer)
-    point = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
-    axes = _all_axes(fig)
+def _along(box: Bbox) -> list[tuple[float, float]]:
+    """Three points along the middle line of a text's box, lengthwise (a rotated label runs upwards):
+    near each end and in the middle, so a text half on a bar is judged by both halves."""
+    (x0, y0), (x1, y1) = box.get_points()
+    xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    if box.width >= box.height:
+        return [(x0 + f * (x1 - x0), ym) for f in (0.1, 0.5, 0.9)]
+    return [(xm, y0 + f * (y1 - y0)) for f in (0.1, 0.5, 0.9)]
+
+
+def _colours_behind(t: Text, renderer, fig: Figure, backdrops: tuple) -> list[np.ndarray]:
+    """The RGB under text `t` at each of `_along`'s points: the figure's face, then each patch drawn
+    before `t` that covers that point, then the text's own box."""
+    patches, legend_texts, axes_order = backdrops
     if id(t) in legend_texts:
         own = legend_texts[id(t)]
-    elif t.axes is not None and t.axes in axes:
-        own = (t.axes.get_zorder(), axes.index(t.axes), t.get_zorder())
+    elif t.axes is not None and id(t.axes) in axes_order:
+        own = (t.axes.get_zorder(), axes_order[id(t.axes)], t.get_zorder())
     else:  # a figure's own text (a suptitle, fig.text): drawn with the axes by zorder, after them here
         own = (np.inf, 0, t.get_zorder())
-    out = np.asarray(to_rgba(fig.get_facecolor()))[:3]
-    for key, patch in patches:
-        if key < own and _covers(patch, point):
-            out = _over(patch.get_facecolor(), out)
+    below = [patch for key, patch in patches if key < own]
     bbox = t.get_bbox_patch()
-    if bbox is not None and bbox.get_visible() and bbox.get_fill():
-        out = _over(bbox.get_facecolor(), out)
+    boxed = bbox is not None and bbox.get_visible() and bbox.get_fill()
+    out = []
+    for point in _along(t.get_window_extent(renderer)):
+        colour = np.asarray(to_rgba(fig.get_facecolor()))[:3]
+        for patch in below:
+            if _covers(patch, point):
+                colour = _over(patch.get_facecolor(), colour)
+        out.append(_over(bbox.get_facecolor(), colour) if boxed else colour)
     return out
 
 
@@ -200,9 +210,10 @@ def problems(fig: Figure) -> list[str]:
         for j in range(i + 1, len(texts)):
             if boxes[i].overlaps(boxes[j]):
                 out.append(f"{_label(texts[i])} overlaps {_label(texts[j])}")
-    images = [(ax, im) for ax in _all_axes(fig) if ax.get_visible() for im in ax.images if im.get_visible()]
+    axes = _all_axes(fig)
+    images = [(ax, im) for ax in axes if ax.get_visible() for im in ax.images if im.get_visible()]
     out += _hidden_images(images, renderer)
-    backdrops = _backdrops(fig)
+    backdrops = _backdrops(fig, axes)
     areas = [(ax, _visible_area(ax, im, renderer)) for ax, im in images]
     for t, box in zip(texts, boxes):
         if _in_own_image(t):
@@ -214,8 +225,8 @@ def problems(fig: Figure) -> list[str]:
         over = [ax for ax, area in areas if area is not None and box.overlaps(area)]
         out += [f"{_label(t)} overlaps the image of axes {_axes_name(ax)}" for ax in over]
         if not over:  # text on an image it doesn't belong to is a problem already, whatever its colour
-            under = _colour_behind(t, renderer, fig, backdrops)
-            ratio = contrast(_over(to_rgba(t.get_color(), t.get_alpha()), under), under)
+            ink = to_rgba(t.get_color(), t.get_alpha())
+            ratio = min(contrast(_over(ink, under), under) for under in _colours_behind(t, renderer, fig, backdrops))
             if ratio < MIN_CONTRAST:
                 out.append(f"{_label(t)}: contrast {ratio:.1f} against what it is drawn on, below {MIN_CONTRAST}")
     return out
