@@ -80,7 +80,7 @@ def test_a_bar_clipped_by_its_axes_is_not_under_the_tick_labels():
 
 def test_a_text_half_on_a_dark_bar_is_judged_by_both_halves():
     """Black text whose middle is on the white face and whose end runs onto a dark bar: its middle
-    alone reads 21, its end about 1.4; a rotated label is sampled upwards along its length."""
+    alone reads 21, its end 1.6; a rotated label is sampled upwards along its length."""
     fig, ax = plt.subplots()
     ax.set_xlim(0, 10), ax.set_ylim(0, 10)
     ax.barh([8], [2.8], height=1.5, left=7.2, color="#08306b")  # dark navy from x = 7.2 on (the text ends at 8.4)

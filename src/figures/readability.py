@@ -168,9 +168,9 @@ def _colours_behind(t: Text, renderer, fig: Figure, backdrops: tuple) -> list[np
     below = [patch for key, patch in patches if key < own]
     bbox = t.get_bbox_patch()
     boxed = bbox is not None and bbox.get_visible() and bbox.get_fill()
-    out = []
+    face, out = np.asarray(to_rgba(fig.get_facecolor()))[:3], []
     for point in _along(t.get_window_extent(renderer)):
-        colour = np.asarray(to_rgba(fig.get_facecolor()))[:3]
+        colour = face
         for patch in below:
             if _covers(patch, point):
                 colour = _over(patch.get_facecolor(), colour)
